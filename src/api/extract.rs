@@ -1,0 +1,159 @@
+//! Extractors: the authenticated caller, the client's address, and JSON bodies that report
+//! the path of the field that failed to parse.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+use super::problem::REQUEST_ID;
+use crate::error::{Error, FieldError};
+use crate::startup::AppState;
+use crate::tenancy::{Principal, authenticate};
+
+fn state(req: &HttpRequest) -> Result<web::Data<AppState>, Error> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("application state is not registered")))
+}
+
+/// The address the request came from, believing `X-Forwarded-For` only from trusted proxies.
+pub fn client_ip(req: &HttpRequest, state: &AppState) -> IpAddr {
+    let peer = req
+        .peer_addr()
+        .map(|addr| addr.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    crate::netpolicy::client_ip(peer, forwarded, &state.settings.trusted_proxies)
+}
+
+/// The caller, from `Authorization: Bearer <token>`.
+pub struct Auth(pub Principal);
+
+impl FromRequest for Auth {
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = state(&req)?;
+            let bearer = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .ok_or(Error::Unauthenticated)?;
+            let ip = client_ip(&req, &state);
+            let request_id = REQUEST_ID.try_with(Clone::clone).ok();
+            let principal = authenticate(&state.db, bearer, ip, request_id).await?;
+            Ok(Auth(principal))
+        })
+    }
+}
+
+/// Reads the body up to `limit` bytes; a larger one is 413 before it is all read.
+pub async fn read_body(req: &HttpRequest, payload: &mut Payload, limit: usize) -> Result<web::Bytes, Error> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(Error::PayloadTooLarge { limit });
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| Error::invalid("body", format!("could not read the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(Error::PayloadTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// A JSON body: must say it is JSON, must fit the configured limit, and a parse error names
+/// the field (`settings.shop_domain`) and what was wrong with it.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let state = state(&req)?;
+            let content_type = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            if essence != "application/json" && !essence.ends_with("+json") {
+                return Err(Error::UnsupportedMediaType(
+                    "send the body as application/json".into(),
+                ));
+            }
+            let body = read_body(&req, &mut payload, state.settings.max_json_body_bytes).await?;
+            parse_json(&body).map(Json)
+        })
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let field = if path == "." || path.is_empty() { "body".to_string() } else { path };
+        let message = err.inner().to_string();
+        // serde_json appends " at line L column C"; keep it, it helps find the spot.
+        Error::Invalid(vec![FieldError::new(field, message)])
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| Error::invalid("body", format!("trailing characters after the JSON value: {e}")))?;
+    Ok(value)
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        inner: Inner,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        count: u32,
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        let err = parse_json::<Outer>(br#"{"inner":{"count":"x"}}"#).unwrap_err();
+        let Error::Invalid(fields) = err else { panic!() };
+        assert_eq!(fields[0].field, "inner.count");
+        let err = parse_json::<Outer>(br#"{"inner":{"count":1},"extra":1}"#).unwrap_err();
+        let Error::Invalid(fields) = err else { panic!() };
+        assert!(fields[0].message.contains("unknown field `extra`"), "{fields:?}");
+        assert!(parse_json::<Outer>(b"{not json").is_err());
+        assert!(parse_json::<Outer>(br#"{"inner":{"count":1}} x"#).is_err());
+    }
+}

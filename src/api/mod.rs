@@ -1,0 +1,50 @@
+//! The HTTP surface: actix-web handlers only. Each parses, authorizes, calls the domain and
+//! lets `problem` map errors. One file per resource.
+
+mod audit;
+mod connections;
+mod connectors;
+mod extract;
+mod health;
+mod hooks;
+pub mod middleware;
+pub mod openapi;
+pub mod problem;
+mod tenants;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(health::healthz)
+        .service(health::readyz)
+        .service(health::metrics)
+        .service(openapi::openapi_json)
+        .service(tenants::create_tenant)
+        .service(tenants::create_token)
+        .service(tenants::list_tokens)
+        .service(tenants::revoke_token)
+        .service(connectors::list_connectors)
+        .service(connections::create)
+        .service(connections::list)
+        .service(connections::get)
+        .service(connections::update)
+        .service(connections::delete)
+        .service(connections::rotate_credentials)
+        .service(connections::get_allowlist)
+        .service(connections::put_allowlist)
+        .service(connections::list_events)
+        .service(hooks::receive)
+        .service(audit::list);
+}
+
+/// Unknown routes and methods get problem+json too.
+pub async fn not_found() -> HttpResponse {
+    problem::problem_response(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "Not found",
+        "no such route; see /openapi.json".into(),
+        Vec::new(),
+    )
+}

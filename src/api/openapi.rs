@@ -1,0 +1,41 @@
+//! The OpenAPI document, generated from the handlers' annotations and the domain types.
+
+use actix_web::{HttpResponse, get};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{audit, connections, connectors, health, hooks, tenants};
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "synchub", description = "Keeps sellers' marketplaces and ERPs in sync. Errors are RFC 9457 problem+json."),
+    paths(
+        health::healthz, health::readyz, health::metrics,
+        tenants::create_tenant, tenants::create_token, tenants::list_tokens, tenants::revoke_token,
+        connectors::list_connectors,
+        connections::create, connections::list, connections::get, connections::update, connections::delete,
+        connections::rotate_credentials, connections::get_allowlist, connections::put_allowlist, connections::list_events,
+        hooks::receive,
+        audit::list,
+    ),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+#[utoipa::path(responses((status = 200, description = "this document")), tag = "ops")]
+#[get("/openapi.json")]
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

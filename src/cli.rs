@@ -1,0 +1,137 @@
+//! The command line: `serve`, `migrate`, and the helpers an operator reaches for.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Overrides, Settings};
+use crate::connectors::Manifest;
+use crate::startup::{Application, resolve_master_key};
+use crate::vault::MasterKey;
+
+#[derive(Debug, Parser)]
+#[command(name = "synchub", version, about = "Keeps marketplaces and ERPs in sync")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Address to listen on (SYNCHUB_LISTEN).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Directory for the embedded database and local master key (SYNCHUB_DATA_DIR).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the REST API and webhook ingress (with no configuration: SQLite under ./data).
+    Serve(ServerArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(ServerArgs),
+    /// Master key helpers.
+    #[command(subcommand)]
+    MasterKey(MasterKeyCommand),
+    /// Connector manifest helpers.
+    #[command(subcommand)]
+    Connector(ConnectorCommand),
+    /// Benchmarks (run on a release build).
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MasterKeyCommand {
+    /// Print a new random master key (base64 of 32 bytes).
+    Generate,
+    /// Re-wrap every secret's data key with a new master key. The current key comes from
+    /// the usual configuration; the new one from SYNCHUB_NEW_MASTER_KEY (or is generated).
+    Rotate(ServerArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectorCommand {
+    /// Check a manifest and report every problem with its field path.
+    Lint { file: PathBuf },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = Settings::load(&args.overrides())?;
+            crate::telemetry::init_logging(settings.log_json);
+            let app = Application::build(settings).await?;
+            app.run_until_stopped().await?;
+        }
+        Command::Migrate(args) => {
+            let settings = Settings::load(&args.overrides())?;
+            crate::telemetry::init_logging(settings.log_json);
+            let db = crate::store::connect(&settings).await?;
+            crate::store::migrate(&db).await?;
+            println!("migrations applied");
+        }
+        Command::MasterKey(MasterKeyCommand::Generate) => {
+            println!("{}", MasterKey::generate()?.to_base64());
+        }
+        Command::MasterKey(MasterKeyCommand::Rotate(args)) => rotate_master_key(&args).await?,
+        Command::Connector(ConnectorCommand::Lint { file }) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            match Manifest::parse(&text) {
+                Ok(manifest) => println!("{}: ok ({} {})", file.display(), manifest.name, manifest.version),
+                Err(problems) => {
+                    for problem in &problems {
+                        eprintln!("{}: {}: {}", file.display(), problem.field, problem.message);
+                    }
+                    anyhow::bail!("{} problem(s) in {}", problems.len(), file.display());
+                }
+            }
+        }
+        Command::Bench(command) => crate::bench::run(command).await?,
+    }
+    Ok(())
+}
+
+async fn rotate_master_key(args: &ServerArgs) -> anyhow::Result<()> {
+    let settings = Settings::load(&args.overrides())?;
+    crate::telemetry::init_logging(settings.log_json);
+    let old = resolve_master_key(&settings)?;
+    let (new, generated) = match std::env::var("SYNCHUB_NEW_MASTER_KEY") {
+        Ok(text) => (MasterKey::from_base64(&text).context("SYNCHUB_NEW_MASTER_KEY")?, false),
+        Err(_) => (MasterKey::generate()?, true),
+    };
+    let key_file = settings.data_dir.join(crate::vault::master_key::KEY_FILE);
+    let file_based = settings.master_key.is_empty();
+    // Keep the new key on disk before any row depends on it.
+    let staged = key_file.with_extension("key.new");
+    if file_based {
+        crate::vault::master_key::write_private(&staged, &new.to_base64())?;
+    }
+    let db = crate::store::connect(&settings).await?;
+    let count = crate::vault::rotate_master_key(&db, &old, &new).await?;
+    if file_based {
+        std::fs::rename(&staged, &key_file).context("installing the new master key file")?;
+        println!("re-wrapped {count} secret(s); {} now holds key {}", key_file.display(), new.id());
+    } else {
+        println!("re-wrapped {count} secret(s) from key {} to key {}.", old.id(), new.id());
+        if generated {
+            println!("Set SYNCHUB_MASTER_KEY to this new key before restarting:\n{}", new.to_base64());
+        } else {
+            println!("Set SYNCHUB_MASTER_KEY to the new key before restarting.");
+        }
+    }
+    Ok(())
+}

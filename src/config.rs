@@ -1,0 +1,284 @@
+//! Layered settings: built-in `config/default.toml` < `config/$SYNCHUB_ENV.toml` < environment.
+//! Validated once at start-up, so a misconfiguration fails with the name of the key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::secret::SecretString;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+    Test,
+}
+
+impl Environment {
+    fn parse(value: &str) -> anyhow::Result<Self> {
+        match value {
+            "" | "development" | "dev" => Ok(Self::Development),
+            "production" | "prod" => Ok(Self::Production),
+            "test" => Ok(Self::Test),
+            other => anyhow::bail!(
+                "SYNCHUB_ENV must be development, production or test, not {other:?}"
+            ),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Production => "production",
+            Self::Test => "test",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub master_key: SecretString,
+    pub bootstrap_token: SecretString,
+    pub log_json: bool,
+    #[serde(deserialize_with = "cidr_list")]
+    pub trusted_proxies: Vec<IpNet>,
+    pub allow_private_targets: bool,
+    pub max_json_body_bytes: usize,
+    pub database: DatabaseSettings,
+    pub webhooks: WebhookSettings,
+    #[serde(skip, default = "default_env")]
+    pub environment: Environment,
+}
+
+fn default_env() -> Environment {
+    Environment::Development
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    pub max_body_bytes: usize,
+    pub secret_grace_seconds: i64,
+    pub timestamp_tolerance_seconds: i64,
+    pub max_batch: usize,
+    pub batch_linger_micros: u64,
+    pub cache_ttl_seconds: u64,
+}
+
+/// Accepts a TOML array or a comma-separated string (as environment variables give it).
+fn cidr_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Text(String),
+    }
+    let items: Vec<String> = match Raw::deserialize(deserializer)? {
+        Raw::List(items) => items,
+        Raw::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    };
+    items
+        .iter()
+        .map(|item| crate::netpolicy::parse_cidr(item).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// Values given on the command line; they win over every other layer.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Reads the layers from the process environment.
+    pub fn load(overrides: &Overrides) -> anyhow::Result<Self> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::from_layers(&env, overrides)
+    }
+
+    /// Builds settings from explicit environment pairs, so tests need not touch the process env.
+    pub fn from_layers(env: &[(String, String)], overrides: &Overrides) -> anyhow::Result<Self> {
+        let lookup = |key: &str| {
+            env.iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        let environment = Environment::parse(lookup("SYNCHUB_ENV").as_deref().unwrap_or(""))?;
+        let prefixed: config::Map<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("SYNCHUB_") && k != "SYNCHUB_ENV")
+            .filter(|(k, _)| !k.starts_with("SYNCHUB_TEST_"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .add_source(
+                config::File::with_name(&format!("config/{}", environment.name()))
+                    .format(config::FileFormat::Toml)
+                    .required(false),
+            )
+            .add_source(
+                config::Environment::with_prefix("SYNCHUB")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(prefixed)),
+            );
+        if let Some(url) = lookup("DATABASE_URL") {
+            builder = builder.set_override("database_url", url)?;
+        }
+        if let Some(listen) = &overrides.listen {
+            builder = builder.set_override("listen", listen.as_str())?;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            builder = builder.set_override("data_dir", dir.to_string_lossy().as_ref())?;
+        }
+        let mut settings: Settings = builder
+            .build()
+            .context("reading configuration")?
+            .try_deserialize()
+            .context("invalid configuration")?;
+        settings.environment = environment;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.environment == Environment::Production && self.master_key.is_empty() {
+            anyhow::bail!(
+                "master_key: SYNCHUB_MASTER_KEY must be set in production (base64 of 32 random bytes)"
+            );
+        }
+        if self.webhooks.max_body_bytes == 0 {
+            anyhow::bail!("webhooks.max_body_bytes must be greater than 0");
+        }
+        if !(1..=10_000).contains(&self.webhooks.max_batch) {
+            anyhow::bail!("webhooks.max_batch must be between 1 and 10000");
+        }
+        if self.webhooks.secret_grace_seconds < 0 {
+            anyhow::bail!("webhooks.secret_grace_seconds must not be negative");
+        }
+        if self.database.max_connections == 0 {
+            anyhow::bail!("database.max_connections must be greater than 0");
+        }
+        let url = self.database_url.trim();
+        if !(url.is_empty()
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.starts_with("sqlite:"))
+        {
+            anyhow::bail!("database_url: DATABASE_URL must be a postgres:// or sqlite: URL");
+        }
+        Ok(())
+    }
+
+    /// The database URL in use: the configured one, or the embedded SQLite file.
+    pub fn effective_database_url(&self) -> String {
+        if self.database_url.trim().is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("synchub.db").display()
+            )
+        } else {
+            self.database_url.trim().to_string()
+        }
+    }
+
+    /// The base URL platforms call, without a trailing slash.
+    pub fn effective_public_url(&self) -> String {
+        let url = self.public_url.trim().trim_end_matches('/');
+        if url.is_empty() {
+            format!("http://{}", self.listen)
+        } else {
+            url.to_string()
+        }
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.environment == Environment::Production
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_start_on_localhost_with_embedded_sqlite() {
+        let settings = Settings::from_layers(&[], &Overrides::default()).unwrap();
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
+        assert!(settings.effective_database_url().starts_with("sqlite://"));
+        assert_eq!(settings.webhooks.max_body_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn environment_overrides_defaults_and_cli_overrides_environment() {
+        let settings = Settings::from_layers(
+            &env(&[
+                ("SYNCHUB_LISTEN", "0.0.0.0:9000"),
+                ("SYNCHUB_WEBHOOKS__MAX_BODY_BYTES", "2048"),
+                ("SYNCHUB_TRUSTED_PROXIES", "10.0.0.0/8, ::1/128"),
+                ("DATABASE_URL", "postgres://localhost/x"),
+            ]),
+            &Overrides {
+                listen: Some("127.0.0.1:0".into()),
+                data_dir: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:0");
+        assert_eq!(settings.webhooks.max_body_bytes, 2048);
+        assert_eq!(settings.trusted_proxies.len(), 2);
+        assert_eq!(settings.effective_database_url(), "postgres://localhost/x");
+    }
+
+    #[test]
+    fn production_refuses_to_start_without_a_master_key() {
+        let err = Settings::from_layers(
+            &env(&[("SYNCHUB_ENV", "production")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("SYNCHUB_MASTER_KEY"));
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let err = Settings::from_layers(
+            &env(&[("SYNCHUB_TRUSTED_PROXIES", "not-a-cidr")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("trusted_proxies"), "{err:#}");
+    }
+}

@@ -1,0 +1,13 @@
+//! Connections: a tenant's account on one connector. Settings are validated against the
+//! connector's manifest; credentials and webhook secrets live only in the vault.
+
+mod fields;
+mod masking;
+mod model;
+mod service;
+
+pub use model::{
+    AllowlistView, ConnectionPatch, ConnectionView, CredentialsRotation, EnvironmentKind,
+    NewConnection,
+};
+pub use service::{Connections, current_webhook_secret};

@@ -1,0 +1,103 @@
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvironmentKind {
+    Sandbox,
+    Production,
+}
+
+impl EnvironmentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sandbox => "sandbox",
+            Self::Production => "production",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewConnection {
+    /// Unique within the tenant, e.g. "US Shopify store".
+    pub name: String,
+    /// A connector name from `GET /v1/connectors`.
+    pub connector: String,
+    pub environment: EnvironmentKind,
+    /// Non-secret settings, as the connector declares them.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub settings: Map<String, Value>,
+    /// Secret credentials, as the connector declares them. Stored encrypted; never returned.
+    #[schema(value_type = Object)]
+    pub credentials: Map<String, Value>,
+    /// Secret that signs this connection's webhooks (Shopify: the app's client secret).
+    pub webhook_secret: Option<String>,
+    /// IANA time zone; defaults to the tenant's.
+    pub timezone: Option<String>,
+    /// Connector version to pin; defaults to the built-in one.
+    pub version: Option<String>,
+    /// Who may send this connection's webhooks (CIDRs). Empty: anyone with a valid signature.
+    #[serde(default)]
+    pub allowed_cidrs: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionPatch {
+    pub name: Option<String>,
+    pub environment: Option<EnvironmentKind>,
+    /// Replaces the settings as a whole.
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<Map<String, Value>>,
+    pub timezone: Option<String>,
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsRotation {
+    /// The new credentials, as a whole.
+    #[schema(value_type = Option<Object>)]
+    pub credentials: Option<Map<String, Value>>,
+    /// The new webhook secret.
+    pub webhook_secret: Option<String>,
+    /// How long the previous webhook-signing secret keeps verifying (0 to 604800 seconds;
+    /// default `webhooks.secret_grace_seconds`, 24 hours), so the platform's retries of
+    /// events signed before the rotation are not lost.
+    pub grace_seconds: Option<i64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConnectionView {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub connector: String,
+    pub environment: String,
+    #[schema(value_type = Object)]
+    pub settings: Value,
+    /// Each credential masked: `****` and at most the last 4 characters.
+    #[schema(value_type = Object)]
+    pub credentials: Map<String, Value>,
+    pub webhook_secret: Option<String>,
+    /// Until when the previous webhook secret still verifies, after a rotation.
+    pub previous_webhook_secret_valid_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// The URL to register with the platform for this connection's webhooks.
+    pub webhook_url: String,
+    pub allowed_cidrs: Vec<String>,
+    pub timezone: Option<String>,
+    pub version: String,
+    /// Webhooks refused (bad signature or foreign source) since the connection was created.
+    pub rejected_webhooks: i64,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllowlistView {
+    /// IPv4 and IPv6 CIDRs. Empty: webhooks are accepted from any address.
+    pub cidrs: Vec<String>,
+}

@@ -1,0 +1,73 @@
+//! Typed, prefixed ids (`ten_…`, `con_…`): time-ordered (UUIDv7), so they sort by creation and
+//! serve as pagination cursors. Each kind has its own type, so a tenant id cannot be passed
+//! where a connection id is expected.
+
+macro_rules! typed_id {
+    ($name:ident, $prefix:literal) => {
+        #[derive(
+            Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+            sea_orm::DeriveValueType,
+        )]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+
+            pub fn generate() -> Self {
+                Self(format!("{}_{}", $prefix, uuid::Uuid::now_v7().simple()))
+            }
+
+            /// Accepts only well-formed ids of this kind; anything else is "not found" upstream.
+            pub fn parse(raw: &str) -> Option<Self> {
+                let rest = raw.strip_prefix($prefix)?.strip_prefix('_')?;
+                (rest.len() == 32 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .then(|| Self(raw.to_string()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl sea_orm::TryFromU64 for $name {
+            fn try_from_u64(_: u64) -> Result<Self, sea_orm::DbErr> {
+                Err(sea_orm::DbErr::ConvertFromU64(stringify!($name)))
+            }
+        }
+    };
+}
+
+typed_id!(TenantId, "ten");
+typed_id!(TokenId, "tok");
+typed_id!(SecretId, "sec");
+typed_id!(ConnectionId, "con");
+typed_id!(EventId, "evt");
+typed_id!(AuditId, "aud");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_reject_foreign_kinds() {
+        let id = ConnectionId::generate();
+        assert_eq!(ConnectionId::parse(id.as_str()), Some(id.clone()));
+        assert!(TenantId::parse(id.as_str()).is_none());
+        assert!(ConnectionId::parse("con_../../etc").is_none());
+        assert!(ConnectionId::parse("").is_none());
+    }
+
+    #[test]
+    fn ids_sort_by_creation() {
+        let first = EventId::generate();
+        let second = EventId::generate();
+        assert!(first < second);
+    }
+}

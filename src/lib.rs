@@ -1,0 +1,26 @@
+//! synchub: keeps sellers' marketplaces and ERPs in sync.
+//!
+//! One folder per capability: `tenancy` (tenants, tokens), `vault` (secrets), `connectors`
+//! (manifests), `connections`, `webhooks` (ingress), `netpolicy` (allowlists, proxies,
+//! outbound guard), `audit`, `store` (database). `api` is the only place that knows HTTP.
+
+pub mod api;
+pub mod audit;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod connections;
+pub mod connectors;
+pub mod error;
+pub mod ids;
+pub mod netpolicy;
+pub mod pagination;
+pub mod random;
+pub mod secret;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod tenancy;
+pub mod timezone;
+pub mod vault;
+pub mod webhooks;

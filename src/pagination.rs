@@ -1,0 +1,66 @@
+//! Cursor pagination: ids are time-ordered, so the cursor is simply the last id returned.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_LIMIT: usize = 50;
+pub const MAX_LIMIT: usize = 500;
+
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Items per page, 1 to 500 (default 50).
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    pub fn validate(self) -> Result<PageRequest> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(Error::invalid("limit", format!("must be between 1 and {MAX_LIMIT}")));
+        }
+        if let Some(cursor) = &self.cursor
+            && (cursor.len() > 64 || !cursor.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        {
+            return Err(Error::invalid("cursor", "is not a cursor this API returned"));
+        }
+        Ok(PageRequest {
+            limit,
+            cursor: self.cursor,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// `rows` holds up to `limit + 1` items: the extra one only says another page exists.
+    pub fn from_rows<R>(
+        mut rows: Vec<R>,
+        limit: usize,
+        cursor_of: impl Fn(&R) -> String,
+        map: impl FnMut(R) -> T,
+    ) -> Self {
+        let has_more = rows.len() > limit;
+        rows.truncate(limit);
+        let next_cursor = if has_more { rows.last().map(&cursor_of) } else { None };
+        Self {
+            data: rows.into_iter().map(map).collect(),
+            next_cursor,
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Builds the application: storage, vault, connectors, domain services and the HTTP server.
+//! The server binds its own listener and reports the port, so tests can ask for port 0.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sea_orm::DatabaseConnection;
+
+use crate::config::Settings;
+use crate::connections::Connections;
+use crate::connectors::ConnectorRegistry;
+use crate::tenancy::{Bootstrap, bootstrap_operator_token};
+use crate::vault::{MasterKey, Vault};
+use crate::webhooks::IngestService;
+use crate::{api, store};
+
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub settings: Arc<Settings>,
+    pub registry: Arc<ConnectorRegistry>,
+    pub connections: Connections,
+    pub ingest: IngestService,
+    pub metrics: PrometheusHandle,
+}
+
+pub struct Application {
+    server: actix_web::dev::Server,
+    port: u16,
+    pub bootstrap: Bootstrap,
+    pub db: DatabaseConnection,
+}
+
+/// The master key from configuration, or (outside production) one kept in the data dir.
+pub fn resolve_master_key(settings: &Settings) -> anyhow::Result<MasterKey> {
+    if !settings.master_key.is_empty() {
+        return MasterKey::from_base64(settings.master_key.expose()).context("SYNCHUB_MASTER_KEY");
+    }
+    if settings.is_production() {
+        anyhow::bail!("SYNCHUB_MASTER_KEY must be set in production");
+    }
+    let (key, created) = MasterKey::load_or_create(&settings.data_dir)?;
+    let path = settings.data_dir.join(crate::vault::master_key::KEY_FILE);
+    if created {
+        eprintln!(
+            "\n  WARNING: generated a local master key at {}.\n  It encrypts every stored credential. Back it up; production must set SYNCHUB_MASTER_KEY.\n",
+            path.display()
+        );
+    }
+    tracing::warn!(key_id = key.id(), path = %path.display(), "using a locally generated master key; production must set SYNCHUB_MASTER_KEY");
+    Ok(key)
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let settings = Arc::new(settings);
+        let db = store::connect(&settings).await?;
+        store::migrate(&db).await?;
+        let vault = Vault::new(resolve_master_key(&settings)?);
+        let given = (!settings.bootstrap_token.is_empty()).then(|| settings.bootstrap_token.expose());
+        let bootstrap = bootstrap_operator_token(&db, given)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("creating the operator token")?;
+        if let Bootstrap::Generated(token) = &bootstrap {
+            // Printed once, to the terminal, never to the log.
+            println!("\n  Operator token (shown once, keep it safe):\n\n    {token}\n");
+        }
+        let registry = Arc::new(ConnectorRegistry::built_in()?);
+        let public_url = settings.effective_public_url();
+        let ingest = IngestService::start(db.clone(), vault.clone(), registry.clone(), &settings.webhooks, public_url);
+        let connections = Connections::new(db.clone(), vault, registry.clone(), ingest.cache_handle(), &settings);
+        let metrics = crate::telemetry::metrics_handle()?;
+        spawn_metrics_upkeep(metrics.clone());
+
+        let state = web::Data::new(AppState {
+            db: db.clone(),
+            settings: settings.clone(),
+            registry,
+            connections,
+            ingest,
+            metrics,
+        });
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("listening on {}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(from_fn(api::middleware::observe))
+                .configure(api::configure)
+                .default_service(web::to(api::not_found))
+        })
+        .listen(listener)?
+        .shutdown_timeout(30)
+        .run();
+        tracing::info!(address = %settings.listen, port, database = %store::redact_url(&settings.effective_database_url()), "synchub is listening");
+        Ok(Self { server, port, bootstrap, db })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn spawn_metrics_upkeep(handle: PrometheusHandle) {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                handle.run_upkeep();
+            }
+        });
+    });
+}

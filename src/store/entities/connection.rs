@@ -1,0 +1,39 @@
+use sea_orm::entity::prelude::*;
+
+use crate::ids::{ConnectionId, SecretId, TenantId};
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "connections")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: ConnectionId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub connector: String,
+    pub environment: String,
+    #[sea_orm(column_type = "JsonBinary")]
+    pub settings: Json,
+    pub credentials_secret_id: SecretId,
+    pub webhook_secret_id: Option<SecretId>,
+    pub previous_webhook_secret_id: Option<SecretId>,
+    pub previous_webhook_secret_expires_at: Option<DateTimeUtc>,
+    #[sea_orm(column_type = "JsonBinary")]
+    pub allowed_cidrs: Json,
+    pub timezone: Option<String>,
+    pub version: Option<String>,
+    /// Webhooks refused for a bad signature or a foreign source address (bodies are not kept).
+    pub rejected_webhooks: i64,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+impl Entity {
+    pub fn find_in_tenant(tenant: &TenantId) -> Select<Entity> {
+        Self::find().filter(Column::TenantId.eq(tenant.clone()))
+    }
+}

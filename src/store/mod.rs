@@ -1,0 +1,89 @@
+//! Storage: the connection to SQLite or PostgreSQL, migrations, and the entities.
+
+pub mod entities;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection};
+
+use crate::config::Settings;
+
+/// Opens the configured database. SQLite runs in WAL with `synchronous=FULL`, so a commit
+/// that returned has reached the disk: the webhook ack depends on it.
+pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
+    let url = settings.effective_database_url();
+    if url.starts_with("sqlite:") && settings.database_url.trim().is_empty() {
+        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+            format!("creating the data directory {}", settings.data_dir.display())
+        })?;
+    }
+    let mut options = ConnectOptions::new(url.clone());
+    options
+        .max_connections(settings.database.max_connections)
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+        });
+    let db = Database::connect(options)
+        .await
+        .with_context(|| format!("connecting to the database ({})", redact_url(&url)))?;
+    Ok(db)
+}
+
+pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
+    Migrator::up(db, None).await.context("applying migrations")
+}
+
+/// Ready means: the database answers and no migration is pending.
+pub async fn readiness(db: &DatabaseConnection) -> Result<(), String> {
+    db.execute_unprepared("SELECT 1")
+        .await
+        .map_err(|e| format!("database unreachable: {e}"))?;
+    let pending = Migrator::get_pending_migrations(db)
+        .await
+        .map_err(|e| format!("cannot read migrations: {e}"))?;
+    if pending.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} migration(s) pending", pending.len()))
+    }
+}
+
+pub fn is_sqlite(db: &DatabaseConnection) -> bool {
+    db.get_database_backend() == DatabaseBackend::Sqlite
+}
+
+/// Hides the password of a database URL before it reaches a log line or an error.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_passwords_do_not_reach_logs() {
+        assert_eq!(
+            super::redact_url("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(super::redact_url("sqlite://./data/x.db"), "sqlite://./data/x.db");
+    }
+}

@@ -1,0 +1,14 @@
+//! Webhook ingress: verify the platform's signature on the raw body, check the sender's
+//! address, then commit the event (group commit) before the 2xx. Duplicates are stored once.
+
+mod events;
+mod ingest;
+mod schemes;
+mod target;
+mod writer;
+
+pub use events::{EventView, list_events};
+pub use ingest::{Acknowledged, IngestService, InboundWebhook};
+pub use schemes::{Headers, Rejection, SchemeConfig, sign, standard_webhooks_key as schemes_standard_key, verify};
+pub use target::TargetCache;
+pub use writer::EventWriter;
