@@ -11,7 +11,11 @@ use crate::startup::{Application, resolve_master_key};
 use crate::vault::MasterKey;
 
 #[derive(Debug, Parser)]
-#[command(name = "synchub", version, about = "Keeps marketplaces and ERPs in sync")]
+#[command(
+    name = "synchub",
+    version,
+    about = "Keeps marketplaces and ERPs in sync"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -91,7 +95,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             match Manifest::parse(&text) {
-                Ok(manifest) => println!("{}: ok ({} {})", file.display(), manifest.name, manifest.version),
+                Ok(manifest) => println!(
+                    "{}: ok ({} {})",
+                    file.display(),
+                    manifest.name,
+                    manifest.version
+                ),
                 Err(problems) => {
                     for problem in &problems {
                         eprintln!("{}: {}: {}", file.display(), problem.field, problem.message);
@@ -110,7 +119,10 @@ async fn rotate_master_key(args: &ServerArgs) -> anyhow::Result<()> {
     crate::telemetry::init_logging(settings.log_json);
     let old = resolve_master_key(&settings)?;
     let (new, generated) = match std::env::var("SYNCHUB_NEW_MASTER_KEY") {
-        Ok(text) => (MasterKey::from_base64(&text).context("SYNCHUB_NEW_MASTER_KEY")?, false),
+        Ok(text) => (
+            MasterKey::from_base64(&text).context("SYNCHUB_NEW_MASTER_KEY")?,
+            false,
+        ),
         Err(_) => (MasterKey::generate()?, true),
     };
     let key_file = settings.data_dir.join(crate::vault::master_key::KEY_FILE);
@@ -124,11 +136,22 @@ async fn rotate_master_key(args: &ServerArgs) -> anyhow::Result<()> {
     let count = crate::vault::rotate_master_key(&db, &old, &new).await?;
     if file_based {
         std::fs::rename(&staged, &key_file).context("installing the new master key file")?;
-        println!("re-wrapped {count} secret(s); {} now holds key {}", key_file.display(), new.id());
+        println!(
+            "re-wrapped {count} secret(s); {} now holds key {}",
+            key_file.display(),
+            new.id()
+        );
     } else {
-        println!("re-wrapped {count} secret(s) from key {} to key {}.", old.id(), new.id());
+        println!(
+            "re-wrapped {count} secret(s) from key {} to key {}.",
+            old.id(),
+            new.id()
+        );
         if generated {
-            println!("Set SYNCHUB_MASTER_KEY to this new key before restarting:\n{}", new.to_base64());
+            println!(
+                "Set SYNCHUB_MASTER_KEY to this new key before restarting:\n{}",
+                new.to_base64()
+            );
         } else {
             println!("Set SYNCHUB_MASTER_KEY to the new key before restarting.");
         }

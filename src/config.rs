@@ -25,9 +25,9 @@ impl Environment {
             "" | "development" | "dev" => Ok(Self::Development),
             "production" | "prod" => Ok(Self::Production),
             "test" => Ok(Self::Test),
-            other => anyhow::bail!(
-                "SYNCHUB_ENV must be development, production or test, not {other:?}"
-            ),
+            other => {
+                anyhow::bail!("SYNCHUB_ENV must be development, production or test, not {other:?}")
+            }
         }
     }
 
@@ -120,11 +120,7 @@ impl Settings {
 
     /// Builds settings from explicit environment pairs, so tests need not touch the process env.
     pub fn from_layers(env: &[(String, String)], overrides: &Overrides) -> anyhow::Result<Self> {
-        let lookup = |key: &str| {
-            env.iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-        };
+        let lookup = |key: &str| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
         let environment = Environment::parse(lookup("SYNCHUB_ENV").as_deref().unwrap_or(""))?;
         let prefixed: config::Map<String, String> = env
             .iter()

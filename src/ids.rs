@@ -5,7 +5,15 @@
 macro_rules! typed_id {
     ($name:ident, $prefix:literal) => {
         #[derive(
-            Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+            Clone,
+            Debug,
+            PartialEq,
+            Eq,
+            Hash,
+            PartialOrd,
+            Ord,
+            serde::Serialize,
+            serde::Deserialize,
             sea_orm::DeriveValueType,
         )]
         #[serde(transparent)]

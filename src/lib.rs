@@ -24,3 +24,8 @@ pub mod tenancy;
 pub mod timezone;
 pub mod vault;
 pub mod webhooks;
+
+/// One TLS backend (ring) for every client in the process; call before building any client.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -26,12 +26,21 @@ impl PageQuery {
     pub fn validate(self) -> Result<PageRequest> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(Error::invalid("limit", format!("must be between 1 and {MAX_LIMIT}")));
+            return Err(Error::invalid(
+                "limit",
+                format!("must be between 1 and {MAX_LIMIT}"),
+            ));
         }
         if let Some(cursor) = &self.cursor
-            && (cursor.len() > 64 || !cursor.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+            && (cursor.len() > 64
+                || !cursor
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_'))
         {
-            return Err(Error::invalid("cursor", "is not a cursor this API returned"));
+            return Err(Error::invalid(
+                "cursor",
+                "is not a cursor this API returned",
+            ));
         }
         Ok(PageRequest {
             limit,
@@ -57,7 +66,11 @@ impl<T> Page<T> {
     ) -> Self {
         let has_more = rows.len() > limit;
         rows.truncate(limit);
-        let next_cursor = if has_more { rows.last().map(&cursor_of) } else { None };
+        let next_cursor = if has_more {
+            rows.last().map(&cursor_of)
+        } else {
+            None
+        };
         Self {
             data: rows.into_iter().map(map).collect(),
             next_cursor,

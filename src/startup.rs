@@ -57,11 +57,13 @@ pub fn resolve_master_key(settings: &Settings) -> anyhow::Result<MasterKey> {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        crate::install_crypto_provider();
         let settings = Arc::new(settings);
         let db = store::connect(&settings).await?;
         store::migrate(&db).await?;
         let vault = Vault::new(resolve_master_key(&settings)?);
-        let given = (!settings.bootstrap_token.is_empty()).then(|| settings.bootstrap_token.expose());
+        let given =
+            (!settings.bootstrap_token.is_empty()).then(|| settings.bootstrap_token.expose());
         let bootstrap = bootstrap_operator_token(&db, given)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
@@ -72,8 +74,20 @@ impl Application {
         }
         let registry = Arc::new(ConnectorRegistry::built_in()?);
         let public_url = settings.effective_public_url();
-        let ingest = IngestService::start(db.clone(), vault.clone(), registry.clone(), &settings.webhooks, public_url);
-        let connections = Connections::new(db.clone(), vault, registry.clone(), ingest.cache_handle(), &settings);
+        let ingest = IngestService::start(
+            db.clone(),
+            vault.clone(),
+            registry.clone(),
+            &settings.webhooks,
+            public_url,
+        );
+        let connections = Connections::new(
+            db.clone(),
+            vault,
+            registry.clone(),
+            ingest.cache_handle(),
+            &settings,
+        );
         let metrics = crate::telemetry::metrics_handle()?;
         spawn_metrics_upkeep(metrics.clone());
 
@@ -99,7 +113,12 @@ impl Application {
         .shutdown_timeout(30)
         .run();
         tracing::info!(address = %settings.listen, port, database = %store::redact_url(&settings.effective_database_url()), "synchub is listening");
-        Ok(Self { server, port, bootstrap, db })
+        Ok(Self {
+            server,
+            port,
+            bootstrap,
+            db,
+        })
     }
 
     pub fn port(&self) -> u16 {

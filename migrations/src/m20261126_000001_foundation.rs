@@ -11,19 +11,31 @@ impl MigrationName for Migration {
 }
 
 fn id(name: &str) -> ColumnDef {
-    ColumnDef::new(Alias::new(name)).string_len(40).not_null().to_owned()
+    ColumnDef::new(Alias::new(name))
+        .string_len(40)
+        .not_null()
+        .to_owned()
 }
 fn opt_id(name: &str) -> ColumnDef {
-    ColumnDef::new(Alias::new(name)).string_len(40).null().to_owned()
+    ColumnDef::new(Alias::new(name))
+        .string_len(40)
+        .null()
+        .to_owned()
 }
 fn text(name: &str) -> ColumnDef {
-    ColumnDef::new(Alias::new(name)).text().not_null().to_owned()
+    ColumnDef::new(Alias::new(name))
+        .text()
+        .not_null()
+        .to_owned()
 }
 fn opt_text(name: &str) -> ColumnDef {
     ColumnDef::new(Alias::new(name)).text().null().to_owned()
 }
 fn json(name: &str) -> ColumnDef {
-    ColumnDef::new(Alias::new(name)).json_binary().not_null().to_owned()
+    ColumnDef::new(Alias::new(name))
+        .json_binary()
+        .not_null()
+        .to_owned()
 }
 fn at(name: &str) -> ColumnDef {
     ColumnDef::new(Alias::new(name))
@@ -38,7 +50,10 @@ fn opt_at(name: &str) -> ColumnDef {
         .to_owned()
 }
 fn bytes(name: &str) -> ColumnDef {
-    ColumnDef::new(Alias::new(name)).blob().not_null().to_owned()
+    ColumnDef::new(Alias::new(name))
+        .blob()
+        .not_null()
+        .to_owned()
 }
 fn index(name: &str, table: &str, columns: &[&str], unique: bool) -> IndexCreateStatement {
     let mut stmt = Index::create();
@@ -75,7 +90,11 @@ impl MigrationTrait for Migration {
                     .col(id("id").primary_key())
                     .col(opt_id("tenant_id"))
                     .col(text("name"))
-                    .col(ColumnDef::new(Alias::new("token_hash")).string_len(64).not_null())
+                    .col(
+                        ColumnDef::new(Alias::new("token_hash"))
+                            .string_len(64)
+                            .not_null(),
+                    )
                     .col(text("prefix"))
                     .col(json("scopes"))
                     .col(json("allowed_cidrs"))
@@ -86,10 +105,20 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(index("ux_api_tokens_hash", "api_tokens", &["token_hash"], true))
+            .create_index(index(
+                "ux_api_tokens_hash",
+                "api_tokens",
+                &["token_hash"],
+                true,
+            ))
             .await?;
         manager
-            .create_index(index("ix_api_tokens_tenant", "api_tokens", &["tenant_id", "id"], false))
+            .create_index(index(
+                "ix_api_tokens_tenant",
+                "api_tokens",
+                &["tenant_id", "id"],
+                false,
+            ))
             .await?;
 
         // One row per encrypted secret: the data key wrapped by the master key (key_id says which)
@@ -100,7 +129,11 @@ impl MigrationTrait for Migration {
                     .table(Alias::new("vault_secrets"))
                     .col(id("id").primary_key())
                     .col(id("tenant_id"))
-                    .col(ColumnDef::new(Alias::new("key_id")).string_len(16).not_null())
+                    .col(
+                        ColumnDef::new(Alias::new("key_id"))
+                            .string_len(16)
+                            .not_null(),
+                    )
                     .col(bytes("wrapped_key"))
                     .col(bytes("ciphertext"))
                     .col(at("created_at"))
@@ -108,7 +141,12 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(index("ix_vault_secrets_tenant", "vault_secrets", &["tenant_id", "id"], false))
+            .create_index(index(
+                "ix_vault_secrets_tenant",
+                "vault_secrets",
+                &["tenant_id", "id"],
+                false,
+            ))
             .await?;
 
         manager
@@ -140,7 +178,12 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(index("ux_connections_tenant_name", "connections", &["tenant_id", "name"], true))
+            .create_index(index(
+                "ux_connections_tenant_name",
+                "connections",
+                &["tenant_id", "name"],
+                true,
+            ))
             .await?;
 
         manager
@@ -196,7 +239,12 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(index("ix_audit_events_tenant", "audit_events", &["tenant_id", "id"], false))
+            .create_index(index(
+                "ix_audit_events_tenant",
+                "audit_events",
+                &["tenant_id", "id"],
+                false,
+            ))
             .await?;
         Ok(())
     }

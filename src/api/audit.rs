@@ -20,10 +20,18 @@ pub struct AuditQuery {
 /// The audit log, newest first: who did what, when, to which resource.
 #[utoipa::path(params(AuditQuery), responses((status = 200, body = crate::pagination::Page<crate::audit::AuditEntry>)), tag = "audit", security(("bearer" = [])))]
 #[get("/v1/audit")]
-pub async fn list(state: web::Data<AppState>, Auth(principal): Auth, query: web::Query<AuditQuery>) -> Result<HttpResponse> {
+pub async fn list(
+    state: web::Data<AppState>,
+    Auth(principal): Auth,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse> {
     principal.require(Scope::Read)?;
     let query = query.into_inner();
-    let page = PageQuery { limit: query.limit, cursor: query.cursor }.validate()?;
+    let page = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .validate()?;
     let tenant = match (&principal.tenant_id, query.tenant_id) {
         (Some(own), None) => Some(own.clone()),
         (Some(own), Some(asked)) => {

@@ -62,7 +62,11 @@ impl FromRequest for Auth {
 }
 
 /// Reads the body up to `limit` bytes; a larger one is 413 before it is all read.
-pub async fn read_body(req: &HttpRequest, payload: &mut Payload, limit: usize) -> Result<web::Bytes, Error> {
+pub async fn read_body(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    limit: usize,
+) -> Result<web::Bytes, Error> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -73,7 +77,8 @@ pub async fn read_body(req: &HttpRequest, payload: &mut Payload, limit: usize) -
     }
     let mut body = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| Error::invalid("body", format!("could not read the body: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| Error::invalid("body", format!("could not read the body: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(Error::PayloadTooLarge { limit });
         }
@@ -100,7 +105,12 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let essence = content_type
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             if essence != "application/json" && !essence.ends_with("+json") {
                 return Err(Error::UnsupportedMediaType(
                     "send the body as application/json".into(),
@@ -116,17 +126,23 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();
-        let field = if path == "." || path.is_empty() { "body".to_string() } else { path };
+        let field = if path == "." || path.is_empty() {
+            "body".to_string()
+        } else {
+            path
+        };
         let message = err.inner().to_string();
         // serde_json appends " at line L column C"; keep it, it helps find the spot.
         Error::Invalid(vec![FieldError::new(field, message)])
     })?;
-    deserializer
-        .end()
-        .map_err(|e| Error::invalid("body", format!("trailing characters after the JSON value: {e}")))?;
+    deserializer.end().map_err(|e| {
+        Error::invalid(
+            "body",
+            format!("trailing characters after the JSON value: {e}"),
+        )
+    })?;
     Ok(value)
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -148,11 +164,18 @@ mod tests {
     #[test]
     fn parse_errors_name_the_field() {
         let err = parse_json::<Outer>(br#"{"inner":{"count":"x"}}"#).unwrap_err();
-        let Error::Invalid(fields) = err else { panic!() };
+        let Error::Invalid(fields) = err else {
+            panic!()
+        };
         assert_eq!(fields[0].field, "inner.count");
         let err = parse_json::<Outer>(br#"{"inner":{"count":1},"extra":1}"#).unwrap_err();
-        let Error::Invalid(fields) = err else { panic!() };
-        assert!(fields[0].message.contains("unknown field `extra`"), "{fields:?}");
+        let Error::Invalid(fields) = err else {
+            panic!()
+        };
+        assert!(
+            fields[0].message.contains("unknown field `extra`"),
+            "{fields:?}"
+        );
         assert!(parse_json::<Outer>(b"{not json").is_err());
         assert!(parse_json::<Outer>(br#"{"inner":{"count":1}} x"#).is_err());
     }

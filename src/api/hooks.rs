@@ -18,7 +18,12 @@ impl Headers for ActixHeaders<'_> {
 /// the event is committed. Bad signatures get 401, foreign sources 403, oversized bodies 413.
 #[utoipa::path(params(("connection_id" = String, Path)), request_body(content = String, description = "the platform's raw body"), responses((status = 200, body = Acknowledged), (status = 401, body = crate::api::problem::Problem), (status = 403, body = crate::api::problem::Problem), (status = 413, body = crate::api::problem::Problem)), tag = "webhooks")]
 #[post("/v1/hooks/{connection_id}")]
-pub async fn receive(state: web::Data<AppState>, req: HttpRequest, connection_id: web::Path<String>, payload: web::Payload) -> Result<HttpResponse> {
+pub async fn receive(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    connection_id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
     let mut payload = payload.into_inner();
     let body = read_body(&req, &mut payload, state.settings.webhooks.max_body_bytes).await?;
     let source_ip = client_ip(&req, &state);
@@ -29,7 +34,10 @@ pub async fn receive(state: web::Data<AppState>, req: HttpRequest, connection_id
             connection_id: &connection_id,
             source_ip,
             headers: &headers,
-            content_type: req.headers().get("content-type").and_then(|v| v.to_str().ok()),
+            content_type: req
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
             body: &body,
         })
         .await?;

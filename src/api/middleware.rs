@@ -17,7 +17,9 @@ fn incoming_request_id(req: &ServiceRequest) -> Option<String> {
     let value = req.headers().get(REQUEST_ID_HEADER)?.to_str().ok()?;
     let ok = !value.is_empty()
         && value.len() <= 128
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
     ok.then(|| value.to_string())
 }
 
@@ -25,14 +27,15 @@ pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
-    let request_id = incoming_request_id(&req)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+    let request_id =
+        incoming_request_id(&req).unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
     let started = Instant::now();
     let method = req.method().to_string();
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_string());
-    let span = tracing::info_span!("http", request_id = %request_id, method = %method, route = %route);
+    let span =
+        tracing::info_span!("http", request_id = %request_id, method = %method, route = %route);
     let result = REQUEST_ID
         .scope(request_id.clone(), next.call(req).instrument(span.clone()))
         .await;

@@ -34,23 +34,53 @@ fn parts(err: &Error) -> (StatusCode, &'static str, &'static str) {
     match err {
         Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "Not found"),
         Error::Invalid(_) => (StatusCode::BAD_REQUEST, "validation", "Invalid input"),
-        Error::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required"),
+        Error::Unauthenticated => (
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "Authentication required",
+        ),
         Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
         Error::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
-        Error::BadSignature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature", "Webhook signature rejected"),
-        Error::SourceNotAllowed(_) => (StatusCode::FORBIDDEN, "source_not_allowed", "Source address not allowed"),
-        Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large"),
+        Error::BadSignature(_) => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            "Webhook signature rejected",
+        ),
+        Error::SourceNotAllowed(_) => (
+            StatusCode::FORBIDDEN,
+            "source_not_allowed",
+            "Source address not allowed",
+        ),
+        Error::PayloadTooLarge { .. } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "Payload too large",
+        ),
         Error::UnsupportedMediaType(_) => (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "Unsupported media type",
         ),
-        Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable"),
-        Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+        Error::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Temporarily unavailable",
+        ),
+        Error::Internal(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+        ),
     }
 }
 
-pub fn problem_response(status: StatusCode, code: &'static str, title: &'static str, detail: String, errors: Vec<FieldError>) -> HttpResponse {
+pub fn problem_response(
+    status: StatusCode,
+    code: &'static str,
+    title: &'static str,
+    detail: String,
+    errors: Vec<FieldError>,
+) -> HttpResponse {
     let problem = Problem {
         problem_type: format!("{PROBLEM_BASE}{code}"),
         title,
@@ -61,7 +91,10 @@ pub fn problem_response(status: StatusCode, code: &'static str, title: &'static 
         errors,
     };
     let mut response = HttpResponse::build(status);
-    response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json")));
+    response.insert_header((
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    ));
     if status == StatusCode::UNAUTHORIZED && code == "unauthenticated" {
         response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
     }
@@ -78,7 +111,8 @@ impl ResponseError for Error {
         let detail = match self {
             Error::Internal(cause) => {
                 tracing::error!(error = ?cause, "request failed");
-                "something went wrong on our side; the request id identifies it in our logs".to_string()
+                "something went wrong on our side; the request id identifies it in our logs"
+                    .to_string()
             }
             other => other.to_string(),
         };

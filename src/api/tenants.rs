@@ -22,7 +22,11 @@ fn token_tenant(principal: &Principal, raw: &str) -> Result<TenantId> {
 /// Create a tenant (operator only).
 #[utoipa::path(request_body = NewTenant, responses((status = 201, body = tenancy::TenantView), (status = 400, body = crate::api::problem::Problem)), tag = "tenants", security(("bearer" = [])))]
 #[post("/v1/tenants")]
-pub async fn create_tenant(state: web::Data<AppState>, Auth(principal): Auth, Json(input): Json<NewTenant>) -> Result<HttpResponse> {
+pub async fn create_tenant(
+    state: web::Data<AppState>,
+    Auth(principal): Auth,
+    Json(input): Json<NewTenant>,
+) -> Result<HttpResponse> {
     principal.require_operator()?;
     principal.require(Scope::Admin)?;
     let tenant = tenancy::create_tenant(&state.db, &principal.actor(), input).await?;
@@ -32,7 +36,12 @@ pub async fn create_tenant(state: web::Data<AppState>, Auth(principal): Auth, Js
 /// Create an API token for a tenant; the token is in the response once.
 #[utoipa::path(request_body = NewToken, params(("id" = String, Path)), responses((status = 201, body = tenancy::CreatedToken)), tag = "tenants", security(("bearer" = [])))]
 #[post("/v1/tenants/{id}/tokens")]
-pub async fn create_token(state: web::Data<AppState>, Auth(principal): Auth, path: web::Path<String>, Json(input): Json<NewToken>) -> Result<HttpResponse> {
+pub async fn create_token(
+    state: web::Data<AppState>,
+    Auth(principal): Auth,
+    path: web::Path<String>,
+    Json(input): Json<NewToken>,
+) -> Result<HttpResponse> {
     let tenant = token_tenant(&principal, &path)?;
     let created = tenancy::create_token(&state.db, &principal.actor(), &tenant, input).await?;
     Ok(HttpResponse::Created().json(created))
@@ -41,7 +50,12 @@ pub async fn create_token(state: web::Data<AppState>, Auth(principal): Auth, pat
 /// List a tenant's tokens (never the tokens themselves).
 #[utoipa::path(params(("id" = String, Path), PageQuery), responses((status = 200, body = crate::pagination::Page<tenancy::TokenView>)), tag = "tenants", security(("bearer" = [])))]
 #[get("/v1/tenants/{id}/tokens")]
-pub async fn list_tokens(state: web::Data<AppState>, Auth(principal): Auth, path: web::Path<String>, query: web::Query<PageQuery>) -> Result<HttpResponse> {
+pub async fn list_tokens(
+    state: web::Data<AppState>,
+    Auth(principal): Auth,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse> {
     let tenant = token_tenant(&principal, &path)?;
     let page = query.into_inner().validate()?;
     Ok(HttpResponse::Ok().json(tenancy::list_tokens(&state.db, &tenant, &page).await?))
@@ -50,7 +64,11 @@ pub async fn list_tokens(state: web::Data<AppState>, Auth(principal): Auth, path
 /// Revoke a token; it stops working at once.
 #[utoipa::path(params(("id" = String, Path), ("token_id" = String, Path)), responses((status = 200, body = tenancy::TokenView)), tag = "tenants", security(("bearer" = [])))]
 #[delete("/v1/tenants/{id}/tokens/{token_id}")]
-pub async fn revoke_token(state: web::Data<AppState>, Auth(principal): Auth, path: web::Path<(String, String)>) -> Result<HttpResponse> {
+pub async fn revoke_token(
+    state: web::Data<AppState>,
+    Auth(principal): Auth,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
     let (tenant, token) = path.into_inner();
     let tenant = token_tenant(&principal, &tenant)?;
     let token = TokenId::parse(&token).ok_or(Error::NotFound("token"))?;

@@ -110,5 +110,10 @@ pub async fn list<C: ConnectionTrait>(
         .limit(page.limit as u64 + 1)
         .all(db)
         .await?;
-    Ok(Page::from_rows(rows, page.limit, |m| m.id.to_string(), AuditEntry::from))
+    Ok(Page::from_rows(
+        rows,
+        page.limit,
+        |m| m.id.to_string(),
+        AuditEntry::from,
+    ))
 }

@@ -30,7 +30,10 @@ pub fn validate(
         let path = format!("{group}.{}", spec.name);
         let Some(value) = values.get_mut(&spec.name) else {
             if spec.required {
-                errors.push(FieldError::new(path, format!("is required: {}", spec.description)));
+                errors.push(FieldError::new(
+                    path,
+                    format!("is required: {}", spec.description),
+                ));
             }
             continue;
         };
@@ -80,8 +83,14 @@ fn check(spec: &FieldSpec, value: &mut Value, allow_private: bool) -> Result<(),
             if items.is_empty() {
                 return Err("must not be empty".into());
             }
-            if items.iter().any(|item| item.as_str().is_none_or(|s| s.trim().is_empty())) {
-                return Err(format!("must be a list of non-empty strings{}", example(spec)));
+            if items
+                .iter()
+                .any(|item| item.as_str().is_none_or(|s| s.trim().is_empty()))
+            {
+                return Err(format!(
+                    "must be a list of non-empty strings{}",
+                    example(spec)
+                ));
             }
         }
     }

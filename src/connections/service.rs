@@ -64,9 +64,15 @@ async fn load_credentials<C: ConnectionTrait>(
     vault: &Vault,
     row: &connection::Model,
 ) -> Result<Map<String, Value>> {
-    let text = vault.load(db, &row.tenant_id, &row.credentials_secret_id).await?;
-    serde_json::from_str(text.expose())
-        .map_err(|_| Error::Internal(anyhow::anyhow!("credentials of {} are not a JSON object", row.id)))
+    let text = vault
+        .load(db, &row.tenant_id, &row.credentials_secret_id)
+        .await?;
+    serde_json::from_str(text.expose()).map_err(|_| {
+        Error::Internal(anyhow::anyhow!(
+            "credentials of {} are not a JSON object",
+            row.id
+        ))
+    })
 }
 
 fn check_name(name: &str, errors: &mut Vec<FieldError>) -> String {
@@ -77,22 +83,46 @@ fn check_name(name: &str, errors: &mut Vec<FieldError>) -> String {
     name.to_string()
 }
 
-fn check_secret(field: &str, secret: &str, scheme: Option<WebhookScheme>, errors: &mut Vec<FieldError>) {
+fn check_secret(
+    field: &str,
+    secret: &str,
+    scheme: Option<WebhookScheme>,
+    errors: &mut Vec<FieldError>,
+) {
     if secret.trim().is_empty() || secret.len() > MAX_SECRET_LEN {
-        errors.push(FieldError::new(field, format!("must be 1 to {MAX_SECRET_LEN} bytes")));
+        errors.push(FieldError::new(
+            field,
+            format!("must be 1 to {MAX_SECRET_LEN} bytes"),
+        ));
     } else if scheme == Some(WebhookScheme::StandardWebhooks)
         && crate::webhooks::schemes_standard_key(secret).is_none()
     {
-        errors.push(FieldError::new(field, "Standard Webhooks secrets look like whsec_<base64>"));
+        errors.push(FieldError::new(
+            field,
+            "Standard Webhooks secrets look like whsec_<base64>",
+        ));
     }
 }
 
-fn check_credentials(manifest: &Manifest, credentials: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Map<String, Value> {
+fn check_credentials(
+    manifest: &Manifest,
+    credentials: &Map<String, Value>,
+    errors: &mut Vec<FieldError>,
+) -> Map<String, Value> {
     let mut credentials = credentials.clone();
-    fields::validate("credentials", &manifest.credentials, &mut credentials, false, errors);
+    fields::validate(
+        "credentials",
+        &manifest.credentials,
+        &mut credentials,
+        false,
+        errors,
+    );
     for (name, value) in &credentials {
         if value.as_str().is_some_and(|s| s.len() > MAX_SECRET_LEN) {
-            errors.push(FieldError::new(format!("credentials.{name}"), "is too long"));
+            errors.push(FieldError::new(
+                format!("credentials.{name}"),
+                "is too long",
+            ));
         }
     }
     credentials
@@ -129,11 +159,19 @@ impl Connections {
 
     fn manifest(&self, name: &str) -> Result<Arc<Manifest>> {
         self.registry.get(name).ok_or_else(|| {
-            Error::invalid("connector", format!("unknown connector {name:?}; see GET /v1/connectors"))
+            Error::invalid(
+                "connector",
+                format!("unknown connector {name:?}; see GET /v1/connectors"),
+            )
         })
     }
 
-    async fn find(&self, db: &impl ConnectionTrait, tenant: &TenantId, id: &str) -> Result<connection::Model> {
+    async fn find(
+        &self,
+        db: &impl ConnectionTrait,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<connection::Model> {
         let id = ConnectionId::parse(id).ok_or(Error::NotFound("connection"))?;
         connection::Entity::find_in_tenant(tenant)
             .filter(connection::Column::Id.eq(id))
@@ -147,17 +185,29 @@ impl Connections {
         let masked = credentials
             .iter()
             .map(|(k, v)| {
-                let text = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+                let text = v
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string());
                 (k.clone(), Value::String(mask(&text)))
             })
             .collect();
         let webhook_secret = match &row.webhook_secret_id {
-            Some(id) => Some(mask(self.vault.load(&self.db, &row.tenant_id, id).await?.expose())),
+            Some(id) => Some(mask(
+                self.vault
+                    .load(&self.db, &row.tenant_id, id)
+                    .await?
+                    .expose(),
+            )),
             None => None,
         };
         let version = match &row.version {
             Some(v) => v.clone(),
-            None => self.registry.get(&row.connector).map(|m| m.version.clone()).unwrap_or_default(),
+            None => self
+                .registry
+                .get(&row.connector)
+                .map(|m| m.version.clone())
+                .unwrap_or_default(),
         };
         let now = chrono::Utc::now();
         Ok(ConnectionView {
@@ -173,7 +223,10 @@ impl Connections {
             previous_webhook_secret_valid_until: row
                 .previous_webhook_secret_expires_at
                 .filter(|until| *until > now),
-            allowed_cidrs: cidrs_from_json(&row.allowed_cidrs).iter().map(ToString::to_string).collect(),
+            allowed_cidrs: cidrs_from_json(&row.allowed_cidrs)
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             timezone: row.timezone,
             version,
             rejected_webhooks: row.rejected_webhooks,
@@ -182,12 +235,23 @@ impl Connections {
         })
     }
 
-    pub async fn create(&self, actor: &Actor, tenant: &TenantId, input: NewConnection) -> Result<ConnectionView> {
+    pub async fn create(
+        &self,
+        actor: &Actor,
+        tenant: &TenantId,
+        input: NewConnection,
+    ) -> Result<ConnectionView> {
         let manifest = self.manifest(&input.connector)?;
         let mut errors = Vec::new();
         let name = check_name(&input.name, &mut errors);
         let mut settings = input.settings;
-        fields::validate("settings", &manifest.settings, &mut settings, self.allow_private_targets, &mut errors);
+        fields::validate(
+            "settings",
+            &manifest.settings,
+            &mut settings,
+            self.allow_private_targets,
+            &mut errors,
+        );
         let credentials = check_credentials(&manifest, &input.credentials, &mut errors);
         let scheme = effective_scheme(&manifest, &settings);
         if let Some(secret) = &input.webhook_secret {
@@ -257,7 +321,12 @@ impl Connections {
         self.view(row).await
     }
 
-    fn check_version(&self, manifest: &Manifest, version: Option<&str>, errors: &mut Vec<FieldError>) {
+    fn check_version(
+        &self,
+        manifest: &Manifest,
+        version: Option<&str>,
+        errors: &mut Vec<FieldError>,
+    ) {
         if let Some(version) = version
             && version != manifest.version
         {
@@ -275,12 +344,15 @@ impl Connections {
         name: &str,
         except: Option<&ConnectionId>,
     ) -> Result<()> {
-        let mut query = connection::Entity::find_in_tenant(tenant).filter(connection::Column::Name.eq(name));
+        let mut query =
+            connection::Entity::find_in_tenant(tenant).filter(connection::Column::Name.eq(name));
         if let Some(id) = except {
             query = query.filter(connection::Column::Id.ne(id.clone()));
         }
         if query.one(txn).await?.is_some() {
-            return Err(Error::Conflict(format!("a connection named {name:?} exists already")));
+            return Err(Error::Conflict(format!(
+                "a connection named {name:?} exists already"
+            )));
         }
         Ok(())
     }
@@ -295,7 +367,11 @@ impl Connections {
         Ok(self.find(&self.db, tenant, id).await?.id)
     }
 
-    pub async fn list(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ConnectionView>> {
+    pub async fn list(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<ConnectionView>> {
         let mut query = connection::Entity::find_in_tenant(tenant);
         if let Some(cursor) = page.cursor.as_deref() {
             query = query.filter(connection::Column::Id.gt(cursor.to_string()));
@@ -310,11 +386,21 @@ impl Connections {
         for row in rows.into_iter().take(page.limit) {
             data.push(self.view(row).await?);
         }
-        let next_cursor = if has_more { data.last().map(|v| v.id.clone()) } else { None };
+        let next_cursor = if has_more {
+            data.last().map(|v| v.id.clone())
+        } else {
+            None
+        };
         Ok(Page { data, next_cursor })
     }
 
-    pub async fn update(&self, actor: &Actor, tenant: &TenantId, id: &str, patch: ConnectionPatch) -> Result<ConnectionView> {
+    pub async fn update(
+        &self,
+        actor: &Actor,
+        tenant: &TenantId,
+        id: &str,
+        patch: ConnectionPatch,
+    ) -> Result<ConnectionView> {
         let txn = self.db.begin().await?;
         let row = self.find(&txn, tenant, id).await?;
         let manifest = self.manifest(&row.connector)?;
@@ -324,7 +410,8 @@ impl Connections {
         if let Some(name) = &patch.name {
             let name = check_name(name, &mut errors);
             if errors.is_empty() {
-                self.ensure_name_free(&txn, tenant, &name, Some(&row.id)).await?;
+                self.ensure_name_free(&txn, tenant, &name, Some(&row.id))
+                    .await?;
             }
             active.name = Set(name);
             changed.push("name");
@@ -334,7 +421,13 @@ impl Connections {
             changed.push("environment");
         }
         if let Some(mut settings) = patch.settings {
-            fields::validate("settings", &manifest.settings, &mut settings, self.allow_private_targets, &mut errors);
+            fields::validate(
+                "settings",
+                &manifest.settings,
+                &mut settings,
+                self.allow_private_targets,
+                &mut errors,
+            );
             active.settings = Set(Value::Object(settings));
             changed.push("settings");
         }
@@ -387,11 +480,17 @@ impl Connections {
             .filter(webhook_event::Column::ConnectionId.eq(row.id.clone()))
             .exec(&txn)
             .await?;
-        connection::Entity::delete_by_id(row.id.clone()).exec(&txn).await?;
-        let secrets: Vec<&SecretId> = [Some(&row.credentials_secret_id), row.webhook_secret_id.as_ref(), row.previous_webhook_secret_id.as_ref()]
-            .into_iter()
-            .flatten()
-            .collect();
+        connection::Entity::delete_by_id(row.id.clone())
+            .exec(&txn)
+            .await?;
+        let secrets: Vec<&SecretId> = [
+            Some(&row.credentials_secret_id),
+            row.webhook_secret_id.as_ref(),
+            row.previous_webhook_secret_id.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         for secret in secrets {
             self.vault.delete(&txn, tenant, secret).await?;
         }
@@ -414,17 +513,29 @@ impl Connections {
 
     /// Replaces credentials and/or the webhook secret. If the secret that signs webhooks
     /// changes, the old one keeps verifying for the grace period.
-    pub async fn rotate_credentials(&self, actor: &Actor, tenant: &TenantId, id: &str, input: CredentialsRotation) -> Result<ConnectionView> {
+    pub async fn rotate_credentials(
+        &self,
+        actor: &Actor,
+        tenant: &TenantId,
+        id: &str,
+        input: CredentialsRotation,
+    ) -> Result<ConnectionView> {
         let txn = self.db.begin().await?;
         let row = self.find(&txn, tenant, id).await?;
         let manifest = self.manifest(&row.connector)?;
         let mut errors = Vec::new();
         if input.credentials.is_none() && input.webhook_secret.is_none() {
-            errors.push(FieldError::new("body", "give credentials, webhook_secret, or both"));
+            errors.push(FieldError::new(
+                "body",
+                "give credentials, webhook_secret, or both",
+            ));
         }
         let grace = input.grace_seconds.unwrap_or(self.default_grace_seconds);
         if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
-            errors.push(FieldError::new("grace_seconds", format!("must be between 0 and {MAX_GRACE_SECONDS}")));
+            errors.push(FieldError::new(
+                "grace_seconds",
+                format!("must be between 0 and {MAX_GRACE_SECONDS}"),
+            ));
         }
         let settings = row.settings.as_object().cloned().unwrap_or_default();
         let scheme = effective_scheme(&manifest, &settings);
@@ -446,7 +557,10 @@ impl Connections {
         let mut active: connection::ActiveModel = row.clone().into();
         let mut retired: Vec<SecretId> = Vec::new();
         if let Some(credentials) = credentials {
-            let new_id = self.vault.store(&txn, tenant, &Value::Object(credentials).to_string()).await?;
+            let new_id = self
+                .vault
+                .store(&txn, tenant, &Value::Object(credentials).to_string())
+                .await?;
             active.credentials_secret_id = Set(new_id);
             retired.push(row.credentials_secret_id.clone());
         }
@@ -468,7 +582,8 @@ impl Connections {
             retired.extend(row.previous_webhook_secret_id.clone());
             if let (Some(old), true) = (&old_signing, grace > 0) {
                 let until = chrono::Utc::now() + chrono::Duration::seconds(grace);
-                active.previous_webhook_secret_id = Set(Some(self.vault.store(&txn, tenant, old.expose()).await?));
+                active.previous_webhook_secret_id =
+                    Set(Some(self.vault.store(&txn, tenant, old.expose()).await?));
                 active.previous_webhook_secret_expires_at = Set(Some(until));
                 grace_until = Some(until);
             } else {
@@ -504,11 +619,20 @@ impl Connections {
     pub async fn allowlist(&self, tenant: &TenantId, id: &str) -> Result<AllowlistView> {
         let row = self.find(&self.db, tenant, id).await?;
         Ok(AllowlistView {
-            cidrs: cidrs_from_json(&row.allowed_cidrs).iter().map(ToString::to_string).collect(),
+            cidrs: cidrs_from_json(&row.allowed_cidrs)
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
         })
     }
 
-    pub async fn set_allowlist(&self, actor: &Actor, tenant: &TenantId, id: &str, input: AllowlistView) -> Result<AllowlistView> {
+    pub async fn set_allowlist(
+        &self,
+        actor: &Actor,
+        tenant: &TenantId,
+        id: &str,
+        input: AllowlistView,
+    ) -> Result<AllowlistView> {
         let mut errors = Vec::new();
         let cidrs = parse_cidrs(&input.cidrs, "cidrs", &mut errors);
         if !errors.is_empty() {

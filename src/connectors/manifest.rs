@@ -121,7 +121,11 @@ impl Manifest {
         let manifest: Manifest = toml::from_str(text).map_err(|e| {
             vec![FieldError::new(
                 "manifest",
-                e.to_string().lines().next().unwrap_or("invalid TOML").to_string(),
+                e.to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid TOML")
+                    .to_string(),
             )]
         })?;
         let problems = manifest.lint();
@@ -137,34 +141,61 @@ impl Manifest {
         let valid_name = |s: &str| {
             !s.is_empty()
                 && s.len() <= 64
-                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         };
         if !valid_name(&self.name) {
-            problems.push(FieldError::new("name", "lowercase letters, digits and dashes, 1 to 64"));
+            problems.push(FieldError::new(
+                "name",
+                "lowercase letters, digits and dashes, 1 to 64",
+            ));
         }
         if semver::Version::parse(&self.version).is_err() {
-            problems.push(FieldError::new("version", "must be a semantic version like 1.2.0"));
+            problems.push(FieldError::new(
+                "version",
+                "must be a semantic version like 1.2.0",
+            ));
         }
-        for (group, fields) in [("settings", &self.settings), ("credentials", &self.credentials)] {
+        for (group, fields) in [
+            ("settings", &self.settings),
+            ("credentials", &self.credentials),
+        ] {
             let mut seen = std::collections::BTreeSet::new();
             for (i, field) in fields.iter().enumerate() {
                 if !valid_name(&field.name.replace('_', "-")) {
-                    problems.push(FieldError::new(format!("{group}[{i}].name"), "lowercase snake_case"));
+                    problems.push(FieldError::new(
+                        format!("{group}[{i}].name"),
+                        "lowercase snake_case",
+                    ));
                 }
                 if !seen.insert(field.name.as_str()) {
-                    problems.push(FieldError::new(format!("{group}[{i}].name"), "duplicate field"));
+                    problems.push(FieldError::new(
+                        format!("{group}[{i}].name"),
+                        "duplicate field",
+                    ));
                 }
                 if field.field_type == FieldType::Enum && field.values.is_empty() {
-                    problems.push(FieldError::new(format!("{group}[{i}].values"), "an enum needs values"));
+                    problems.push(FieldError::new(
+                        format!("{group}[{i}].values"),
+                        "an enum needs values",
+                    ));
                 }
             }
         }
         if let Some(webhook) = &self.webhook {
-            if webhook.scheme == WebhookScheme::HmacSha256Header && webhook.signature_header.is_none() {
-                problems.push(FieldError::new("webhook.signature_header", "required by hmac_sha256_header"));
+            if webhook.scheme == WebhookScheme::HmacSha256Header
+                && webhook.signature_header.is_none()
+            {
+                problems.push(FieldError::new(
+                    "webhook.signature_header",
+                    "required by hmac_sha256_header",
+                ));
             }
             if webhook.scheme == WebhookScheme::TiktokShop && webhook.app_key_setting.is_none() {
-                problems.push(FieldError::new("webhook.app_key_setting", "required by tiktok_shop"));
+                problems.push(FieldError::new(
+                    "webhook.app_key_setting",
+                    "required by tiktok_shop",
+                ));
             }
             for (field, pointer) in [
                 ("webhook.event_id_pointer", &webhook.event_id_pointer),
@@ -177,7 +208,10 @@ impl Manifest {
             if let Some(credential) = &webhook.secret_credential
                 && !self.credentials.iter().any(|f| &f.name == credential)
             {
-                problems.push(FieldError::new("webhook.secret_credential", "names no credential field"));
+                problems.push(FieldError::new(
+                    "webhook.secret_credential",
+                    "names no credential field",
+                ));
             }
             for (field, setting) in [
                 ("webhook.app_key_setting", &webhook.app_key_setting),

@@ -8,11 +8,23 @@ use super::manifest::{ConnectorKind, FieldSpec, Manifest, WebhookScheme};
 
 /// The built-in manifests from `connectors/`, compiled in so the binary runs from anywhere.
 const BUILT_IN: &[(&str, &str)] = &[
-    ("shopify.toml", include_str!("../../connectors/shopify.toml")),
-    ("amazon-sp-api.toml", include_str!("../../connectors/amazon-sp-api.toml")),
+    (
+        "shopify.toml",
+        include_str!("../../connectors/shopify.toml"),
+    ),
+    (
+        "amazon-sp-api.toml",
+        include_str!("../../connectors/amazon-sp-api.toml"),
+    ),
     ("shopee.toml", include_str!("../../connectors/shopee.toml")),
-    ("tiktok-shop.toml", include_str!("../../connectors/tiktok-shop.toml")),
-    ("generic-rest-erp.toml", include_str!("../../connectors/generic-rest-erp.toml")),
+    (
+        "tiktok-shop.toml",
+        include_str!("../../connectors/tiktok-shop.toml"),
+    ),
+    (
+        "generic-rest-erp.toml",
+        include_str!("../../connectors/generic-rest-erp.toml"),
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -83,7 +95,13 @@ mod tests {
     #[test]
     fn every_built_in_manifest_loads() {
         let registry = ConnectorRegistry::built_in().unwrap();
-        for name in ["shopify", "amazon-sp-api", "shopee", "tiktok-shop", "generic-rest-erp"] {
+        for name in [
+            "shopify",
+            "amazon-sp-api",
+            "shopee",
+            "tiktok-shop",
+            "generic-rest-erp",
+        ] {
             assert!(registry.get(name).is_some(), "{name}");
         }
     }
@@ -110,7 +128,13 @@ mod tests {
         let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(
             fields,
-            ["name", "version", "settings[0].values", "webhook.signature_header", "webhook.event_id_pointer"]
+            [
+                "name",
+                "version",
+                "settings[0].values",
+                "webhook.signature_header",
+                "webhook.event_id_pointer"
+            ]
         );
     }
 }

@@ -45,7 +45,11 @@ mod tests {
 
     #[test]
     fn an_untrusted_peer_cannot_spoof_its_address() {
-        let ip = client_ip("198.51.100.7".parse().unwrap(), Some("203.0.113.1"), &nets(&["10.0.0.0/8"]));
+        let ip = client_ip(
+            "198.51.100.7".parse().unwrap(),
+            Some("203.0.113.1"),
+            &nets(&["10.0.0.0/8"]),
+        );
         assert_eq!(ip.to_string(), "198.51.100.7");
     }
 
@@ -57,8 +61,16 @@ mod tests {
             Some("1.2.3.4, 203.0.113.1, 10.0.0.9"),
             &trusted,
         );
-        assert_eq!(ip.to_string(), "203.0.113.1", "the left-most entry is client-controlled");
-        let ip = client_ip("10.0.0.2".parse().unwrap(), Some("garbage, 10.0.0.9"), &trusted);
+        assert_eq!(
+            ip.to_string(),
+            "203.0.113.1",
+            "the left-most entry is client-controlled"
+        );
+        let ip = client_ip(
+            "10.0.0.2".parse().unwrap(),
+            Some("garbage, 10.0.0.9"),
+            &trusted,
+        );
         assert_eq!(ip.to_string(), "10.0.0.2");
         let ip = client_ip("10.0.0.2".parse().unwrap(), None, &trusted);
         assert_eq!(ip.to_string(), "10.0.0.2");

@@ -12,13 +12,22 @@ pub fn guard_outbound_url(raw: &str, allow_private: bool) -> Result<reqwest::Url
     if !url.username().is_empty() || url.password().is_some() {
         return Err("must not carry credentials; put them in the connection's credentials".into());
     }
-    let host = url.host_str().ok_or("must name a host")?.to_ascii_lowercase();
+    let host = url
+        .host_str()
+        .ok_or("must name a host")?
+        .to_ascii_lowercase();
     if allow_private {
         return Ok(url);
     }
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host == "localhost" || host.ends_with(".localhost") || host.ends_with(".internal") || host.ends_with(".local") {
-        return Err(format!("{host} is a local name; set SYNCHUB_ALLOW_PRIVATE_TARGETS=true to allow it"));
+    if host == "localhost"
+        || host.ends_with(".localhost")
+        || host.ends_with(".internal")
+        || host.ends_with(".local")
+    {
+        return Err(format!(
+            "{host} is a local name; set SYNCHUB_ALLOW_PRIVATE_TARGETS=true to allow it"
+        ));
     }
     if let Ok(ip) = host.parse::<IpAddr>()
         && is_private(super::canonical(ip))

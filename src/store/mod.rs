@@ -17,7 +17,10 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> 
     let url = settings.effective_database_url();
     if url.starts_with("sqlite:") && settings.database_url.trim().is_empty() {
         std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-            format!("creating the data directory {}", settings.data_dir.display())
+            format!(
+                "creating the data directory {}",
+                settings.data_dir.display()
+            )
         })?;
     }
     let mut options = ConnectOptions::new(url.clone());
@@ -84,6 +87,9 @@ mod tests {
             super::redact_url("postgres://app:s3cret@db:5432/x"),
             "postgres://app:***@db:5432/x"
         );
-        assert_eq!(super::redact_url("sqlite://./data/x.db"), "sqlite://./data/x.db");
+        assert_eq!(
+            super::redact_url("sqlite://./data/x.db"),
+            "sqlite://./data/x.db"
+        );
     }
 }

@@ -8,7 +8,17 @@ use crate::ids::{TenantId, TokenId};
 
 /// What a token may do. `admin` implies every other scope; `write` and `deploy` imply `read`.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
@@ -78,7 +88,9 @@ impl Principal {
         if self.is_operator() {
             Ok(())
         } else {
-            Err(Error::Forbidden("this action needs the operator token".into()))
+            Err(Error::Forbidden(
+                "this action needs the operator token".into(),
+            ))
         }
     }
 

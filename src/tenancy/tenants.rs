@@ -1,4 +1,6 @@
-use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseConnection, EntityTrait, Set, TransactionTrait};
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, DatabaseConnection, EntityTrait, Set, TransactionTrait,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, Actor, Entry};
@@ -81,7 +83,10 @@ pub async fn create_tenant(
     Ok(model.into())
 }
 
-pub async fn ensure_tenant_exists<C: ConnectionTrait>(db: &C, id: &TenantId) -> Result<tenant::Model> {
+pub async fn ensure_tenant_exists<C: ConnectionTrait>(
+    db: &C,
+    id: &TenantId,
+) -> Result<tenant::Model> {
     tenant::Entity::find_by_id(id.clone())
         .one(db)
         .await?

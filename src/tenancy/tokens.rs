@@ -8,8 +8,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ipnet::IpNet;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait, DatabaseConnection,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -122,7 +122,10 @@ pub async fn create_token(
         errors.push(FieldError::new("name", "must be 1 to 200 characters"));
     }
     if input.scopes.is_empty() {
-        errors.push(FieldError::new("scopes", "name at least one of read, write, deploy, admin"));
+        errors.push(FieldError::new(
+            "scopes",
+            "name at least one of read, write, deploy, admin",
+        ));
     }
     let cidrs = parse_cidrs(&input.allowed_cidrs, "allowed_cidrs", &mut errors);
     if let Some(at) = input.expires_at
@@ -137,7 +140,16 @@ pub async fn create_token(
     let plaintext = generate_token()?;
     let txn = db.begin().await?;
     super::ensure_tenant_exists(&txn, tenant).await?;
-    let model = insert_token(&txn, Some(tenant), name, &scopes, &cidrs, input.expires_at, &plaintext).await?;
+    let model = insert_token(
+        &txn,
+        Some(tenant),
+        name,
+        &scopes,
+        &cidrs,
+        input.expires_at,
+        &plaintext,
+    )
+    .await?;
     audit::record(
         &txn,
         actor,
@@ -177,7 +189,12 @@ pub async fn list_tokens(
         .limit(page.limit as u64 + 1)
         .all(db)
         .await?;
-    Ok(Page::from_rows(rows, page.limit, |m| m.id.to_string(), view))
+    Ok(Page::from_rows(
+        rows,
+        page.limit,
+        |m| m.id.to_string(),
+        view,
+    ))
 }
 
 pub async fn revoke_token(
@@ -272,7 +289,9 @@ pub async fn bootstrap_operator_token(
         return Ok(Bootstrap::AlreadyInitialised);
     }
     let plaintext = match given {
-        Some(token) if token.starts_with(TOKEN_PREFIX) && token.len() >= TOKEN_PREFIX.len() + 32 => {
+        Some(token)
+            if token.starts_with(TOKEN_PREFIX) && token.len() >= TOKEN_PREFIX.len() + 32 =>
+        {
             token.to_string()
         }
         Some(_) => {

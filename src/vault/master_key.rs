@@ -37,9 +37,9 @@ impl MasterKey {
         let decoded = STANDARD
             .decode(text.trim())
             .context("the master key must be base64")?;
-        let bytes: [u8; 32] = decoded
-            .try_into()
-            .map_err(|v: Vec<u8>| anyhow::anyhow!("the master key must be 32 bytes, got {}", v.len()))?;
+        let bytes: [u8; 32] = decoded.try_into().map_err(|v: Vec<u8>| {
+            anyhow::anyhow!("the master key must be 32 bytes, got {}", v.len())
+        })?;
         Ok(Self::from_bytes(bytes))
     }
 
@@ -62,7 +62,10 @@ impl MasterKey {
         if path.exists() {
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            return Ok((Self::from_base64(&text).with_context(|| path.display().to_string())?, false));
+            return Ok((
+                Self::from_base64(&text).with_context(|| path.display().to_string())?,
+                false,
+            ));
         }
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;

@@ -93,7 +93,12 @@ impl Vault {
         Ok(SecretString::new(text))
     }
 
-    pub async fn delete<C: ConnectionTrait>(&self, db: &C, tenant: &TenantId, id: &SecretId) -> Result<()> {
+    pub async fn delete<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        tenant: &TenantId,
+        id: &SecretId,
+    ) -> Result<()> {
         vault_secret::Entity::delete_many()
             .filter(vault_secret::Column::TenantId.eq(tenant.clone()))
             .filter(vault_secret::Column::Id.eq(id.clone()))
@@ -148,7 +153,13 @@ fn seal(key: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> anyhow::Result<Vec<u8>>
     let nonce_bytes = crate::random::bytes::<NONCE_LEN>()?;
     let nonce = aes_gcm::Nonce::from(nonce_bytes);
     let sealed = cipher
-        .encrypt(&nonce, Payload { msg: plaintext, aad })
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .map_err(|_| anyhow::anyhow!("encryption failed"))?;
     let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
     out.extend_from_slice(&nonce_bytes);
@@ -166,7 +177,10 @@ fn open(key: &[u8; 32], sealed: &[u8], aad: &[u8]) -> anyhow::Result<Vec<u8>> {
         .map_err(|_| anyhow::anyhow!("bad nonce"))?;
     let cipher = Aes256Gcm::new_from_slice(key).map_err(|_| anyhow::anyhow!("bad key length"))?;
     cipher
-        .decrypt(&aes_gcm::Nonce::from(nonce_array), Payload { msg: body, aad })
+        .decrypt(
+            &aes_gcm::Nonce::from(nonce_array),
+            Payload { msg: body, aad },
+        )
         .map_err(|_| anyhow::anyhow!("decryption failed: wrong key or tampered ciphertext"))
 }
 
@@ -179,18 +193,30 @@ mod tests {
         let key = [7u8; 32];
         let sealed = seal(&key, b"shpat_123", b"ten_a/sec_1").unwrap();
         assert_eq!(open(&key, &sealed, b"ten_a/sec_1").unwrap(), b"shpat_123");
-        assert!(open(&key, &sealed, b"ten_b/sec_1").is_err(), "bound to its tenant");
-        assert!(open(&[8u8; 32], &sealed, b"ten_a/sec_1").is_err(), "wrong key");
+        assert!(
+            open(&key, &sealed, b"ten_b/sec_1").is_err(),
+            "bound to its tenant"
+        );
+        assert!(
+            open(&[8u8; 32], &sealed, b"ten_a/sec_1").is_err(),
+            "wrong key"
+        );
         let mut tampered = sealed.clone();
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
         assert!(open(&key, &tampered, b"ten_a/sec_1").is_err(), "tampered");
-        assert!(open(&key, &sealed[..10], b"ten_a/sec_1").is_err(), "truncated");
+        assert!(
+            open(&key, &sealed[..10], b"ten_a/sec_1").is_err(),
+            "truncated"
+        );
     }
 
     #[test]
     fn the_same_plaintext_seals_differently_each_time() {
         let key = [1u8; 32];
-        assert_ne!(seal(&key, b"x", b"a").unwrap(), seal(&key, b"x", b"a").unwrap());
+        assert_ne!(
+            seal(&key, b"x", b"a").unwrap(),
+            seal(&key, b"x", b"a").unwrap()
+        );
     }
 }

@@ -65,5 +65,10 @@ pub async fn list_events<C: ConnectionTrait>(
         .limit(page.limit as u64 + 1)
         .all(db)
         .await?;
-    Ok(Page::from_rows(rows, page.limit, |m| m.id.to_string(), EventView::from))
+    Ok(Page::from_rows(
+        rows,
+        page.limit,
+        |m| m.id.to_string(),
+        EventView::from,
+    ))
 }

@@ -62,7 +62,9 @@ impl IngestService {
             db,
             vault,
             registry,
-            cache: Arc::new(TargetCache::new(Duration::from_secs(settings.cache_ttl_seconds))),
+            cache: Arc::new(TargetCache::new(Duration::from_secs(
+                settings.cache_ttl_seconds,
+            ))),
             writer,
             public_url,
             tolerance_seconds: settings.timestamp_tolerance_seconds,
@@ -92,7 +94,14 @@ impl IngestService {
         let id = ConnectionId::parse(inbound.connection_id).ok_or(Error::NotFound("connection"))?;
         let target = match self
             .cache
-            .get(&self.db, &self.vault, &self.registry, &self.public_url, self.tolerance_seconds, &id)
+            .get(
+                &self.db,
+                &self.vault,
+                &self.registry,
+                &self.public_url,
+                self.tolerance_seconds,
+                &id,
+            )
             .await?
         {
             Ok(target) => target,
@@ -105,9 +114,13 @@ impl IngestService {
         }
         let now = chrono::Utc::now();
         let secrets = target.valid_secrets(now.timestamp());
-        if let Err(rejection) =
-            schemes::verify(&target.scheme, inbound.headers, inbound.body, &secrets, now.timestamp())
-        {
+        if let Err(rejection) = schemes::verify(
+            &target.scheme,
+            inbound.headers,
+            inbound.body,
+            &secrets,
+            now.timestamp(),
+        ) {
             self.writer.count_rejection(&target.connection_id);
             tracing::info!(connection_id = %target.connection_id, reason = rejection.reason(), "webhook rejected");
             return Err(Error::BadSignature(rejection.reason()));
@@ -148,7 +161,10 @@ fn build_event(
         })
     };
     let header = |name: &Option<String>| -> Option<String> {
-        inbound.headers.get(name.as_deref()?).map(|v| v.trim().to_string())
+        inbound
+            .headers
+            .get(name.as_deref()?)
+            .map(|v| v.trim().to_string())
     };
     let standard = target.scheme.scheme == crate::connectors::WebhookScheme::StandardWebhooks;
     let platform_event_id = if standard {

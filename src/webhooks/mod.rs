@@ -8,7 +8,9 @@ mod target;
 mod writer;
 
 pub use events::{EventView, list_events};
-pub use ingest::{Acknowledged, IngestService, InboundWebhook};
-pub use schemes::{Headers, Rejection, SchemeConfig, sign, standard_webhooks_key as schemes_standard_key, verify};
+pub use ingest::{Acknowledged, InboundWebhook, IngestService};
+pub use schemes::{
+    Headers, Rejection, SchemeConfig, sign, standard_webhooks_key as schemes_standard_key, verify,
+};
 pub use target::TargetCache;
 pub use writer::EventWriter;

@@ -91,22 +91,37 @@ pub fn verify(
             let received = headers
                 .get("x-shopify-hmac-sha256")
                 .ok_or(Rejection::MissingSignature)?;
-            let received = decode(SignatureEncoding::Base64, received).ok_or(Rejection::MalformedSignature)?;
-            any_secret(secrets, |secret| matches(&hmac(secret.as_bytes(), &[body]), &received))
+            let received =
+                decode(SignatureEncoding::Base64, received).ok_or(Rejection::MalformedSignature)?;
+            any_secret(secrets, |secret| {
+                matches(&hmac(secret.as_bytes(), &[body]), &received)
+            })
         }
         WebhookScheme::ShopeePush => {
-            let received = headers.get("authorization").ok_or(Rejection::MissingSignature)?;
-            let received = decode(SignatureEncoding::Hex, received).ok_or(Rejection::MalformedSignature)?;
+            let received = headers
+                .get("authorization")
+                .ok_or(Rejection::MissingSignature)?;
+            let received =
+                decode(SignatureEncoding::Hex, received).ok_or(Rejection::MalformedSignature)?;
             any_secret(secrets, |secret| {
-                let signed = hmac(secret.as_bytes(), &[config.callback_url.as_bytes(), b"|", body]);
+                let signed = hmac(
+                    secret.as_bytes(),
+                    &[config.callback_url.as_bytes(), b"|", body],
+                );
                 matches(&signed, &received)
             })
         }
         WebhookScheme::TiktokShop => {
-            let received = headers.get("authorization").ok_or(Rejection::MissingSignature)?;
-            let received = decode(SignatureEncoding::Hex, received).ok_or(Rejection::MalformedSignature)?;
+            let received = headers
+                .get("authorization")
+                .ok_or(Rejection::MissingSignature)?;
+            let received =
+                decode(SignatureEncoding::Hex, received).ok_or(Rejection::MalformedSignature)?;
             any_secret(secrets, |secret| {
-                matches(&hmac(secret.as_bytes(), &[config.app_key.as_bytes(), body]), &received)
+                matches(
+                    &hmac(secret.as_bytes(), &[config.app_key.as_bytes(), body]),
+                    &received,
+                )
             })
         }
         WebhookScheme::HmacSha256Header => {
@@ -114,17 +129,30 @@ pub fn verify(
                 .get(&config.signature_header)
                 .ok_or(Rejection::MissingSignature)?;
             let raw = match &config.prefix {
-                Some(prefix) => raw.strip_prefix(prefix.as_str()).ok_or(Rejection::MalformedSignature)?,
+                Some(prefix) => raw
+                    .strip_prefix(prefix.as_str())
+                    .ok_or(Rejection::MalformedSignature)?,
                 None => raw,
             };
             let received = decode(config.encoding, raw).ok_or(Rejection::MalformedSignature)?;
-            any_secret(secrets, |secret| matches(&hmac(secret.as_bytes(), &[body]), &received))
+            any_secret(secrets, |secret| {
+                matches(&hmac(secret.as_bytes(), &[body]), &received)
+            })
         }
         WebhookScheme::StandardWebhooks => {
-            let id = headers.get("webhook-id").ok_or(Rejection::MissingSignature)?;
-            let timestamp = headers.get("webhook-timestamp").ok_or(Rejection::MissingSignature)?;
-            let signatures = headers.get("webhook-signature").ok_or(Rejection::MissingSignature)?;
-            let ts: i64 = timestamp.trim().parse().map_err(|_| Rejection::MalformedSignature)?;
+            let id = headers
+                .get("webhook-id")
+                .ok_or(Rejection::MissingSignature)?;
+            let timestamp = headers
+                .get("webhook-timestamp")
+                .ok_or(Rejection::MissingSignature)?;
+            let signatures = headers
+                .get("webhook-signature")
+                .ok_or(Rejection::MissingSignature)?;
+            let ts: i64 = timestamp
+                .trim()
+                .parse()
+                .map_err(|_| Rejection::MalformedSignature)?;
             if (now - ts).abs() > config.tolerance_seconds {
                 return Err(Rejection::TimestampOutOfTolerance);
             }
@@ -141,7 +169,10 @@ pub fn verify(
                 let Some(key) = standard_webhooks_key(secret) else {
                     return false;
                 };
-                let expected = hmac(&key, &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body]);
+                let expected = hmac(
+                    &key,
+                    &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
+                );
                 received.iter().any(|sig| matches(&expected, sig))
             })
         }
@@ -154,7 +185,11 @@ fn any_secret(secrets: &[&str], check: impl Fn(&str) -> bool) -> Result<(), Reje
     for secret in secrets {
         ok |= check(secret);
     }
-    if ok { Ok(()) } else { Err(Rejection::SignatureMismatch) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejection::SignatureMismatch)
+    }
 }
 
 /// Signing helpers, the mirror image of `verify`: the simulator, tests and benchmarks use them.
@@ -166,7 +201,10 @@ pub mod sign {
     }
 
     pub fn shopee_push(partner_key: &str, callback_url: &str, body: &[u8]) -> String {
-        hex::encode(hmac(partner_key.as_bytes(), &[callback_url.as_bytes(), b"|", body]))
+        hex::encode(hmac(
+            partner_key.as_bytes(),
+            &[callback_url.as_bytes(), b"|", body],
+        ))
     }
 
     pub fn tiktok_shop(app_secret: &str, app_key: &str, body: &[u8]) -> String {
@@ -182,12 +220,20 @@ pub mod sign {
     }
 
     /// `v1,<base64>` for a `whsec_` secret; None when the secret is not of that form.
-    pub fn standard_webhooks(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Option<String> {
+    pub fn standard_webhooks(
+        secret: &str,
+        id: &str,
+        timestamp: i64,
+        body: &[u8],
+    ) -> Option<String> {
         let key = standard_webhooks_key(secret)?;
         let ts = timestamp.to_string();
         Some(format!(
             "v1,{}",
-            STANDARD.encode(hmac(&key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body]))
+            STANDARD.encode(hmac(
+                &key,
+                &[id.as_bytes(), b".", ts.as_bytes(), b".", body]
+            ))
         ))
     }
 }
@@ -205,7 +251,10 @@ mod tests {
         }
     }
     fn headers(pairs: &[(&str, &str)]) -> Map {
-        Map(pairs.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect())
+        Map(pairs
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .collect())
     }
     fn config(scheme: WebhookScheme) -> SchemeConfig {
         SchemeConfig {
@@ -276,10 +325,23 @@ mod tests {
         for (scheme, h) in cases {
             let cfg = config(scheme);
             assert_eq!(verify(&cfg, &h, body, &["s3cret"], 0), Ok(()), "{scheme:?}");
-            assert_eq!(verify(&cfg, &h, br#"{"id":2}"#, &["s3cret"], 0), Err(Rejection::SignatureMismatch));
-            assert_eq!(verify(&cfg, &h, body, &["other"], 0), Err(Rejection::SignatureMismatch));
-            assert_eq!(verify(&cfg, &h, body, &["other", "s3cret"], 0), Ok(()), "grace secret");
-            assert_eq!(verify(&cfg, &headers(&[]), body, &["s3cret"], 0), Err(Rejection::MissingSignature));
+            assert_eq!(
+                verify(&cfg, &h, br#"{"id":2}"#, &["s3cret"], 0),
+                Err(Rejection::SignatureMismatch)
+            );
+            assert_eq!(
+                verify(&cfg, &h, body, &["other"], 0),
+                Err(Rejection::SignatureMismatch)
+            );
+            assert_eq!(
+                verify(&cfg, &h, body, &["other", "s3cret"], 0),
+                Ok(()),
+                "grace secret"
+            );
+            assert_eq!(
+                verify(&cfg, &headers(&[]), body, &["s3cret"], 0),
+                Err(Rejection::MissingSignature)
+            );
         }
     }
 
@@ -287,9 +349,19 @@ mod tests {
     fn garbage_signatures_are_malformed_not_panics() {
         let cfg = config(WebhookScheme::ShopifyHmac);
         let h = headers(&[("X-Shopify-Hmac-Sha256", "%%%")]);
-        assert_eq!(verify(&cfg, &h, b"", &["s"], 0), Err(Rejection::MalformedSignature));
+        assert_eq!(
+            verify(&cfg, &h, b"", &["s"], 0),
+            Err(Rejection::MalformedSignature)
+        );
         let cfg = config(WebhookScheme::StandardWebhooks);
-        let h = headers(&[("webhook-id", "x"), ("webhook-timestamp", "soon"), ("webhook-signature", "v1,x")]);
-        assert_eq!(verify(&cfg, &h, b"", &["whsec_AAAA"], 0), Err(Rejection::MalformedSignature));
+        let h = headers(&[
+            ("webhook-id", "x"),
+            ("webhook-timestamp", "soon"),
+            ("webhook-signature", "v1,x"),
+        ]);
+        assert_eq!(
+            verify(&cfg, &h, b"", &["whsec_AAAA"], 0),
+            Err(Rejection::MalformedSignature)
+        );
     }
 }

@@ -106,7 +106,10 @@ impl TargetCache {
 }
 
 fn setting<'a>(settings: &'a serde_json::Value, name: &str) -> Option<&'a str> {
-    settings.get(name).and_then(|v| v.as_str()).filter(|s| !s.is_empty())
+    settings
+        .get(name)
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
 }
 
 async fn load(
@@ -165,11 +168,19 @@ async fn load(
     };
 
     let mut secrets = Vec::new();
-    if let Some(current) = crate::connections::current_webhook_secret(db, vault, &row, &spec).await? {
+    if let Some(current) =
+        crate::connections::current_webhook_secret(db, vault, &row, &spec).await?
+    {
         secrets.push((current, None));
     }
-    if let (Some(previous), Some(until)) = (&row.previous_webhook_secret_id, row.previous_webhook_secret_expires_at) {
-        secrets.push((vault.load(db, &row.tenant_id, previous).await?, Some(until.timestamp())));
+    if let (Some(previous), Some(until)) = (
+        &row.previous_webhook_secret_id,
+        row.previous_webhook_secret_expires_at,
+    ) {
+        secrets.push((
+            vault.load(db, &row.tenant_id, previous).await?,
+            Some(until.timestamp()),
+        ));
     }
     Ok(Ok(Target {
         tenant_id: row.tenant_id,

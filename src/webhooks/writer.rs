@@ -15,7 +15,10 @@ use crate::store::entities::{connection, webhook_event};
 const QUEUE_CAPACITY: usize = 16_384;
 
 enum Command {
-    Insert(webhook_event::ActiveModel, oneshot::Sender<Result<(), String>>),
+    Insert(
+        Box<webhook_event::ActiveModel>,
+        oneshot::Sender<Result<(), String>>,
+    ),
     Rejected(ConnectionId),
 }
 
@@ -36,7 +39,7 @@ impl EventWriter {
     pub async fn insert(&self, event: webhook_event::ActiveModel) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Command::Insert(event, done))
+            .send(Command::Insert(Box::new(event), done))
             .await
             .map_err(|_| "the event writer has stopped".to_string())?;
         wait.await
@@ -78,7 +81,7 @@ async fn commit(db: &DatabaseConnection, batch: Vec<Command>) {
     for cmd in batch {
         match cmd {
             Command::Insert(event, done) => {
-                events.push(event);
+                events.push(*event);
                 waiters.push(done);
             }
             Command::Rejected(id) => *rejections.entry(id).or_default() += 1,

@@ -1,0 +1,138 @@
+//! The real binary: a webhook acknowledged with 2xx survives SIGKILL.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use synchub::webhooks::sign;
+
+use crate::helpers::{Backend, OPERATOR_TOKEN, TestDatabase, shopify_connection};
+use crate::on_both_backends;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn start(database: &TestDatabase, port: u16) -> Server {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_synchub"));
+    command
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SYNCHUB_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (key, value) in database.env() {
+        command.env(key, value);
+    }
+    let server = Server(command.spawn().expect("binary starts"));
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            && r.status().is_success()
+        {
+            return server;
+        }
+        assert!(Instant::now() < deadline, "the server did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn acknowledged_webhooks_survive_sigkill(backend: Backend) {
+    let database = TestDatabase::create(&backend).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut server = start(&database, port).await;
+
+    let tenant: serde_json::Value = client
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&serde_json::json!({"name": "Acme"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token: serde_json::Value = client
+        .post(format!(
+            "{base}/v1/tenants/{}/tokens",
+            tenant["id"].as_str().unwrap()
+        ))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&serde_json::json!({"name": "ci", "scopes": ["write"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_string();
+    let connection: serde_json::Value = client
+        .post(format!("{base}/v1/connections"))
+        .bearer_auth(&token)
+        .json(&shopify_connection("US", "durable-secret"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = connection["id"].as_str().unwrap().to_string();
+
+    // Acknowledge a batch, then kill the process the instant the last 2xx arrives.
+    let mut acknowledged = 0;
+    for n in 0..50 {
+        let body = format!("{{\"order\":{n}}}");
+        let response = client
+            .post(format!("{base}/v1/hooks/{id}"))
+            .header(
+                "X-Shopify-Hmac-Sha256",
+                sign::shopify("durable-secret", body.as_bytes()),
+            )
+            .header("X-Shopify-Event-Id", format!("evt-{n}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        acknowledged += 1;
+    }
+    // SIGKILL: no shutdown hooks, no flush.
+    server.0.kill().expect("SIGKILL");
+    let _ = server.0.wait();
+    drop(server);
+
+    let _server = start(&database, port).await;
+    let page: serde_json::Value = client
+        .get(format!("{base}/v1/connections/{id}/events?limit=500"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        page["data"].as_array().unwrap().len(),
+        acknowledged,
+        "every acknowledged event is there after SIGKILL"
+    );
+}
+on_both_backends!(acknowledged_webhooks_survive_sigkill);

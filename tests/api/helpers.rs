@@ -1,0 +1,290 @@
+//! Test harness: the real app on a random port, against a fresh SQLite file or a fresh
+//! PostgreSQL database (when SYNCHUB_TEST_DATABASE_URL is set), driven over HTTP.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use synchub::config::{Overrides, Settings};
+use synchub::startup::Application;
+
+pub const OPERATOR_TOKEN: &str = "shk_operator_token_for_tests_0123456789abcdef";
+
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+impl Backend {
+    /// The PostgreSQL server to test against, if the environment names one.
+    pub fn postgres() -> Option<Self> {
+        match std::env::var("SYNCHUB_TEST_DATABASE_URL") {
+            Ok(url) if !url.trim().is_empty() => Some(Self::Postgres(url)),
+            _ => {
+                eprintln!("SYNCHUB_TEST_DATABASE_URL is not set: PostgreSQL variant not run");
+                None
+            }
+        }
+    }
+}
+
+/// Runs one scenario on SQLite and, when configured, on PostgreSQL: two test functions.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$scenario($crate::helpers::Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(backend) = $crate::helpers::Backend::postgres() {
+                    super::$scenario(backend).await;
+                }
+            }
+        }
+    };
+}
+
+/// A database that exists for one test and is dropped after it.
+pub struct TestDatabase {
+    pub url: String,
+    pub data_dir: tempfile::TempDir,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    pub async fn create(backend: &Backend) -> Self {
+        synchub::install_crypto_provider();
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        match backend {
+            Backend::Sqlite => Self {
+                url: String::new(),
+                data_dir,
+                postgres: None,
+            },
+            Backend::Postgres(admin_url) => {
+                let name = format!("synchub_t_{}", uuid::Uuid::now_v7().simple());
+                let admin = sea_orm::Database::connect(admin_url.as_str())
+                    .await
+                    .expect("connect to PostgreSQL");
+                sea_orm::ConnectionTrait::execute_unprepared(
+                    &admin,
+                    &format!("CREATE DATABASE \"{name}\""),
+                )
+                .await
+                .expect("create test database");
+                let _ = admin.close().await;
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map(|(base, _)| base)
+                    .unwrap_or(admin_url);
+                Self {
+                    url: format!("{base}/{name}"),
+                    data_dir,
+                    postgres: Some((admin_url.clone(), name)),
+                }
+            }
+        }
+    }
+
+    /// Environment for a process using this database.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            (
+                "SYNCHUB_DATA_DIR".to_string(),
+                self.data_dir.path().display().to_string(),
+            ),
+            (
+                "SYNCHUB_BOOTSTRAP_TOKEN".to_string(),
+                OPERATOR_TOKEN.to_string(),
+            ),
+            (
+                "SYNCHUB_ALLOW_PRIVATE_TARGETS".to_string(),
+                "true".to_string(),
+            ),
+            ("SYNCHUB_LOG_JSON".to_string(), "false".to_string()),
+        ];
+        if !self.url.is_empty() {
+            env.push(("DATABASE_URL".to_string(), self.url.clone()));
+        }
+        env
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some((admin_url, name)) = self.postgres.take() {
+            // Drop runs inside the test's runtime: do the async work on a thread of its own.
+            let _ = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async move {
+                    if let Ok(admin) = sea_orm::Database::connect(admin_url.as_str()).await {
+                        let _ = sea_orm::ConnectionTrait::execute_unprepared(
+                            &admin,
+                            &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+                        )
+                        .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub database: TestDatabase,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, &[]).await
+    }
+
+    /// Starts the app with extra environment settings, e.g. trusted proxies.
+    pub async fn spawn_with(backend: Backend, extra: &[(&str, &str)]) -> Self {
+        let database = TestDatabase::create(&backend).await;
+        let mut env = database.env();
+        env.push(("SYNCHUB_LISTEN".into(), "127.0.0.1:0".into()));
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let settings = Settings::from_layers(&env, &Overrides::default()).expect("settings");
+        let app = Application::build(settings).await.expect("app builds");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped());
+        Self {
+            address,
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("client"),
+            database,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::PUT, path, token, Some(body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::PATCH, path, token, Some(body))
+            .await
+    }
+
+    /// A new tenant and a token for it with the given scopes; returns (tenant id, token).
+    pub async fn tenant_with_token(&self, scopes: &[&str]) -> (String, String) {
+        let (status, tenant) = self
+            .post(
+                "/v1/tenants",
+                OPERATOR_TOKEN,
+                json!({"name": "Acme", "timezone": "Asia/Shanghai"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{tenant}");
+        let tenant_id = tenant["id"].as_str().expect("tenant id").to_string();
+        let token = self.token_for(&tenant_id, scopes).await;
+        (tenant_id, token)
+    }
+
+    pub async fn token_for(&self, tenant_id: &str, scopes: &[&str]) -> String {
+        let (status, token) = self
+            .post(
+                &format!("/v1/tenants/{tenant_id}/tokens"),
+                OPERATOR_TOKEN,
+                json!({"name": "ci", "scopes": scopes}),
+            )
+            .await;
+        assert_eq!(status, 201, "{token}");
+        token["token"].as_str().expect("token").to_string()
+    }
+
+    /// Creates a connection and returns its JSON view.
+    pub async fn connection(&self, token: &str, body: Value) -> Value {
+        let (status, connection) = self.post("/v1/connections", token, body).await;
+        assert_eq!(status, 201, "{connection}");
+        connection
+    }
+
+    pub async fn events(&self, token: &str, connection_id: &str) -> Vec<Value> {
+        let (status, page) = self
+            .get(&format!("/v1/connections/{connection_id}/events"), token)
+            .await;
+        assert_eq!(status, 200, "{page}");
+        page["data"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Every file of the embedded database (main file, WAL, shared memory), concatenated.
+    pub fn sqlite_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let dir: PathBuf = self.database.data_dir.path().to_path_buf();
+        for entry in std::fs::read_dir(dir).expect("data dir").flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with("synchub.db") {
+                bytes.extend(std::fs::read(entry.path()).unwrap_or_default());
+            }
+        }
+        bytes
+    }
+}
+
+pub fn shopify_connection(name: &str, webhook_secret: &str) -> Value {
+    json!({
+        "name": name,
+        "connector": "shopify",
+        "environment": "production",
+        "settings": {"shop_domain": "acme-us.myshopify.com"},
+        "credentials": {"access_token": "shpat_live_0123456789abcdef0123"},
+        "webhook_secret": webhook_secret,
+    })
+}
+
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}

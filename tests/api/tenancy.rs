@@ -1,0 +1,215 @@
+use serde_json::json;
+
+use crate::helpers::{Backend, OPERATOR_TOKEN, TestApp, shopify_connection};
+use crate::on_both_backends;
+
+/// Another tenant's connection, its events and its audit entries are "not found", never shown.
+async fn tenants_cannot_see_each_other(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (tenant_a, token_a) = app.tenant_with_token(&["admin"]).await;
+    let (_, token_b) = app.tenant_with_token(&["admin"]).await;
+    let connection = app
+        .connection(
+            &token_a,
+            shopify_connection("US store", "hush-hush-secret-1234"),
+        )
+        .await;
+    let id = connection["id"].as_str().unwrap();
+
+    for path in [
+        format!("/v1/connections/{id}"),
+        format!("/v1/connections/{id}/events"),
+        format!("/v1/connections/{id}/allowlist"),
+    ] {
+        let (status, body) = app.get(&path, &token_b).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert_eq!(body["code"], "not_found");
+    }
+    let (status, _) = app
+        .patch(
+            &format!("/v1/connections/{id}"),
+            &token_b,
+            json!({"name": "mine"}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = app
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/connections/{id}"),
+            &token_b,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = app
+        .get(&format!("/v1/audit?tenant_id={tenant_a}"), &token_b)
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = app
+        .post(
+            &format!("/v1/tenants/{tenant_a}/tokens"),
+            &token_b,
+            json!({"name": "x", "scopes": ["admin"]}),
+        )
+        .await;
+    assert_eq!(
+        status, 404,
+        "a tenant admin cannot mint tokens for another tenant"
+    );
+
+    let (status, audit_b) = app.get("/v1/audit", &token_b).await;
+    assert_eq!(status, 200);
+    assert!(
+        !audit_b.to_string().contains(id),
+        "B's audit log must not mention A's connection"
+    );
+    let (_, audit_a) = app.get("/v1/audit", &token_a).await;
+    assert!(
+        audit_a["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["resource_id"] == id && e["action"] == "connection.create")
+    );
+    let (_, list_b) = app.get("/v1/connections", &token_b).await;
+    assert_eq!(list_b["data"].as_array().unwrap().len(), 0);
+}
+on_both_backends!(tenants_cannot_see_each_other);
+
+/// Scopes are enforced: read tokens read, only write tokens write, only the operator makes tenants.
+async fn scopes_are_enforced(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (tenant, writer) = app.tenant_with_token(&["write"]).await;
+    let reader = app.token_for(&tenant, &["read"]).await;
+
+    let (status, body) = app
+        .post(
+            "/v1/connections",
+            &reader,
+            shopify_connection("s", "hush-hush-secret-1234"),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], "forbidden");
+    let (status, _) = app.get("/v1/connections", &reader).await;
+    assert_eq!(status, 200);
+    let (status, _) = app
+        .post(
+            "/v1/connections",
+            &writer,
+            shopify_connection("s", "hush-hush-secret-1234"),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = app.post("/v1/tenants", &writer, json!({"name": "x"})).await;
+    assert_eq!(status, 403, "only the operator creates tenants");
+    let (status, _) = app.get("/v1/connections", OPERATOR_TOKEN).await;
+    assert_eq!(status, 403, "the operator does not read tenant data");
+    let (status, body) = app
+        .get(
+            "/v1/connections",
+            "shk_not_a_real_token_at_all_000000000000",
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(body["code"], "unauthenticated");
+    let response = app
+        .client
+        .get(app.url("/v1/connections"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+}
+on_both_backends!(scopes_are_enforced);
+
+/// Tokens stop working when revoked or expired, and only work from their networks.
+async fn token_lifecycle_and_source_networks(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (tenant, _) = app.tenant_with_token(&["admin"]).await;
+
+    let (status, fenced) = app
+        .post(&format!("/v1/tenants/{tenant}/tokens"), OPERATOR_TOKEN, json!({"name": "office", "scopes": ["read"], "allowed_cidrs": ["10.0.0.0/8", "2001:db8::/32"]}))
+        .await;
+    assert_eq!(status, 201);
+    let (status, body) = app
+        .get("/v1/connections", fenced["token"].as_str().unwrap())
+        .await;
+    assert_eq!(status, 403, "127.0.0.1 is outside 10.0.0.0/8: {body}");
+    let spoofed = app
+        .client
+        .get(app.url("/v1/connections"))
+        .bearer_auth(fenced["token"].as_str().unwrap())
+        .header("x-forwarded-for", "10.1.2.3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        spoofed.status().as_u16(),
+        403,
+        "X-Forwarded-For from an untrusted peer is ignored"
+    );
+
+    let (status, local) = app
+        .post(
+            &format!("/v1/tenants/{tenant}/tokens"),
+            OPERATOR_TOKEN,
+            json!({"name": "local", "scopes": ["read"], "allowed_cidrs": ["127.0.0.0/8"]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let token = local["token"].as_str().unwrap();
+    assert_eq!(app.get("/v1/connections", token).await.0, 200);
+    let (status, listed) = app
+        .get(&format!("/v1/tenants/{tenant}/tokens"), OPERATOR_TOKEN)
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        !listed.to_string().contains(token),
+        "tokens are never listed"
+    );
+    let token_id = local["id"].as_str().unwrap();
+    let (status, _) = app
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/tenants/{tenant}/tokens/{token_id}"),
+            OPERATOR_TOKEN,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(app.get("/v1/connections", token).await.0, 401, "revoked");
+
+    let soon = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let (status, expiring) = app
+        .post(
+            &format!("/v1/tenants/{tenant}/tokens"),
+            OPERATOR_TOKEN,
+            json!({"name": "brief", "scopes": ["read"], "expires_at": soon}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let token = expiring["token"].as_str().unwrap();
+    assert_eq!(app.get("/v1/connections", token).await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    assert_eq!(app.get("/v1/connections", token).await.0, 401, "expired");
+
+    let (status, body) = app
+        .post(
+            &format!("/v1/tenants/{tenant}/tokens"),
+            OPERATOR_TOKEN,
+            json!({"name": "bad", "scopes": [], "allowed_cidrs": ["nope"]}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["scopes", "allowed_cidrs[0]"]);
+}
+on_both_backends!(token_lifecycle_and_source_networks);
