@@ -16,7 +16,10 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(health::healthz)
+    // Routes are tried in order and each `{param}` pattern costs a regex match (twice: the
+    // middleware asks for the matched pattern too), so the hot webhook route goes first.
+    cfg.service(hooks::receive)
+        .service(health::healthz)
         .service(health::readyz)
         .service(health::metrics)
         .service(openapi::openapi_json)
@@ -34,7 +37,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(connections::get_allowlist)
         .service(connections::put_allowlist)
         .service(connections::list_events)
-        .service(hooks::receive)
         .service(audit::list);
 }
 

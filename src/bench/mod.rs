@@ -1,8 +1,32 @@
-//! Benchmarks that run against real processes on this machine (release build).
+//! Benchmarks that run against real processes on this machine. Run them on a release build:
+//! `cargo run --release -- bench webhooks`.
+
+mod loadgen;
+mod webhooks;
+
+use std::path::PathBuf;
 
 #[derive(Debug, clap::Subcommand)]
-pub enum BenchCommand {}
+pub enum BenchCommand {
+    /// Webhook ingest: verified and committed webhooks per second and latency, beside a bare
+    /// actix-web handler measured the same way in the same run.
+    Webhooks(webhooks::WebhookBenchArgs),
+    /// (used by `bench webhooks`) A bare actix-web server that answers 200 to every POST.
+    #[command(hide = true)]
+    BareServer {
+        #[arg(long)]
+        listen: String,
+    },
+}
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        BenchCommand::Webhooks(args) => webhooks::run(args).await,
+        BenchCommand::BareServer { listen } => webhooks::bare_server(&listen).await,
+    }
+}
+
+/// The binary being run, to start servers as separate processes.
+fn current_exe() -> anyhow::Result<PathBuf> {
+    Ok(std::env::current_exe()?)
 }

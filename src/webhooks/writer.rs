@@ -6,13 +6,25 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{
+    ActiveValue, ColumnTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter,
+    TransactionTrait,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ids::ConnectionId;
 use crate::store::entities::{connection, webhook_event};
 
 const QUEUE_CAPACITY: usize = 16_384;
+
+/// Rows per INSERT statement (SQLite allows 32,766 bound values; a row binds 9).
+const MAX_ROWS_PER_STATEMENT: usize = 512;
+
+/// PostgreSQL: body bytes per INSERT statement. sqlx does not set TCP_NODELAY, so a message
+/// larger than the socket takes in one write is sent in two, and the second waits for the
+/// server's delayed ACK: measured here, batches of 32 one-KB events took 95 ms instead of 2.
+/// Statements under this size go out in one write. One transaction still holds the batch.
+const MAX_POSTGRES_STATEMENT_BYTES: usize = 12 * 1024;
 
 enum Command {
     Insert(
@@ -116,8 +128,8 @@ async fn write(
     rejections: &HashMap<ConnectionId, i64>,
 ) -> Result<(), sea_orm::DbErr> {
     let txn = db.begin().await?;
-    if !events.is_empty() {
-        webhook_event::Entity::insert_many(events)
+    for chunk in statement_chunks(events, db.get_database_backend()) {
+        webhook_event::Entity::insert_many(chunk)
             .on_conflict_do_nothing_on([
                 webhook_event::Column::ConnectionId,
                 webhook_event::Column::DedupeKey,
@@ -136,4 +148,81 @@ async fn write(
             .await?;
     }
     txn.commit().await
+}
+
+/// Splits a batch into INSERT statements small enough for the backend (see the constants).
+fn statement_chunks(
+    events: Vec<webhook_event::ActiveModel>,
+    backend: DatabaseBackend,
+) -> Vec<Vec<webhook_event::ActiveModel>> {
+    let max_bytes = match backend {
+        DatabaseBackend::Postgres => MAX_POSTGRES_STATEMENT_BYTES,
+        _ => usize::MAX,
+    };
+    let mut chunks = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0usize;
+    for event in events {
+        let size = match &event.body {
+            ActiveValue::Set(body) => body.len() + 256,
+            _ => 256,
+        };
+        if !current.is_empty()
+            && (current.len() == MAX_ROWS_PER_STATEMENT || bytes + size > max_bytes)
+        {
+            chunks.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(event);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::Set;
+
+    use super::*;
+
+    fn event(body_len: usize) -> webhook_event::ActiveModel {
+        webhook_event::ActiveModel {
+            body: Set(vec![0; body_len]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn postgres_statements_stay_small_and_sqlite_ones_large() {
+        let sizes = |chunks: Vec<Vec<webhook_event::ActiveModel>>| {
+            chunks.iter().map(Vec::len).collect::<Vec<_>>()
+        };
+        let batch = || (0..40).map(|_| event(1000)).collect::<Vec<_>>();
+        assert_eq!(
+            sizes(statement_chunks(batch(), DatabaseBackend::Postgres)),
+            [9, 9, 9, 9, 4]
+        );
+        assert_eq!(
+            sizes(statement_chunks(batch(), DatabaseBackend::Sqlite)),
+            [40]
+        );
+        assert_eq!(
+            sizes(statement_chunks(
+                vec![event(1 << 20)],
+                DatabaseBackend::Postgres
+            )),
+            [1],
+            "a large event still goes"
+        );
+        assert_eq!(
+            sizes(statement_chunks(
+                (0..600).map(|_| event(1)).collect(),
+                DatabaseBackend::Sqlite
+            )),
+            [512, 88]
+        );
+    }
 }

@@ -1,0 +1,321 @@
+//! Webhook ingest benchmark. Starts `synchub serve` and a bare actix-web server as separate
+//! processes, drives both with the same load generator, and checks afterwards that every
+//! acknowledged webhook is in the database.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use anyhow::Context;
+use sea_orm::{ConnectionTrait, Database, EntityTrait, PaginatorTrait};
+
+use super::loadgen::{self, Report, RequestFn};
+use crate::store::entities::webhook_event;
+use crate::webhooks::sign;
+
+const BENCH_TOKEN: &str = "shk_benchmark_operator_token_0123456789abcdef";
+const SECRET: &str = "benchmark-shopify-app-secret";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebhookBenchArgs {
+    /// sqlite, postgres, or both.
+    #[arg(long, default_value = "both")]
+    database: String,
+    /// PostgreSQL server on which a fresh database is created (and dropped afterwards).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    postgres_url: String,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Seconds of measured load per target (after a warm-up of a fifth of it).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn wait_until_up(url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if client.get(url).send().await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("{url} did not come up")
+}
+
+pub async fn bare_server(listen: &str) -> anyhow::Result<()> {
+    HttpServer::new(|| {
+        App::new().default_service(web::to(|body: web::Bytes| async move {
+            HttpResponse::Ok().json(serde_json::json!({ "status": "ok", "bytes": body.len() }))
+        }))
+    })
+    .bind(listen)?
+    .run()
+    .await?;
+    Ok(())
+}
+
+/// A realistic Shopify orders/create body (about 1 KB).
+fn order_body() -> Vec<u8> {
+    serde_json::json!({
+        "id": 820982911946154508u64, "email": "jon@example.com", "created_at": "2026-11-26T10:00:00-05:00",
+        "currency": "USD", "total_price": "199.00", "financial_status": "paid", "name": "#9999",
+        "line_items": [
+            {"id": 866550311766439020u64, "sku": "IPOD-342-N", "title": "IPod Nano", "quantity": 1, "price": "199.00", "variant_id": 808950810},
+            {"id": 141249953214522974u64, "sku": "CASE-12", "title": "Case", "quantity": 2, "price": "0.00", "variant_id": 457924702}
+        ],
+        "shipping_address": {"first_name": "Jon", "last_name": "Snow", "address1": "123 Amoebobacterium St", "city": "Ottawa", "province": "Ontario", "country": "Canada", "zip": "K2P0V6"},
+        "customer": {"id": 115310627314723954u64, "email": "jon@example.com", "first_name": "Jon", "last_name": "Snow"}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn request_fn(path: String, run: &'static str) -> RequestFn {
+    let body = order_body();
+    let signature = sign::shopify(SECRET, &body);
+    Arc::new(move |c, n| {
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Shopify-Topic: orders/create\r\nX-Shopify-Hmac-Sha256: {signature}\r\nX-Shopify-Event-Id: {run}-{c}-{n}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&body);
+        request
+    })
+}
+
+/// Warms up, then measures. Returns the measured report and how many requests were
+/// acknowledged in all (warm-up included), to check against what is on disk.
+async fn drive(addr: &str, path: String, args: &WebhookBenchArgs) -> anyhow::Result<(Report, u64)> {
+    let warmup = Duration::from_secs((args.seconds / 5).max(1));
+    let warm = loadgen::run(
+        addr,
+        args.connections,
+        warmup,
+        request_fn(path.clone(), "warmup"),
+    )
+    .await?;
+    let measured = loadgen::run(
+        addr,
+        args.connections,
+        Duration::from_secs(args.seconds),
+        request_fn(path, "measured"),
+    )
+    .await?;
+    let acknowledged = warm.ok + measured.ok;
+    Ok((measured, acknowledged))
+}
+
+/// Starts synchub on a fresh database, makes a tenant, token and Shopify connection, and
+/// returns the server with the hook path.
+async fn start_synchub(
+    database_url: &str,
+    data_dir: &std::path::Path,
+    port: u16,
+) -> anyhow::Result<(Server, String)> {
+    let mut command = Command::new(super::current_exe()?);
+    command
+        .arg("serve")
+        .env("SYNCHUB_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SYNCHUB_DATA_DIR", data_dir)
+        .env("SYNCHUB_BOOTSTRAP_TOKEN", BENCH_TOKEN)
+        .env("DATABASE_URL", database_url)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(data_dir.join("server.log"))?);
+    let server = Server(command.spawn().context("starting synchub serve")?);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until_up(&format!("{base}/healthz")).await?;
+    let client = reqwest::Client::new();
+    let tenant: serde_json::Value = client
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(BENCH_TOKEN)
+        .json(&serde_json::json!({"name": "bench"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let tenant_id = tenant["id"].as_str().context("tenant id")?;
+    let token: serde_json::Value = client
+        .post(format!("{base}/v1/tenants/{tenant_id}/tokens"))
+        .bearer_auth(BENCH_TOKEN)
+        .json(&serde_json::json!({"name": "bench", "scopes": ["write"]}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let token = token["token"].as_str().context("token")?;
+    let connection: serde_json::Value = client
+        .post(format!("{base}/v1/connections"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({
+            "name": "bench store", "connector": "shopify", "environment": "production",
+            "settings": {"shop_domain": "bench.myshopify.com"},
+            "credentials": {"access_token": "shpat_bench_0123456789abcdef"},
+            "webhook_secret": SECRET,
+        }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let id = connection["id"].as_str().context("connection id")?;
+    Ok((server, format!("/v1/hooks/{id}")))
+}
+
+struct Row {
+    target: String,
+    report: Report,
+    /// (acknowledged in all, events found on disk after SIGKILL)
+    durability: Option<(u64, u64)>,
+}
+
+pub async fn run(args: WebhookBenchArgs) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this is a debug build; run `cargo run --release -- bench webhooks` for real figures"
+        );
+    }
+    let mut rows = Vec::new();
+
+    let port = free_port()?;
+    let bare = Server(
+        Command::new(super::current_exe()?)
+            .args([
+                "bench",
+                "bare-server",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    wait_until_up(&format!("http://127.0.0.1:{port}/")).await?;
+    let (report, _) = drive(&format!("127.0.0.1:{port}"), "/hook".into(), &args).await?;
+    drop(bare);
+    rows.push(Row {
+        target: "bare actix-web handler".into(),
+        report,
+        durability: None,
+    });
+
+    let backends: Vec<&str> = match args.database.as_str() {
+        "both" => vec!["sqlite", "postgres"],
+        "sqlite" => vec!["sqlite"],
+        "postgres" => vec!["postgres"],
+        other => anyhow::bail!("--database must be sqlite, postgres or both, not {other}"),
+    };
+    for backend in backends {
+        let dir = tempfile_dir()?;
+        let (url, cleanup) = match backend {
+            "sqlite" => (
+                format!("sqlite://{}?mode=rwc", dir.join("synchub.db").display()),
+                None,
+            ),
+            _ => {
+                let name = format!("synchub_bench_{}", uuid::Uuid::now_v7().simple());
+                let admin = Database::connect(args.postgres_url.as_str())
+                    .await
+                    .context("connecting to PostgreSQL")?;
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await?;
+                let base = args
+                    .postgres_url
+                    .rsplit_once('/')
+                    .map(|(b, _)| b)
+                    .unwrap_or(&args.postgres_url);
+                (format!("{base}/{name}"), Some((admin, name)))
+            }
+        };
+        let port = free_port()?;
+        let (server, path) = start_synchub(&url, &dir, port).await?;
+        let (report, acknowledged) = drive(&format!("127.0.0.1:{port}"), path, &args).await?;
+        drop(server); // SIGKILL: what was acknowledged must already be on disk.
+        let db = Database::connect(url.as_str()).await?;
+        let stored = webhook_event::Entity::find().count(&db).await?;
+        db.close().await?;
+        if let Some((admin, name)) = cleanup {
+            admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await?;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        rows.push(Row {
+            target: format!("synchub on {backend}"),
+            report,
+            durability: Some((acknowledged, stored)),
+        });
+    }
+
+    let bare_rate = rows[0].report.per_second();
+    println!(
+        "\nwebhook ingest, {} connections, {} s measured per target (Shopify orders/create, {} B body)\n",
+        args.connections,
+        args.seconds,
+        order_body().len()
+    );
+    println!(
+        "{:<26} {:>12} {:>9} {:>9} {:>9} {:>8} {:>10}",
+        "target", "requests/s", "p50 ms", "p99 ms", "max ms", "errors", "vs bare"
+    );
+    for row in &rows {
+        let r = &row.report;
+        println!(
+            "{:<26} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>9.1}%",
+            row.target,
+            r.per_second(),
+            r.p(0.5),
+            r.p(0.99),
+            r.latency_us.max() as f64 / 1000.0,
+            r.failed,
+            100.0 * r.per_second() / bare_rate
+        );
+    }
+    let mut lost = false;
+    for row in &rows {
+        if let Some((acknowledged, stored)) = row.durability {
+            // Every request carried a distinct event id, so stored < acknowledged means loss.
+            let verdict = if stored >= acknowledged {
+                "none lost"
+            } else {
+                "LOST EVENTS"
+            };
+            lost |= stored < acknowledged;
+            println!(
+                "{}: {acknowledged} acknowledged (warm-up included), {stored} on disk after SIGKILL: {verdict}",
+                row.target
+            );
+        }
+    }
+    if lost {
+        anyhow::bail!("acknowledged webhooks were missing after SIGKILL");
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("synchub-bench-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
