@@ -12,6 +12,10 @@ use crate::secret::SecretString;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
+/// SYNCHUB_ variables that are not settings: every other one must name a setting, so a typo
+/// stops start-up instead of being ignored.
+const NOT_SETTINGS: &[&str] = &["SYNCHUB_ENV", "SYNCHUB_NEW_MASTER_KEY"];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
     Development,
@@ -124,7 +128,7 @@ impl Settings {
         let environment = Environment::parse(lookup("SYNCHUB_ENV").as_deref().unwrap_or(""))?;
         let prefixed: config::Map<String, String> = env
             .iter()
-            .filter(|(k, _)| k.starts_with("SYNCHUB_") && k != "SYNCHUB_ENV")
+            .filter(|(k, _)| k.starts_with("SYNCHUB_") && !NOT_SETTINGS.contains(&k.as_str()))
             .filter(|(k, _)| !k.starts_with("SYNCHUB_TEST_"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
@@ -266,6 +270,23 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("SYNCHUB_MASTER_KEY"));
+    }
+
+    #[test]
+    fn a_misspelt_variable_stops_start_up() {
+        let err = Settings::from_layers(
+            &env(&[("SYNCHUB_LISTN", "0.0.0.0:1")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("listn"), "{err:#}");
+        assert!(
+            Settings::from_layers(
+                &env(&[("SYNCHUB_NEW_MASTER_KEY", "x")]),
+                &Overrides::default()
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub enum Error {
     SourceNotAllowed(String),
     #[error("body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("this idempotency key was used with a different request")]
+    IdempotencyKeyReused,
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(String),
     #[error("temporarily unavailable: {0}")]

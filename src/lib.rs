@@ -12,6 +12,7 @@ pub mod config;
 pub mod connections;
 pub mod connectors;
 pub mod error;
+pub mod idempotency;
 pub mod ids;
 pub mod netpolicy;
 pub mod pagination;

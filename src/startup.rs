@@ -90,6 +90,7 @@ impl Application {
         );
         let metrics = crate::telemetry::metrics_handle()?;
         spawn_metrics_upkeep(metrics.clone());
+        spawn_idempotency_pruning(db.clone());
 
         let state = web::Data::new(AppState {
             db: db.clone(),
@@ -105,6 +106,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .wrap(from_fn(api::idempotency::idempotency))
                 .wrap(from_fn(api::middleware::observe))
                 .configure(api::configure)
                 .default_service(web::to(api::not_found))
@@ -139,5 +141,19 @@ fn spawn_metrics_upkeep(handle: PrometheusHandle) {
                 handle.run_upkeep();
             }
         });
+    });
+}
+
+/// Forgets idempotency keys past their retention, hourly.
+fn spawn_idempotency_pruning(db: DatabaseConnection) {
+    tokio::spawn(async move {
+        loop {
+            match crate::idempotency::prune(&db).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "expired idempotency keys removed"),
+                Err(err) => tracing::warn!(error = %err, "pruning idempotency keys failed"),
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
     });
 }

@@ -7,6 +7,7 @@ mod connectors;
 mod extract;
 mod health;
 mod hooks;
+pub mod idempotency;
 pub mod middleware;
 pub mod openapi;
 pub mod problem;

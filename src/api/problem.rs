@@ -56,6 +56,11 @@ fn parts(err: &Error) -> (StatusCode, &'static str, &'static str) {
             "payload_too_large",
             "Payload too large",
         ),
+        Error::IdempotencyKeyReused => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "Idempotency key reused",
+        ),
         Error::UnsupportedMediaType(_) => (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",

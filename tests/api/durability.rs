@@ -8,14 +8,14 @@ use synchub::webhooks::sign;
 use crate::helpers::{Backend, OPERATOR_TOKEN, TestDatabase, shopify_connection};
 use crate::on_both_backends;
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
 }
 
-struct Server(Child);
+pub struct Server(pub Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -24,7 +24,7 @@ impl Drop for Server {
     }
 }
 
-async fn start(database: &TestDatabase, port: u16) -> Server {
+pub async fn start(database: &TestDatabase, port: u16) -> Server {
     let mut command = Command::new(env!("CARGO_BIN_EXE_synchub"));
     command
         .arg("serve")

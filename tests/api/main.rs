@@ -3,8 +3,10 @@
 mod helpers;
 
 mod allowlist;
+mod cli;
 mod connections;
 mod durability;
+mod idempotency;
 mod input;
 mod ops;
 mod tenancy;

@@ -4,6 +4,7 @@
 pub mod api_token;
 pub mod audit_event;
 pub mod connection;
+pub mod idempotency_key;
 pub mod tenant;
 pub mod vault_secret;
 pub mod webhook_event;

@@ -1,0 +1,158 @@
+//! Idempotency keys for writes. The first request with a key claims it; its response (unless
+//! a 5xx, which may be retried) is stored and replayed to every later request with the same
+//! key and the same content. Keys belong to the API token that sent them and live 24 hours.
+
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::store::entities::idempotency_key;
+
+/// How long a key is remembered.
+pub const RETENTION: chrono::Duration = chrono::Duration::hours(24);
+/// A claim whose request never finished (the process died) is abandoned after this.
+pub const ABANDONED_AFTER: chrono::Duration = chrono::Duration::minutes(5);
+pub const MAX_KEY_LEN: usize = 255;
+
+pub struct StoredResponse {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+pub enum Claim {
+    /// This request owns the key: serve it, then `complete` or `release`.
+    Claimed,
+    /// A finished request had this key: replay its response.
+    Replay(StoredResponse),
+}
+
+pub fn scope_of_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+pub fn request_hash(method: &str, path_and_query: &str, body: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(method.as_bytes());
+    hasher.update([0]);
+    hasher.update(path_and_query.as_bytes());
+    hasher.update([0]);
+    hasher.update(body);
+    hex::encode(hasher.finalize())
+}
+
+pub fn validate_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::invalid(
+            "Idempotency-Key",
+            format!("must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn claim(db: &DatabaseConnection, scope: &str, key: &str, hash: &str) -> Result<Claim> {
+    let now = chrono::Utc::now();
+    let inserted = idempotency_key::Entity::insert(idempotency_key::ActiveModel {
+        scope: Set(scope.to_string()),
+        idempotency_key: Set(key.to_string()),
+        request_hash: Set(hash.to_string()),
+        status: Set(None),
+        content_type: Set(None),
+        body: Set(None),
+        created_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::columns([
+            idempotency_key::Column::Scope,
+            idempotency_key::Column::IdempotencyKey,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    if inserted == 1 {
+        return Ok(Claim::Claimed);
+    }
+    let existing = idempotency_key::Entity::find_by_id((scope.to_string(), key.to_string()))
+        .one(db)
+        .await?
+        .ok_or_else(|| {
+            Error::Conflict("the idempotency key was released meanwhile; retry".into())
+        })?;
+    let expired = existing.created_at + RETENTION < now;
+    let abandoned = existing.status.is_none() && existing.created_at + ABANDONED_AFTER < now;
+    if expired || abandoned {
+        // Take the stale key over, if no one else just did.
+        let taken = idempotency_key::Entity::update_many()
+            .col_expr(idempotency_key::Column::RequestHash, hash.into())
+            .col_expr(idempotency_key::Column::Status, Option::<i32>::None.into())
+            .col_expr(
+                idempotency_key::Column::Body,
+                Option::<Vec<u8>>::None.into(),
+            )
+            .col_expr(idempotency_key::Column::CreatedAt, now.into())
+            .filter(idempotency_key::Column::Scope.eq(scope))
+            .filter(idempotency_key::Column::IdempotencyKey.eq(key))
+            .filter(idempotency_key::Column::CreatedAt.eq(existing.created_at))
+            .exec(db)
+            .await?;
+        if taken.rows_affected == 1 {
+            return Ok(Claim::Claimed);
+        }
+        return Err(Error::Conflict(
+            "a request with this idempotency key is in progress".into(),
+        ));
+    }
+    if existing.request_hash != hash {
+        return Err(Error::IdempotencyKeyReused);
+    }
+    match existing.status {
+        None => Err(Error::Conflict(
+            "a request with this idempotency key is in progress".into(),
+        )),
+        Some(status) => Ok(Claim::Replay(StoredResponse {
+            status: u16::try_from(status).unwrap_or(500),
+            content_type: existing.content_type,
+            body: existing.body.unwrap_or_default(),
+        })),
+    }
+}
+
+pub async fn complete(
+    db: &DatabaseConnection,
+    scope: &str,
+    key: &str,
+    response: StoredResponse,
+) -> Result<()> {
+    let row = idempotency_key::ActiveModel {
+        scope: Set(scope.to_string()),
+        idempotency_key: Set(key.to_string()),
+        status: Set(Some(i32::from(response.status))),
+        content_type: Set(response.content_type),
+        body: Set(Some(response.body)),
+        ..Default::default()
+    };
+    row.update(db).await?;
+    Ok(())
+}
+
+/// Forgets a claim whose request failed in a way worth retrying.
+pub async fn release(db: &DatabaseConnection, scope: &str, key: &str) -> Result<()> {
+    idempotency_key::Entity::delete_by_id((scope.to_string(), key.to_string()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Deletes keys past their retention; returns how many.
+pub async fn prune(db: &DatabaseConnection) -> Result<u64> {
+    let cutoff = chrono::Utc::now() - RETENTION;
+    Ok(idempotency_key::Entity::delete_many()
+        .filter(idempotency_key::Column::CreatedAt.lt(cutoff))
+        .exec(db)
+        .await?
+        .rows_affected)
+}
