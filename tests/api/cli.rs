@@ -175,3 +175,101 @@ fn connector_lint_reports_field_paths() {
         assert!(stderr.contains(path), "{path} missing from:\n{stderr}");
     }
 }
+
+/// Even at debug level, the log holds no token, credential or webhook secret, and each line
+/// of a request carries its request id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_hold_no_secrets_and_carry_request_ids() {
+    let database = TestDatabase::create(&Backend::Sqlite).await;
+    let port = free_port();
+    let log_path = database.data_dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let server = crate::durability::start_with(
+        &database,
+        port,
+        &[("RUST_LOG", "debug"), ("SYNCHUB_LOG_JSON", "true")],
+        log.into(),
+    )
+    .await;
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let tenant: serde_json::Value = client
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&serde_json::json!({"name": "Acme"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token: serde_json::Value = client
+        .post(format!(
+            "{base}/v1/tenants/{}/tokens",
+            tenant["id"].as_str().unwrap()
+        ))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&serde_json::json!({"name": "ci", "scopes": ["write"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_string();
+    let mut body = shopify_connection("US", "log-secret-webhook-value");
+    body["credentials"]["access_token"] = serde_json::json!("shpat_log_test_credential_value");
+    let connection: serde_json::Value = client
+        .post(format!("{base}/v1/connections"))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = connection["id"].as_str().unwrap();
+    let bad = client
+        .post(format!("{base}/v1/hooks/{id}"))
+        .header("X-Shopify-Hmac-Sha256", sign::shopify("wrong", b"{}"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 401);
+    let _ = client
+        .put(format!("{base}/v1/connections/{id}/credentials"))
+        .bearer_auth(&token)
+        .json(
+            &serde_json::json!({"credentials": {"access_token": "shpat_rotated_credential_value"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    drop(server);
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.lines().count() > 5, "the server logged: {log}");
+    for secret in [
+        OPERATOR_TOKEN,
+        token.as_str(),
+        "log-secret-webhook-value",
+        "shpat_log_test_credential_value",
+        "shpat_rotated_credential_value",
+    ] {
+        assert!(!log.contains(secret), "{secret} leaked into the log");
+    }
+    let served: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["fields"]["message"] == "request served")
+        .collect();
+    assert!(served.len() >= 5, "one access line per request");
+    assert!(
+        served.iter().all(|line| line["span"]["request_id"]
+            .as_str()
+            .is_some_and(|id| id.len() >= 16)),
+        "{served:?}"
+    );
+}

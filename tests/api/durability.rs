@@ -25,6 +25,16 @@ impl Drop for Server {
 }
 
 pub async fn start(database: &TestDatabase, port: u16) -> Server {
+    start_with(database, port, &[], Stdio::null()).await
+}
+
+/// Starts `synchub serve` with extra environment and where its log (stderr) goes.
+pub async fn start_with(
+    database: &TestDatabase,
+    port: u16,
+    extra: &[(&str, &str)],
+    log: Stdio,
+) -> Server {
     let mut command = Command::new(env!("CARGO_BIN_EXE_synchub"));
     command
         .arg("serve")
@@ -32,8 +42,11 @@ pub async fn start(database: &TestDatabase, port: u16) -> Server {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("SYNCHUB_LISTEN", format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(log);
     for (key, value) in database.env() {
+        command.env(key, value);
+    }
+    for (key, value) in extra {
         command.env(key, value);
     }
     let server = Server(command.spawn().expect("binary starts"));

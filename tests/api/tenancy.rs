@@ -94,6 +94,28 @@ async fn scopes_are_enforced(backend: Backend) {
     assert_eq!(body["code"], "forbidden");
     let (status, _) = app.get("/v1/connections", &reader).await;
     assert_eq!(status, 200);
+    let (status, connectors) = app.get("/v1/connectors", &reader).await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = connectors["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "amazon-sp-api",
+            "generic-rest-erp",
+            "shopee",
+            "shopify",
+            "tiktok-shop"
+        ]
+    );
+    let shopify = &connectors["data"][3];
+    assert_eq!(shopify["settings"][0]["name"], "shop_domain");
+    assert_eq!(shopify["credentials"][0]["name"], "access_token");
+    assert_eq!(shopify["webhook_scheme"], "shopify_hmac");
     let (status, _) = app
         .post(
             "/v1/connections",
