@@ -95,7 +95,7 @@ fn check_secret(
             format!("must be 1 to {MAX_SECRET_LEN} bytes"),
         ));
     } else if scheme == Some(WebhookScheme::StandardWebhooks)
-        && crate::webhooks::schemes_standard_key(secret).is_none()
+        && crate::webhooks::standard_webhooks_key(secret).is_none()
     {
         errors.push(FieldError::new(
             field,

@@ -9,8 +9,6 @@ mod writer;
 
 pub use events::{EventView, list_events};
 pub use ingest::{Acknowledged, InboundWebhook, IngestService};
-pub use schemes::{
-    Headers, Rejection, SchemeConfig, sign, standard_webhooks_key as schemes_standard_key, verify,
-};
+pub use schemes::{Headers, Rejection, SchemeConfig, sign, standard_webhooks_key, verify};
 pub use target::TargetCache;
 pub use writer::EventWriter;
