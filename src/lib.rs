@@ -17,6 +17,7 @@ pub mod ids;
 pub mod netpolicy;
 pub mod pagination;
 pub mod random;
+pub mod ratelimit;
 pub mod schedule;
 pub mod secret;
 pub mod startup;

@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_foundation;
 mod m20261126_000002_idempotency;
+mod m20261126_000003_rate_buckets;
 
 pub struct Migrator;
 
@@ -13,6 +14,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261126_000001_foundation::Migration),
             Box::new(m20261126_000002_idempotency::Migration),
+            Box::new(m20261126_000003_rate_buckets::Migration),
         ]
     }
 }

@@ -9,5 +9,6 @@ mod durability;
 mod idempotency;
 mod input;
 mod ops;
+mod ratelimit;
 mod tenancy;
 mod webhooks;
