@@ -60,6 +60,7 @@ pub struct Settings {
     pub max_json_body_bytes: usize,
     pub database: DatabaseSettings,
     pub webhooks: WebhookSettings,
+    pub scheduler: SchedulerSettings,
     #[serde(skip, default = "default_env")]
     pub environment: Environment,
 }
@@ -83,6 +84,13 @@ pub struct WebhookSettings {
     pub max_batch: usize,
     pub batch_linger_micros: u64,
     pub cache_ttl_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSettings {
+    pub enabled: bool,
+    pub tick_millis: u64,
 }
 
 /// Accepts a TOML array or a comma-separated string (as environment variables give it).
@@ -180,6 +188,9 @@ impl Settings {
         }
         if self.webhooks.secret_grace_seconds < 0 {
             anyhow::bail!("webhooks.secret_grace_seconds must not be negative");
+        }
+        if !(10..=60_000).contains(&self.scheduler.tick_millis) {
+            anyhow::bail!("scheduler.tick_millis must be between 10 and 60000");
         }
         if self.database.max_connections == 0 {
             anyhow::bail!("database.max_connections must be greater than 0");

@@ -58,6 +58,8 @@ typed_id!(SecretId, "sec");
 typed_id!(ConnectionId, "con");
 typed_id!(EventId, "evt");
 typed_id!(AuditId, "aud");
+typed_id!(FlowId, "flow");
+typed_id!(RunId, "run");
 
 #[cfg(test)]
 mod tests {

@@ -10,10 +10,13 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sea_orm::DatabaseConnection;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::connections::Connections;
 use crate::connectors::ConnectorRegistry;
+use crate::flows::Flows;
+use crate::scheduler::Scheduler;
 use crate::tenancy::{Bootstrap, bootstrap_operator_token};
 use crate::vault::{MasterKey, Vault};
 use crate::webhooks::IngestService;
@@ -24,12 +27,15 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub registry: Arc<ConnectorRegistry>,
     pub connections: Connections,
+    pub flows: Flows,
     pub ingest: IngestService,
     pub metrics: PrometheusHandle,
 }
 
 pub struct Application {
     server: actix_web::dev::Server,
+    /// Stops the background loops (scheduler) when the server stops.
+    shutdown: CancellationToken,
     port: u16,
     pub bootstrap: Bootstrap,
     pub db: DatabaseConnection,
@@ -88,6 +94,12 @@ impl Application {
             ingest.cache_handle(),
             &settings,
         );
+        let flows = Flows::new(db.clone(), registry.clone());
+        let shutdown = CancellationToken::new();
+        if settings.scheduler.enabled {
+            let interval = Duration::from_millis(settings.scheduler.tick_millis);
+            tokio::spawn(Scheduler::new(db.clone()).run(interval, shutdown.clone()));
+        }
         let metrics = crate::telemetry::metrics_handle()?;
         spawn_metrics_upkeep(metrics.clone());
         spawn_idempotency_pruning(db.clone());
@@ -97,6 +109,7 @@ impl Application {
             settings: settings.clone(),
             registry,
             connections,
+            flows,
             ingest,
             metrics,
         });
@@ -117,6 +130,7 @@ impl Application {
         tracing::info!(address = %settings.listen, port, database = %store::redact_url(&settings.effective_database_url()), "synchub is listening");
         Ok(Self {
             server,
+            shutdown,
             port,
             bootstrap,
             db,
@@ -128,7 +142,9 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        self.shutdown.cancel();
+        result
     }
 }
 

@@ -5,6 +5,7 @@ mod audit;
 mod connections;
 mod connectors;
 mod extract;
+mod flows;
 mod health;
 mod hooks;
 pub mod idempotency;
@@ -38,6 +39,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(connections::get_allowlist)
         .service(connections::put_allowlist)
         .service(connections::list_events)
+        .service(flows::create)
+        .service(flows::list)
+        .service(flows::get)
+        .service(flows::update)
+        .service(flows::delete)
+        .service(flows::trigger)
+        .service(flows::runs)
+        .service(flows::run)
         .service(audit::list);
 }
 

@@ -89,6 +89,14 @@ impl TestDatabase {
         }
     }
 
+    /// A connection pool of its own, as another process would have.
+    pub async fn connect(&self) -> sea_orm::DatabaseConnection {
+        let settings = Settings::from_layers(&self.env(), &Overrides::default()).expect("settings");
+        let db = synchub::store::connect(&settings).await.expect("connect");
+        synchub::store::migrate(&db).await.expect("migrate");
+        db
+    }
+
     /// Environment for a process using this database.
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = vec![
@@ -141,6 +149,8 @@ impl Drop for TestDatabase {
 
 pub struct TestApp {
     pub address: String,
+    /// The app's own database handle, for tests that set up state the API does not expose.
+    pub db: sea_orm::DatabaseConnection,
     pub client: reqwest::Client,
     pub database: TestDatabase,
 }
@@ -159,9 +169,11 @@ impl TestApp {
         let settings = Settings::from_layers(&env, &Overrides::default()).expect("settings");
         let app = Application::build(settings).await.expect("app builds");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let db = app.db.clone();
         tokio::spawn(app.run_until_stopped());
         Self {
             address,
+            db,
             client: reqwest::Client::builder()
                 .no_proxy()
                 .build()

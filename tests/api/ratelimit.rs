@@ -4,17 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use synchub::config::{Overrides, Settings};
 use synchub::ratelimit::{Feedback, Limit, RateLimiter, Take};
 
 use crate::helpers::{Backend, TestDatabase};
 use crate::on_both_backends;
 
 async fn limiter(database: &TestDatabase) -> RateLimiter {
-    let settings = Settings::from_layers(&database.env(), &Overrides::default()).unwrap();
-    let db = synchub::store::connect(&settings).await.unwrap();
-    synchub::store::migrate(&db).await.unwrap();
-    RateLimiter::new(db)
+    RateLimiter::new(database.connect().await)
 }
 
 /// Two processes with four tasks each never spend more than the bucket allows, and spend

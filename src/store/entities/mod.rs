@@ -4,7 +4,9 @@
 pub mod api_token;
 pub mod audit_event;
 pub mod connection;
+pub mod flow;
 pub mod idempotency_key;
+pub mod run;
 pub mod tenant;
 pub mod vault_secret;
 pub mod webhook_event;

@@ -1,0 +1,521 @@
+use std::sync::Arc;
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+
+use super::model::{FlowPatch, FlowView, NewFlow, RetryPolicy, RunView, Stream};
+use crate::audit::{self, Actor, Entry};
+use crate::connectors::{ConnectorKind, ConnectorRegistry};
+use crate::error::{Error, FieldError, Result};
+use crate::ids::{ConnectionId, FlowId, RunId, TenantId};
+use crate::pagination::{Page, PageRequest};
+use crate::schedule::{Schedule, ScheduleSpec};
+use crate::store::entities::{connection, flow, run};
+use crate::tenancy::ensure_tenant_exists;
+
+#[derive(Clone)]
+pub struct Flows {
+    db: DatabaseConnection,
+    registry: Arc<ConnectorRegistry>,
+}
+
+/// One end of a flow as given, and what kind of system the stream needs there.
+struct Endpoint<'a> {
+    field: &'static str,
+    raw: &'a str,
+    wanted: ConnectorKind,
+    stream: Stream,
+}
+
+/// The schedule a stored flow runs on, if any.
+pub fn parse_flow_schedule(row: &flow::Model) -> Option<Schedule> {
+    let spec: ScheduleSpec = serde_json::from_value(row.schedule.clone()?).ok()?;
+    Schedule::parse(&spec, &row.timezone).ok()
+}
+
+fn retry_of(row: &flow::Model) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: row.max_attempts,
+        base_seconds: row.retry_base_seconds,
+        cap_seconds: row.retry_cap_seconds,
+    }
+}
+
+fn check_retry(retry: &RetryPolicy, errors: &mut Vec<FieldError>) {
+    if !(1..=50).contains(&retry.max_attempts) {
+        errors.push(FieldError::new(
+            "retry.max_attempts",
+            "must be between 1 and 50",
+        ));
+    }
+    if !(1..=3600).contains(&retry.base_seconds) {
+        errors.push(FieldError::new(
+            "retry.base_seconds",
+            "must be between 1 and 3600",
+        ));
+    }
+    if !(retry.base_seconds..=86_400).contains(&retry.cap_seconds) {
+        errors.push(FieldError::new(
+            "retry.cap_seconds",
+            "must be between base_seconds and 86400",
+        ));
+    }
+}
+
+fn check_name(name: &str, errors: &mut Vec<FieldError>) -> String {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        errors.push(FieldError::new("name", "must be 1 to 200 characters"));
+    }
+    name.to_string()
+}
+
+fn view(row: flow::Model) -> FlowView {
+    let local = row.next_run_at.and_then(|at| {
+        let zone = crate::timezone::parse_timezone(&row.timezone).ok()?;
+        Some(at.with_timezone(&zone).to_rfc3339())
+    });
+    FlowView {
+        id: row.id.to_string(),
+        name: row.name.clone(),
+        stream: row.stream.clone(),
+        source: row.source_connection_id.to_string(),
+        destination: row.destination_connection_id.to_string(),
+        schedule: row
+            .schedule
+            .clone()
+            .and_then(|s| serde_json::from_value(s).ok()),
+        timezone: row.timezone.clone(),
+        on_webhook: row.on_webhook,
+        enabled: row.enabled,
+        catch_up: row.catch_up,
+        retry: retry_of(&row),
+        next_run_at: row.next_run_at,
+        next_run_at_local: local,
+        consecutive_failures: row.consecutive_failures,
+        disabled_reason: row.disabled_reason,
+        cursor: row.cursor,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    }
+}
+
+impl Flows {
+    pub fn new(db: DatabaseConnection, registry: Arc<ConnectorRegistry>) -> Self {
+        Self { db, registry }
+    }
+
+    async fn find(
+        &self,
+        db: &impl ConnectionTrait,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<flow::Model> {
+        let id = FlowId::parse(id).ok_or(Error::NotFound("flow"))?;
+        flow::Entity::find_in_tenant(tenant)
+            .filter(flow::Column::Id.eq(id))
+            .one(db)
+            .await?
+            .ok_or(Error::NotFound("flow"))
+    }
+
+    /// Resolves a connection of the tenant and checks it can play its part in the stream.
+    async fn endpoint(
+        &self,
+        db: &impl ConnectionTrait,
+        tenant: &TenantId,
+        end: Endpoint<'_>,
+        errors: &mut Vec<FieldError>,
+    ) -> Result<Option<ConnectionId>> {
+        let Some(id) = ConnectionId::parse(end.raw) else {
+            errors.push(FieldError::new(end.field, "is not a connection id"));
+            return Ok(None);
+        };
+        let Some(row) = connection::Entity::find_in_tenant(tenant)
+            .filter(connection::Column::Id.eq(id.clone()))
+            .one(db)
+            .await?
+        else {
+            errors.push(FieldError::new(end.field, "no such connection"));
+            return Ok(None);
+        };
+        let kind = self.registry.get(&row.connector).map(|m| m.kind);
+        if kind != Some(end.wanted) {
+            let wanted = match end.wanted {
+                ConnectorKind::Marketplace => "a marketplace",
+                ConnectorKind::Erp => "an ERP",
+            };
+            errors.push(FieldError::new(
+                end.field,
+                format!(
+                    "{} flows need {wanted} here; {} is not one",
+                    end.stream.as_str(),
+                    row.name
+                ),
+            ));
+        }
+        Ok(Some(id))
+    }
+
+    pub async fn create(
+        &self,
+        actor: &Actor,
+        tenant: &TenantId,
+        input: NewFlow,
+    ) -> Result<FlowView> {
+        let txn = self.db.begin().await?;
+        let tenant_row = ensure_tenant_exists(&txn, tenant).await?;
+        let mut errors = Vec::new();
+        let name = check_name(&input.name, &mut errors);
+        let (source_kind, destination_kind) = match input.stream {
+            Stream::Orders => (ConnectorKind::Marketplace, ConnectorKind::Erp),
+            Stream::Inventory | Stream::Shipments => {
+                (ConnectorKind::Erp, ConnectorKind::Marketplace)
+            }
+        };
+        let source = Endpoint {
+            field: "source",
+            raw: &input.source,
+            wanted: source_kind,
+            stream: input.stream,
+        };
+        let source = self.endpoint(&txn, tenant, source, &mut errors).await?;
+        let destination = Endpoint {
+            field: "destination",
+            raw: &input.destination,
+            wanted: destination_kind,
+            stream: input.stream,
+        };
+        let destination = self
+            .endpoint(&txn, tenant, destination, &mut errors)
+            .await?;
+        let retry = input.retry.unwrap_or_default();
+        check_retry(&retry, &mut errors);
+        let (timezone, schedule) =
+            self.check_schedule(input.schedule.as_ref(), &tenant_row.timezone, &mut errors);
+        let (Some(source), Some(destination)) = (source, destination) else {
+            return Err(Error::Invalid(errors));
+        };
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        let now = chrono::Utc::now();
+        let next_run_at = if input.enabled {
+            schedule.as_ref().and_then(|s| s.next_after(now))
+        } else {
+            None
+        };
+        let row = flow::ActiveModel {
+            id: Set(FlowId::generate()),
+            tenant_id: Set(tenant.clone()),
+            name: Set(name),
+            stream: Set(input.stream.as_str().to_string()),
+            source_connection_id: Set(source),
+            destination_connection_id: Set(destination),
+            schedule: Set(input
+                .schedule
+                .as_ref()
+                .map(|s| serde_json::to_value(s).unwrap_or_default())),
+            timezone: Set(timezone),
+            on_webhook: Set(input.on_webhook),
+            enabled: Set(input.enabled),
+            catch_up: Set(input.catch_up),
+            max_attempts: Set(retry.max_attempts),
+            retry_base_seconds: Set(retry.base_seconds),
+            retry_cap_seconds: Set(retry.cap_seconds),
+            cursor: Set(None),
+            next_run_at: Set(next_run_at),
+            consecutive_failures: Set(0),
+            disabled_reason: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
+        audit::record(
+            &txn,
+            actor,
+            Entry {
+                tenant_id: Some(tenant),
+                action: "flow.create",
+                resource_type: "flow",
+                resource_id: row.id.as_str(),
+                details: serde_json::json!({ "name": row.name, "stream": row.stream, "schedule": row.schedule, "timezone": row.timezone }),
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(view(row))
+    }
+
+    /// Validates a schedule; returns the zone it is read in and the parsed schedule.
+    fn check_schedule(
+        &self,
+        spec: Option<&ScheduleSpec>,
+        tenant_zone: &str,
+        errors: &mut Vec<FieldError>,
+    ) -> (String, Option<Schedule>) {
+        let zone = match spec {
+            Some(ScheduleSpec::Cron {
+                timezone: Some(zone),
+                ..
+            }) => zone.clone(),
+            _ => tenant_zone.to_string(),
+        };
+        let schedule = spec.and_then(|spec| match Schedule::parse(spec, tenant_zone) {
+            Ok(schedule) => Some(schedule),
+            Err((field, message)) => {
+                errors.push(FieldError::new(field, message));
+                None
+            }
+        });
+        (zone, schedule)
+    }
+
+    pub async fn get(&self, tenant: &TenantId, id: &str) -> Result<FlowView> {
+        Ok(view(self.find(&self.db, tenant, id).await?))
+    }
+
+    pub async fn list(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<FlowView>> {
+        let mut query = flow::Entity::find_in_tenant(tenant);
+        if let Some(cursor) = page.cursor.as_deref() {
+            query = query.filter(flow::Column::Id.gt(cursor.to_string()));
+        }
+        let rows = query
+            .order_by_asc(flow::Column::Id)
+            .limit(page.limit as u64 + 1)
+            .all(&self.db)
+            .await?;
+        Ok(Page::from_rows(
+            rows,
+            page.limit,
+            |m| m.id.to_string(),
+            view,
+        ))
+    }
+
+    pub async fn update(
+        &self,
+        actor: &Actor,
+        tenant: &TenantId,
+        id: &str,
+        patch: FlowPatch,
+    ) -> Result<FlowView> {
+        let txn = self.db.begin().await?;
+        let row = self.find(&txn, tenant, id).await?;
+        let tenant_row = ensure_tenant_exists(&txn, tenant).await?;
+        let mut errors = Vec::new();
+        let mut active: flow::ActiveModel = row.clone().into();
+        let mut changed = Vec::new();
+        if let Some(name) = &patch.name {
+            active.name = Set(check_name(name, &mut errors));
+            changed.push("name");
+        }
+        if let Some(retry) = &patch.retry {
+            check_retry(retry, &mut errors);
+            active.max_attempts = Set(retry.max_attempts);
+            active.retry_base_seconds = Set(retry.base_seconds);
+            active.retry_cap_seconds = Set(retry.cap_seconds);
+            changed.push("retry");
+        }
+        if let Some(on_webhook) = patch.on_webhook {
+            active.on_webhook = Set(on_webhook);
+            changed.push("on_webhook");
+        }
+        if let Some(catch_up) = patch.catch_up {
+            active.catch_up = Set(catch_up);
+            changed.push("catch_up");
+        }
+        let mut schedule_spec = row.schedule.clone();
+        let mut timezone = row.timezone.clone();
+        if let Some(spec) = &patch.schedule {
+            let (zone, _) = self.check_schedule(spec.as_ref(), &tenant_row.timezone, &mut errors);
+            timezone = zone;
+            schedule_spec = spec
+                .as_ref()
+                .map(|s| serde_json::to_value(s).unwrap_or_default());
+            active.schedule = Set(schedule_spec.clone());
+            active.timezone = Set(timezone.clone());
+            changed.push("schedule");
+        }
+        let enabled = patch.enabled.unwrap_or(row.enabled);
+        if let Some(enable) = patch.enabled {
+            active.enabled = Set(enable);
+            if enable && !row.enabled {
+                active.disabled_reason = Set(None);
+                active.consecutive_failures = Set(0);
+            }
+            changed.push("enabled");
+        }
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        if changed.is_empty() {
+            return Err(Error::invalid("body", "name at least one field to change"));
+        }
+        if patch.schedule.is_some() || patch.enabled.is_some() {
+            let probe = flow::Model {
+                schedule: schedule_spec,
+                timezone,
+                ..row.clone()
+            };
+            let next = if enabled {
+                parse_flow_schedule(&probe).and_then(|s| s.next_after(chrono::Utc::now()))
+            } else {
+                None
+            };
+            active.next_run_at = Set(next);
+        }
+        active.updated_at = Set(chrono::Utc::now());
+        let updated = active.update(&txn).await?;
+        audit::record(
+            &txn,
+            actor,
+            Entry {
+                tenant_id: Some(tenant),
+                action: "flow.update",
+                resource_type: "flow",
+                resource_id: updated.id.as_str(),
+                details: serde_json::json!({ "changed": changed, "schedule": updated.schedule, "enabled": updated.enabled }),
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(view(updated))
+    }
+
+    pub async fn delete(&self, actor: &Actor, tenant: &TenantId, id: &str) -> Result<()> {
+        let txn = self.db.begin().await?;
+        let row = self.find(&txn, tenant, id).await?;
+        run::Entity::delete_many()
+            .filter(run::Column::TenantId.eq(tenant.clone()))
+            .filter(run::Column::FlowId.eq(row.id.clone()))
+            .exec(&txn)
+            .await?;
+        flow::Entity::delete_by_id(row.id.clone())
+            .exec(&txn)
+            .await?;
+        audit::record(
+            &txn,
+            actor,
+            Entry {
+                tenant_id: Some(tenant),
+                action: "flow.delete",
+                resource_type: "flow",
+                resource_id: row.id.as_str(),
+                details: serde_json::json!({ "name": row.name }),
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Queues a run now (POST /v1/flows/{id}/run).
+    pub async fn trigger(&self, actor: &Actor, tenant: &TenantId, id: &str) -> Result<RunView> {
+        let txn = self.db.begin().await?;
+        let row = self.find(&txn, tenant, id).await?;
+        let run_id = RunId::generate();
+        let run = enqueue_run(
+            &txn,
+            &row,
+            run_id.clone(),
+            "manual",
+            format!("manual:{run_id}"),
+            None,
+        )
+        .await?;
+        audit::record(
+            &txn,
+            actor,
+            Entry {
+                tenant_id: Some(tenant),
+                action: "flow.run",
+                resource_type: "flow",
+                resource_id: row.id.as_str(),
+                details: serde_json::json!({ "run_id": run_id }),
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        run.map(RunView::from)
+            .ok_or_else(|| Error::Conflict("this run is queued already".into()))
+    }
+
+    pub async fn runs(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<RunView>> {
+        let row = self.find(&self.db, tenant, id).await?;
+        let mut query = run::Entity::find_in_tenant(tenant).filter(run::Column::FlowId.eq(row.id));
+        if let Some(cursor) = page.cursor.as_deref() {
+            query = query.filter(run::Column::Id.lt(cursor.to_string()));
+        }
+        let rows = query
+            .order_by_desc(run::Column::Id)
+            .limit(page.limit as u64 + 1)
+            .all(&self.db)
+            .await?;
+        Ok(Page::from_rows(
+            rows,
+            page.limit,
+            |m| m.id.to_string(),
+            RunView::from,
+        ))
+    }
+
+    pub async fn run(&self, tenant: &TenantId, id: &str) -> Result<RunView> {
+        let id = RunId::parse(id).ok_or(Error::NotFound("run"))?;
+        run::Entity::find_in_tenant(tenant)
+            .filter(run::Column::Id.eq(id))
+            .one(&self.db)
+            .await?
+            .map(RunView::from)
+            .ok_or(Error::NotFound("run"))
+    }
+}
+
+/// Inserts a queued run unless the flow has one with this dedupe key already (a tick another
+/// scheduler enqueued, a webhook burst already waiting). Returns the run if it was new.
+pub async fn enqueue_run<C: ConnectionTrait>(
+    db: &C,
+    flow: &flow::Model,
+    id: RunId,
+    trigger: &str,
+    dedupe_key: String,
+    scheduled_for: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Option<run::Model>> {
+    let model = run::ActiveModel {
+        id: Set(id.clone()),
+        tenant_id: Set(flow.tenant_id.clone()),
+        flow_id: Set(flow.id.clone()),
+        trigger: Set(trigger.to_string()),
+        dedupe_key: Set(dedupe_key),
+        scheduled_for: Set(scheduled_for),
+        status: Set("queued".into()),
+        attempts: Set(0),
+        records_read: Set(0),
+        records_written: Set(0),
+        error_class: Set(None),
+        error_message: Set(None),
+        connector_version: Set(None),
+        next_attempt_at: Set(None),
+        created_at: Set(chrono::Utc::now()),
+        started_at: Set(None),
+        finished_at: Set(None),
+    };
+    let inserted = run::Entity::insert(model)
+        .on_conflict_do_nothing_on([run::Column::FlowId, run::Column::DedupeKey])
+        .exec_without_returning(db)
+        .await?;
+    match inserted {
+        sea_orm::TryInsertResult::Inserted(n) if n > 0 => {
+            Ok(run::Entity::find_by_id(id).one(db).await?)
+        }
+        _ => Ok(None),
+    }
+}
