@@ -52,6 +52,14 @@ pub enum Command {
     /// Connector manifest helpers.
     #[command(subcommand)]
     Connector(ConnectorCommand),
+    /// Serve the platform simulator (Shopify, generic ERP) for tests, demos and benchmarks.
+    Sim {
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: String,
+        /// Orders each simulated shop starts with.
+        #[arg(long, default_value_t = 1000)]
+        orders: usize,
+    },
     /// Benchmarks (run on a release build).
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -109,6 +117,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Sim { listen, orders } => crate::sim::serve(&listen, orders).await?,
         Command::Bench(command) => crate::bench::run(command).await?,
     }
     Ok(())

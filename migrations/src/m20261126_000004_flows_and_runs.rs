@@ -86,6 +86,8 @@ impl MigrationTrait for Migration {
                     .col(col("error_message").text().null())
                     .col(col("connector_version").text().null())
                     .col(col("next_attempt_at").timestamp_with_time_zone().null())
+                    // Where a run that died resumes: the next page and the cursor so far.
+                    .col(col("checkpoint").json_binary().null())
                     .col(col("created_at").timestamp_with_time_zone().not_null())
                     .col(col("started_at").timestamp_with_time_zone().null())
                     .col(col("finished_at").timestamp_with_time_zone().null())
@@ -105,6 +107,27 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        // Unified records, upserted by (connection, kind, platform id) with a version check.
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("records"))
+                    .col(col("tenant_id").string_len(40).not_null())
+                    .col(col("connection_id").string_len(40).not_null())
+                    .col(col("kind").string_len(32).not_null())
+                    .col(col("platform_id").string_len(255).not_null())
+                    .col(col("version").text().not_null())
+                    .col(col("data").json_binary().not_null())
+                    .col(col("synced_at").timestamp_with_time_zone().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(Alias::new("connection_id"))
+                            .col(Alias::new("kind"))
+                            .col(Alias::new("platform_id")),
+                    )
+                    .to_owned(),
+            )
+            .await?;
         manager
             .create_index(
                 Index::create()
@@ -119,7 +142,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for table in ["runs", "flows"] {
+        for table in ["records", "runs", "flows"] {
             manager
                 .drop_table(Table::drop().table(Alias::new(table)).to_owned())
                 .await?;

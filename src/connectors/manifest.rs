@@ -18,6 +18,17 @@ pub struct Manifest {
     #[serde(default)]
     pub credentials: Vec<FieldSpec>,
     pub webhook: Option<WebhookSpec>,
+    /// Base URL per environment (`production`, `sandbox`); `{setting}` placeholders are
+    /// filled from the connection's settings. A `base_url` setting overrides them.
+    #[serde(default)]
+    pub environments: std::collections::BTreeMap<String, String>,
+    pub auth: Option<super::spec::AuthSpec>,
+    #[serde(default)]
+    pub rate_limits: Vec<super::spec::RateLimitSpec>,
+    #[serde(default)]
+    pub operations: std::collections::BTreeMap<String, super::spec::OperationSpec>,
+    #[serde(default)]
+    pub mappings: super::spec::Mappings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
@@ -44,6 +55,9 @@ pub struct FieldSpec {
     pub must_end_with: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub example: Option<String>,
+    /// The value used when the connection leaves the field out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
@@ -182,6 +196,7 @@ impl Manifest {
                 }
             }
         }
+        problems.extend(super::spec::lint_operations(self));
         if let Some(webhook) = &self.webhook {
             if webhook.scheme == WebhookScheme::HmacSha256Header
                 && webhook.signature_header.is_none()

@@ -2,8 +2,10 @@
 //! manifest. This part holds the metadata (fields, webhook scheme); operations, pagination and
 //! rate limits join it with the sync engine.
 
+pub mod client;
 mod manifest;
 mod registry;
+pub mod spec;
 
 pub use manifest::{
     ConnectorKind, FieldSpec, FieldType, Manifest, SignatureEncoding, WebhookScheme, WebhookSpec,

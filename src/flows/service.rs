@@ -504,6 +504,7 @@ pub async fn enqueue_run<C: ConnectionTrait>(
         error_message: Set(None),
         connector_version: Set(None),
         next_attempt_at: Set(None),
+        checkpoint: Set(None),
         created_at: Set(chrono::Utc::now()),
         started_at: Set(None),
         finished_at: Set(None),

@@ -12,5 +12,6 @@ mod input;
 mod ops;
 mod ratelimit;
 mod scheduler;
+mod sync;
 mod tenancy;
 mod webhooks;

@@ -6,6 +6,7 @@ pub mod audit_event;
 pub mod connection;
 pub mod flow;
 pub mod idempotency_key;
+pub mod record;
 pub mod run;
 pub mod tenant;
 pub mod vault_secret;

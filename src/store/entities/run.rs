@@ -22,6 +22,8 @@ pub struct Model {
     pub error_message: Option<String>,
     pub connector_version: Option<String>,
     pub next_attempt_at: Option<DateTimeUtc>,
+    #[sea_orm(column_type = "JsonBinary", nullable)]
+    pub checkpoint: Option<Json>,
     pub created_at: DateTimeUtc,
     pub started_at: Option<DateTimeUtc>,
     pub finished_at: Option<DateTimeUtc>,

@@ -1,0 +1,172 @@
+//! The declarative part of a manifest that the sync engine executes: auth scheme, rate-limit
+//! groups, operations (method, path, query, pagination, where the records are) and the
+//! mapping of platform records onto unified records.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::manifest::Manifest;
+use crate::error::FieldError;
+
+/// How requests are authenticated: a closed set, each implemented in Rust.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(tag = "scheme", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthSpec {
+    /// `X-Shopify-Access-Token: <credential>`.
+    ShopifyAccessToken { credential: String },
+    /// A header carrying a credential as is.
+    ApiKeyHeader { header: String, credential: String },
+    /// `Authorization: Bearer <credential>`.
+    Bearer { credential: String },
+}
+
+impl AuthSpec {
+    pub fn credentials(&self) -> Vec<&str> {
+        match self {
+            Self::ShopifyAccessToken { credential } | Self::Bearer { credential } => {
+                vec![credential]
+            }
+            Self::ApiKeyHeader { credential, .. } => vec![credential],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSpec {
+    /// Operations name this group.
+    pub group: String,
+    /// Tokens per second.
+    pub rate: f64,
+    pub burst: f64,
+    /// Connections to the same account share the bucket: the setting naming the account.
+    pub account_setting: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OperationSpec {
+    pub method: Method,
+    /// Path after the base URL; `{setting}` placeholders come from settings.
+    pub path: String,
+    /// Rate-limit group this operation spends.
+    pub group: String,
+    /// Query parameters; `{cursor}` is the incremental cursor, `{setting}` a setting.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// JSON pointer to the array of records in the response.
+    pub records: Option<String>,
+    pub pagination: Option<Pagination>,
+    /// Header carrying an idempotency key on writes, where the platform takes one.
+    pub idempotency_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Pagination {
+    /// RFC 8288 `Link: <url>; rel="next"` (Shopify); the next URL is followed as given.
+    LinkHeader,
+    /// A token in the body sent back as a parameter (Amazon `NextToken`, ERP cursors).
+    Token { response: String, param: String },
+    /// Page numbers from `start`, until a page comes back short or empty.
+    PageNumber {
+        param: String,
+        start: u32,
+        size: u32,
+    },
+}
+
+/// Where each unified field is in a platform record (JSON pointers).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mappings {
+    pub order: Option<OrderMapping>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderMapping {
+    pub id: String,
+    pub number: String,
+    pub status: String,
+    pub currency: String,
+    pub total: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub lines: String,
+    pub line_sku: String,
+    pub line_quantity: String,
+    pub line_price: String,
+}
+
+/// Checks operations against the rest of the manifest, with field paths.
+pub fn lint_operations(manifest: &Manifest) -> Vec<FieldError> {
+    let mut problems = Vec::new();
+    let groups: Vec<&str> = manifest
+        .rate_limits
+        .iter()
+        .map(|r| r.group.as_str())
+        .collect();
+    for (i, limit) in manifest.rate_limits.iter().enumerate() {
+        if !(limit.rate > 0.0
+            && limit.rate.is_finite()
+            && limit.burst >= 1.0
+            && limit.burst.is_finite())
+        {
+            problems.push(FieldError::new(
+                format!("rate_limits[{i}]"),
+                "rate must be > 0 and burst >= 1",
+            ));
+        }
+    }
+    for (name, op) in &manifest.operations {
+        if !groups.contains(&op.group.as_str()) {
+            problems.push(FieldError::new(
+                format!("operations.{name}.group"),
+                "names no rate_limits group",
+            ));
+        }
+        if !op.path.starts_with('/') {
+            problems.push(FieldError::new(
+                format!("operations.{name}.path"),
+                "must start with /",
+            ));
+        }
+        if op
+            .records
+            .as_deref()
+            .is_some_and(|p| !p.is_empty() && !p.starts_with('/'))
+        {
+            problems.push(FieldError::new(
+                format!("operations.{name}.records"),
+                "a JSON pointer starts with /",
+            ));
+        }
+    }
+    if let Some(auth) = &manifest.auth {
+        for credential in auth.credentials() {
+            if !manifest.credentials.iter().any(|f| f.name == credential) {
+                problems.push(FieldError::new(
+                    "auth.credential",
+                    format!("{credential} is not a credentials field"),
+                ));
+            }
+        }
+    }
+    if !manifest.operations.is_empty() && manifest.environments.is_empty() {
+        problems.push(FieldError::new(
+            "environments",
+            "operations need a base URL per environment",
+        ));
+    }
+    problems
+}

@@ -1,0 +1,247 @@
+//! The platform simulator: `synchub sim --listen ADDR` serves simulated platforms on one
+//! address, speaking their documented wire formats (auth headers, pagination, rate-limit
+//! headers and 429s, error bodies), with fault injection set at run time and counters of
+//! what happened. A connection points at it with `settings.base_url`:
+//!
+//! - Shopify Admin REST: `{addr}/shopify/{shop}` (orders with Link pagination, a leaky bucket
+//!   of 40 calls leaking 2/s, `X-Shopify-Shop-Api-Call-Limit`, 429 with `Retry-After`);
+//! - a generic REST ERP: `{addr}/erp/{account}` (`X-Api-Key`, idempotent order upserts).
+//!
+//! Control: `PUT /_sim/faults` {error_rate, latency_ms, timeout_rate, malformed_rate,
+//! schema_change}, `POST /_sim/shopify/{shop}/orders` {count} (new orders), `GET /_sim/stats`.
+
+mod erp;
+mod shopify;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use serde::{Deserialize, Serialize};
+
+/// Faults applied to every simulated platform response until changed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Share of requests answered 500 (0 to 1).
+    pub error_rate: f64,
+    /// Added to every response.
+    pub latency_ms: u64,
+    /// Share of requests that hang for 60 s (the client's timeout fires).
+    pub timeout_rate: f64,
+    /// Share of responses whose body is cut short.
+    pub malformed_rate: f64,
+    /// Shopify renames `line_items` to `lineItems`, as a breaking API change would.
+    pub schema_change: bool,
+    /// After this many more requests, every request is answered 500 (an outage mid-run).
+    pub fail_after_requests: Option<u64>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Stats {
+    pub requests: u64,
+    pub throttled: u64,
+    pub injected_errors: u64,
+    pub orders_written: u64,
+    pub duplicate_writes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    since_faults: AtomicU64,
+    throttled: AtomicU64,
+    injected_errors: AtomicU64,
+    orders_written: AtomicU64,
+    duplicate_writes: AtomicU64,
+}
+
+pub struct SimState {
+    seed_orders: usize,
+    faults: Mutex<Faults>,
+    counters: Counters,
+    shops: Mutex<HashMap<String, shopify::Shop>>,
+    erps: Mutex<HashMap<String, erp::Erp>>,
+}
+
+impl SimState {
+    pub fn new(seed_orders: usize) -> Self {
+        Self {
+            seed_orders,
+            faults: Mutex::new(Faults::default()),
+            counters: Counters::default(),
+            shops: Mutex::new(HashMap::new()),
+            erps: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        let c = &self.counters;
+        Stats {
+            requests: c.requests.load(Ordering::Relaxed),
+            throttled: c.throttled.load(Ordering::Relaxed),
+            injected_errors: c.injected_errors.load(Ordering::Relaxed),
+            orders_written: c.orders_written.load(Ordering::Relaxed),
+            duplicate_writes: c.duplicate_writes.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        if let Ok(mut current) = self.faults.lock() {
+            *current = faults;
+            self.counters.since_faults.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn faults(&self) -> Faults {
+        self.faults.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    /// The orders an ERP account holds, as the tests and the demo read them.
+    pub fn erp_orders(&self, account: &str) -> Vec<serde_json::Value> {
+        self.erps
+            .lock()
+            .ok()
+            .and_then(|erps| erps.get(account).map(erp::Erp::orders))
+            .unwrap_or_default()
+    }
+
+    /// Adds `count` new orders to a shop (created now), returning their ids.
+    pub fn add_orders(&self, shop: &str, count: usize) -> Vec<u64> {
+        let mut shops = match self.shops.lock() {
+            Ok(shops) => shops,
+            Err(_) => return Vec::new(),
+        };
+        let shop = shops
+            .entry(shop.to_string())
+            .or_insert_with(|| shopify::Shop::seeded(shop, self.seed_orders));
+        (0..count)
+            .map(|_| shop.add_order(chrono::Utc::now()))
+            .collect()
+    }
+}
+
+fn chance(rate: f64) -> bool {
+    if rate <= 0.0 {
+        return false;
+    }
+    let bytes = crate::random::bytes::<8>().unwrap_or([0xff; 8]);
+    (u64::from_le_bytes(bytes) as f64 / u64::MAX as f64) < rate
+}
+
+/// Applies latency, timeouts and injected errors; Some(response) ends the request there.
+async fn inject(state: &SimState) -> Option<HttpResponse> {
+    state.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let since = state.counters.since_faults.fetch_add(1, Ordering::Relaxed) + 1;
+    let faults = state.faults();
+    if faults.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    }
+    if chance(faults.timeout_rate) {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    if chance(faults.error_rate) || faults.fail_after_requests.is_some_and(|n| since > n) {
+        state
+            .counters
+            .injected_errors
+            .fetch_add(1, Ordering::Relaxed);
+        return Some(
+            HttpResponse::InternalServerError()
+                .json(serde_json::json!({"errors": "Internal Server Error"})),
+        );
+    }
+    None
+}
+
+/// Cuts a body short when the malformed fault fires.
+fn maybe_malformed(state: &SimState, body: String) -> String {
+    if chance(state.faults().malformed_rate) {
+        body.chars().take(body.len() / 2).collect()
+    } else {
+        body
+    }
+}
+
+async fn put_faults(state: web::Data<SimState>, faults: web::Json<Faults>) -> HttpResponse {
+    state.set_faults(faults.into_inner());
+    HttpResponse::Ok().json(state.faults())
+}
+
+async fn get_stats(state: web::Data<SimState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.stats())
+}
+
+#[derive(Deserialize)]
+struct AddOrders {
+    count: usize,
+}
+
+async fn post_orders(
+    state: web::Data<SimState>,
+    shop: web::Path<String>,
+    body: web::Json<AddOrders>,
+) -> HttpResponse {
+    let ids = state.add_orders(&shop, body.count.min(100_000));
+    HttpResponse::Created().json(serde_json::json!({ "ids": ids }))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/_sim/faults", web::put().to(put_faults))
+        .route("/_sim/stats", web::get().to(get_stats))
+        .route("/_sim/shopify/{shop}/orders", web::post().to(post_orders))
+        .route(
+            "/shopify/{shop}/admin/api/{version}/orders.json",
+            web::get().to(shopify::list_orders),
+        )
+        .route("/erp/{account}/orders", web::post().to(erp::create_order))
+        .route("/erp/{account}/orders", web::get().to(erp::list_orders));
+}
+
+/// A running simulator: its address and state.
+pub struct Simulator {
+    pub address: String,
+    pub state: web::Data<SimState>,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Simulator {
+    /// Starts on `listen` (port 0 for any) with `seed_orders` orders per new shop.
+    pub fn start(listen: &str, seed_orders: usize) -> anyhow::Result<Self> {
+        let state = web::Data::new(SimState::new(seed_orders));
+        let listener = TcpListener::bind(listen)?;
+        let address = format!("http://{}", listener.local_addr()?);
+        let data = state.clone();
+        let server =
+            HttpServer::new(move || App::new().app_data(data.clone()).configure(configure))
+                .listen(listener)?
+                .workers(2)
+                .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Ok(Self {
+            address,
+            state,
+            server: handle,
+        })
+    }
+
+    pub async fn stop(self) {
+        self.server.stop(false).await;
+    }
+}
+
+/// `synchub sim`: runs until interrupted.
+pub async fn serve(listen: &str, seed_orders: usize) -> anyhow::Result<()> {
+    let sim = Simulator::start(listen, seed_orders)?;
+    println!("simulator listening on {}", sim.address);
+    println!(
+        "  Shopify base_url: {}/shopify/<shop>   ERP base_url: {}/erp/<account>",
+        sim.address, sim.address
+    );
+    tokio::signal::ctrl_c().await?;
+    sim.stop().await;
+    Ok(())
+}

@@ -1,0 +1,405 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
+    TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::retry::backoff;
+use super::unified::{Order, map_order};
+use crate::connectors::ConnectorRegistry;
+use crate::connectors::client::{CallError, ConnectorClient, ErrorClass, NextPage};
+use crate::error::{Error, Result};
+use crate::flows::Stream;
+use crate::ids::RunId;
+use crate::ratelimit::RateLimiter;
+use crate::store::entities::{connection, flow, record, run};
+use crate::vault::Vault;
+
+/// A flow is disabled after this many runs in a row end in the dead letters.
+pub const DISABLE_AFTER_FAILURES: i32 = 5;
+
+/// Where a run is: the next page to read and the newest version seen so far.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Checkpoint {
+    next: Option<NextPage>,
+    max_version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunReport {
+    /// succeeded, retrying or dead.
+    pub status: String,
+    pub records_read: i64,
+    pub records_written: i64,
+    pub error_class: Option<String>,
+    pub next_attempt_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Clone)]
+pub struct SyncEngine {
+    db: DatabaseConnection,
+    vault: Vault,
+    registry: Arc<ConnectorRegistry>,
+    limiter: RateLimiter,
+    http: reqwest::Client,
+}
+
+impl SyncEngine {
+    pub fn new(
+        db: DatabaseConnection,
+        vault: Vault,
+        registry: Arc<ConnectorRegistry>,
+    ) -> anyhow::Result<Self> {
+        crate::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Self {
+            limiter: RateLimiter::new(db.clone()),
+            db,
+            vault,
+            registry,
+            http,
+        })
+    }
+
+    async fn client(&self, row: &connection::Model) -> Result<ConnectorClient> {
+        let manifest = self.registry.get(&row.connector).ok_or_else(|| {
+            Error::Internal(anyhow::anyhow!(
+                "connector {} is not installed",
+                row.connector
+            ))
+        })?;
+        let credentials = self
+            .vault
+            .load(&self.db, &row.tenant_id, &row.credentials_secret_id)
+            .await?;
+        let credentials: Map<String, Value> =
+            serde_json::from_str(credentials.expose()).map_err(|_| {
+                Error::Internal(anyhow::anyhow!(
+                    "credentials of {} are not an object",
+                    row.id
+                ))
+            })?;
+        let settings = row.settings.as_object().cloned().unwrap_or_default();
+        Ok(ConnectorClient::new(
+            manifest,
+            &row.environment,
+            settings,
+            credentials,
+            row.id.as_str(),
+            self.limiter.clone(),
+            self.http.clone(),
+        ))
+    }
+
+    /// Executes one attempt of a run and records its outcome: succeeded, retrying (a transient
+    /// error with attempts left, rescheduled in storage), or dead (the dead letters).
+    pub async fn execute(&self, run_id: &RunId) -> Result<RunReport> {
+        let run = run::Entity::find_by_id(run_id.clone())
+            .one(&self.db)
+            .await?
+            .ok_or(Error::NotFound("run"))?;
+        let flow = flow::Entity::find_by_id(run.flow_id.clone())
+            .one(&self.db)
+            .await?
+            .ok_or(Error::NotFound("flow"))?;
+        let mut active: run::ActiveModel = run.clone().into();
+        active.status = Set("running".into());
+        active.attempts = Set(run.attempts + 1);
+        active.started_at = Set(Some(run.started_at.unwrap_or_else(chrono::Utc::now)));
+        let run = active.update(&self.db).await?;
+        match self.sync(&flow, &run).await {
+            Ok(()) => self.succeed(&flow, run_id).await,
+            Err(failure) => self.fail(&flow, run_id, failure).await,
+        }
+    }
+
+    async fn sync(&self, flow: &flow::Model, run: &run::Model) -> Result<(), CallError> {
+        let internal = |e: Error| CallError::new(ErrorClass::Config, e.to_string());
+        let source = connection::Entity::find_by_id(flow.source_connection_id.clone())
+            .one(&self.db)
+            .await
+            .map_err(|e| internal(e.into()))?
+            .ok_or_else(|| CallError::new(ErrorClass::Config, "the source connection is gone"))?;
+        let destination = connection::Entity::find_by_id(flow.destination_connection_id.clone())
+            .one(&self.db)
+            .await
+            .map_err(|e| internal(e.into()))?
+            .ok_or_else(|| {
+                CallError::new(ErrorClass::Config, "the destination connection is gone")
+            })?;
+        match Stream::parse(&flow.stream) {
+            Some(Stream::Orders) => {}
+            _ => {
+                return Err(CallError::new(
+                    ErrorClass::Config,
+                    format!("the {} stream is not available yet", flow.stream),
+                ));
+            }
+        }
+        let source_client = self.client(&source).await.map_err(internal)?;
+        let destination_client = self.client(&destination).await.map_err(internal)?;
+        let mapping = source_client
+            .manifest()
+            .mappings
+            .order
+            .clone()
+            .ok_or_else(|| {
+                CallError::new(
+                    ErrorClass::Config,
+                    format!("{} maps no orders", source.connector),
+                )
+            })?;
+        let version_label = source_client.manifest().version.clone();
+        let _ = run::Entity::update_many()
+            .col_expr(run::Column::ConnectorVersion, Some(version_label).into())
+            .filter(run::Column::Id.eq(run.id.clone()))
+            .exec(&self.db)
+            .await;
+
+        let mut checkpoint: Checkpoint = run
+            .checkpoint
+            .clone()
+            .and_then(|c| serde_json::from_value(c).ok())
+            .unwrap_or_default();
+        let cursor = flow
+            .cursor
+            .as_ref()
+            .and_then(|c| c["updated_at_min"].as_str())
+            .map(str::to_string);
+        let (mut read, mut written) = (run.records_read, run.records_written);
+        loop {
+            let page = source_client
+                .list_page("list_orders", cursor.as_deref(), checkpoint.next.as_ref())
+                .await?;
+            let orders = page
+                .records
+                .iter()
+                .map(|r| map_order(r, &mapping))
+                .collect::<Result<Vec<Order>, CallError>>()?;
+            read += orders.len() as i64;
+            let known = self
+                .known_versions(&source, &orders)
+                .await
+                .map_err(internal)?;
+            let mut delivered = Vec::new();
+            for order in &orders {
+                if known
+                    .get(&order.platform_id)
+                    .is_some_and(|v| v.as_str() >= order.updated_at.as_str())
+                {
+                    continue;
+                }
+                let body = json!({
+                    "source": source.connector,
+                    "source_connection": source.id,
+                    "platform_id": order.platform_id,
+                    "number": order.number,
+                    "status": order.status,
+                    "currency": order.currency,
+                    "total": order.total,
+                    "created_at": order.created_at,
+                    "updated_at": order.updated_at,
+                    "lines": order.lines,
+                });
+                let key = format!("{}:{}:{}", source.id, order.platform_id, order.updated_at);
+                destination_client
+                    .write("create_order", &body, &key)
+                    .await?;
+                written += 1;
+                delivered.push((order.clone(), body));
+            }
+            for order in &orders {
+                if checkpoint
+                    .max_version
+                    .as_deref()
+                    .is_none_or(|v| v < order.updated_at.as_str())
+                {
+                    checkpoint.max_version = Some(order.updated_at.clone());
+                }
+            }
+            checkpoint.next = page.next.clone();
+            self.commit_page(&source, run, &delivered, &checkpoint, read, written)
+                .await
+                .map_err(internal)?;
+            if page.next.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn known_versions(
+        &self,
+        source: &connection::Model,
+        orders: &[Order],
+    ) -> Result<HashMap<String, String>> {
+        if orders.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ids: Vec<String> = orders.iter().map(|o| o.platform_id.clone()).collect();
+        let rows = record::Entity::find()
+            .filter(record::Column::ConnectionId.eq(source.id.clone()))
+            .filter(record::Column::Kind.eq("order"))
+            .filter(record::Column::PlatformId.is_in(ids))
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.platform_id, r.version))
+            .collect())
+    }
+
+    /// The records a page delivered and the checkpoint after it, in one transaction.
+    async fn commit_page(
+        &self,
+        source: &connection::Model,
+        run: &run::Model,
+        delivered: &[(Order, Value)],
+        checkpoint: &Checkpoint,
+        read: i64,
+        written: i64,
+    ) -> Result<()> {
+        let txn = self.db.begin().await?;
+        let now = chrono::Utc::now();
+        for (order, body) in delivered {
+            let row = record::ActiveModel {
+                tenant_id: Set(source.tenant_id.clone()),
+                connection_id: Set(source.id.clone()),
+                kind: Set("order".into()),
+                platform_id: Set(order.platform_id.clone()),
+                version: Set(order.updated_at.clone()),
+                data: Set(body.clone()),
+                synced_at: Set(now),
+            };
+            record::Entity::insert(row)
+                .on_conflict(
+                    OnConflict::columns([
+                        record::Column::ConnectionId,
+                        record::Column::Kind,
+                        record::Column::PlatformId,
+                    ])
+                    .update_columns([
+                        record::Column::Version,
+                        record::Column::Data,
+                        record::Column::SyncedAt,
+                    ])
+                    .to_owned(),
+                )
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        run::Entity::update_many()
+            .col_expr(
+                run::Column::Checkpoint,
+                Some(serde_json::to_value(checkpoint).unwrap_or_default()).into(),
+            )
+            .col_expr(run::Column::RecordsRead, read.into())
+            .col_expr(run::Column::RecordsWritten, written.into())
+            .filter(run::Column::Id.eq(run.id.clone()))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    async fn succeed(&self, flow: &flow::Model, run_id: &RunId) -> Result<RunReport> {
+        let txn = self.db.begin().await?;
+        let run = run::Entity::find_by_id(run_id.clone())
+            .one(&txn)
+            .await?
+            .ok_or(Error::NotFound("run"))?;
+        let checkpoint: Checkpoint = run
+            .checkpoint
+            .clone()
+            .and_then(|c| serde_json::from_value(c).ok())
+            .unwrap_or_default();
+        if let Some(version) = checkpoint.max_version {
+            // The cursor moves only with the records it covers, all committed by now.
+            flow::Entity::update_many()
+                .col_expr(
+                    flow::Column::Cursor,
+                    Some(json!({ "updated_at_min": version })).into(),
+                )
+                .col_expr(flow::Column::ConsecutiveFailures, 0.into())
+                .filter(flow::Column::Id.eq(flow.id.clone()))
+                .exec(&txn)
+                .await?;
+        }
+        let mut active: run::ActiveModel = run.into();
+        active.status = Set("succeeded".into());
+        active.finished_at = Set(Some(chrono::Utc::now()));
+        active.error_class = Set(None);
+        active.error_message = Set(None);
+        active.next_attempt_at = Set(None);
+        let run = active.update(&txn).await?;
+        txn.commit().await?;
+        Ok(report(&run))
+    }
+
+    async fn fail(
+        &self,
+        flow: &flow::Model,
+        run_id: &RunId,
+        failure: CallError,
+    ) -> Result<RunReport> {
+        let txn = self.db.begin().await?;
+        let run = run::Entity::find_by_id(run_id.clone())
+            .one(&txn)
+            .await?
+            .ok_or(Error::NotFound("run"))?;
+        let retry = failure.class.is_transient() && run.attempts < flow.max_attempts;
+        let mut active: run::ActiveModel = run.clone().into();
+        active.error_class = Set(Some(failure.class.as_str().to_string()));
+        active.error_message = Set(Some(failure.message.chars().take(2000).collect()));
+        if retry {
+            let delay = backoff(
+                run.attempts.max(1) as u32,
+                Duration::from_secs(flow.retry_base_seconds.max(1) as u64),
+                Duration::from_secs(flow.retry_cap_seconds.max(1) as u64),
+            );
+            active.status = Set("retrying".into());
+            active.next_attempt_at = Set(Some(
+                chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
+            ));
+        } else {
+            active.status = Set("dead".into());
+            active.finished_at = Set(Some(chrono::Utc::now()));
+            active.next_attempt_at = Set(None);
+            let failures = flow.consecutive_failures + 1;
+            let mut flow_update: flow::ActiveModel = flow.clone().into();
+            flow_update.consecutive_failures = Set(failures);
+            if failures >= DISABLE_AFTER_FAILURES {
+                flow_update.enabled = Set(false);
+                flow_update.next_run_at = Set(None);
+                flow_update.disabled_reason = Set(Some(format!(
+                    "disabled after {failures} failed runs in a row; last error ({}): {}",
+                    failure.class.as_str(),
+                    failure.message.chars().take(300).collect::<String>()
+                )));
+            }
+            flow_update.update(&txn).await?;
+        }
+        let run = active.update(&txn).await?;
+        txn.commit().await?;
+        tracing::warn!(run_id = %run.id, class = failure.class.as_str(), status = %run.status, "run attempt failed");
+        Ok(report(&run))
+    }
+}
+
+fn report(run: &run::Model) -> RunReport {
+    RunReport {
+        status: run.status.clone(),
+        records_read: run.records_read,
+        records_written: run.records_written,
+        error_class: run.error_class.clone(),
+        next_attempt_at: run.next_attempt_at,
+    }
+}

@@ -1,0 +1,256 @@
+//! The sync engine against the simulator: orders from simulated Shopify into the simulated ERP.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use synchub::config::{Overrides, Settings};
+use synchub::connectors::ConnectorRegistry;
+use synchub::ids::RunId;
+use synchub::sim::{Faults, Simulator};
+use synchub::sync::SyncEngine;
+use synchub::vault::Vault;
+
+use crate::helpers::{Backend, TestApp};
+use crate::on_both_backends;
+
+struct Setup {
+    app: TestApp,
+    sim: Simulator,
+    engine: SyncEngine,
+    token: String,
+    flow: String,
+}
+
+async fn setup(backend: Backend, seed_orders: usize) -> Setup {
+    let sim = Simulator::start("127.0.0.1:0", seed_orders).unwrap();
+    let app = TestApp::spawn_with(backend, &[("SYNCHUB_SCHEDULER__ENABLED", "false")]).await;
+    let settings = Settings::from_layers(&app.database.env(), &Overrides::default()).unwrap();
+    let vault = Vault::new(synchub::startup::resolve_master_key(&settings).unwrap());
+    let engine = SyncEngine::new(
+        app.db.clone(),
+        vault,
+        Arc::new(ConnectorRegistry::built_in().unwrap()),
+    )
+    .unwrap();
+    let (_, token) = app.tenant_with_token(&["write"]).await;
+    let shop = app
+        .connection(&token, json!({
+            "name": "US store", "connector": "shopify", "environment": "production",
+            "settings": {"shop_domain": "acme.myshopify.com", "base_url": format!("{}/shopify/acme", sim.address)},
+            "credentials": {"access_token": "shpat_simulated_0123456789"},
+        }))
+        .await;
+    let erp = app
+        .connection(
+            &token,
+            json!({
+                "name": "ERP", "connector": "generic-rest-erp", "environment": "production",
+                "settings": {"base_url": format!("{}/erp/acme", sim.address)},
+                "credentials": {"api_key": "erp-key-1"},
+            }),
+        )
+        .await;
+    let (status, flow) = app
+        .post("/v1/flows", &token, json!({"name": "orders in", "stream": "orders", "source": shop["id"], "destination": erp["id"], "retry": {"max_attempts": 50, "base_seconds": 1, "cap_seconds": 2}}))
+        .await;
+    assert_eq!(status, 201, "{flow}");
+    Setup {
+        app,
+        sim,
+        engine,
+        token,
+        flow: flow["id"].as_str().unwrap().to_string(),
+    }
+}
+
+impl Setup {
+    async fn queue_run(&self) -> RunId {
+        let (status, run) = self
+            .app
+            .post(
+                &format!("/v1/flows/{}/run", self.flow),
+                &self.token,
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 202, "{run}");
+        RunId::parse(run["id"].as_str().unwrap()).unwrap()
+    }
+
+    async fn run(&self, id: &RunId) -> Value {
+        self.app.get(&format!("/v1/runs/{id}"), &self.token).await.1
+    }
+}
+
+/// Every order reaches the ERP once, through every page; later runs move only what changed.
+async fn orders_reach_the_erp_exactly_once(backend: Backend) {
+    let s = setup(backend, 600).await;
+    let run = s.queue_run().await;
+    let report = s.engine.execute(&run).await.unwrap();
+    assert_eq!(
+        (
+            report.status.as_str(),
+            report.records_read,
+            report.records_written
+        ),
+        ("succeeded", 600, 600),
+        "{report:?}"
+    );
+    assert_eq!(s.sim.state.erp_orders("acme").len(), 600);
+    let stats = s.sim.state.stats();
+    assert_eq!(stats.orders_written, 600);
+    assert_eq!(
+        stats.requests,
+        3 + 600,
+        "three pages of 250 and one write per order"
+    );
+    let first = s.sim.state.erp_orders("acme").into_iter().next().unwrap();
+    assert_eq!(first["source"], "shopify");
+    assert!(
+        first["lines"][0]["sku"]
+            .as_str()
+            .unwrap()
+            .starts_with("SKU-")
+    );
+    let shown = s.run(&run).await;
+    assert_eq!(shown["connector_version"], "1.0.0");
+    assert_eq!(shown["attempts"], 1);
+
+    let again = s.queue_run().await;
+    let report = s.engine.execute(&again).await.unwrap();
+    assert_eq!(
+        (report.records_written, report.status.as_str()),
+        (0, "succeeded"),
+        "nothing new: {report:?}"
+    );
+    assert!(
+        report.records_read <= 1,
+        "the cursor skips what was synced: {report:?}"
+    );
+
+    s.sim.state.add_orders("acme", 5);
+    let third = s.queue_run().await;
+    let report = s.engine.execute(&third).await.unwrap();
+    assert_eq!(report.records_written, 5);
+    assert_eq!(s.sim.state.erp_orders("acme").len(), 605);
+    assert_eq!(
+        s.sim.state.stats().orders_written,
+        605,
+        "no order was written twice"
+    );
+}
+on_both_backends!(orders_reach_the_erp_exactly_once);
+
+/// An outage mid-run: the attempt fails after the first page, is rescheduled in storage with
+/// a backoff, and the next attempt resumes at the second page; every order is in the ERP once.
+async fn failed_attempts_resume_from_their_checkpoint(backend: Backend) {
+    let s = setup(backend, 600).await;
+    // Page 1 and its 250 writes go through; the outage starts during page 2's writes.
+    s.sim.state.set_faults(Faults {
+        fail_after_requests: Some(300),
+        ..Default::default()
+    });
+    let run = s.queue_run().await;
+    let report = s.engine.execute(&run).await.unwrap();
+    assert_eq!(
+        (report.status.as_str(), report.error_class.as_deref()),
+        ("retrying", Some("server_error")),
+        "{report:?}"
+    );
+    assert_eq!(report.records_read, 250, "page 1 is checkpointed");
+    let shown = s.run(&run).await;
+    let next: chrono::DateTime<chrono::Utc> =
+        shown["next_attempt_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        next <= chrono::Utc::now() + chrono::Duration::seconds(2),
+        "within the flow's backoff cap"
+    );
+    assert_eq!(shown["status"], "retrying");
+
+    s.sim.state.set_faults(Faults::default());
+    let before = s.sim.state.stats().requests;
+    let report = s.engine.execute(&run).await.unwrap();
+    assert_eq!(
+        (
+            report.status.as_str(),
+            report.records_read,
+            report.records_written
+        ),
+        ("succeeded", 600, 600),
+        "{report:?}"
+    );
+    let requests = s.sim.state.stats().requests - before;
+    assert_eq!(
+        requests,
+        2 + 350,
+        "resumed at page 2: pages 2 and 3 and their 350 writes, page 1 not read again"
+    );
+    assert_eq!(s.run(&run).await["attempts"], 2);
+    assert_eq!(s.sim.state.erp_orders("acme").len(), 600);
+    assert_eq!(
+        s.sim.state.stats().orders_written,
+        600,
+        "writes replayed after the outage were recognised by their idempotency keys"
+    );
+}
+on_both_backends!(failed_attempts_resume_from_their_checkpoint);
+
+/// A schema change is permanent: no retry, straight to the dead letters; five in a row
+/// disable the flow and say why.
+async fn permanent_errors_are_not_retried_and_disable_the_flow(backend: Backend) {
+    let s = setup(backend, 10).await;
+    s.sim.state.set_faults(Faults {
+        schema_change: true,
+        ..Default::default()
+    });
+    for _ in 0..5 {
+        let run = s.queue_run().await;
+        let report = s.engine.execute(&run).await.unwrap();
+        assert_eq!(
+            (report.status.as_str(), report.error_class.as_deref()),
+            ("dead", Some("schema_mismatch"))
+        );
+    }
+    let (_, flow) = s.app.get(&format!("/v1/flows/{}", s.flow), &s.token).await;
+    assert_eq!(flow["enabled"], false);
+    assert!(
+        flow["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("schema_mismatch"),
+        "{flow}"
+    );
+    assert_eq!(s.sim.state.erp_orders("acme").len(), 0);
+}
+on_both_backends!(permanent_errors_are_not_retried_and_disable_the_flow);
+
+/// When the platform answers 429 the call waits out Retry-After and the run still succeeds.
+async fn platform_throttling_is_waited_out(backend: Backend) {
+    let s = setup(backend, 300).await;
+    // Someone else spends the store's whole bucket just before the run starts.
+    let client = reqwest::Client::new();
+    for _ in 0..40 {
+        let _ = client
+            .get(format!(
+                "{}/shopify/acme/admin/api/2025-07/orders.json?limit=1",
+                s.sim.address
+            ))
+            .header("X-Shopify-Access-Token", "shpat_simulated_0123456789")
+            .send()
+            .await;
+    }
+    let run = s.queue_run().await;
+    let report = s.engine.execute(&run).await.unwrap();
+    assert_eq!(report.status, "succeeded", "{report:?}");
+    assert!(
+        s.sim.state.stats().throttled >= 1,
+        "the simulator did throttle"
+    );
+    assert_eq!(
+        s.run(&run).await["attempts"],
+        1,
+        "waited inside the attempt, not retried"
+    );
+    assert_eq!(s.sim.state.erp_orders("acme").len(), 300);
+}
+on_both_backends!(platform_throttling_is_waited_out);
