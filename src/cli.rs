@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Overrides, Settings};
 use crate::connectors::Manifest;
-use crate::startup::{Application, resolve_master_key};
+use crate::startup::{Application, Role, resolve_master_key};
 use crate::vault::MasterKey;
 
 #[derive(Debug, Parser)]
@@ -44,6 +44,10 @@ impl ServerArgs {
 pub enum Command {
     /// Run the REST API and webhook ingress (with no configuration: SQLite under ./data).
     Serve(ServerArgs),
+    /// Only the REST API and webhook ingress (scale out over PostgreSQL with `worker`).
+    Api(ServerArgs),
+    /// Only the scheduler and the run workers, with /healthz, /readyz and /metrics.
+    Worker(ServerArgs),
     /// Apply pending database migrations and exit.
     Migrate(ServerArgs),
     /// Master key helpers.
@@ -82,12 +86,9 @@ pub enum ConnectorCommand {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => {
-            let settings = Settings::load(&args.overrides())?;
-            crate::telemetry::init_logging(settings.log_json);
-            let app = Application::build(settings).await?;
-            app.run_until_stopped().await?;
-        }
+        Command::Serve(args) => run_role(&args, Role::All).await?,
+        Command::Api(args) => run_role(&args, Role::Api).await?,
+        Command::Worker(args) => run_role(&args, Role::Worker).await?,
         Command::Migrate(args) => {
             let settings = Settings::load(&args.overrides())?;
             crate::telemetry::init_logging(settings.log_json);
@@ -120,6 +121,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sim { listen, orders } => crate::sim::serve(&listen, orders).await?,
         Command::Bench(command) => crate::bench::run(command).await?,
     }
+    Ok(())
+}
+
+async fn run_role(args: &ServerArgs, role: Role) -> anyhow::Result<()> {
+    let settings = Settings::load(&args.overrides())?;
+    crate::telemetry::init_logging(settings.log_json);
+    let app = Application::build_role(settings, role).await?;
+    app.run_until_stopped().await?;
     Ok(())
 }
 

@@ -61,6 +61,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub webhooks: WebhookSettings,
     pub scheduler: SchedulerSettings,
+    pub workers: WorkerSettings,
     #[serde(skip, default = "default_env")]
     pub environment: Environment,
 }
@@ -91,6 +92,14 @@ pub struct WebhookSettings {
 pub struct SchedulerSettings {
     pub enabled: bool,
     pub tick_millis: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    pub enabled: bool,
+    pub concurrency: usize,
+    pub poll_millis: u64,
 }
 
 /// Accepts a TOML array or a comma-separated string (as environment variables give it).
@@ -191,6 +200,12 @@ impl Settings {
         }
         if !(10..=60_000).contains(&self.scheduler.tick_millis) {
             anyhow::bail!("scheduler.tick_millis must be between 10 and 60000");
+        }
+        if !(1..=256).contains(&self.workers.concurrency) {
+            anyhow::bail!("workers.concurrency must be between 1 and 256");
+        }
+        if !(10..=60_000).contains(&self.workers.poll_millis) {
+            anyhow::bail!("workers.poll_millis must be between 10 and 60000");
         }
         if self.database.max_connections == 0 {
             anyhow::bail!("database.max_connections must be greater than 0");

@@ -19,6 +19,7 @@ pub mod netpolicy;
 pub mod pagination;
 pub mod random;
 pub mod ratelimit;
+pub mod runtime;
 pub mod schedule;
 pub mod scheduler;
 pub mod secret;

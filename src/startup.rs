@@ -32,6 +32,17 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
 }
 
+/// Which parts a process runs: `serve` runs all; `api` and `worker` split them so that many
+/// of each scale out over one PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    All,
+    /// REST API and webhook ingress; no scheduler, no workers.
+    Api,
+    /// Scheduler and workers; HTTP only for /healthz, /readyz and /metrics.
+    Worker,
+}
+
 pub struct Application {
     server: actix_web::dev::Server,
     /// Stops the background loops (scheduler) when the server stops.
@@ -62,7 +73,23 @@ pub fn resolve_master_key(settings: &Settings) -> anyhow::Result<MasterKey> {
 }
 
 impl Application {
+    /// Everything in one process: the API, webhook ingress, scheduler and workers.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_role(settings, Role::All).await
+    }
+
+    pub async fn build_role(mut settings: Settings, role: Role) -> anyhow::Result<Self> {
+        match role {
+            Role::All => {}
+            Role::Api => {
+                settings.scheduler.enabled = false;
+                settings.workers.enabled = false;
+            }
+            Role::Worker => {
+                settings.scheduler.enabled = true;
+                settings.workers.enabled = true;
+            }
+        }
         crate::install_crypto_provider();
         let settings = Arc::new(settings);
         let db = store::connect(&settings).await?;
@@ -89,16 +116,30 @@ impl Application {
         );
         let connections = Connections::new(
             db.clone(),
-            vault,
+            vault.clone(),
             registry.clone(),
             ingest.cache_handle(),
             &settings,
         );
         let flows = Flows::new(db.clone(), registry.clone());
+        let engine = crate::sync::SyncEngine::new(db.clone(), vault.clone(), registry.clone())?;
         let shutdown = CancellationToken::new();
         if settings.scheduler.enabled {
             let interval = Duration::from_millis(settings.scheduler.tick_millis);
             tokio::spawn(Scheduler::new(db.clone()).run(interval, shutdown.clone()));
+        }
+        if settings.workers.enabled {
+            let (db, shutdown) = (db.clone(), shutdown.clone());
+            let (concurrency, poll) = (
+                settings.workers.concurrency,
+                Duration::from_millis(settings.workers.poll_millis),
+            );
+            tokio::spawn(async move {
+                if let Err(err) = crate::runtime::run(db, engine, concurrency, poll, shutdown).await
+                {
+                    tracing::error!(error = %err, "the run workers stopped");
+                }
+            });
         }
         let metrics = crate::telemetry::metrics_handle()?;
         spawn_metrics_upkeep(metrics.clone());
@@ -121,7 +162,10 @@ impl Application {
                 .app_data(state.clone())
                 .wrap(from_fn(api::idempotency::idempotency))
                 .wrap(from_fn(api::middleware::observe))
-                .configure(api::configure)
+                .configure(|cfg| match role {
+                    Role::Worker => api::configure_ops(cfg),
+                    _ => api::configure(cfg),
+                })
                 .default_service(web::to(api::not_found))
         })
         .listen(listener)?

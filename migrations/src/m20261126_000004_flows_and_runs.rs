@@ -88,6 +88,10 @@ impl MigrationTrait for Migration {
                     .col(col("next_attempt_at").timestamp_with_time_zone().null())
                     // Where a run that died resumes: the next page and the cursor so far.
                     .col(col("checkpoint").json_binary().null())
+                    // When the run was last handed to the job queue, and until when the worker
+                    // executing it holds it (a dead worker's run is taken over after that).
+                    .col(col("dispatched_at").timestamp_with_time_zone().null())
+                    .col(col("lease_until").timestamp_with_time_zone().null())
                     .col(col("created_at").timestamp_with_time_zone().not_null())
                     .col(col("started_at").timestamp_with_time_zone().null())
                     .col(col("finished_at").timestamp_with_time_zone().null())
@@ -125,6 +129,17 @@ impl MigrationTrait for Migration {
                             .col(Alias::new("kind"))
                             .col(Alias::new("platform_id")),
                     )
+                    .to_owned(),
+            )
+            .await?;
+        // The dispatcher's query: runs waiting for a worker, by status.
+        manager
+            .create_index(
+                Index::create()
+                    .name("ix_runs_status")
+                    .table(Alias::new("runs"))
+                    .col(Alias::new("status"))
+                    .col(Alias::new("next_attempt_at"))
                     .to_owned(),
             )
             .await?;

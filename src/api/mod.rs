@@ -17,6 +17,13 @@ mod tenants;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 
+/// What a worker process serves: health, readiness and metrics.
+pub fn configure_ops(cfg: &mut web::ServiceConfig) {
+    cfg.service(health::healthz)
+        .service(health::readyz)
+        .service(health::metrics);
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // Routes are tried in order and each `{param}` pattern costs a regex match (twice: the
     // middleware asks for the matched pattern too), so the hot webhook route goes first.

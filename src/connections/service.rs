@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use serde_json::{Map, Value};
 
@@ -268,7 +268,7 @@ impl Connections {
             return Err(Error::Invalid(errors));
         }
 
-        let txn = self.db.begin().await?;
+        let txn = crate::store::begin_write(&self.db).await?;
         ensure_tenant_exists(&txn, tenant).await?;
         self.ensure_name_free(&txn, tenant, &name, None).await?;
         let credentials_text = Value::Object(credentials).to_string();
@@ -401,7 +401,7 @@ impl Connections {
         id: &str,
         patch: ConnectionPatch,
     ) -> Result<ConnectionView> {
-        let txn = self.db.begin().await?;
+        let txn = crate::store::begin_write(&self.db).await?;
         let row = self.find(&txn, tenant, id).await?;
         let manifest = self.manifest(&row.connector)?;
         let mut errors = Vec::new();
@@ -473,7 +473,7 @@ impl Connections {
     }
 
     pub async fn delete(&self, actor: &Actor, tenant: &TenantId, id: &str) -> Result<()> {
-        let txn = self.db.begin().await?;
+        let txn = crate::store::begin_write(&self.db).await?;
         let row = self.find(&txn, tenant, id).await?;
         webhook_event::Entity::delete_many()
             .filter(webhook_event::Column::TenantId.eq(tenant.clone()))
@@ -520,7 +520,7 @@ impl Connections {
         id: &str,
         input: CredentialsRotation,
     ) -> Result<ConnectionView> {
-        let txn = self.db.begin().await?;
+        let txn = crate::store::begin_write(&self.db).await?;
         let row = self.find(&txn, tenant, id).await?;
         let manifest = self.manifest(&row.connector)?;
         let mut errors = Vec::new();
@@ -638,7 +638,7 @@ impl Connections {
         if !errors.is_empty() {
             return Err(Error::Invalid(errors));
         }
-        let txn = self.db.begin().await?;
+        let txn = crate::store::begin_write(&self.db).await?;
         let row = self.find(&txn, tenant, id).await?;
         let before = row.allowed_cidrs.clone();
         let mut active: connection::ActiveModel = row.into();

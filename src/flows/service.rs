@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    QueryOrder, QuerySelect, Set,
 };
 
 use super::model::{FlowPatch, FlowView, NewFlow, RetryPolicy, RunView, Stream};
@@ -165,7 +165,7 @@ impl Flows {
         tenant: &TenantId,
         input: NewFlow,
     ) -> Result<FlowView> {
-        let txn = self.db.begin().await?;
+        let txn = crate::store::begin_write(&self.db).await?;
         let tenant_row = ensure_tenant_exists(&txn, tenant).await?;
         let mut errors = Vec::new();
         let name = check_name(&input.name, &mut errors);
@@ -303,7 +303,7 @@ impl Flows {
         id: &str,
         patch: FlowPatch,
     ) -> Result<FlowView> {
-        let txn = self.db.begin().await?;
+        let txn = crate::store::begin_write(&self.db).await?;
         let row = self.find(&txn, tenant, id).await?;
         let tenant_row = ensure_tenant_exists(&txn, tenant).await?;
         let mut errors = Vec::new();
@@ -387,7 +387,7 @@ impl Flows {
     }
 
     pub async fn delete(&self, actor: &Actor, tenant: &TenantId, id: &str) -> Result<()> {
-        let txn = self.db.begin().await?;
+        let txn = crate::store::begin_write(&self.db).await?;
         let row = self.find(&txn, tenant, id).await?;
         run::Entity::delete_many()
             .filter(run::Column::TenantId.eq(tenant.clone()))
@@ -415,7 +415,7 @@ impl Flows {
 
     /// Queues a run now (POST /v1/flows/{id}/run).
     pub async fn trigger(&self, actor: &Actor, tenant: &TenantId, id: &str) -> Result<RunView> {
-        let txn = self.db.begin().await?;
+        let txn = crate::store::begin_write(&self.db).await?;
         let row = self.find(&txn, tenant, id).await?;
         let run_id = RunId::generate();
         let run = enqueue_run(
@@ -505,6 +505,8 @@ pub async fn enqueue_run<C: ConnectionTrait>(
         connector_version: Set(None),
         next_attempt_at: Set(None),
         checkpoint: Set(None),
+        dispatched_at: Set(None),
+        lease_until: Set(None),
         created_at: Set(chrono::Utc::now()),
         started_at: Set(None),
         finished_at: Set(None),

@@ -13,7 +13,7 @@ use sea_orm::sea_query::LockBehavior;
 use sea_orm::sea_query::LockType;
 use sea_orm::{
     ColumnTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    QuerySelect,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -61,7 +61,7 @@ impl Scheduler {
     }
 
     async fn claim_batch(&self, now: DateTime<Utc>, report: &mut TickReport) -> Result<usize> {
-        let txn = self.db.begin().await?;
+        let txn = crate::store::begin_write(&self.db).await?;
         let mut query = flow::Entity::find()
             .filter(flow::Column::Enabled.eq(true))
             .filter(flow::Column::NextRunAt.lte(now))

@@ -79,6 +79,20 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Starts a transaction that will write. On SQLite it is `BEGIN IMMEDIATE`: it takes the
+/// write lock up front (waiting out the busy timeout), where a deferred transaction that
+/// reads first would fail at its first write if another writer had committed meanwhile.
+pub async fn begin_write(
+    db: &DatabaseConnection,
+) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
+    use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: is_sqlite(db).then_some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

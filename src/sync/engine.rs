@@ -3,10 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
-    TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -23,6 +20,10 @@ use crate::vault::Vault;
 
 /// A flow is disabled after this many runs in a row end in the dead letters.
 pub const DISABLE_AFTER_FAILURES: i32 = 5;
+
+/// How long a worker holds a run without checkpointing; each page renews it. A run whose
+/// worker died is taken over after this.
+pub const LEASE: chrono::Duration = chrono::Duration::minutes(2);
 
 /// Where a run is: the next page to read and the newest version seen so far.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -102,7 +103,37 @@ impl SyncEngine {
 
     /// Executes one attempt of a run and records its outcome: succeeded, retrying (a transient
     /// error with attempts left, rescheduled in storage), or dead (the dead letters).
-    pub async fn execute(&self, run_id: &RunId) -> Result<RunReport> {
+    /// Returns None when the run is not this worker's to execute (finished, not due yet, or
+    /// held by another worker whose lease is still good): job delivery is at-least-once.
+    pub async fn execute(&self, run_id: &RunId) -> Result<Option<RunReport>> {
+        let now = chrono::Utc::now();
+        let claimable = sea_orm::Condition::any()
+            .add(run::Column::Status.eq("queued"))
+            .add(
+                sea_orm::Condition::all()
+                    .add(run::Column::Status.eq("retrying"))
+                    .add(run::Column::NextAttemptAt.lte(now)),
+            )
+            .add(
+                sea_orm::Condition::all()
+                    .add(run::Column::Status.eq("running"))
+                    .add(run::Column::LeaseUntil.lt(now)),
+            );
+        let attempts_plus_one = sea_orm::sea_query::ExprTrait::add(
+            sea_orm::sea_query::Expr::col(run::Column::Attempts),
+            1,
+        );
+        let claimed = run::Entity::update_many()
+            .col_expr(run::Column::Status, "running".into())
+            .col_expr(run::Column::LeaseUntil, Some(now + LEASE).into())
+            .col_expr(run::Column::Attempts, attempts_plus_one)
+            .filter(run::Column::Id.eq(run_id.clone()))
+            .filter(claimable)
+            .exec(&self.db)
+            .await?;
+        if claimed.rows_affected == 0 {
+            return Ok(None);
+        }
         let run = run::Entity::find_by_id(run_id.clone())
             .one(&self.db)
             .await?
@@ -111,14 +142,16 @@ impl SyncEngine {
             .one(&self.db)
             .await?
             .ok_or(Error::NotFound("flow"))?;
-        let mut active: run::ActiveModel = run.clone().into();
-        active.status = Set("running".into());
-        active.attempts = Set(run.attempts + 1);
-        active.started_at = Set(Some(run.started_at.unwrap_or_else(chrono::Utc::now)));
-        let run = active.update(&self.db).await?;
+        let run = if run.started_at.is_none() {
+            let mut active: run::ActiveModel = run.into();
+            active.started_at = Set(Some(now));
+            active.update(&self.db).await?
+        } else {
+            run
+        };
         match self.sync(&flow, &run).await {
-            Ok(()) => self.succeed(&flow, run_id).await,
-            Err(failure) => self.fail(&flow, run_id, failure).await,
+            Ok(()) => self.succeed(&flow, run_id).await.map(Some),
+            Err(failure) => self.fail(&flow, run_id, failure).await.map(Some),
         }
     }
 
@@ -267,7 +300,7 @@ impl SyncEngine {
         read: i64,
         written: i64,
     ) -> Result<()> {
-        let txn = self.db.begin().await?;
+        let txn = crate::store::begin_write(&self.db).await?;
         let now = chrono::Utc::now();
         for (order, body) in delivered {
             let row = record::ActiveModel {
@@ -303,6 +336,10 @@ impl SyncEngine {
             )
             .col_expr(run::Column::RecordsRead, read.into())
             .col_expr(run::Column::RecordsWritten, written.into())
+            .col_expr(
+                run::Column::LeaseUntil,
+                Some(chrono::Utc::now() + LEASE).into(),
+            )
             .filter(run::Column::Id.eq(run.id.clone()))
             .exec(&txn)
             .await?;
@@ -311,7 +348,7 @@ impl SyncEngine {
     }
 
     async fn succeed(&self, flow: &flow::Model, run_id: &RunId) -> Result<RunReport> {
-        let txn = self.db.begin().await?;
+        let txn = crate::store::begin_write(&self.db).await?;
         let run = run::Entity::find_by_id(run_id.clone())
             .one(&txn)
             .await?
@@ -339,6 +376,7 @@ impl SyncEngine {
         active.error_class = Set(None);
         active.error_message = Set(None);
         active.next_attempt_at = Set(None);
+        active.lease_until = Set(None);
         let run = active.update(&txn).await?;
         txn.commit().await?;
         Ok(report(&run))
@@ -350,13 +388,15 @@ impl SyncEngine {
         run_id: &RunId,
         failure: CallError,
     ) -> Result<RunReport> {
-        let txn = self.db.begin().await?;
+        let txn = crate::store::begin_write(&self.db).await?;
         let run = run::Entity::find_by_id(run_id.clone())
             .one(&txn)
             .await?
             .ok_or(Error::NotFound("run"))?;
         let retry = failure.class.is_transient() && run.attempts < flow.max_attempts;
         let mut active: run::ActiveModel = run.clone().into();
+        active.lease_until = Set(None);
+        active.dispatched_at = Set(None);
         active.error_class = Set(Some(failure.class.as_str().to_string()));
         active.error_message = Set(Some(failure.message.chars().take(2000).collect()));
         if retry {

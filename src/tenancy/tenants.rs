@@ -1,6 +1,4 @@
-use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, DatabaseConnection, EntityTrait, Set, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseConnection, EntityTrait, Set};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, Actor, Entry};
@@ -58,7 +56,7 @@ pub async fn create_tenant(
     if !errors.is_empty() {
         return Err(Error::Invalid(errors));
     }
-    let txn = db.begin().await?;
+    let txn = crate::store::begin_write(db).await?;
     let model = tenant::ActiveModel {
         id: Set(TenantId::generate()),
         name: Set(name),

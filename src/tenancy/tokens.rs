@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ipnet::IpNet;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -138,7 +138,7 @@ pub async fn create_token(
     }
     let scopes: BTreeSet<Scope> = input.scopes.into_iter().collect();
     let plaintext = generate_token()?;
-    let txn = db.begin().await?;
+    let txn = crate::store::begin_write(db).await?;
     super::ensure_tenant_exists(&txn, tenant).await?;
     let model = insert_token(
         &txn,
@@ -203,7 +203,7 @@ pub async fn revoke_token(
     tenant: &TenantId,
     token: &TokenId,
 ) -> Result<TokenView> {
-    let txn = db.begin().await?;
+    let txn = crate::store::begin_write(db).await?;
     let model = api_token::Entity::find_in_tenant(tenant)
         .filter(api_token::Column::Id.eq(token.clone()))
         .one(&txn)
@@ -284,7 +284,7 @@ pub async fn bootstrap_operator_token(
     db: &DatabaseConnection,
     given: Option<&str>,
 ) -> Result<Bootstrap> {
-    let txn = db.begin().await?;
+    let txn = crate::store::begin_write(db).await?;
     if api_token::Entity::find().count(&txn).await? > 0 {
         return Ok(Bootstrap::AlreadyInitialised);
     }

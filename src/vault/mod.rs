@@ -10,7 +10,7 @@ pub use master_key::MasterKey;
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use anyhow::Context;
-use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 use sea_orm::{ColumnTrait, DatabaseConnection};
 
 use crate::error::{Error, Result};
@@ -116,7 +116,7 @@ pub async fn rotate_master_key(
     old: &MasterKey,
     new: &MasterKey,
 ) -> anyhow::Result<usize> {
-    let txn = db.begin().await?;
+    let txn = crate::store::begin_write(db).await?;
     let rows = vault_secret::Entity::find().all(&txn).await?;
     let mut rewrapped = 0;
     for row in rows {

@@ -8,7 +8,6 @@ use std::time::Duration;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue, ColumnTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter,
-    TransactionTrait,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -127,7 +126,7 @@ async fn write(
     events: Vec<webhook_event::ActiveModel>,
     rejections: &HashMap<ConnectionId, i64>,
 ) -> Result<(), sea_orm::DbErr> {
-    let txn = db.begin().await?;
+    let txn = crate::store::begin_write(db).await?;
     for chunk in statement_chunks(events, db.get_database_backend()) {
         webhook_event::Entity::insert_many(chunk)
             .on_conflict_do_nothing_on([

@@ -35,9 +35,20 @@ pub async fn start_with(
     extra: &[(&str, &str)],
     log: Stdio,
 ) -> Server {
+    start_role(database, port, "serve", extra, log).await
+}
+
+/// Starts the binary in a role (`serve`, `api`, `worker`) and waits until it is ready.
+pub async fn start_role(
+    database: &TestDatabase,
+    port: u16,
+    role: &str,
+    extra: &[(&str, &str)],
+    log: Stdio,
+) -> Server {
     let mut command = Command::new(env!("CARGO_BIN_EXE_synchub"));
     command
-        .arg("serve")
+        .arg(role)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("SYNCHUB_LISTEN", format!("127.0.0.1:{port}"))

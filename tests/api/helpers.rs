@@ -162,6 +162,10 @@ impl TestApp {
 
     /// Starts the app with extra environment settings, e.g. trusted proxies.
     pub async fn spawn_with(backend: Backend, extra: &[(&str, &str)]) -> Self {
+        // TEST_LOG=1 shows the app's log when a test needs explaining.
+        if std::env::var_os("TEST_LOG").is_some() {
+            synchub::telemetry::init_logging(false);
+        }
         let database = TestDatabase::create(&backend).await;
         let mut env = database.env();
         env.push(("SYNCHUB_LISTEN".into(), "127.0.0.1:0".into()));

@@ -12,6 +12,7 @@ mod input;
 mod ops;
 mod ratelimit;
 mod scheduler;
+mod split;
 mod sync;
 mod tenancy;
 mod webhooks;

@@ -23,7 +23,15 @@ struct Setup {
 
 async fn setup(backend: Backend, seed_orders: usize) -> Setup {
     let sim = Simulator::start("127.0.0.1:0", seed_orders).unwrap();
-    let app = TestApp::spawn_with(backend, &[("SYNCHUB_SCHEDULER__ENABLED", "false")]).await;
+    // The test drives the engine itself: no background scheduler or workers.
+    let app = TestApp::spawn_with(
+        backend,
+        &[
+            ("SYNCHUB_SCHEDULER__ENABLED", "false"),
+            ("SYNCHUB_WORKERS__ENABLED", "false"),
+        ],
+    )
+    .await;
     let settings = Settings::from_layers(&app.database.env(), &Overrides::default()).unwrap();
     let vault = Vault::new(synchub::startup::resolve_master_key(&settings).unwrap());
     let engine = SyncEngine::new(
@@ -86,7 +94,7 @@ impl Setup {
 async fn orders_reach_the_erp_exactly_once(backend: Backend) {
     let s = setup(backend, 600).await;
     let run = s.queue_run().await;
-    let report = s.engine.execute(&run).await.unwrap();
+    let report = s.engine.execute(&run).await.unwrap().expect("claimed");
     assert_eq!(
         (
             report.status.as_str(),
@@ -117,7 +125,7 @@ async fn orders_reach_the_erp_exactly_once(backend: Backend) {
     assert_eq!(shown["attempts"], 1);
 
     let again = s.queue_run().await;
-    let report = s.engine.execute(&again).await.unwrap();
+    let report = s.engine.execute(&again).await.unwrap().expect("claimed");
     assert_eq!(
         (report.records_written, report.status.as_str()),
         (0, "succeeded"),
@@ -130,7 +138,7 @@ async fn orders_reach_the_erp_exactly_once(backend: Backend) {
 
     s.sim.state.add_orders("acme", 5);
     let third = s.queue_run().await;
-    let report = s.engine.execute(&third).await.unwrap();
+    let report = s.engine.execute(&third).await.unwrap().expect("claimed");
     assert_eq!(report.records_written, 5);
     assert_eq!(s.sim.state.erp_orders("acme").len(), 605);
     assert_eq!(
@@ -151,7 +159,7 @@ async fn failed_attempts_resume_from_their_checkpoint(backend: Backend) {
         ..Default::default()
     });
     let run = s.queue_run().await;
-    let report = s.engine.execute(&run).await.unwrap();
+    let report = s.engine.execute(&run).await.unwrap().expect("claimed");
     assert_eq!(
         (report.status.as_str(), report.error_class.as_deref()),
         ("retrying", Some("server_error")),
@@ -168,8 +176,15 @@ async fn failed_attempts_resume_from_their_checkpoint(backend: Backend) {
     assert_eq!(shown["status"], "retrying");
 
     s.sim.state.set_faults(Faults::default());
+    assert!(
+        s.engine.execute(&run).await.unwrap().is_none() || next <= chrono::Utc::now(),
+        "not before its time"
+    );
+    if let Ok(wait) = (next - chrono::Utc::now()).to_std() {
+        tokio::time::sleep(wait + std::time::Duration::from_millis(20)).await;
+    }
     let before = s.sim.state.stats().requests;
-    let report = s.engine.execute(&run).await.unwrap();
+    let report = s.engine.execute(&run).await.unwrap().expect("claimed");
     assert_eq!(
         (
             report.status.as_str(),
@@ -205,7 +220,7 @@ async fn permanent_errors_are_not_retried_and_disable_the_flow(backend: Backend)
     });
     for _ in 0..5 {
         let run = s.queue_run().await;
-        let report = s.engine.execute(&run).await.unwrap();
+        let report = s.engine.execute(&run).await.unwrap().expect("claimed");
         assert_eq!(
             (report.status.as_str(), report.error_class.as_deref()),
             ("dead", Some("schema_mismatch"))
@@ -240,7 +255,7 @@ async fn platform_throttling_is_waited_out(backend: Backend) {
             .await;
     }
     let run = s.queue_run().await;
-    let report = s.engine.execute(&run).await.unwrap();
+    let report = s.engine.execute(&run).await.unwrap().expect("claimed");
     assert_eq!(report.status, "succeeded", "{report:?}");
     assert!(
         s.sim.state.stats().throttled >= 1,
@@ -254,3 +269,45 @@ async fn platform_throttling_is_waited_out(backend: Backend) {
     assert_eq!(s.sim.state.erp_orders("acme").len(), 300);
 }
 on_both_backends!(platform_throttling_is_waited_out);
+
+/// The whole path in one process: a manual run is queued over the API, dispatched to the
+/// apalis queue, executed by a worker, and every order lands in the ERP.
+async fn workers_execute_queued_runs(backend: Backend) {
+    let sim = Simulator::start("127.0.0.1:0", 120).unwrap();
+    let app = TestApp::spawn_with(backend, &[("SYNCHUB_SCHEDULER__ENABLED", "false")]).await;
+    let (_, token) = app.tenant_with_token(&["write"]).await;
+    let shop = app
+        .connection(&token, json!({
+            "name": "US store", "connector": "shopify", "environment": "production",
+            "settings": {"shop_domain": "acme.myshopify.com", "base_url": format!("{}/shopify/acme", sim.address)},
+            "credentials": {"access_token": "shpat_simulated_0123456789"},
+        }))
+        .await;
+    let erp = app
+        .connection(&token, json!({
+            "name": "ERP", "connector": "generic-rest-erp", "environment": "production",
+            "settings": {"base_url": format!("{}/erp/acme", sim.address)}, "credentials": {"api_key": "erp-key-1"},
+        }))
+        .await;
+    let (_, flow) = app.post("/v1/flows", &token, json!({"name": "orders", "stream": "orders", "source": shop["id"], "destination": erp["id"]})).await;
+    let (_, run) = app
+        .post(
+            &format!("/v1/flows/{}/run", flow["id"].as_str().unwrap()),
+            &token,
+            json!({}),
+        )
+        .await;
+    let run_id = run["id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let shown = loop {
+        let (_, shown) = app.get(&format!("/v1/runs/{run_id}"), &token).await;
+        if shown["status"] == "succeeded" || std::time::Instant::now() > deadline {
+            break shown;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(shown["status"], "succeeded", "{shown}");
+    assert_eq!(shown["records_written"], 120);
+    assert_eq!(sim.state.erp_orders("acme").len(), 120);
+}
+on_both_backends!(workers_execute_queued_runs);

@@ -24,6 +24,8 @@ pub struct Model {
     pub next_attempt_at: Option<DateTimeUtc>,
     #[sea_orm(column_type = "JsonBinary", nullable)]
     pub checkpoint: Option<Json>,
+    pub dispatched_at: Option<DateTimeUtc>,
+    pub lease_until: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub started_at: Option<DateTimeUtc>,
     pub finished_at: Option<DateTimeUtc>,
