@@ -55,6 +55,16 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        // Webhook ingress finds the flows a connection's events trigger.
+        manager
+            .create_index(
+                Index::create()
+                    .name("ix_flows_source")
+                    .table(Alias::new("flows"))
+                    .col(Alias::new("source_connection_id"))
+                    .to_owned(),
+            )
+            .await?;
         manager
             .create_index(
                 Index::create()

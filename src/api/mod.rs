@@ -4,6 +4,7 @@
 mod audit;
 mod connections;
 mod connectors;
+mod dead_letters;
 mod extract;
 mod flows;
 mod health;
@@ -54,6 +55,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(flows::trigger)
         .service(flows::runs)
         .service(flows::run)
+        .service(dead_letters::list)
+        .service(dead_letters::replay)
         .service(audit::list);
 }
 

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, get};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, connections, connectors, flows, health, hooks, tenants};
+use super::{audit, connections, connectors, dead_letters, flows, health, hooks, tenants};
 
 struct BearerAuth;
 
@@ -27,7 +27,7 @@ impl Modify for BearerAuth {
         connectors::list_connectors,
         connections::create, connections::list, connections::get, connections::update, connections::delete,
         connections::rotate_credentials, connections::get_allowlist, connections::put_allowlist, connections::list_events,
-        flows::create, flows::list, flows::get, flows::update, flows::delete, flows::trigger, flows::runs, flows::run,
+        flows::create, flows::list, flows::get, flows::update, flows::delete, flows::trigger, flows::runs, flows::run, dead_letters::list, dead_letters::replay,
         hooks::receive,
         audit::list,
     ),

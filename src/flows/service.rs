@@ -468,6 +468,76 @@ impl Flows {
         ))
     }
 
+    /// Runs that ended in the dead letters (permanent error or attempts exhausted), newest first.
+    pub async fn dead_letters(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<RunView>> {
+        let mut query = run::Entity::find_in_tenant(tenant).filter(run::Column::Status.eq("dead"));
+        if let Some(cursor) = page.cursor.as_deref() {
+            query = query.filter(run::Column::Id.lt(cursor.to_string()));
+        }
+        let rows = query
+            .order_by_desc(run::Column::Id)
+            .limit(page.limit as u64 + 1)
+            .all(&self.db)
+            .await?;
+        Ok(Page::from_rows(
+            rows,
+            page.limit,
+            |m| m.id.to_string(),
+            RunView::from,
+        ))
+    }
+
+    /// Queues a new run for a dead letter's flow, from where the dead run's checkpoint left
+    /// it. A dead letter is replayed once; asking again returns 409.
+    pub async fn replay(&self, actor: &Actor, tenant: &TenantId, id: &str) -> Result<RunView> {
+        let dead_id = RunId::parse(id).ok_or(Error::NotFound("dead letter"))?;
+        let txn = crate::store::begin_write(&self.db).await?;
+        let dead = run::Entity::find_in_tenant(tenant)
+            .filter(run::Column::Id.eq(dead_id.clone()))
+            .filter(run::Column::Status.eq("dead"))
+            .one(&txn)
+            .await?
+            .ok_or(Error::NotFound("dead letter"))?;
+        let flow = flow::Entity::find_by_id(dead.flow_id.clone())
+            .one(&txn)
+            .await?
+            .ok_or(Error::NotFound("flow"))?;
+        let run_id = RunId::generate();
+        let replay = enqueue_run(
+            &txn,
+            &flow,
+            run_id.clone(),
+            "replay",
+            format!("replay:{dead_id}"),
+            None,
+        )
+        .await?
+        .ok_or_else(|| Error::Conflict("this dead letter was replayed already".into()))?;
+        run::Entity::update_many()
+            .col_expr(run::Column::Checkpoint, dead.checkpoint.clone().into())
+            .filter(run::Column::Id.eq(run_id.clone()))
+            .exec(&txn)
+            .await?;
+        audit::record(
+            &txn,
+            actor,
+            Entry {
+                tenant_id: Some(tenant),
+                action: "dead_letter.replay",
+                resource_type: "run",
+                resource_id: dead_id.as_str(),
+                details: serde_json::json!({ "replay_run_id": run_id, "flow_id": flow.id }),
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(RunView::from(replay))
+    }
+
     pub async fn run(&self, tenant: &TenantId, id: &str) -> Result<RunView> {
         let id = RunId::parse(id).ok_or(Error::NotFound("run"))?;
         run::Entity::find_in_tenant(tenant)

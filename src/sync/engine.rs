@@ -134,6 +134,13 @@ impl SyncEngine {
         if claimed.rows_affected == 0 {
             return Ok(None);
         }
+        // A started webhook run no longer absorbs new webhooks: they queue the next run.
+        run::Entity::update_many()
+            .col_expr(run::Column::DedupeKey, format!("webhook:{run_id}").into())
+            .filter(run::Column::Id.eq(run_id.clone()))
+            .filter(run::Column::DedupeKey.eq(crate::webhooks::WEBHOOK_PENDING))
+            .exec(&self.db)
+            .await?;
         let run = run::Entity::find_by_id(run_id.clone())
             .one(&self.db)
             .await?

@@ -11,4 +11,4 @@ pub use events::{EventView, list_events};
 pub use ingest::{Acknowledged, InboundWebhook, IngestService};
 pub use schemes::{Headers, Rejection, SchemeConfig, sign, standard_webhooks_key, verify};
 pub use target::TargetCache;
-pub use writer::EventWriter;
+pub use writer::{EventWriter, WEBHOOK_PENDING};

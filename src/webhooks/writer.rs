@@ -11,8 +11,12 @@ use sea_orm::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::ids::ConnectionId;
-use crate::store::entities::{connection, webhook_event};
+use crate::ids::{ConnectionId, RunId};
+use crate::store::entities::{connection, flow, webhook_event};
+
+/// The dedupe key of the webhook-triggered run that has not started yet; the engine renames it
+/// when it starts the run, so the next webhook queues a new one.
+pub const WEBHOOK_PENDING: &str = "webhook:pending";
 
 const QUEUE_CAPACITY: usize = 16_384;
 
@@ -127,6 +131,18 @@ async fn write(
     rejections: &HashMap<ConnectionId, i64>,
 ) -> Result<(), sea_orm::DbErr> {
     let txn = crate::store::begin_write(db).await?;
+    let sources: Vec<ConnectionId> = {
+        let mut ids: Vec<ConnectionId> = events
+            .iter()
+            .filter_map(|e| match &e.connection_id {
+                ActiveValue::Set(id) => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
     for chunk in statement_chunks(events, db.get_database_backend()) {
         webhook_event::Entity::insert_many(chunk)
             .on_conflict_do_nothing_on([
@@ -135,6 +151,28 @@ async fn write(
             ])
             .exec_without_returning(&txn)
             .await?;
+    }
+    // In the same transaction as the events: a verified webhook triggers an incremental run
+    // of each flow that asks for it, and a burst coalesces into the one run still waiting.
+    if !sources.is_empty() {
+        let flows = flow::Entity::find()
+            .filter(flow::Column::SourceConnectionId.is_in(sources))
+            .filter(flow::Column::OnWebhook.eq(true))
+            .filter(flow::Column::Enabled.eq(true))
+            .all(&txn)
+            .await?;
+        for flow in &flows {
+            crate::flows::enqueue_run(
+                &txn,
+                flow,
+                RunId::generate(),
+                "webhook",
+                WEBHOOK_PENDING.to_string(),
+                None,
+            )
+            .await
+            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+        }
     }
     for (id, count) in rejections {
         connection::Entity::update_many()

@@ -15,6 +15,7 @@ use crate::on_both_backends;
 
 struct Setup {
     app: TestApp,
+    shop: String,
     sim: Simulator,
     engine: SyncEngine,
     token: String,
@@ -64,6 +65,7 @@ async fn setup(backend: Backend, seed_orders: usize) -> Setup {
     assert_eq!(status, 201, "{flow}");
     Setup {
         app,
+        shop: shop["id"].as_str().unwrap().to_string(),
         sim,
         engine,
         token,
@@ -311,3 +313,156 @@ async fn workers_execute_queued_runs(backend: Backend) {
     assert_eq!(sim.state.erp_orders("acme").len(), 120);
 }
 on_both_backends!(workers_execute_queued_runs);
+
+/// A burst of verified webhooks from the source queues one incremental run; once that run
+/// has started, the next webhook queues the next one.
+async fn webhook_bursts_coalesce_into_one_run(backend: Backend) {
+    let s = setup(backend, 20).await;
+    let (status, _) = s
+        .app
+        .put(
+            &format!("/v1/connections/{}/credentials", s.shop),
+            &s.token,
+            json!({"webhook_secret": "shopify-hook-secret"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = s
+        .app
+        .patch(
+            &format!("/v1/flows/{}", s.flow),
+            &s.token,
+            json!({"on_webhook": true}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let send = |n: u32| {
+        let body = format!("{{\"id\":{n}}}");
+        s.app
+            .client
+            .post(s.app.url(&format!("/v1/hooks/{}", s.shop)))
+            .header(
+                "X-Shopify-Hmac-Sha256",
+                synchub::webhooks::sign::shopify("shopify-hook-secret", body.as_bytes()),
+            )
+            .header("X-Shopify-Event-Id", format!("evt-{n}"))
+            .header("X-Shopify-Topic", "orders/updated")
+            .body(body)
+            .send()
+    };
+    let statuses: Vec<u16> = futures_util::future::join_all((0..10).map(send))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let runs = s
+        .app
+        .get(&format!("/v1/flows/{}/runs", s.flow), &s.token)
+        .await
+        .1["data"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(runs.len(), 1, "ten webhooks, one run: {runs:?}");
+    assert_eq!(runs[0]["trigger"], "webhook");
+    let run = RunId::parse(runs[0]["id"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        s.engine
+            .execute(&run)
+            .await
+            .unwrap()
+            .expect("claimed")
+            .status,
+        "succeeded"
+    );
+    assert_eq!(send(11).await.unwrap().status().as_u16(), 200);
+    let runs = s
+        .app
+        .get(&format!("/v1/flows/{}/runs", s.flow), &s.token)
+        .await
+        .1["data"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        runs.len(),
+        2,
+        "a webhook after the run started queues the next one"
+    );
+}
+on_both_backends!(webhook_bursts_coalesce_into_one_run);
+
+/// A dead letter is listed, replayed once from where it stopped, and only by its tenant.
+async fn dead_letters_are_listed_and_replayed(backend: Backend) {
+    let s = setup(backend, 30).await;
+    s.sim.state.set_faults(Faults {
+        schema_change: true,
+        ..Default::default()
+    });
+    let run = s.queue_run().await;
+    assert_eq!(
+        s.engine
+            .execute(&run)
+            .await
+            .unwrap()
+            .expect("claimed")
+            .status,
+        "dead"
+    );
+    let (_, dead) = s.app.get("/v1/dead-letters", &s.token).await;
+    assert_eq!(dead["data"][0]["id"], run.to_string());
+    assert_eq!(dead["data"][0]["error_class"], "schema_mismatch");
+
+    let (_, other) = s.app.tenant_with_token(&["write"]).await;
+    assert_eq!(
+        s.app
+            .post(&format!("/v1/dead-letters/{run}/replay"), &other, json!({}))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        s.app.get("/v1/dead-letters", &other).await.1["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    s.sim.state.set_faults(Faults::default());
+    let (status, replay) = s
+        .app
+        .post(
+            &format!("/v1/dead-letters/{run}/replay"),
+            &s.token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 202, "{replay}");
+    assert_eq!(replay["trigger"], "replay");
+    let replay_id = RunId::parse(replay["id"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        s.engine
+            .execute(&replay_id)
+            .await
+            .unwrap()
+            .expect("claimed")
+            .status,
+        "succeeded"
+    );
+    assert_eq!(s.sim.state.erp_orders("acme").len(), 30);
+    assert_eq!(
+        s.app
+            .post(
+                &format!("/v1/dead-letters/{run}/replay"),
+                &s.token,
+                json!({})
+            )
+            .await
+            .0,
+        409,
+        "replayed once"
+    );
+}
+on_both_backends!(dead_letters_are_listed_and_replayed);
