@@ -100,6 +100,7 @@ pub struct WorkerSettings {
     pub enabled: bool,
     pub concurrency: usize,
     pub poll_millis: u64,
+    pub lease_seconds: u64,
 }
 
 /// Accepts a TOML array or a comma-separated string (as environment variables give it).
@@ -203,6 +204,9 @@ impl Settings {
         }
         if !(1..=256).contains(&self.workers.concurrency) {
             anyhow::bail!("workers.concurrency must be between 1 and 256");
+        }
+        if !(1..=3600).contains(&self.workers.lease_seconds) {
+            anyhow::bail!("workers.lease_seconds must be between 1 and 3600");
         }
         if !(10..=60_000).contains(&self.workers.poll_millis) {
             anyhow::bail!("workers.poll_millis must be between 10 and 60000");

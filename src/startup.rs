@@ -122,7 +122,8 @@ impl Application {
             &settings,
         );
         let flows = Flows::new(db.clone(), registry.clone());
-        let engine = crate::sync::SyncEngine::new(db.clone(), vault.clone(), registry.clone())?;
+        let engine = crate::sync::SyncEngine::new(db.clone(), vault.clone(), registry.clone())?
+            .with_lease(Duration::from_secs(settings.workers.lease_seconds));
         let shutdown = CancellationToken::new();
         if settings.scheduler.enabled {
             let interval = Duration::from_millis(settings.scheduler.tick_millis);

@@ -21,9 +21,9 @@ use crate::vault::Vault;
 /// A flow is disabled after this many runs in a row end in the dead letters.
 pub const DISABLE_AFTER_FAILURES: i32 = 5;
 
-/// How long a worker holds a run without checkpointing; each page renews it. A run whose
-/// worker died is taken over after this.
-pub const LEASE: chrono::Duration = chrono::Duration::minutes(2);
+/// How long a worker holds a run without checkpointing, by default; each page renews it. A
+/// run whose worker died is taken over after this.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
 
 /// Where a run is: the next page to read and the newest version seen so far.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -49,9 +49,16 @@ pub struct SyncEngine {
     registry: Arc<ConnectorRegistry>,
     limiter: RateLimiter,
     http: reqwest::Client,
+    lease: chrono::Duration,
 }
 
 impl SyncEngine {
+    /// How long a claim lasts between checkpoints (`workers.lease_seconds`).
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = chrono::Duration::from_std(lease).unwrap_or(self.lease);
+        self
+    }
+
     pub fn new(
         db: DatabaseConnection,
         vault: Vault,
@@ -68,6 +75,7 @@ impl SyncEngine {
             vault,
             registry,
             http,
+            lease: chrono::Duration::from_std(DEFAULT_LEASE).unwrap_or_default(),
         })
     }
 
@@ -125,7 +133,13 @@ impl SyncEngine {
         );
         let claimed = run::Entity::update_many()
             .col_expr(run::Column::Status, "running".into())
-            .col_expr(run::Column::LeaseUntil, Some(now + LEASE).into())
+            .col_expr(run::Column::LeaseUntil, Some(now + self.lease).into())
+            // No longer waiting in the queue: if this worker dies, the dispatcher hands the
+            // run over as soon as the lease runs out.
+            .col_expr(
+                run::Column::DispatchedAt,
+                Option::<chrono::DateTime<chrono::Utc>>::None.into(),
+            )
             .col_expr(run::Column::Attempts, attempts_plus_one)
             .filter(run::Column::Id.eq(run_id.clone()))
             .filter(claimable)
@@ -156,10 +170,37 @@ impl SyncEngine {
         } else {
             run
         };
-        match self.sync(&flow, &run).await {
+        // Keep the lease while the attempt is alive, however long a page takes.
+        let heartbeat = self.keep_lease(run_id.clone());
+        let outcome = self.sync(&flow, &run).await;
+        heartbeat.abort();
+        match outcome {
             Ok(()) => self.succeed(&flow, run_id).await.map(Some),
             Err(failure) => self.fail(&flow, run_id, failure).await.map(Some),
         }
+    }
+
+    /// Renews the run's lease every third of its length until aborted.
+    fn keep_lease(&self, run_id: RunId) -> tokio::task::JoinHandle<()> {
+        let (db, lease) = (self.db.clone(), self.lease);
+        let every = lease.to_std().unwrap_or(DEFAULT_LEASE) / 3;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let renewed = run::Entity::update_many()
+                    .col_expr(
+                        run::Column::LeaseUntil,
+                        Some(chrono::Utc::now() + lease).into(),
+                    )
+                    .filter(run::Column::Id.eq(run_id.clone()))
+                    .filter(run::Column::Status.eq("running"))
+                    .exec(&db)
+                    .await;
+                if let Err(err) = renewed {
+                    tracing::warn!(run_id = %run_id, error = %err, "could not renew the run's lease");
+                }
+            }
+        })
     }
 
     async fn sync(&self, flow: &flow::Model, run: &run::Model) -> Result<(), CallError> {
@@ -345,7 +386,7 @@ impl SyncEngine {
             .col_expr(run::Column::RecordsWritten, written.into())
             .col_expr(
                 run::Column::LeaseUntil,
-                Some(chrono::Utc::now() + LEASE).into(),
+                Some(chrono::Utc::now() + self.lease).into(),
             )
             .filter(run::Column::Id.eq(run.id.clone()))
             .exec(&txn)
