@@ -146,30 +146,42 @@ pub async fn run(
             }
         }
     });
-    let name = format!("synchub-runs-{}", uuid::Uuid::now_v7().simple());
-    let poll = tick;
-    match queue {
-        Queue::Sqlite(storage) => {
-            let worker = WorkerBuilder::new(name)
-                .backend(storage.poll_with_interval(poll))
-                .data(engine)
-                .concurrency(concurrency)
-                .build(execute);
-            tokio::select! {
-                r = worker.run() => r.map_err(|e| anyhow::anyhow!("{e}")),
-                _ = shutdown.cancelled() => Ok(()),
+    // A worker that stops on an error (a busy database, a lost connection) is started again:
+    // the runs it held are taken over through their leases.
+    loop {
+        let name = format!("synchub-runs-{}", uuid::Uuid::now_v7().simple());
+        let outcome = match queue.clone() {
+            Queue::Sqlite(storage) => {
+                let worker = WorkerBuilder::new(name)
+                    .backend(storage.poll_with_interval(tick))
+                    .data(engine.clone())
+                    .concurrency(concurrency)
+                    .build(execute);
+                tokio::select! {
+                    r = worker.run() => r.map_err(|e| anyhow::anyhow!("{e}")),
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
             }
+            Queue::Postgres(storage) => {
+                let worker = WorkerBuilder::new(name)
+                    .backend(storage.poll_with_interval(tick))
+                    .data(engine.clone())
+                    .concurrency(concurrency)
+                    .build(execute);
+                tokio::select! {
+                    r = worker.run() => r.map_err(|e| anyhow::anyhow!("{e}")),
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => tracing::warn!("the run worker stopped; starting it again"),
+            Err(err) => tracing::error!(error = %err, "the run worker failed; starting it again"),
         }
-        Queue::Postgres(storage) => {
-            let worker = WorkerBuilder::new(name)
-                .backend(storage.poll_with_interval(poll))
-                .data(engine)
-                .concurrency(concurrency)
-                .build(execute);
-            tokio::select! {
-                r = worker.run() => r.map_err(|e| anyhow::anyhow!("{e}")),
-                _ = shutdown.cancelled() => Ok(()),
-            }
+        metrics::counter!("synchub_worker_restarts_total").increment(1);
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }

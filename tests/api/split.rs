@@ -120,12 +120,14 @@ async fn a_killed_workers_run_resumes_elsewhere(backend: Backend) {
     let short_lease = [("SYNCHUB_WORKERS__LEASE_SECONDS", "2")];
     let api_port = free_port();
     let _api = start_role(&database, api_port, "api", &[], Stdio::null()).await;
+    let worker_log = database.data_dir.path().join("worker.log");
+    let log_file = std::fs::File::create(&worker_log).unwrap();
     let mut first_worker = start_role(
         &database,
         free_port(),
         "worker",
         &short_lease,
-        Stdio::null(),
+        log_file.into(),
     )
     .await;
     let api = format!("http://127.0.0.1:{api_port}");
@@ -197,7 +199,8 @@ async fn a_killed_workers_run_resumes_elsewhere(backend: Backend) {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the first page never finished: {shown}"
+            "the first page never finished: {shown}\nworker log:\n{}",
+            std::fs::read_to_string(&worker_log).unwrap_or_default()
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
