@@ -77,3 +77,30 @@ impl<T> Page<T> {
         }
     }
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    OldestFirst,
+    NewestFirst,
+}
+
+/// Applies a page request to a query ordered by a time-ordered id column: the cursor, the
+/// order, and one row more than the limit (it only says another page exists).
+pub fn page_query<E: sea_orm::EntityTrait>(
+    query: sea_orm::Select<E>,
+    id: E::Column,
+    page: &PageRequest,
+    direction: Direction,
+) -> sea_orm::Select<E> {
+    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+    let query = match (page.cursor.as_deref(), direction) {
+        (Some(cursor), Direction::NewestFirst) => query.filter(id.lt(cursor.to_string())),
+        (Some(cursor), Direction::OldestFirst) => query.filter(id.gt(cursor.to_string())),
+        (None, _) => query,
+    };
+    let query = match direction {
+        Direction::NewestFirst => query.order_by_desc(id),
+        Direction::OldestFirst => query.order_by_asc(id),
+    };
+    query.limit(page.limit as u64 + 1)
+}

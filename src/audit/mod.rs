@@ -1,15 +1,12 @@
 //! The audit log: every write records who did it, what, to which resource, and from which
 //! request. Entries are written in the same transaction as the change they describe.
 
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 use serde::Serialize;
 
 use crate::error::Result;
 use crate::ids::{AuditId, TenantId, TokenId};
-use crate::pagination::{Page, PageRequest};
+use crate::pagination::{Direction, Page, PageRequest, page_query};
 use crate::store::entities::audit_event;
 
 /// Who is acting: the token, its tenant (None for the operator) and the request it came in.
@@ -102,12 +99,7 @@ pub async fn list<C: ConnectionTrait>(
         Some(t) => query.filter(audit_event::Column::TenantId.eq(t.clone())),
         None => query.filter(audit_event::Column::TenantId.is_null()),
     };
-    if let Some(cursor) = page.cursor.as_deref() {
-        query = query.filter(audit_event::Column::Id.lt(cursor.to_string()));
-    }
-    let rows = query
-        .order_by_desc(audit_event::Column::Id)
-        .limit(page.limit as u64 + 1)
+    let rows = page_query(query, audit_event::Column::Id, page, Direction::NewestFirst)
         .all(db)
         .await?;
     Ok(Page::from_rows(

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    EntityTrait, QueryFilter, Set,
 };
 use serde_json::{Map, Value};
 
@@ -16,7 +16,7 @@ use crate::connectors::{ConnectorRegistry, Manifest, WebhookScheme, WebhookSpec}
 use crate::error::{Error, FieldError, Result};
 use crate::ids::{ConnectionId, SecretId, TenantId};
 use crate::netpolicy::{cidrs_from_json, cidrs_to_json, parse_cidrs};
-use crate::pagination::{Page, PageRequest};
+use crate::pagination::{Direction, Page, PageRequest, page_query};
 use crate::secret::SecretString;
 use crate::store::entities::{connection, webhook_event};
 use crate::tenancy::ensure_tenant_exists;
@@ -372,13 +372,8 @@ impl Connections {
         tenant: &TenantId,
         page: &PageRequest,
     ) -> Result<Page<ConnectionView>> {
-        let mut query = connection::Entity::find_in_tenant(tenant);
-        if let Some(cursor) = page.cursor.as_deref() {
-            query = query.filter(connection::Column::Id.gt(cursor.to_string()));
-        }
-        let rows = query
-            .order_by_asc(connection::Column::Id)
-            .limit(page.limit as u64 + 1)
+        let query = connection::Entity::find_in_tenant(tenant);
+        let rows = page_query(query, connection::Column::Id, page, Direction::OldestFirst)
             .all(&self.db)
             .await?;
         let has_more = rows.len() > page.limit;

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    Set,
 };
 
 use super::model::{FlowPatch, FlowView, NewFlow, RetryPolicy, RunView, Stream};
@@ -10,7 +10,7 @@ use crate::audit::{self, Actor, Entry};
 use crate::connectors::{ConnectorKind, ConnectorRegistry};
 use crate::error::{Error, FieldError, Result};
 use crate::ids::{ConnectionId, FlowId, RunId, TenantId};
-use crate::pagination::{Page, PageRequest};
+use crate::pagination::{Direction, Page, PageRequest, page_query};
 use crate::schedule::{Schedule, ScheduleSpec};
 use crate::store::entities::{connection, flow, run};
 use crate::tenancy::ensure_tenant_exists;
@@ -279,13 +279,8 @@ impl Flows {
     }
 
     pub async fn list(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<FlowView>> {
-        let mut query = flow::Entity::find_in_tenant(tenant);
-        if let Some(cursor) = page.cursor.as_deref() {
-            query = query.filter(flow::Column::Id.gt(cursor.to_string()));
-        }
-        let rows = query
-            .order_by_asc(flow::Column::Id)
-            .limit(page.limit as u64 + 1)
+        let query = flow::Entity::find_in_tenant(tenant);
+        let rows = page_query(query, flow::Column::Id, page, Direction::OldestFirst)
             .all(&self.db)
             .await?;
         Ok(Page::from_rows(
@@ -451,13 +446,8 @@ impl Flows {
         page: &PageRequest,
     ) -> Result<Page<RunView>> {
         let row = self.find(&self.db, tenant, id).await?;
-        let mut query = run::Entity::find_in_tenant(tenant).filter(run::Column::FlowId.eq(row.id));
-        if let Some(cursor) = page.cursor.as_deref() {
-            query = query.filter(run::Column::Id.lt(cursor.to_string()));
-        }
-        let rows = query
-            .order_by_desc(run::Column::Id)
-            .limit(page.limit as u64 + 1)
+        let query = run::Entity::find_in_tenant(tenant).filter(run::Column::FlowId.eq(row.id));
+        let rows = page_query(query, run::Column::Id, page, Direction::NewestFirst)
             .all(&self.db)
             .await?;
         Ok(Page::from_rows(
@@ -474,13 +464,8 @@ impl Flows {
         tenant: &TenantId,
         page: &PageRequest,
     ) -> Result<Page<RunView>> {
-        let mut query = run::Entity::find_in_tenant(tenant).filter(run::Column::Status.eq("dead"));
-        if let Some(cursor) = page.cursor.as_deref() {
-            query = query.filter(run::Column::Id.lt(cursor.to_string()));
-        }
-        let rows = query
-            .order_by_desc(run::Column::Id)
-            .limit(page.limit as u64 + 1)
+        let query = run::Entity::find_in_tenant(tenant).filter(run::Column::Status.eq("dead"));
+        let rows = page_query(query, run::Column::Id, page, Direction::NewestFirst)
             .all(&self.db)
             .await?;
         Ok(Page::from_rows(

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ipnet::IpNet;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    PaginatorTrait, QueryFilter, Set,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -19,7 +19,7 @@ use crate::audit::{self, Actor, Entry};
 use crate::error::{Error, FieldError, Result};
 use crate::ids::{TenantId, TokenId};
 use crate::netpolicy::{cidrs_from_json, cidrs_to_json, parse_cidrs};
-use crate::pagination::{Page, PageRequest};
+use crate::pagination::{Direction, Page, PageRequest, page_query};
 use crate::store::entities::api_token;
 
 const TOKEN_PREFIX: &str = "shk_";
@@ -180,13 +180,8 @@ pub async fn list_tokens(
     page: &PageRequest,
 ) -> Result<Page<TokenView>> {
     super::ensure_tenant_exists(db, tenant).await?;
-    let mut query = api_token::Entity::find_in_tenant(tenant);
-    if let Some(cursor) = page.cursor.as_deref() {
-        query = query.filter(api_token::Column::Id.gt(cursor.to_string()));
-    }
-    let rows = query
-        .order_by_asc(api_token::Column::Id)
-        .limit(page.limit as u64 + 1)
+    let query = api_token::Entity::find_in_tenant(tenant);
+    let rows = page_query(query, api_token::Column::Id, page, Direction::OldestFirst)
         .all(db)
         .await?;
     Ok(Page::from_rows(

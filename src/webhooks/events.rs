@@ -1,12 +1,12 @@
 //! Listing received events of one connection, newest first.
 
 use base64::Engine;
-use sea_orm::{ColumnTrait, ConnectionTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, ConnectionTrait, QueryFilter};
 use serde::Serialize;
 
 use crate::error::Result;
 use crate::ids::{ConnectionId, TenantId};
-use crate::pagination::{Page, PageRequest};
+use crate::pagination::{Direction, Page, PageRequest, page_query};
 use crate::store::entities::webhook_event;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -55,16 +55,16 @@ pub async fn list_events<C: ConnectionTrait>(
     connection: &ConnectionId,
     page: &PageRequest,
 ) -> Result<Page<EventView>> {
-    let mut query = webhook_event::Entity::find_in_tenant(tenant)
+    let query = webhook_event::Entity::find_in_tenant(tenant)
         .filter(webhook_event::Column::ConnectionId.eq(connection.clone()));
-    if let Some(cursor) = page.cursor.as_deref() {
-        query = query.filter(webhook_event::Column::Id.lt(cursor.to_string()));
-    }
-    let rows = query
-        .order_by_desc(webhook_event::Column::Id)
-        .limit(page.limit as u64 + 1)
-        .all(db)
-        .await?;
+    let rows = page_query(
+        query,
+        webhook_event::Column::Id,
+        page,
+        Direction::NewestFirst,
+    )
+    .all(db)
+    .await?;
     Ok(Page::from_rows(
         rows,
         page.limit,

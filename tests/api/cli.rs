@@ -6,7 +6,7 @@ use std::process::Command;
 use synchub::webhooks::sign;
 
 use crate::durability::{free_port, start};
-use crate::helpers::{Backend, OPERATOR_TOKEN, TestDatabase, shopify_connection};
+use crate::helpers::{Backend, OPERATOR_TOKEN, RemoteTenant, TestDatabase, shopify_connection};
 use crate::on_both_backends;
 
 fn synchub(database: &TestDatabase) -> Command {
@@ -25,43 +25,15 @@ fn synchub(database: &TestDatabase) -> Command {
 async fn master_key_rotation_rewraps_every_secret(backend: Backend) {
     let database = TestDatabase::create(&backend).await;
     let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
     let server = start(&database, port).await;
-    let tenant: serde_json::Value = client
-        .post(format!("{base}/v1/tenants"))
-        .bearer_auth(OPERATOR_TOKEN)
-        .json(&serde_json::json!({"name": "Acme"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token: serde_json::Value = client
-        .post(format!(
-            "{base}/v1/tenants/{}/tokens",
-            tenant["id"].as_str().unwrap()
-        ))
-        .bearer_auth(OPERATOR_TOKEN)
-        .json(&serde_json::json!({"name": "ci", "scopes": ["write"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["token"].as_str().unwrap().to_string();
-    let connection: serde_json::Value = client
-        .post(format!("{base}/v1/connections"))
-        .bearer_auth(&token)
-        .json(&shopify_connection("US", "rotate-me-secret"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let remote = RemoteTenant::create(port).await;
+    let (base, client, token) = (&remote.base, &remote.client, &remote.token);
+    let connection = remote
+        .post(
+            "/v1/connections",
+            shopify_connection("US", "rotate-me-secret"),
+        )
+        .await;
     let id = connection["id"].as_str().unwrap().to_string();
     drop(server);
 
@@ -89,7 +61,7 @@ async fn master_key_rotation_rewraps_every_secret(backend: Backend) {
     let _server = start(&database, port).await;
     let fetched: serde_json::Value = client
         .get(format!("{base}/v1/connections/{id}"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .send()
         .await
         .unwrap()
@@ -191,44 +163,11 @@ async fn logs_hold_no_secrets_and_carry_request_ids() {
         log.into(),
     )
     .await;
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let tenant: serde_json::Value = client
-        .post(format!("{base}/v1/tenants"))
-        .bearer_auth(OPERATOR_TOKEN)
-        .json(&serde_json::json!({"name": "Acme"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token: serde_json::Value = client
-        .post(format!(
-            "{base}/v1/tenants/{}/tokens",
-            tenant["id"].as_str().unwrap()
-        ))
-        .bearer_auth(OPERATOR_TOKEN)
-        .json(&serde_json::json!({"name": "ci", "scopes": ["write"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["token"].as_str().unwrap().to_string();
+    let remote = RemoteTenant::create(port).await;
+    let (base, client, token) = (&remote.base, &remote.client, remote.token.clone());
     let mut body = shopify_connection("US", "log-secret-webhook-value");
     body["credentials"]["access_token"] = serde_json::json!("shpat_log_test_credential_value");
-    let connection: serde_json::Value = client
-        .post(format!("{base}/v1/connections"))
-        .bearer_auth(&token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let connection = remote.post("/v1/connections", body).await;
     let id = connection["id"].as_str().unwrap();
     let bad = client
         .post(format!("{base}/v1/hooks/{id}"))

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use synchub::webhooks::sign;
 
-use crate::helpers::{Backend, OPERATOR_TOKEN, TestDatabase, shopify_connection};
+use crate::helpers::{Backend, RemoteTenant, TestDatabase, shopify_connection};
 use crate::on_both_backends;
 
 pub fn free_port() -> u16 {
@@ -80,44 +80,15 @@ pub async fn start_role(
 async fn acknowledged_webhooks_survive_sigkill(backend: Backend) {
     let database = TestDatabase::create(&backend).await;
     let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
     let mut server = start(&database, port).await;
-
-    let tenant: serde_json::Value = client
-        .post(format!("{base}/v1/tenants"))
-        .bearer_auth(OPERATOR_TOKEN)
-        .json(&serde_json::json!({"name": "Acme"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token: serde_json::Value = client
-        .post(format!(
-            "{base}/v1/tenants/{}/tokens",
-            tenant["id"].as_str().unwrap()
-        ))
-        .bearer_auth(OPERATOR_TOKEN)
-        .json(&serde_json::json!({"name": "ci", "scopes": ["write"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["token"].as_str().unwrap().to_string();
-    let connection: serde_json::Value = client
-        .post(format!("{base}/v1/connections"))
-        .bearer_auth(&token)
-        .json(&shopify_connection("US", "durable-secret"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let remote = RemoteTenant::create(port).await;
+    let (base, client, token) = (&remote.base, &remote.client, &remote.token);
+    let connection = remote
+        .post(
+            "/v1/connections",
+            shopify_connection("US", "durable-secret"),
+        )
+        .await;
     let id = connection["id"].as_str().unwrap().to_string();
 
     // Acknowledge a batch, then kill the process the instant the last 2xx arrives.
@@ -146,7 +117,7 @@ async fn acknowledged_webhooks_survive_sigkill(backend: Backend) {
     let _server = start(&database, port).await;
     let page: serde_json::Value = client
         .get(format!("{base}/v1/connections/{id}/events?limit=500"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .send()
         .await
         .unwrap()

@@ -304,3 +304,94 @@ pub fn contains(haystack: &[u8], needle: &str) -> bool {
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
 }
+
+/// A tenant with a write token on a server started as its own process (the real binary).
+pub struct RemoteTenant {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub token: String,
+}
+
+impl RemoteTenant {
+    pub async fn create(port: u16) -> Self {
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let send = |path: String, body: Value| {
+            client
+                .post(format!("{base}{path}"))
+                .bearer_auth(OPERATOR_TOKEN)
+                .json(&body)
+                .send()
+        };
+        let tenant: Value = send("/v1/tenants".into(), json!({"name": "Acme"}))
+            .await
+            .expect("tenant")
+            .json()
+            .await
+            .expect("json");
+        let token: Value = send(
+            format!("/v1/tenants/{}/tokens", tenant["id"].as_str().expect("id")),
+            json!({"name": "ci", "scopes": ["write"]}),
+        )
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+        let token = token["token"].as_str().expect("token").to_string();
+        Self {
+            base,
+            client,
+            token,
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("sent");
+        response.json().await.expect("json")
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("sent");
+        response.json().await.expect("json")
+    }
+
+    /// A Shopify store and an ERP on the simulator, an orders flow between them, and a run
+    /// queued for it; returns the run's path.
+    pub async fn queue_orders_run(&self, sim: &synchub::sim::Simulator) -> String {
+        let shop = self
+            .post("/v1/connections", json!({
+                "name": "US", "connector": "shopify", "environment": "production",
+                "settings": {"shop_domain": "acme.myshopify.com", "base_url": format!("{}/shopify/acme", sim.address)},
+                "credentials": {"access_token": "shpat_simulated_0123456789"},
+            }))
+            .await;
+        let erp = self
+            .post("/v1/connections", json!({
+                "name": "ERP", "connector": "generic-rest-erp", "environment": "production",
+                "settings": {"base_url": format!("{}/erp/acme", sim.address)}, "credentials": {"api_key": "k"},
+            }))
+            .await;
+        let flow = self.post("/v1/flows", json!({"name": "orders", "stream": "orders", "source": shop["id"], "destination": erp["id"]})).await;
+        let run = self
+            .post(
+                &format!("/v1/flows/{}/run", flow["id"].as_str().expect("flow id")),
+                json!({}),
+            )
+            .await;
+        format!("/v1/runs/{}", run["id"].as_str().expect("run id"))
+    }
+}
