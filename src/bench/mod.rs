@@ -2,6 +2,7 @@
 //! `cargo run --release -- bench webhooks`.
 
 mod loadgen;
+mod quota;
 mod webhooks;
 
 use std::path::PathBuf;
@@ -11,6 +12,11 @@ pub enum BenchCommand {
     /// Webhook ingest: verified and committed webhooks per second and latency, beside a bare
     /// actix-web handler measured the same way in the same run.
     Webhooks(webhooks::WebhookBenchArgs),
+    /// Quota use: worker processes sharing one store's rate limit through the shared buckets.
+    Quota(quota::QuotaBenchArgs),
+    /// (used by `bench quota`) One worker process of the quota benchmark.
+    #[command(hide = true)]
+    QuotaWorker(quota::QuotaWorkerArgs),
     /// (used by `bench webhooks`) A bare actix-web server that answers 200 to every POST.
     #[command(hide = true)]
     BareServer {
@@ -22,6 +28,8 @@ pub enum BenchCommand {
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Webhooks(args) => webhooks::run(args).await,
+        BenchCommand::Quota(args) => quota::run(args).await,
+        BenchCommand::QuotaWorker(args) => quota::worker(args).await,
         BenchCommand::BareServer { listen } => webhooks::bare_server(&listen).await,
     }
 }

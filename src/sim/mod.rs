@@ -109,6 +109,14 @@ impl SimState {
             .unwrap_or_default()
     }
 
+    /// Sets a shop's call bucket (Shopify's default: 2/s from a bucket of 40).
+    pub fn set_shop_limit(&self, shop: &str, rate: f64, burst: f64) {
+        if let Ok(mut shops) = self.shops.lock() {
+            let shop = shops.entry(shop.to_string()).or_insert_with(|| shopify::Shop::seeded(shop, self.seed_orders));
+            shop.limit = (rate, burst);
+        }
+    }
+
     /// Adds `count` new orders to a shop (created now), returning their ids.
     pub fn add_orders(&self, shop: &str, count: usize) -> Vec<u64> {
         let mut shops = match self.shops.lock() {
@@ -175,6 +183,21 @@ async fn get_stats(state: web::Data<SimState>) -> HttpResponse {
 }
 
 #[derive(Deserialize)]
+struct Limit {
+    rate: f64,
+    burst: f64,
+}
+
+/// Sets a shop's call bucket: `rate` calls leak per second from a bucket of `burst`.
+async fn put_limit(state: web::Data<SimState>, shop: web::Path<String>, body: web::Json<Limit>) -> HttpResponse {
+    if !(body.rate > 0.0 && body.burst >= 1.0) {
+        return HttpResponse::BadRequest().json(serde_json::json!({"errors": "rate > 0 and burst >= 1"}));
+    }
+    state.set_shop_limit(&shop, body.rate, body.burst);
+    HttpResponse::Ok().json(serde_json::json!({"rate": body.rate, "burst": body.burst}))
+}
+
+#[derive(Deserialize)]
 struct AddOrders {
     count: usize,
 }
@@ -192,6 +215,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/_sim/faults", web::put().to(put_faults))
         .route("/_sim/stats", web::get().to(get_stats))
         .route("/_sim/shopify/{shop}/orders", web::post().to(post_orders))
+        .route("/_sim/shopify/{shop}/limit", web::put().to(put_limit))
         .route(
             "/shopify/{shop}/admin/api/{version}/orders.json",
             web::get().to(shopify::list_orders),

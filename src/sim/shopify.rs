@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 
 use super::SimState;
 
-const BUCKET_SIZE: f64 = 40.0;
-const LEAK_PER_SECOND: f64 = 2.0;
+/// Shopify's standard plan: a bucket of 40 calls that leaks 2 per second.
+pub const DEFAULT_BUCKET: (f64, f64) = (2.0, 40.0);
 const MAX_LIMIT: usize = 250;
 
 pub struct Shop {
@@ -26,6 +26,8 @@ pub struct Shop {
     next_id: u64,
     bucket_level: f64,
     bucket_at: Instant,
+    /// (leak per second, bucket size); `PUT /_sim/shopify/{shop}/limit` changes it.
+    pub limit: (f64, f64),
 }
 
 impl Shop {
@@ -36,6 +38,7 @@ impl Shop {
             orders: Vec::new(),
             next_id: 450_789_469,
             bucket_level: 0.0,
+            limit: DEFAULT_BUCKET,
             bucket_at: Instant::now(),
         };
         let start = Utc::now() - Duration::minutes(count as i64 + 1);
@@ -86,10 +89,11 @@ impl Shop {
     /// Leaky bucket: Some(level) when the call fits, None when it overflows.
     fn admit(&mut self) -> Option<f64> {
         let now = Instant::now();
-        let leaked = now.duration_since(self.bucket_at).as_secs_f64() * LEAK_PER_SECOND;
+        let (leak, size) = self.limit;
+        let leaked = now.duration_since(self.bucket_at).as_secs_f64() * leak;
         self.bucket_level = (self.bucket_level - leaked).max(0.0);
         self.bucket_at = now;
-        if self.bucket_level + 1.0 > BUCKET_SIZE {
+        if self.bucket_level + 1.0 > size {
             return None;
         }
         self.bucket_level += 1.0;
@@ -180,7 +184,7 @@ pub async fn list_orders(
         None => None,
     };
 
-    let (page, more, level) = {
+    let (page, more, level, size) = {
         let mut shops = match state.shops.lock() {
             Ok(shops) => shops,
             Err(_) => {
@@ -208,7 +212,7 @@ pub async fn list_orders(
             state.counters.throttled.fetch_add(1, Ordering::Relaxed);
             return HttpResponse::TooManyRequests()
                 .insert_header(("Retry-After", "1.0"))
-                .insert_header(("X-Shopify-Shop-Api-Call-Limit", "40/40"))
+                .insert_header(("X-Shopify-Shop-Api-Call-Limit", format!("{0}/{0}", shop.limit.1 as u64)))
                 .json(json!({ "errors": "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service." }));
         };
         let matching = shop.orders.iter().filter(|o| {
@@ -221,7 +225,7 @@ pub async fn list_orders(
         let mut page: Vec<Value> = matching.take(limit + 1).cloned().collect();
         let more = page.len() > limit;
         page.truncate(limit);
-        (page, more, level)
+        (page, more, level, shop.limit.1)
     };
 
     let schema_change = state.faults().schema_change;
@@ -241,7 +245,7 @@ pub async fn list_orders(
     let mut response = HttpResponse::Ok();
     response.insert_header((
         "X-Shopify-Shop-Api-Call-Limit",
-        format!("{}/{}", level.ceil() as u64, BUCKET_SIZE as u64),
+        format!("{}/{}", level.ceil() as u64, size as u64),
     ));
     if more && let Some(last) = page.last().and_then(|o| o["id"].as_u64()) {
         let info = PageInfo {
