@@ -59,18 +59,30 @@ pub async fn run(args: QuotaBenchArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("synchub-quota-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir)?;
     let (url, cleanup) = match args.database.as_str() {
-        "sqlite" => (format!("sqlite://{}?mode=rwc", dir.join("quota.db").display()), None),
+        "sqlite" => (
+            format!("sqlite://{}?mode=rwc", dir.join("quota.db").display()),
+            None,
+        ),
         "postgres" => {
             let name = format!("synchub_quota_{}", uuid::Uuid::now_v7().simple());
             let admin = Database::connect(args.postgres_url.as_str()).await?;
-            admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
-            let base = args.postgres_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&args.postgres_url);
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                .await?;
+            let base = args
+                .postgres_url
+                .rsplit_once('/')
+                .map(|(b, _)| b)
+                .unwrap_or(&args.postgres_url);
             (format!("{base}/{name}"), Some((admin, name)))
         }
         other => anyhow::bail!("--database must be sqlite or postgres, not {other}"),
     };
     {
-        let settings = crate::config::Settings::from_layers(&[("DATABASE_URL".into(), url.clone())], &Default::default())?;
+        let settings = crate::config::Settings::from_layers(
+            &[("DATABASE_URL".into(), url.clone())],
+            &Default::default(),
+        )?;
         let db = crate::store::connect(&settings).await?;
         crate::store::migrate(&db).await?;
     }
@@ -78,9 +90,26 @@ pub async fn run(args: QuotaBenchArgs) -> anyhow::Result<()> {
     let children: Vec<_> = (0..args.processes)
         .map(|_| {
             Command::new(super::current_exe()?)
-                .args(["bench", "quota-worker", "--sim", &sim.address, "--database-url", &url])
-                .args(["--seconds", &args.seconds.to_string(), "--tasks", &args.tasks.to_string()])
-                .args(["--rate", &args.rate.to_string(), "--burst", &args.burst.to_string()])
+                .args([
+                    "bench",
+                    "quota-worker",
+                    "--sim",
+                    &sim.address,
+                    "--database-url",
+                    &url,
+                ])
+                .args([
+                    "--seconds",
+                    &args.seconds.to_string(),
+                    "--tasks",
+                    &args.tasks.to_string(),
+                ])
+                .args([
+                    "--rate",
+                    &args.rate.to_string(),
+                    "--burst",
+                    &args.burst.to_string(),
+                ])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -91,7 +120,8 @@ pub async fn run(args: QuotaBenchArgs) -> anyhow::Result<()> {
     let (mut first_call, mut last_call) = (i64::MAX, i64::MIN);
     for child in children {
         let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
-        let report: serde_json::Value = serde_json::from_slice(&output.stdout).context("a worker's report")?;
+        let report: serde_json::Value =
+            serde_json::from_slice(&output.stdout).context("a worker's report")?;
         made += report["ok"].as_u64().unwrap_or(0);
         first_call = first_call.min(report["started_ms"].as_i64().unwrap_or(i64::MAX));
         last_call = last_call.max(report["finished_ms"].as_i64().unwrap_or(i64::MIN));
@@ -101,14 +131,27 @@ pub async fn run(args: QuotaBenchArgs) -> anyhow::Result<()> {
     // What the platform allows over the time the workers were actually calling.
     let window = (last_call - first_call).max(0) as f64 / 1000.0;
     let allowed = args.burst + args.rate * window;
-    println!("\nquota use: {} processes x {} tasks sharing one store allowed {}/s, burst {}, for {} s ({} buckets)\n", args.processes, args.tasks, args.rate, args.burst, args.seconds, args.database);
+    println!(
+        "\nquota use: {} processes x {} tasks sharing one store allowed {}/s, burst {}, for {} s ({} buckets)\n",
+        args.processes, args.tasks, args.rate, args.burst, args.seconds, args.database
+    );
     println!("calling window:                      {window:.2} s");
     println!("allowed calls (burst + rate x window): {allowed:.0}");
-    println!("calls answered 200:                  {made} ({:.1}% of allowed)", 100.0 * made as f64 / allowed);
-    println!("responses that were 429:             {} of {} ({:.2}%)", stats.throttled, stats.requests, 100.0 * stats.throttled as f64 / stats.requests.max(1) as f64);
+    println!(
+        "calls answered 200:                  {made} ({:.1}% of allowed)",
+        100.0 * made as f64 / allowed
+    );
+    println!(
+        "responses that were 429:             {} of {} ({:.2}%)",
+        stats.throttled,
+        stats.requests,
+        100.0 * stats.throttled as f64 / stats.requests.max(1) as f64
+    );
     println!("wall time:                           {elapsed:.1} s");
     if let Some((admin, name)) = cleanup {
-        admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await?;
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await?;
     }
     let _ = std::fs::remove_dir_all(&dir);
     sim.stop().await;
@@ -118,7 +161,10 @@ pub async fn run(args: QuotaBenchArgs) -> anyhow::Result<()> {
 /// One worker process: `tasks` loops listing orders through the shared bucket.
 pub async fn worker(args: QuotaWorkerArgs) -> anyhow::Result<()> {
     crate::install_crypto_provider();
-    let settings = crate::config::Settings::from_layers(&[("DATABASE_URL".into(), args.database_url.clone())], &Default::default())?;
+    let settings = crate::config::Settings::from_layers(
+        &[("DATABASE_URL".into(), args.database_url.clone())],
+        &Default::default(),
+    )?;
     let db = crate::store::connect(&settings).await?;
     let registry = ConnectorRegistry::built_in()?;
     let mut manifest = (*registry.get("shopify").context("the shopify manifest")?).clone();
@@ -127,7 +173,9 @@ pub async fn worker(args: QuotaWorkerArgs) -> anyhow::Result<()> {
         limit.burst = args.burst;
     }
     let manifest = Arc::new(manifest);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
     let settings = json!({"shop_domain": "quota.myshopify.com", "base_url": format!("{}/shopify/{SHOP}", args.sim)});
     let credentials = json!({"access_token": "shpat_quota_benchmark"});
     let ok = Arc::new(AtomicU64::new(0));
@@ -161,6 +209,9 @@ pub async fn worker(args: QuotaWorkerArgs) -> anyhow::Result<()> {
         task.await?;
     }
     let finished_ms = chrono::Utc::now().timestamp_millis();
-    println!("{}", json!({ "ok": ok.load(Ordering::Relaxed), "started_ms": started_ms, "finished_ms": finished_ms }));
+    println!(
+        "{}",
+        json!({ "ok": ok.load(Ordering::Relaxed), "started_ms": started_ms, "finished_ms": finished_ms })
+    );
     Ok(())
 }

@@ -112,7 +112,9 @@ impl SimState {
     /// Sets a shop's call bucket (Shopify's default: 2/s from a bucket of 40).
     pub fn set_shop_limit(&self, shop: &str, rate: f64, burst: f64) {
         if let Ok(mut shops) = self.shops.lock() {
-            let shop = shops.entry(shop.to_string()).or_insert_with(|| shopify::Shop::seeded(shop, self.seed_orders));
+            let shop = shops
+                .entry(shop.to_string())
+                .or_insert_with(|| shopify::Shop::seeded(shop, self.seed_orders));
             shop.limit = (rate, burst);
         }
     }
@@ -189,9 +191,14 @@ struct Limit {
 }
 
 /// Sets a shop's call bucket: `rate` calls leak per second from a bucket of `burst`.
-async fn put_limit(state: web::Data<SimState>, shop: web::Path<String>, body: web::Json<Limit>) -> HttpResponse {
+async fn put_limit(
+    state: web::Data<SimState>,
+    shop: web::Path<String>,
+    body: web::Json<Limit>,
+) -> HttpResponse {
     if !(body.rate > 0.0 && body.burst >= 1.0) {
-        return HttpResponse::BadRequest().json(serde_json::json!({"errors": "rate > 0 and burst >= 1"}));
+        return HttpResponse::BadRequest()
+            .json(serde_json::json!({"errors": "rate > 0 and burst >= 1"}));
     }
     state.set_shop_limit(&shop, body.rate, body.burst);
     HttpResponse::Ok().json(serde_json::json!({"rate": body.rate, "burst": body.burst}))

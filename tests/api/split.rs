@@ -40,7 +40,7 @@ async fn api_and_worker_processes_split_the_work(backend: Backend) {
     wait_for(
         &remote,
         &run,
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || "the worker never ran it".into(),
         |r| r["status"] == "succeeded",
     )
@@ -102,7 +102,7 @@ async fn a_killed_workers_run_resumes_elsewhere(backend: Backend) {
     let shown = wait_for(
         &remote,
         &run,
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || format!("the first page never finished; worker log:\n{}", log()),
         |r| r["records_written"].as_i64().unwrap_or(0) >= 250,
     )
