@@ -53,6 +53,15 @@ pub struct SyncEngine {
 }
 
 impl SyncEngine {
+    /// How long one platform call may take before it counts as a timeout (default 30 s).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> anyhow::Result<Self> {
+        self.http = reqwest::Client::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .timeout(timeout)
+            .build()?;
+        Ok(self)
+    }
+
     /// How long a claim lasts between checkpoints (`workers.lease_seconds`).
     pub fn with_lease(mut self, lease: Duration) -> Self {
         self.lease = chrono::Duration::from_std(lease).unwrap_or(self.lease);

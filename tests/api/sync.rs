@@ -466,3 +466,46 @@ async fn dead_letters_are_listed_and_replayed(backend: Backend) {
     );
 }
 on_both_backends!(dead_letters_are_listed_and_replayed);
+
+/// Upstream timeouts: the attempt fails as a timeout, is rescheduled in storage, and the next
+/// attempt after the platform recovers delivers everything.
+async fn upstream_timeouts_are_retried_from_storage(backend: Backend) {
+    let mut s = setup(backend, 20).await;
+    s.engine = s
+        .engine
+        .clone()
+        .with_call_timeout(std::time::Duration::from_millis(300))
+        .unwrap();
+    s.sim.state.set_faults(Faults {
+        timeout_rate: 1.0,
+        ..Default::default()
+    });
+    let run = s.queue_run().await;
+    let report = s.engine.execute(&run).await.unwrap().expect("claimed");
+    assert_eq!(
+        (report.status.as_str(), report.error_class.as_deref()),
+        ("retrying", Some("timeout")),
+        "{report:?}"
+    );
+    let next = report.next_attempt_at.expect("a retry is scheduled");
+    let stored = s.run(&run).await;
+    assert_eq!(
+        stored["next_attempt_at"]
+            .as_str()
+            .map(|t| t.parse::<chrono::DateTime<chrono::Utc>>().unwrap()),
+        Some(next),
+        "read back from storage"
+    );
+
+    s.sim.state.set_faults(Faults::default());
+    if let Ok(wait) = (next - chrono::Utc::now()).to_std() {
+        tokio::time::sleep(wait + std::time::Duration::from_millis(20)).await;
+    }
+    let report = s.engine.execute(&run).await.unwrap().expect("claimed");
+    assert_eq!(
+        (report.status.as_str(), report.records_written),
+        ("succeeded", 20),
+        "{report:?}"
+    );
+}
+on_both_backends!(upstream_timeouts_are_retried_from_storage);
