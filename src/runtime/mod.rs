@@ -31,6 +31,15 @@ pub struct RunJob {
 const REDISPATCH_AFTER: chrono::Duration = chrono::Duration::seconds(60);
 const DISPATCH_BATCH: u64 = 500;
 
+const QUEUE: &str = "synchub.runs";
+/// apalis looks for work on every heartbeat as well as on its poll timer, and its interval
+/// timer is not always re-armed (an idle worker then waited the default 30 s heartbeat for a
+/// new run: seen in CI). A 1 s heartbeat bounds that wait.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A worker is presumed dead after this many missed heartbeats; runs are guarded by their own
+/// leases, so an early presumption only costs a skipped duplicate delivery.
+const MISSED_HEARTBEATS: usize = 5;
+
 #[derive(Clone)]
 enum Queue {
     Sqlite(SqliteStorage<RunJob>),
@@ -43,12 +52,20 @@ impl Queue {
             DatabaseBackend::Postgres => {
                 let pool = db.get_postgres_connection_pool().clone();
                 PostgresStorage::setup(&pool).await?;
-                Self::Postgres(PostgresStorage::new(&pool))
+                let config = apalis_postgres::Config::default()
+                    .queue(QUEUE)
+                    .heartbeat_interval(HEARTBEAT)
+                    .missed_heartbeats(MISSED_HEARTBEATS);
+                Self::Postgres(PostgresStorage::new(&pool).with_config(config))
             }
             _ => {
                 let pool = db.get_sqlite_connection_pool().clone();
                 SqliteStorage::setup(&pool).await?;
-                Self::Sqlite(SqliteStorage::new(&pool))
+                let config = apalis_sqlite::Config::default()
+                    .queue(QUEUE)
+                    .heartbeat_interval(HEARTBEAT)
+                    .missed_heartbeats(MISSED_HEARTBEATS);
+                Self::Sqlite(SqliteStorage::new(&pool).with_config(config))
             }
         })
     }
