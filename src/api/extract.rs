@@ -35,6 +35,15 @@ pub fn client_ip(req: &HttpRequest, state: &AppState) -> IpAddr {
     crate::netpolicy::client_ip(peer, forwarded, &state.settings.trusted_proxies)
 }
 
+/// The token of `Authorization: Bearer <token>`, if the header is there.
+pub fn bearer_token(headers: &header::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 /// The caller, from `Authorization: Bearer <token>`.
 pub struct Auth(pub Principal);
 
@@ -46,13 +55,7 @@ impl FromRequest for Auth {
         let req = req.clone();
         Box::pin(async move {
             let state = state(&req)?;
-            let bearer = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim)
-                .ok_or(Error::Unauthenticated)?;
+            let bearer = bearer_token(req.headers()).ok_or(Error::Unauthenticated)?;
             let ip = client_ip(&req, &state);
             let request_id = REQUEST_ID.try_with(Clone::clone).ok();
             let principal = authenticate(&state.db, bearer, ip, request_id).await?;

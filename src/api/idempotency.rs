@@ -9,7 +9,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
 
-use super::extract::read_body;
+use super::extract::{bearer_token, read_body};
 use crate::error::Error;
 use crate::idempotency::{self, Claim, StoredResponse};
 use crate::startup::AppState;
@@ -31,13 +31,7 @@ pub async fn idempotency(
     if !applies(&req) {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .map(str::to_string);
+    let bearer = bearer_token(req.headers()).map(str::to_string);
     let (Some(bearer), Some(state)) = (bearer, req.app_data::<web::Data<AppState>>().cloned())
     else {
         // Unauthenticated: the handler answers 401, nothing to remember.

@@ -202,6 +202,18 @@ impl ConnectorClient {
         })
     }
 
+    /// The base URL and the operation's path, with settings filled in.
+    fn operation_url(&self, operation: &str, op: &OperationSpec) -> Result<String, CallError> {
+        let base = self.base_url()?;
+        let path = self.fill(&op.path, None).ok_or_else(|| {
+            CallError::new(
+                ErrorClass::Config,
+                format!("a setting {operation} needs is missing"),
+            )
+        })?;
+        Ok(format!("{base}{path}"))
+    }
+
     fn bucket(&self, group: &str) -> Result<(String, Limit), CallError> {
         let spec = self
             .manifest
@@ -376,14 +388,7 @@ impl ConnectorClient {
         next: Option<&NextPage>,
     ) -> Result<ListPage, CallError> {
         let op = self.operation(operation)?;
-        let base = self.base_url()?;
-        let path = self.fill(&op.path, None).ok_or_else(|| {
-            CallError::new(
-                ErrorClass::Config,
-                format!("a setting {operation} needs is missing"),
-            )
-        })?;
-        let mut url = format!("{base}{path}");
+        let mut url = self.operation_url(operation, op)?;
         let mut query: Vec<(String, String)> = op
             .query
             .iter()
@@ -455,14 +460,7 @@ impl ConnectorClient {
         idempotency_key: &str,
     ) -> Result<Value, CallError> {
         let op = self.operation(operation)?;
-        let base = self.base_url()?;
-        let path = self.fill(&op.path, None).ok_or_else(|| {
-            CallError::new(
-                ErrorClass::Config,
-                format!("a setting {operation} needs is missing"),
-            )
-        })?;
-        let url = format!("{base}{path}");
+        let url = self.operation_url(operation, op)?;
         let method = match op.method {
             Method::Put => reqwest::Method::PUT,
             _ => reqwest::Method::POST,

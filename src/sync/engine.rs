@@ -21,8 +21,8 @@ use crate::vault::Vault;
 /// A flow is disabled after this many runs in a row end in the dead letters.
 pub const DISABLE_AFTER_FAILURES: i32 = 5;
 
-/// How long a worker holds a run without checkpointing, by default; each page renews it. A
-/// run whose worker died is taken over after this.
+/// How long a claim on a run lasts, by default; the attempt's heartbeat renews it. A run
+/// whose worker died is taken over after this.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
 
 /// Where a run is: the next page to read and the newest version seen so far.
@@ -393,10 +393,6 @@ impl SyncEngine {
             )
             .col_expr(run::Column::RecordsRead, read.into())
             .col_expr(run::Column::RecordsWritten, written.into())
-            .col_expr(
-                run::Column::LeaseUntil,
-                Some(chrono::Utc::now() + self.lease).into(),
-            )
             .filter(run::Column::Id.eq(run.id.clone()))
             .exec(&txn)
             .await?;
