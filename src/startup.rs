@@ -16,6 +16,7 @@ use crate::config::Settings;
 use crate::connections::Connections;
 use crate::connectors::ConnectorRegistry;
 use crate::flows::Flows;
+use crate::runtime::{RunsSignal, RuntimeOptions};
 use crate::scheduler::Scheduler;
 use crate::tenancy::{Bootstrap, bootstrap_operator_token};
 use crate::vault::{MasterKey, Vault};
@@ -107,12 +108,15 @@ impl Application {
         }
         let registry = Arc::new(ConnectorRegistry::built_in()?);
         let public_url = settings.effective_public_url();
+        // Whatever commits a run wakes this process's dispatcher.
+        let runs = RunsSignal::new();
         let ingest = IngestService::start(
             db.clone(),
             vault.clone(),
             registry.clone(),
             &settings.webhooks,
             public_url,
+            runs.clone(),
         );
         let connections = Connections::new(
             db.clone(),
@@ -121,23 +125,26 @@ impl Application {
             ingest.cache_handle(),
             &settings,
         );
-        let flows = Flows::new(db.clone(), registry.clone());
+        let flows = Flows::new(db.clone(), registry.clone(), runs.clone());
         let engine = crate::sync::SyncEngine::new(db.clone(), vault.clone(), registry.clone())?
             .with_lease(Duration::from_secs(settings.workers.lease_seconds));
         let shutdown = CancellationToken::new();
         if settings.scheduler.enabled {
             let interval = Duration::from_millis(settings.scheduler.tick_millis);
-            tokio::spawn(Scheduler::new(db.clone()).run(interval, shutdown.clone()));
+            tokio::spawn(
+                Scheduler::new(db.clone())
+                    .with_signal(runs.clone())
+                    .run(interval, shutdown.clone()),
+            );
         }
         if settings.workers.enabled {
             let (db, shutdown) = (db.clone(), shutdown.clone());
-            let (concurrency, poll) = (
-                settings.workers.concurrency,
-                Duration::from_millis(settings.workers.poll_millis),
-            );
+            let options = RuntimeOptions {
+                concurrency: settings.workers.concurrency,
+                poll: Duration::from_millis(settings.workers.poll_millis),
+            };
             tokio::spawn(async move {
-                if let Err(err) = crate::runtime::run(db, engine, concurrency, poll, shutdown).await
-                {
+                if let Err(err) = crate::runtime::run(db, engine, runs, options, shutdown).await {
                     tracing::error!(error = %err, "the run workers stopped");
                 }
             });

@@ -6,6 +6,7 @@ mod m20261126_000001_foundation;
 mod m20261126_000002_idempotency;
 mod m20261126_000003_rate_buckets;
 mod m20261126_000004_flows_and_runs;
+mod m20261127_000005_run_wakeups;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_idempotency::Migration),
             Box::new(m20261126_000003_rate_buckets::Migration),
             Box::new(m20261126_000004_flows_and_runs::Migration),
+            Box::new(m20261127_000005_run_wakeups::Migration),
         ]
     }
 }

@@ -1,6 +1,8 @@
 //! Benchmarks that run against real processes on this machine. Run them on a release build:
 //! `cargo run --release -- bench webhooks`.
 
+pub mod fixture;
+mod jobs;
 mod loadgen;
 mod quota;
 mod webhooks;
@@ -12,6 +14,9 @@ pub enum BenchCommand {
     /// Webhook ingest: verified and committed webhooks per second and latency, beside a bare
     /// actix-web handler measured the same way in the same run.
     Webhooks(webhooks::WebhookBenchArgs),
+    /// Job layer: queued runs drained per second and pick-up delay on an idle queue, beside
+    /// stock apalis measured the same way.
+    Jobs(jobs::JobsBenchArgs),
     /// Quota use: worker processes sharing one store's rate limit through the shared buckets.
     Quota(quota::QuotaBenchArgs),
     /// (used by `bench quota`) One worker process of the quota benchmark.
@@ -28,6 +33,7 @@ pub enum BenchCommand {
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Webhooks(args) => webhooks::run(args).await,
+        BenchCommand::Jobs(args) => jobs::run(args).await,
         BenchCommand::Quota(args) => quota::run(args).await,
         BenchCommand::QuotaWorker(args) => quota::worker(args).await,
         BenchCommand::BareServer { listen } => webhooks::bare_server(&listen).await,

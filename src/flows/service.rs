@@ -11,6 +11,7 @@ use crate::connectors::{ConnectorKind, ConnectorRegistry};
 use crate::error::{Error, FieldError, Result};
 use crate::ids::{ConnectionId, FlowId, RunId, TenantId};
 use crate::pagination::{Direction, Page, PageRequest, page_query};
+use crate::runtime::RunsSignal;
 use crate::schedule::{Schedule, ScheduleSpec};
 use crate::store::entities::{connection, flow, run};
 use crate::tenancy::ensure_tenant_exists;
@@ -19,6 +20,7 @@ use crate::tenancy::ensure_tenant_exists;
 pub struct Flows {
     db: DatabaseConnection,
     registry: Arc<ConnectorRegistry>,
+    runs: RunsSignal,
 }
 
 /// One end of a flow as given, and what kind of system the stream needs there.
@@ -103,8 +105,8 @@ fn view(row: flow::Model) -> FlowView {
 }
 
 impl Flows {
-    pub fn new(db: DatabaseConnection, registry: Arc<ConnectorRegistry>) -> Self {
-        Self { db, registry }
+    pub fn new(db: DatabaseConnection, registry: Arc<ConnectorRegistry>, runs: RunsSignal) -> Self {
+        Self { db, registry, runs }
     }
 
     async fn find(
@@ -435,6 +437,7 @@ impl Flows {
         )
         .await?;
         txn.commit().await?;
+        self.runs.notify();
         run.map(RunView::from)
             .ok_or_else(|| Error::Conflict("this run is queued already".into()))
     }
@@ -520,6 +523,7 @@ impl Flows {
         )
         .await?;
         txn.commit().await?;
+        self.runs.notify();
         Ok(RunView::from(replay))
     }
 

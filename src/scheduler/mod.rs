@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Result;
 use crate::flows::{enqueue_run, parse_flow_schedule};
 use crate::ids::RunId;
+use crate::runtime::RunsSignal;
 use crate::store::entities::flow;
 
 /// How many due flows one transaction claims.
@@ -41,11 +42,21 @@ pub struct TickReport {
 #[derive(Clone)]
 pub struct Scheduler {
     db: DatabaseConnection,
+    runs: RunsSignal,
 }
 
 impl Scheduler {
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            db,
+            runs: RunsSignal::new(),
+        }
+    }
+
+    /// Wakes this process's dispatcher when a tick queued runs.
+    pub fn with_signal(mut self, runs: RunsSignal) -> Self {
+        self.runs = runs;
+        self
     }
 
     /// Enqueues every tick due at `now`; returns what it did. Safe to call from any number
@@ -54,6 +65,9 @@ impl Scheduler {
         let mut report = TickReport::default();
         loop {
             let claimed = self.claim_batch(now, &mut report).await?;
+            if report.enqueued > 0 {
+                self.runs.notify();
+            }
             if claimed < CLAIM_BATCH as usize {
                 return Ok(report);
             }

@@ -15,6 +15,7 @@ use crate::config::WebhookSettings;
 use crate::connectors::ConnectorRegistry;
 use crate::error::{Error, Result};
 use crate::ids::{ConnectionId, EventId};
+use crate::runtime::RunsSignal;
 use crate::store::entities::webhook_event;
 use crate::vault::Vault;
 
@@ -52,11 +53,13 @@ impl IngestService {
         registry: Arc<ConnectorRegistry>,
         settings: &WebhookSettings,
         public_url: String,
+        runs: RunsSignal,
     ) -> Self {
         let writer = EventWriter::start(
             db.clone(),
             settings.max_batch,
             Duration::from_micros(settings.batch_linger_micros),
+            runs,
         );
         Self {
             db,

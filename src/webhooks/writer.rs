@@ -12,6 +12,7 @@ use sea_orm::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ids::{ConnectionId, RunId};
+use crate::runtime::RunsSignal;
 use crate::store::entities::{connection, flow, webhook_event};
 
 /// The dedupe key of the webhook-triggered run that has not started yet; the engine renames it
@@ -44,9 +45,14 @@ pub struct EventWriter {
 
 impl EventWriter {
     /// Starts the writer task; it ends when every handle is dropped and the queue is drained.
-    pub fn start(db: DatabaseConnection, max_batch: usize, linger: Duration) -> Self {
+    pub fn start(
+        db: DatabaseConnection,
+        max_batch: usize,
+        linger: Duration,
+        runs: RunsSignal,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run(db, rx, max_batch, linger));
+        tokio::spawn(run(db, rx, max_batch, linger, runs));
         Self { tx }
     }
 
@@ -72,6 +78,7 @@ async fn run(
     mut rx: mpsc::Receiver<Command>,
     max_batch: usize,
     linger: Duration,
+    runs: RunsSignal,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     while let Some(first) = rx.recv().await {
@@ -85,11 +92,14 @@ async fn run(
                 Err(_) => break,
             }
         }
-        commit(&db, std::mem::take(&mut batch)).await;
+        if commit(&db, std::mem::take(&mut batch)).await {
+            runs.notify();
+        }
     }
 }
 
-async fn commit(db: &DatabaseConnection, batch: Vec<Command>) {
+/// Commits a batch; true when it queued a run (after the commit, so the dispatcher sees it).
+async fn commit(db: &DatabaseConnection, batch: Vec<Command>) -> bool {
     let mut events = Vec::new();
     let mut waiters = Vec::new();
     let mut rejections: HashMap<ConnectionId, i64> = HashMap::new();
@@ -104,23 +114,27 @@ async fn commit(db: &DatabaseConnection, batch: Vec<Command>) {
     }
     metrics::histogram!("synchub_webhook_commit_batch_size").record(events.len() as f64);
     match write(db, events.clone(), &rejections).await {
-        Ok(()) => {
+        Ok(queued_runs) => {
             for done in waiters {
                 let _ = done.send(Ok(()));
             }
+            queued_runs
         }
         Err(err) => {
             // One bad row must not fail its neighbours: retry each event on its own.
             tracing::warn!(error = %err, size = events.len(), "group commit failed; retrying events one by one");
+            let mut queued_runs = false;
             for (event, done) in events.into_iter().zip(waiters) {
                 let result = write(db, vec![event], &HashMap::new())
                     .await
+                    .map(|queued| queued_runs |= queued)
                     .map_err(|e| e.to_string());
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "webhook event could not be stored");
                 }
                 let _ = done.send(result);
             }
+            queued_runs
         }
     }
 }
@@ -129,7 +143,7 @@ async fn write(
     db: &DatabaseConnection,
     events: Vec<webhook_event::ActiveModel>,
     rejections: &HashMap<ConnectionId, i64>,
-) -> Result<(), sea_orm::DbErr> {
+) -> Result<bool, sea_orm::DbErr> {
     let txn = crate::store::begin_write(db).await?;
     let sources: Vec<ConnectionId> = {
         let mut ids: Vec<ConnectionId> = events
@@ -154,6 +168,7 @@ async fn write(
     }
     // In the same transaction as the events: a verified webhook triggers an incremental run
     // of each flow that asks for it, and a burst coalesces into the one run still waiting.
+    let mut queued_runs = false;
     if !sources.is_empty() {
         let flows = flow::Entity::find()
             .filter(flow::Column::SourceConnectionId.is_in(sources))
@@ -162,7 +177,7 @@ async fn write(
             .all(&txn)
             .await?;
         for flow in &flows {
-            crate::flows::enqueue_run(
+            queued_runs |= crate::flows::enqueue_run(
                 &txn,
                 flow,
                 RunId::generate(),
@@ -171,7 +186,8 @@ async fn write(
                 None,
             )
             .await
-            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
+            .is_some();
         }
     }
     for (id, count) in rejections {
@@ -184,7 +200,8 @@ async fn write(
             .exec(&txn)
             .await?;
     }
-    txn.commit().await
+    txn.commit().await?;
+    Ok(queued_runs)
 }
 
 /// Splits a batch into INSERT statements small enough for the backend (see the constants).

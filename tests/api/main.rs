@@ -11,6 +11,7 @@ mod idempotency;
 mod input;
 mod ops;
 mod ratelimit;
+mod runtime;
 mod scheduler;
 mod split;
 mod sync;

@@ -136,3 +136,30 @@ async fn a_killed_workers_run_resumes_elsewhere(backend: Backend) {
     );
 }
 on_both_backends!(a_killed_workers_run_resumes_elsewhere);
+
+/// On PostgreSQL a run queued by the API process wakes the worker process at once (NOTIFY),
+/// though both poll only every 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_queued_in_one_process_wakes_the_workers_of_another() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let sim = Simulator::start("127.0.0.1:0", 5).unwrap();
+    let database = TestDatabase::create(&backend).await;
+    let slow_poll = [("SYNCHUB_WORKERS__POLL_MILLIS", "30000")];
+    let api_port = free_port();
+    let _api = start_role(&database, api_port, "api", &slow_poll, Stdio::null()).await;
+    let _worker = start_role(&database, free_port(), "worker", &slow_poll, Stdio::null()).await;
+    let remote = RemoteTenant::create(api_port).await;
+    // Past the worker's start-up polls.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let run = remote.queue_orders_run(&sim).await;
+    wait_for(
+        &remote,
+        &run,
+        Duration::from_secs(5),
+        || "the worker process did not wake up for the run".into(),
+        |r| r["status"] == "succeeded",
+    )
+    .await;
+}

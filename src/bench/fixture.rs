@@ -1,0 +1,196 @@
+//! What the benchmarks and the demo set up: a scratch database (a SQLite file or a fresh
+//! PostgreSQL database) and a tenant with connections and a flow, created through the real
+//! REST API of an in-process server.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use serde_json::{Value, json};
+
+use crate::config::Settings;
+use crate::startup::{Application, Role};
+
+/// A database that exists for one benchmark run and is removed afterwards.
+pub struct ScratchDatabase {
+    pub url: String,
+    dir: PathBuf,
+    postgres: Option<(DatabaseConnection, String)>,
+}
+
+impl ScratchDatabase {
+    /// `kind` is sqlite or postgres; `postgres_url` names the server and an existing database.
+    pub async fn create(kind: &str, postgres_url: &str) -> anyhow::Result<Self> {
+        let dir =
+            std::env::temp_dir().join(format!("synchub-bench-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir)?;
+        match kind {
+            "sqlite" => Ok(Self {
+                url: format!("sqlite://{}?mode=rwc", dir.join("bench.db").display()),
+                dir,
+                postgres: None,
+            }),
+            "postgres" => {
+                let name = format!("synchub_bench_{}", uuid::Uuid::now_v7().simple());
+                let admin = Database::connect(postgres_url).await?;
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await?;
+                let base = postgres_url
+                    .rsplit_once('/')
+                    .map(|(b, _)| b)
+                    .unwrap_or(postgres_url);
+                Ok(Self {
+                    url: format!("{base}/{name}"),
+                    dir,
+                    postgres: Some((admin, name)),
+                })
+            }
+            other => anyhow::bail!("--database must be sqlite or postgres, not {other}"),
+        }
+    }
+
+    /// Settings for a process on this database; `env` adds SYNCHUB_* variables.
+    pub fn settings(&self, env: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let mut vars = vec![
+            ("DATABASE_URL".to_string(), self.url.clone()),
+            (
+                "SYNCHUB_DATA_DIR".to_string(),
+                self.dir.display().to_string(),
+            ),
+        ];
+        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Settings::from_layers(&vars, &Default::default())
+    }
+
+    /// A connection configured as the service configures its own, with migrations applied.
+    pub async fn connect(&self) -> anyhow::Result<DatabaseConnection> {
+        let db = crate::store::connect(&self.settings(&[])?).await?;
+        crate::store::migrate(&db).await?;
+        Ok(db)
+    }
+
+    pub async fn remove(self) -> anyhow::Result<()> {
+        if let Some((admin, name)) = self.postgres {
+            admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await?;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(())
+    }
+}
+
+/// A running API server in this process, and a tenant token to call it with.
+pub struct ApiSession {
+    pub base: String,
+    pub token: String,
+    http: reqwest::Client,
+    _server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+const OPERATOR_TOKEN: &str = "shk_bench_operator_token_0123456789abcdef";
+
+impl ApiSession {
+    /// Starts the API (and, for `Role::All`, the scheduler and workers) on a free port and
+    /// creates a tenant.
+    pub async fn start(
+        database: &ScratchDatabase,
+        role: Role,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let mut vars = vec![
+            ("SYNCHUB_LISTEN", "127.0.0.1:0"),
+            ("SYNCHUB_BOOTSTRAP_TOKEN", OPERATOR_TOKEN),
+            // The simulator listens on loopback.
+            ("SYNCHUB_ALLOW_PRIVATE_TARGETS", "true"),
+        ];
+        vars.extend_from_slice(env);
+        let app = Application::build_role(database.settings(&vars)?, role).await?;
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let server = tokio::spawn(app.run_until_stopped());
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let mut session = Self {
+            base,
+            token: OPERATOR_TOKEN.into(),
+            http,
+            _server: server,
+        };
+        let tenant = session
+            .post(
+                "/v1/tenants",
+                json!({"name": "Bench Trading Co.", "timezone": "Asia/Shanghai"}),
+            )
+            .await?;
+        let tenant_id = tenant["id"].as_str().context("tenant id")?.to_string();
+        let token = session
+            .post(
+                &format!("/v1/tenants/{tenant_id}/tokens"),
+                json!({"name": "bench", "scopes": ["read", "write", "deploy"]}),
+            )
+            .await?;
+        session.token = token["token"].as_str().context("tenant token")?.to_string();
+        Ok(session)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        anyhow::ensure!(status.is_success(), "POST {path}: {status} {body}");
+        Ok(body)
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        anyhow::ensure!(status.is_success(), "GET {path}: {status} {body}");
+        Ok(body)
+    }
+
+    /// A simulated Shopify store and a simulated ERP, and an orders flow between them.
+    /// Returns the flow's id.
+    pub async fn orders_flow(&self, sim: &str, store: &str, flow: Value) -> anyhow::Result<String> {
+        let shop = self
+            .post(
+                "/v1/connections",
+                json!({
+                    "name": format!("Shopify {store}"), "connector": "shopify", "environment": "production",
+                    "settings": {"shop_domain": format!("{store}.myshopify.com"), "base_url": format!("{sim}/shopify/{store}")},
+                    "credentials": {"access_token": "shpat_simulated_0123456789"},
+                }),
+            )
+            .await?;
+        let erp = self
+            .post(
+                "/v1/connections",
+                json!({
+                    "name": format!("ERP {store}"), "connector": "generic-rest-erp", "environment": "production",
+                    "settings": {"base_url": format!("{sim}/erp/{store}")},
+                    "credentials": {"api_key": "erp-key-1"},
+                }),
+            )
+            .await?;
+        let mut body = json!({"name": format!("orders from {store}"), "stream": "orders", "source": shop["id"], "destination": erp["id"]});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), flow.as_object()) {
+            body.extend(extra.clone());
+        }
+        let flow = self.post("/v1/flows", body).await?;
+        Ok(flow["id"].as_str().context("flow id")?.to_string())
+    }
+}

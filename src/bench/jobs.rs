@@ -1,0 +1,424 @@
+//! Job layer: how fast queued runs are drained, and how soon one run on an idle queue is
+//! picked up, through synchub's runtime (runs outbox, dispatcher, tuned apalis queue,
+//! wake-ups) and through stock apalis measured the same way.
+//!
+//! Both sides execute the same no-op run: one UPDATE that marks the run succeeded, as the
+//! engine's claim would, so the figures compare the queues and not the work.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use apalis::prelude::*;
+use apalis_postgres::PostgresStorage;
+use apalis_sqlite::SqliteStorage;
+use futures_util::future::BoxFuture;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ColumnTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::fixture::{ApiSession, ScratchDatabase};
+use crate::ids::{FlowId, RunId};
+use crate::runtime::{RunExecutor, RunJob, RunsSignal, RuntimeOptions};
+use crate::sim::Simulator;
+use crate::startup::Role;
+use crate::store::entities::{flow, run};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct JobsBenchArgs {
+    /// sqlite or postgres.
+    #[arg(long, default_value = "sqlite")]
+    database: String,
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    postgres_url: String,
+    /// Queued runs drained by synchub's runtime.
+    #[arg(long, default_value_t = 20_000)]
+    jobs: usize,
+    /// Queued jobs drained by stock apalis (0 skips it; stock SQLite manages about 80/s).
+    #[arg(long, default_value_t = 2_000)]
+    stock_jobs: usize,
+    /// Single runs timed from commit to pick-up on an idle queue.
+    #[arg(long, default_value_t = 200)]
+    samples: usize,
+    /// Pick-up samples for stock apalis (each can wait for a poll).
+    #[arg(long, default_value_t = 20)]
+    stock_samples: usize,
+    /// Worker slots, both sides.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// The fallback poll, both sides (synchub's `workers.poll_millis`).
+    #[arg(long, default_value_t = 200)]
+    poll_millis: u64,
+}
+
+/// Reports when a run started and, if `commit`, marks it succeeded in one UPDATE.
+#[derive(Clone)]
+struct NoopExecutor {
+    db: DatabaseConnection,
+    started: mpsc::UnboundedSender<(String, Instant)>,
+    done: Arc<AtomicUsize>,
+    commit: bool,
+}
+
+impl NoopExecutor {
+    async fn finish(&self, id: &str) {
+        let _ = self.started.send((id.to_string(), Instant::now()));
+        if !self.commit {
+            self.done.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let now = chrono::Utc::now();
+        let result = run::Entity::update_many()
+            .col_expr(run::Column::Status, Expr::value("succeeded"))
+            .col_expr(
+                run::Column::Attempts,
+                Expr::col(run::Column::Attempts).add(1),
+            )
+            .col_expr(run::Column::StartedAt, Expr::value(Some(now)))
+            .col_expr(run::Column::FinishedAt, Expr::value(Some(now)))
+            .filter(run::Column::Id.eq(id))
+            .filter(run::Column::Status.eq("queued"))
+            .exec(&self.db)
+            .await;
+        match result {
+            Ok(r) if r.rows_affected == 1 => {
+                self.done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(err) => eprintln!("no-op run {id}: {err}"),
+        }
+    }
+}
+
+impl RunExecutor for NoopExecutor {
+    async fn execute(&self, id: RunId) {
+        self.finish(id.as_str()).await;
+    }
+}
+
+pub async fn run(args: JobsBenchArgs) -> anyhow::Result<()> {
+    crate::install_crypto_provider();
+    println!(
+        "\njob layer on {} ({} worker slots, {} ms fallback poll; release build expected)\n",
+        args.database, args.concurrency, args.poll_millis
+    );
+    let mut rows = Vec::new();
+    for commit in [false, true] {
+        let handler = if commit { "commits the run" } else { "empty" };
+        rows.push((
+            format!("synchub runtime, {handler} handler"),
+            measure_ours(&args, commit).await?,
+        ));
+        if args.stock_jobs > 0 {
+            rows.push((
+                format!("stock apalis 1.0, {handler} handler"),
+                measure_stock(&args, commit).await?,
+            ));
+        }
+    }
+    println!("| queue | jobs drained | jobs/s | pick-up p50 ms | pick-up p99 ms | max ms |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (name, figures) in rows {
+        figures.print(&name);
+    }
+    Ok(())
+}
+
+struct Figures {
+    drained: usize,
+    per_second: f64,
+    pickup: hdrhistogram::Histogram<u64>,
+}
+
+impl Figures {
+    fn print(&self, name: &str) {
+        let ms = |q: f64| self.pickup.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "| {name} | {} | {:.0} | {:.1} | {:.1} | {:.1} |",
+            self.drained,
+            self.per_second,
+            ms(0.5),
+            ms(0.99),
+            self.pickup.max() as f64 / 1000.0
+        );
+    }
+}
+
+/// A scratch database with a tenant and one flow, and a way to queue runs of it.
+struct Setup {
+    database: ScratchDatabase,
+    db: DatabaseConnection,
+    flow: flow::Model,
+    _sim: Simulator,
+    _api: ApiSession,
+}
+
+impl Setup {
+    async fn new(args: &JobsBenchArgs) -> anyhow::Result<Self> {
+        let database = ScratchDatabase::create(&args.database, &args.postgres_url).await?;
+        let sim = Simulator::start("127.0.0.1:0", 0)?;
+        let api = ApiSession::start(&database, Role::Api, &[]).await?;
+        let flow_id = api
+            .orders_flow(&sim.address, "jobs", serde_json::json!({}))
+            .await?;
+        let db = database.connect().await?;
+        let flow = flow::Entity::find_by_id(FlowId::parse(&flow_id).context("flow id")?)
+            .one(&db)
+            .await?
+            .context("the flow just created")?;
+        Ok(Self {
+            database,
+            db,
+            flow,
+            _sim: sim,
+            _api: api,
+        })
+    }
+
+    /// Queues `count` runs, committed in batches; returns their ids.
+    async fn queue_runs(&self, count: usize) -> anyhow::Result<Vec<RunId>> {
+        let mut ids = Vec::with_capacity(count);
+        for chunk in (0..count).collect::<Vec<_>>().chunks(1_000) {
+            let txn = self.db.begin().await?;
+            for _ in chunk {
+                let id = RunId::generate();
+                crate::flows::enqueue_run(
+                    &txn,
+                    &self.flow,
+                    id.clone(),
+                    "manual",
+                    format!("bench:{id}"),
+                    None,
+                )
+                .await?;
+                ids.push(id);
+            }
+            txn.commit().await?;
+        }
+        Ok(ids)
+    }
+}
+
+async fn wait_for(done: &AtomicUsize, target: usize, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while done.load(Ordering::Relaxed) < target {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {target} jobs done after {limit:?}",
+            done.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
+/// Times single runs: commit, then wait for the executor to report the start.
+async fn pickup_delays<F, Fut>(
+    samples: usize,
+    started: &mut mpsc::UnboundedReceiver<(String, Instant)>,
+    mut queue_one: F,
+) -> anyhow::Result<hdrhistogram::Histogram<u64>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(String, Instant)>>,
+{
+    let mut histogram = hdrhistogram::Histogram::<u64>::new(3)?;
+    while started.try_recv().is_ok() {}
+    for _ in 0..samples {
+        // Idle between samples, so each one meets a quiet queue.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (id, committed) = queue_one().await?;
+        let mut pending: HashMap<String, Instant> = HashMap::new();
+        let picked = loop {
+            let (got, at) = tokio::time::timeout(Duration::from_secs(60), started.recv())
+                .await
+                .context("a run was not picked up within 60 s")?
+                .context("the executor stopped")?;
+            if got == id {
+                break at;
+            }
+            pending.insert(got, at);
+        };
+        histogram.record(picked.duration_since(committed).as_micros() as u64)?;
+    }
+    Ok(histogram)
+}
+
+async fn measure_ours(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Figures> {
+    let setup = Setup::new(args).await?;
+    let ids = setup.queue_runs(args.jobs).await?;
+    let (tx, mut started) = mpsc::unbounded_channel();
+    let done = Arc::new(AtomicUsize::new(0));
+    let executor = NoopExecutor {
+        db: setup.db.clone(),
+        started: tx,
+        done: done.clone(),
+        commit,
+    };
+    let signal = RunsSignal::new();
+    let shutdown = CancellationToken::new();
+    let options = RuntimeOptions {
+        concurrency: args.concurrency,
+        poll: Duration::from_millis(args.poll_millis),
+    };
+    let began = Instant::now();
+    let runtime = tokio::spawn(crate::runtime::run(
+        setup.db.clone(),
+        executor,
+        signal.clone(),
+        options,
+        shutdown.clone(),
+    ));
+    wait_for(&done, ids.len(), Duration::from_secs(600)).await?;
+    let per_second = ids.len() as f64 / began.elapsed().as_secs_f64();
+    let pickup = pickup_delays(args.samples, &mut started, || async {
+        let id = RunId::generate();
+        let txn = setup.db.begin().await?;
+        crate::flows::enqueue_run(
+            &txn,
+            &setup.flow,
+            id.clone(),
+            "manual",
+            format!("bench:{id}"),
+            None,
+        )
+        .await?;
+        txn.commit().await?;
+        let committed = Instant::now();
+        // What the API does after committing a run.
+        signal.notify();
+        Ok((id.to_string(), committed))
+    })
+    .await?;
+    shutdown.cancel();
+    let _ = runtime.await;
+    setup.db.clone().close().await?;
+    setup.database.remove().await?;
+    Ok(Figures {
+        drained: ids.len(),
+        per_second,
+        pickup,
+    })
+}
+
+/// Stock apalis: default configuration on the same pool, jobs pushed straight to the queue,
+/// the same poll interval (stock has none and would look only on its 30 s heartbeat).
+async fn measure_stock(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Figures> {
+    let setup = Setup::new(args).await?;
+    let ids = setup.queue_runs(args.stock_jobs).await?;
+    let (tx, mut started) = mpsc::unbounded_channel();
+    let done = Arc::new(AtomicUsize::new(0));
+    let executor = NoopExecutor {
+        db: setup.db.clone(),
+        started: tx,
+        done: done.clone(),
+        commit,
+    };
+    let jobs: Vec<RunJob> = ids
+        .iter()
+        .map(|id| RunJob {
+            v: 1,
+            run_id: id.to_string(),
+        })
+        .collect();
+    let poll = Duration::from_millis(args.poll_millis);
+    // The two backends differ only in their types: each branch yields the worker and a way
+    // to push one job.
+    let (worker, push): (BoxFuture<'static, ()>, Pusher) = match setup.db.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            let pool = setup.db.get_postgres_connection_pool().clone();
+            PostgresStorage::setup(&pool).await?;
+            let mut storage = PostgresStorage::<RunJob>::new(&pool);
+            storage
+                .push_bulk(jobs)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let worker = WorkerBuilder::new("stock")
+                .backend(storage.clone().poll_with_interval(poll))
+                .data(executor.clone())
+                .concurrency(args.concurrency)
+                .build(stock_noop);
+            let push: Pusher = Box::new(move |job| {
+                let mut storage = storage.clone();
+                Box::pin(async move { storage.push(job).await.map_err(|e| anyhow::anyhow!("{e}")) })
+            });
+            (
+                Box::pin(async move {
+                    let _ = worker.run().await;
+                }),
+                push,
+            )
+        }
+        _ => {
+            let pool = setup.db.get_sqlite_connection_pool().clone();
+            SqliteStorage::setup(&pool).await?;
+            let mut storage = SqliteStorage::<RunJob>::new(&pool);
+            storage
+                .push_bulk(jobs)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let worker = WorkerBuilder::new("stock")
+                .backend(storage.clone().poll_with_interval(poll))
+                .data(executor.clone())
+                .concurrency(args.concurrency)
+                .build(stock_noop);
+            let push: Pusher = Box::new(move |job| {
+                let mut storage = storage.clone();
+                Box::pin(async move { storage.push(job).await.map_err(|e| anyhow::anyhow!("{e}")) })
+            });
+            (
+                Box::pin(async move {
+                    let _ = worker.run().await;
+                }),
+                push,
+            )
+        }
+    };
+    let began = Instant::now();
+    let worker = tokio::spawn(worker);
+    wait_for(&done, ids.len(), Duration::from_secs(1800)).await?;
+    let per_second = ids.len() as f64 / began.elapsed().as_secs_f64();
+    let pickup = pickup_delays(args.stock_samples, &mut started, || {
+        let setup = &setup;
+        let push = &push;
+        async move {
+            let id = RunId::generate();
+            crate::flows::enqueue_run(
+                &setup.db,
+                &setup.flow,
+                id.clone(),
+                "manual",
+                format!("bench:{id}"),
+                None,
+            )
+            .await?;
+            push(RunJob {
+                v: 1,
+                run_id: id.to_string(),
+            })
+            .await?;
+            Ok((id.to_string(), Instant::now()))
+        }
+    })
+    .await?;
+    worker.abort();
+    setup.db.clone().close().await?;
+    setup.database.remove().await?;
+    Ok(Figures {
+        drained: ids.len(),
+        per_second,
+        pickup,
+    })
+}
+
+type Pusher = Box<dyn Fn(RunJob) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
+
+async fn stock_noop(job: RunJob, executor: Data<NoopExecutor>) -> Result<(), BoxDynError> {
+    executor.finish(&job.run_id).await;
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! The job layer: runs are picked up on a wake-up, not on the next poll, and finished jobs
+//! do not pile up in the queue.
+
+use std::time::{Duration, Instant};
+
+use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+use serde_json::json;
+use synchub::sim::Simulator;
+
+use crate::helpers::{Backend, TestApp};
+use crate::on_both_backends;
+
+/// A poll far longer than any test waits: only a wake-up can start a run in time.
+const SLOW_POLL: [(&str, &str); 2] = [
+    ("SYNCHUB_SCHEDULER__ENABLED", "false"),
+    ("SYNCHUB_WORKERS__POLL_MILLIS", "30000"),
+];
+
+async fn orders_flow(app: &TestApp, sim: &Simulator, token: &str) -> String {
+    let shop = app
+        .connection(token, json!({
+            "name": "US store", "connector": "shopify", "environment": "production",
+            "settings": {"shop_domain": "acme.myshopify.com", "base_url": format!("{}/shopify/acme", sim.address)},
+            "credentials": {"access_token": "shpat_simulated_0123456789"},
+        }))
+        .await;
+    let erp = app
+        .connection(token, json!({
+            "name": "ERP", "connector": "generic-rest-erp", "environment": "production",
+            "settings": {"base_url": format!("{}/erp/acme", sim.address)}, "credentials": {"api_key": "k"},
+        }))
+        .await;
+    let (status, flow) = app
+        .post("/v1/flows", token, json!({"name": "orders", "stream": "orders", "source": shop["id"], "destination": erp["id"]}))
+        .await;
+    assert_eq!(status, 201, "{flow}");
+    flow["id"].as_str().expect("flow id").to_string()
+}
+
+async fn run_until_done(app: &TestApp, token: &str, flow: &str, limit: Duration) -> Duration {
+    let (status, run) = app
+        .post(&format!("/v1/flows/{flow}/run"), token, json!({}))
+        .await;
+    assert_eq!(status, 202, "{run}");
+    let started = Instant::now();
+    let path = format!("/v1/runs/{}", run["id"].as_str().expect("run id"));
+    loop {
+        let (_, shown) = app.get(&path, token).await;
+        if shown["status"] == "succeeded" {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "not picked up within {limit:?}: {shown}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Queuing a run wakes the dispatcher and the workers: with a 30 s poll, every run of an
+/// idle queue still finishes within a couple of seconds.
+async fn a_queued_run_is_picked_up_without_waiting_for_the_poll(backend: Backend) {
+    let sim = Simulator::start("127.0.0.1:0", 3).unwrap();
+    let app = TestApp::spawn_with(backend, &SLOW_POLL).await;
+    let (_, token) = app.tenant_with_token(&["write"]).await;
+    let flow = orders_flow(&app, &sim, &token).await;
+    for _ in 0..3 {
+        // Idle long enough for the start-up polls to be over.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        run_until_done(&app, &token, &flow, Duration::from_secs(5)).await;
+    }
+    assert_eq!(sim.state.erp_orders("acme").len(), 3);
+}
+on_both_backends!(a_queued_run_is_picked_up_without_waiting_for_the_poll);
+
+async fn jobs_in_queue(db: &sea_orm::DatabaseConnection) -> i64 {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DatabaseBackend::Postgres => "SELECT COUNT(*) AS n FROM apalis.jobs WHERE job_type = $1",
+        _ => "SELECT COUNT(*) AS n FROM Jobs WHERE job_type = ?",
+    };
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [synchub::runtime::QUEUE.into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get("", "n").unwrap()
+}
+
+/// Finished jobs are deleted from the queue (the runs table keeps the history), so the
+/// queue's queries stay as fast on the millionth run as on the first.
+async fn finished_jobs_are_pruned_from_the_queue(backend: Backend) {
+    let sim = Simulator::start("127.0.0.1:0", 2).unwrap();
+    let app = TestApp::spawn_with(backend, &[("SYNCHUB_SCHEDULER__ENABLED", "false")]).await;
+    let (_, token) = app.tenant_with_token(&["write"]).await;
+    let flow = orders_flow(&app, &sim, &token).await;
+    for _ in 0..3 {
+        run_until_done(&app, &token, &flow, Duration::from_secs(30)).await;
+    }
+    assert!(
+        jobs_in_queue(&app.db).await >= 1,
+        "the jobs went through the queue"
+    );
+    // The dispatcher prunes jobs finished more than a few seconds ago; prune now instead.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while jobs_in_queue(&app.db).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "finished jobs stayed in the queue"
+        );
+        synchub::runtime::prune_finished(&app.db, Duration::ZERO)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A later run still goes through.
+    run_until_done(&app, &token, &flow, Duration::from_secs(30)).await;
+}
+on_both_backends!(finished_jobs_are_pruned_from_the_queue);
