@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::manifest::Manifest;
-use super::spec::{AuthSpec, Method, OperationSpec, Pagination};
+use sha2::{Digest, Sha256};
+
+use super::spec::{AuthSpec, BatchSpec, Method, OperationSpec, Pagination};
 use crate::ratelimit::{Feedback, Limit, RateLimiter};
 
 /// Why a call failed, in terms a retry policy and a seller can act on.
@@ -475,6 +477,45 @@ impl ConnectorClient {
             })
             .await?;
         Ok(response)
+    }
+}
+
+impl ConnectorClient {
+    /// The batch shape of `operation`, if the connector declares one.
+    pub fn batch_spec(&self, operation: &str) -> Option<&BatchSpec> {
+        self.manifest().operations.get(operation)?.batch.as_ref()
+    }
+
+    /// Writes records in one call of a batch operation. Each record carries its own key;
+    /// the call's idempotency key covers the whole batch, so a retried batch is a replay.
+    pub async fn write_batch(
+        &self,
+        operation: &str,
+        records: &[(Value, String)],
+    ) -> Result<Value, CallError> {
+        let op = self.operation(operation)?;
+        let batch = op.batch.as_ref().ok_or_else(|| {
+            CallError::new(
+                ErrorClass::Config,
+                format!("{operation} is not a batch operation"),
+            )
+        })?;
+        let mut digest = Sha256::new();
+        let items: Vec<Value> = records
+            .iter()
+            .map(|(record, key)| {
+                digest.update(key.as_bytes());
+                digest.update([0u8]);
+                let mut record = record.clone();
+                if let (Some(field), Some(object)) = (&batch.item_key, record.as_object_mut()) {
+                    object.insert(field.clone(), Value::String(key.clone()));
+                }
+                record
+            })
+            .collect();
+        let body = serde_json::json!({ batch.field.clone(): items });
+        let key = hex::encode(digest.finalize());
+        self.write(operation, &body, &key).await
     }
 }
 

@@ -67,6 +67,13 @@ impl ConnectorRegistry {
         Ok(Self { by_name })
     }
 
+    /// The registry with `manifest` in place of the one of the same name (or added).
+    pub fn with_manifest(mut self, manifest: Manifest) -> Self {
+        self.by_name
+            .insert(manifest.name.clone(), Arc::new(manifest));
+        self
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<Manifest>> {
         self.by_name.get(name).cloned()
     }

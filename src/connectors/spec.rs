@@ -68,6 +68,19 @@ pub struct OperationSpec {
     pub pagination: Option<Pagination>,
     /// Header carrying an idempotency key on writes, where the platform takes one.
     pub idempotency_header: Option<String>,
+    /// A write that takes many records per call.
+    pub batch: Option<BatchSpec>,
+}
+
+/// How a batch write is shaped: `{"<field>": [record, ...]}`, each record carrying its own
+/// idempotency key in `item_key` where the platform takes one.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpec {
+    /// Most records per call (1 to 10,000).
+    pub max: usize,
+    pub field: String,
+    pub item_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
@@ -139,6 +152,16 @@ pub fn lint_operations(manifest: &Manifest) -> Vec<FieldError> {
             problems.push(FieldError::new(
                 format!("operations.{name}.path"),
                 "must start with /",
+            ));
+        }
+        if op
+            .batch
+            .as_ref()
+            .is_some_and(|b| !(1..=10_000).contains(&b.max))
+        {
+            problems.push(FieldError::new(
+                format!("operations.{name}.batch.max"),
+                "must be between 1 and 10000",
             ));
         }
         if op

@@ -1,6 +1,6 @@
 //! A simulated generic REST ERP: `POST /orders` upserts one unified order keyed by its source
-//! and platform id; an `Idempotency-Key` seen before returns the first answer. `X-Api-Key`
-//! is required; the first key an account sees is its key.
+//! and platform id, `POST /orders/batch` up to 500; an idempotency key seen before returns
+//! the first answer. `X-Api-Key` is required; the first key an account sees is its key.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -43,38 +43,19 @@ fn check_key(erp: &mut Erp, req: &HttpRequest) -> Result<(), &'static str> {
     }
 }
 
-pub async fn create_order(
-    state: web::Data<SimState>,
-    req: HttpRequest,
-    account: web::Path<String>,
-    body: web::Bytes,
-) -> HttpResponse {
-    if let Some(response) = super::inject(&state).await {
-        return response;
-    }
-    let Ok(order) = serde_json::from_slice::<Value>(&body) else {
-        return HttpResponse::BadRequest().json(json!({"error": "body must be JSON"}));
-    };
+/// What one order upsert did: the answer, and whether it created the order.
+fn upsert(
+    state: &SimState,
+    erp: &mut Erp,
+    order: Value,
+    idempotency_key: Option<String>,
+) -> Result<(Value, bool), &'static str> {
     let (Some(source), Some(platform_id)) = (
         order["source_connection"].as_str(),
         order["platform_id"].as_str(),
     ) else {
-        return HttpResponse::UnprocessableEntity()
-            .json(json!({"error": "source_connection and platform_id are required"}));
+        return Err("source_connection and platform_id are required");
     };
-    let idempotency_key = req
-        .headers()
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let mut erps = match state.erps.lock() {
-        Ok(erps) => erps,
-        Err(_) => return HttpResponse::InternalServerError().finish(),
-    };
-    let erp = erps.entry(account.into_inner()).or_default();
-    if let Err(reason) = check_key(erp, &req) {
-        return HttpResponse::Unauthorized().json(json!({ "error": reason }));
-    }
     if let Some(key) = &idempotency_key
         && let Some(previous) = erp.idempotency.get(key)
     {
@@ -82,9 +63,7 @@ pub async fn create_order(
             .counters
             .duplicate_writes
             .fetch_add(1, Ordering::Relaxed);
-        return HttpResponse::Ok()
-            .insert_header(("Idempotent-Replayed", "true"))
-            .json(previous);
+        return Ok((previous.clone(), false));
     }
     let erp_key = format!("{source}/{platform_id}");
     let created = !erp.orders.contains_key(&erp_key);
@@ -103,11 +82,95 @@ pub async fn create_order(
     if let Some(key) = idempotency_key {
         erp.idempotency.insert(key, answer.clone());
     }
-    if created {
-        HttpResponse::Created().json(answer)
-    } else {
-        HttpResponse::Ok().json(answer)
+    Ok((answer, created))
+}
+
+fn idempotency_key(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+pub async fn create_order(
+    state: web::Data<SimState>,
+    req: HttpRequest,
+    account: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Some(response) = super::inject(&state).await {
+        return response;
     }
+    let Ok(order) = serde_json::from_slice::<Value>(&body) else {
+        return HttpResponse::BadRequest().json(json!({"error": "body must be JSON"}));
+    };
+    let mut erps = match state.erps.lock() {
+        Ok(erps) => erps,
+        Err(_) => return HttpResponse::InternalServerError().finish(),
+    };
+    let erp = erps.entry(account.into_inner()).or_default();
+    if let Err(reason) = check_key(erp, &req) {
+        return HttpResponse::Unauthorized().json(json!({ "error": reason }));
+    }
+    let replayed = idempotency_key(&req).is_some_and(|k| erp.idempotency.contains_key(&k));
+    match upsert(&state, erp, order, idempotency_key(&req)) {
+        Err(reason) => HttpResponse::UnprocessableEntity().json(json!({ "error": reason })),
+        Ok((answer, _)) if replayed => HttpResponse::Ok()
+            .insert_header(("Idempotent-Replayed", "true"))
+            .json(answer),
+        Ok((answer, true)) => HttpResponse::Created().json(answer),
+        Ok((answer, false)) => HttpResponse::Ok().json(answer),
+    }
+}
+
+/// `POST /orders/batch` {"orders": [order, ...]}: each order is upserted as `POST /orders`
+/// would, keyed by its own `idempotency_key`; the whole batch is checked before any is
+/// written, so a bad order fails the call and writes nothing.
+pub async fn create_orders(
+    state: web::Data<SimState>,
+    req: HttpRequest,
+    account: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Some(response) = super::inject(&state).await {
+        return response;
+    }
+    let Ok(Value::Object(mut batch)) = serde_json::from_slice::<Value>(&body) else {
+        return HttpResponse::BadRequest().json(json!({"error": "body must be a JSON object"}));
+    };
+    let Some(Value::Array(orders)) = batch.remove("orders") else {
+        return HttpResponse::UnprocessableEntity()
+            .json(json!({"error": "orders must be an array"}));
+    };
+    if orders.len() > 500 {
+        return HttpResponse::PayloadTooLarge()
+            .json(json!({"error": "at most 500 orders per batch"}));
+    }
+    if let Some(i) = orders.iter().position(|o| {
+        o["source_connection"].as_str().is_none() || o["platform_id"].as_str().is_none()
+    }) {
+        return HttpResponse::UnprocessableEntity()
+            .json(json!({"error": format!("orders[{i}]: source_connection and platform_id are required")}));
+    }
+    let mut erps = match state.erps.lock() {
+        Ok(erps) => erps,
+        Err(_) => return HttpResponse::InternalServerError().finish(),
+    };
+    let erp = erps.entry(account.into_inner()).or_default();
+    if let Err(reason) = check_key(erp, &req) {
+        return HttpResponse::Unauthorized().json(json!({ "error": reason }));
+    }
+    let mut results = Vec::with_capacity(orders.len());
+    for order in orders {
+        let key = order["idempotency_key"].as_str().map(str::to_string);
+        match upsert(&state, erp, order, key) {
+            Ok((answer, _)) => results.push(answer),
+            Err(reason) => {
+                return HttpResponse::UnprocessableEntity().json(json!({ "error": reason }));
+            }
+        }
+    }
+    HttpResponse::Ok().json(json!({ "results": results }))
 }
 
 pub async fn list_orders(

@@ -228,6 +228,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::get().to(shopify::list_orders),
         )
         .route("/erp/{account}/orders", web::post().to(erp::create_order))
+        .route(
+            "/erp/{account}/orders/batch",
+            web::post().to(erp::create_orders),
+        )
         .route("/erp/{account}/orders", web::get().to(erp::list_orders));
 }
 

@@ -215,12 +215,15 @@ pub async fn list_orders(
                 .insert_header(("X-Shopify-Shop-Api-Call-Limit", format!("{0}/{0}", shop.limit.1 as u64)))
                 .json(json!({ "errors": "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service." }));
         };
-        let matching = shop.orders.iter().filter(|o| {
-            let id = o["id"].as_u64().unwrap_or(0);
+        // Orders are kept in id order: a page starts after its predecessor's last id.
+        let first = shop
+            .orders
+            .partition_point(|o| o["id"].as_u64().unwrap_or(0) <= after_id);
+        let matching = shop.orders[first..].iter().filter(|o| {
             let updated = o["updated_at"]
                 .as_str()
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
-            id > after_id && min.is_none_or(|m| updated.is_some_and(|u| u >= m))
+            min.is_none_or(|m| updated.is_some_and(|u| u >= m))
         });
         let mut page: Vec<Value> = matching.take(limit + 1).cloned().collect();
         let more = page.len() > limit;

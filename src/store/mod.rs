@@ -42,6 +42,47 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> 
     Ok(db)
 }
 
+/// PostgreSQL: bytes per INSERT statement. sqlx does not set TCP_NODELAY, so a message
+/// larger than the socket takes in one write is sent in two, and the second waits for the
+/// server's delayed ACK: measured here, batches of 32 one-KB events took 95 ms instead of 2.
+/// Statements under this size go out in one write; one transaction still holds them all.
+pub const MAX_POSTGRES_STATEMENT_BYTES: usize = 12 * 1024;
+
+/// Splits rows into multi-row INSERT statements: at most `max_rows` each and, on
+/// PostgreSQL, about [`MAX_POSTGRES_STATEMENT_BYTES`] by the `size` estimate.
+pub fn statement_chunks<T>(
+    rows: Vec<T>,
+    backend: DatabaseBackend,
+    max_rows: usize,
+    size: impl Fn(&T) -> usize,
+) -> Vec<Vec<T>> {
+    let max_bytes = match backend {
+        DatabaseBackend::Postgres => MAX_POSTGRES_STATEMENT_BYTES,
+        _ => usize::MAX,
+    };
+    let mut chunks = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0usize;
+    for row in rows {
+        // Sizes matter only where there is a byte cap.
+        let row_size = if max_bytes == usize::MAX {
+            0
+        } else {
+            size(&row)
+        };
+        if !current.is_empty() && (current.len() >= max_rows || bytes + row_size > max_bytes) {
+            chunks.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += row_size;
+        current.push(row);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
     Migrator::up(db, None).await.context("applying migrations")
 }

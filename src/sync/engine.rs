@@ -3,7 +3,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    Set,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -17,6 +20,23 @@ use crate::ids::RunId;
 use crate::ratelimit::RateLimiter;
 use crate::store::entities::{connection, flow, record, run};
 use crate::vault::Vault;
+
+/// The destination operations an orders flow writes with: the batch one where declared.
+const BATCH_WRITE: &str = "create_orders";
+const SINGLE_WRITE: &str = "create_order";
+
+/// True when a run's written count passed 1,000, 4,000, 16,000, ... records: a big first
+/// sync refreshes the records table's statistics as it grows, a small run never.
+fn statistics_stale(before: i64, after: i64) -> bool {
+    let mut threshold = 1_000i64;
+    while threshold <= after {
+        if threshold > before {
+            return true;
+        }
+        threshold = threshold.saturating_mul(4);
+    }
+    false
+}
 
 /// A flow is disabled after this many runs in a row end in the dead letters.
 pub const DISABLE_AFTER_FAILURES: i32 = 5;
@@ -280,33 +300,24 @@ impl SyncEngine {
                 .known_versions(&source, &orders)
                 .await
                 .map_err(internal)?;
-            let mut delivered = Vec::new();
-            for order in &orders {
-                if known
-                    .get(&order.platform_id)
-                    .is_some_and(|v| v.as_str() >= order.updated_at.as_str())
-                {
-                    continue;
-                }
-                let body = json!({
-                    "source": source.connector,
-                    "source_connection": source.id,
-                    "platform_id": order.platform_id,
-                    "number": order.number,
-                    "status": order.status,
-                    "currency": order.currency,
-                    "total": order.total,
-                    "created_at": order.created_at,
-                    "updated_at": order.updated_at,
-                    "lines": order.lines,
-                });
-                let key = format!("{}:{}:{}", source.id, order.platform_id, order.updated_at);
-                destination_client
-                    .write("create_order", &body, &key)
-                    .await?;
-                written += 1;
-                delivered.push((order.clone(), body));
-            }
+            let fresh: Vec<(Order, Value, String)> = orders
+                .iter()
+                .filter(|order| {
+                    known
+                        .get(&order.platform_id)
+                        .is_none_or(|v| v.as_str() < order.updated_at.as_str())
+                })
+                .map(|order| {
+                    let key = format!("{}:{}:{}", source.id, order.platform_id, order.updated_at);
+                    (order.clone(), erp_order(&source, order), key)
+                })
+                .collect();
+            deliver(&destination_client, &fresh).await?;
+            written += fresh.len() as i64;
+            let delivered: Vec<(Order, Value)> = fresh
+                .into_iter()
+                .map(|(order, body, _)| (order, body))
+                .collect();
             for order in &orders {
                 if checkpoint
                     .max_version
@@ -320,9 +331,27 @@ impl SyncEngine {
             self.commit_page(&source, run, &delivered, &checkpoint, read, written)
                 .await
                 .map_err(internal)?;
+            if statistics_stale(written - delivered.len() as i64, written) {
+                self.refresh_statistics().await;
+            }
             if page.next.is_none() {
                 return Ok(());
             }
+        }
+    }
+
+    /// PostgreSQL plans the known-versions lookup from table statistics; during a first
+    /// sync that loads 100,000 orders in minutes they still say "empty", and the lookup
+    /// filters the whole connection instead of seeking each id (measured: 300 ms a page at
+    /// 30,000 rows instead of 0.1 ms). Autovacuum would catch up only a minute later.
+    async fn refresh_statistics(&self) {
+        if self.db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+            return;
+        }
+        // The key columns only: sampling the JSON documents would cost 0.4 s at 30,000 rows.
+        let analyze = "ANALYZE records (connection_id, kind, platform_id)";
+        if let Err(err) = self.db.execute_unprepared(analyze).await {
+            tracing::warn!(error = %err, "could not refresh the records table's statistics");
         }
     }
 
@@ -359,17 +388,26 @@ impl SyncEngine {
     ) -> Result<()> {
         let txn = crate::store::begin_write(&self.db).await?;
         let now = chrono::Utc::now();
-        for (order, body) in delivered {
-            let row = record::ActiveModel {
-                tenant_id: Set(source.tenant_id.clone()),
-                connection_id: Set(source.id.clone()),
-                kind: Set("order".into()),
-                platform_id: Set(order.platform_id.clone()),
-                version: Set(order.updated_at.clone()),
-                data: Set(body.clone()),
-                synced_at: Set(now),
-            };
-            record::Entity::insert(row)
+        let rows: Vec<(record::ActiveModel, &Value)> = delivered
+            .iter()
+            .map(|(order, body)| {
+                let row = record::ActiveModel {
+                    tenant_id: Set(source.tenant_id.clone()),
+                    connection_id: Set(source.id.clone()),
+                    kind: Set("order".into()),
+                    platform_id: Set(order.platform_id.clone()),
+                    version: Set(order.updated_at.clone()),
+                    data: Set(body.clone()),
+                    synced_at: Set(now),
+                };
+                (row, body)
+            })
+            .collect();
+        // SQLite allows 32,766 bound values a statement: 7 a row.
+        let backend = self.db.get_database_backend();
+        let size = |r: &(record::ActiveModel, &Value)| r.1.to_string().len() + 160;
+        for chunk in crate::store::statement_chunks(rows, backend, 1_000, size) {
+            record::Entity::insert_many(chunk.into_iter().map(|(row, _)| row))
                 .on_conflict(
                     OnConflict::columns([
                         record::Column::ConnectionId,
@@ -487,6 +525,44 @@ impl SyncEngine {
     }
 }
 
+/// The unified order as the ERP receives it.
+fn erp_order(source: &connection::Model, order: &Order) -> Value {
+    json!({
+        "source": source.connector,
+        "source_connection": source.id,
+        "platform_id": order.platform_id,
+        "number": order.number,
+        "status": order.status,
+        "currency": order.currency,
+        "total": order.total,
+        "created_at": order.created_at,
+        "updated_at": order.updated_at,
+        "lines": order.lines,
+    })
+}
+
+/// Writes orders to the destination: in batches where its connector has a batch operation,
+/// one call per order otherwise. Every order carries its idempotency key either way.
+async fn deliver(
+    destination: &ConnectorClient,
+    orders: &[(Order, Value, String)],
+) -> Result<(), CallError> {
+    if let Some(batch) = destination.batch_spec(BATCH_WRITE) {
+        let records: Vec<(Value, String)> = orders
+            .iter()
+            .map(|(_, body, key)| (body.clone(), key.clone()))
+            .collect();
+        for chunk in records.chunks(batch.max.max(1)) {
+            destination.write_batch(BATCH_WRITE, chunk).await?;
+        }
+        return Ok(());
+    }
+    for (_, body, key) in orders {
+        destination.write(SINGLE_WRITE, body, key).await?;
+    }
+    Ok(())
+}
+
 fn report(run: &run::Model) -> RunReport {
     RunReport {
         status: run.status.clone(),
@@ -494,5 +570,21 @@ fn report(run: &run::Model) -> RunReport {
         records_written: run.records_written,
         error_class: run.error_class.clone(),
         next_attempt_at: run.next_attempt_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statistics_stale;
+
+    #[test]
+    fn statistics_are_refreshed_as_a_big_sync_grows_and_never_for_a_small_one() {
+        assert!(!statistics_stale(0, 999));
+        assert!(statistics_stale(750, 1_000));
+        assert!(!statistics_stale(1_000, 3_999));
+        assert!(statistics_stale(3_750, 4_000));
+        assert!(statistics_stale(15_900, 16_150));
+        assert!(!statistics_stale(16_150, 63_000));
+        assert!(statistics_stale(0, 100_000));
     }
 }

@@ -24,12 +24,6 @@ const QUEUE_CAPACITY: usize = 16_384;
 /// Rows per INSERT statement (SQLite allows 32,766 bound values; a row binds 9).
 const MAX_ROWS_PER_STATEMENT: usize = 512;
 
-/// PostgreSQL: body bytes per INSERT statement. sqlx does not set TCP_NODELAY, so a message
-/// larger than the socket takes in one write is sent in two, and the second waits for the
-/// server's delayed ACK: measured here, batches of 32 one-KB events took 95 ms instead of 2.
-/// Statements under this size go out in one write. One transaction still holds the batch.
-const MAX_POSTGRES_STATEMENT_BYTES: usize = 12 * 1024;
-
 enum Command {
     Insert(
         Box<webhook_event::ActiveModel>,
@@ -204,36 +198,20 @@ async fn write(
     Ok(queued_runs)
 }
 
-/// Splits a batch into INSERT statements small enough for the backend (see the constants).
+/// Splits a batch into INSERT statements small enough for the backend.
 fn statement_chunks(
     events: Vec<webhook_event::ActiveModel>,
     backend: DatabaseBackend,
 ) -> Vec<Vec<webhook_event::ActiveModel>> {
-    let max_bytes = match backend {
-        DatabaseBackend::Postgres => MAX_POSTGRES_STATEMENT_BYTES,
-        _ => usize::MAX,
-    };
-    let mut chunks = Vec::new();
-    let mut current = Vec::new();
-    let mut bytes = 0usize;
-    for event in events {
-        let size = match &event.body {
+    crate::store::statement_chunks(
+        events,
+        backend,
+        MAX_ROWS_PER_STATEMENT,
+        |event| match &event.body {
             ActiveValue::Set(body) => body.len() + 256,
             _ => 256,
-        };
-        if !current.is_empty()
-            && (current.len() == MAX_ROWS_PER_STATEMENT || bytes + size > max_bytes)
-        {
-            chunks.push(std::mem::take(&mut current));
-            bytes = 0;
-        }
-        bytes += size;
-        current.push(event);
-    }
-    if !current.is_empty() {
-        chunks.push(current);
-    }
-    chunks
+        },
+    )
 }
 
 #[cfg(test)]

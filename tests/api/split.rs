@@ -76,9 +76,10 @@ on_both_backends!(api_and_worker_processes_split_the_work);
 /// runs out, resumes from the checkpoint, and every order reaches the ERP exactly once.
 async fn a_killed_workers_run_resumes_elsewhere(backend: Backend) {
     let sim = Simulator::start("127.0.0.1:0", 400).unwrap();
-    // Slow enough that the run is caught between its two pages.
+    // Slow enough that the run is caught between its two pages (a read and a batch write
+    // each).
     sim.state.set_faults(Faults {
-        latency_ms: 8,
+        latency_ms: 300,
         ..Default::default()
     });
     let database = TestDatabase::create(&backend).await;
