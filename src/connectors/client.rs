@@ -11,6 +11,7 @@ use super::manifest::Manifest;
 use sha2::{Digest, Sha256};
 
 use super::spec::{AuthSpec, BatchSpec, Method, OperationSpec, Pagination};
+use super::{lwa, signing};
 use crate::ratelimit::{Feedback, Limit, RateLimiter};
 
 /// Why a call failed, in terms a retry policy and a seller can act on.
@@ -139,6 +140,14 @@ impl ConnectorClient {
         match self.settings.get(name) {
             Some(Value::String(s)) => Some(s.clone()),
             Some(Value::Number(n)) => Some(n.to_string()),
+            // A list goes out comma-separated (Amazon's MarketplaceIds).
+            Some(Value::Array(items)) => Some(
+                items
+                    .iter()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
             _ => self
                 .manifest
                 .settings
@@ -156,10 +165,21 @@ impl ConnectorClient {
             out.push_str(&rest[..start]);
             let end = rest[start..].find('}')? + start;
             let name = &rest[start + 1..end];
-            let value = if name == "cursor" {
-                cursor.map(str::to_string)
-            } else {
-                self.setting(name)
+            let value = match name {
+                "cursor" => cursor.map(str::to_string),
+                // The cursor as Unix seconds; a first run looks back 15 days, the longest
+                // window Shopee's time-ranged lists take.
+                "cursor_unix" => Some(
+                    cursor
+                        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+                        .map(|c| c.timestamp())
+                        .unwrap_or_else(|| {
+                            (chrono::Utc::now() - chrono::Duration::days(15)).timestamp()
+                        })
+                        .to_string(),
+                ),
+                "now_unix" => Some(chrono::Utc::now().timestamp().to_string()),
+                _ => self.setting(name),
             };
             out.push_str(&value?);
             rest = &rest[end + 1..];
@@ -248,22 +268,164 @@ impl ConnectorClient {
             })
     }
 
-    fn authenticate(
+    fn required_setting(&self, name: &str) -> Result<String, CallError> {
+        self.setting(name)
+            .ok_or_else(|| CallError::new(ErrorClass::Config, format!("setting {name} is missing")))
+    }
+
+    fn lwa_grant<'a>(
+        &'a self,
+        client_id: &'a str,
+        client_secret: &'a str,
+        refresh_token: &'a str,
+        endpoint_setting: Option<&'a String>,
+    ) -> Result<lwa::Grant<'a>, CallError> {
+        let endpoint = endpoint_setting
+            .and_then(|s| self.settings.get(s.as_str()))
+            .and_then(Value::as_str)
+            .unwrap_or(lwa::DEFAULT_ENDPOINT);
+        Ok(lwa::Grant {
+            endpoint,
+            client_id: self.credential(client_id)?,
+            client_secret: self.credential(client_secret)?,
+            refresh_token: self.credential(refresh_token)?,
+        })
+    }
+
+    /// Adds the scheme's credentials to a built request: headers, or a signature over the
+    /// API path, the final query and the body, with a fresh timestamp each time it is sent.
+    /// The API path is the operation's, not the URL's: a base URL may carry a prefix (a
+    /// proxy, the simulator) that the platform never sees.
+    async fn authenticate(
         &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, CallError> {
-        Ok(match &self.manifest.auth {
-            None => request,
+        request: &mut reqwest::Request,
+        api_path: &str,
+    ) -> Result<(), CallError> {
+        let header = |value: &str| {
+            reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+                CallError::new(ErrorClass::Auth, "a credential is not a valid header value")
+            })
+        };
+        let timestamp = chrono::Utc::now().timestamp();
+        match &self.manifest.auth {
+            None => {}
             Some(AuthSpec::ShopifyAccessToken { credential }) => {
-                request.header("X-Shopify-Access-Token", self.credential(credential)?)
+                let value = header(self.credential(credential)?)?;
+                request
+                    .headers_mut()
+                    .insert("X-Shopify-Access-Token", value);
             }
-            Some(AuthSpec::ApiKeyHeader { header, credential }) => {
-                request.header(header.as_str(), self.credential(credential)?)
+            Some(AuthSpec::ApiKeyHeader {
+                header: name,
+                credential,
+            }) => {
+                let name =
+                    reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                        CallError::new(ErrorClass::Config, "auth.header is not a header name")
+                    })?;
+                let value = header(self.credential(credential)?)?;
+                request.headers_mut().insert(name, value);
             }
             Some(AuthSpec::Bearer { credential }) => {
-                request.bearer_auth(self.credential(credential)?)
+                let value = header(&format!("Bearer {}", self.credential(credential)?))?;
+                request
+                    .headers_mut()
+                    .insert(reqwest::header::AUTHORIZATION, value);
             }
-        })
+            Some(AuthSpec::ShopeeV2 {
+                partner_id_setting,
+                shop_id_setting,
+                partner_key,
+                access_token,
+            }) => {
+                let partner_id = self.required_setting(partner_id_setting)?;
+                let shop_id = self.required_setting(shop_id_setting)?;
+                let token = self.credential(access_token)?;
+                let sign = signing::shopee_v2(
+                    self.credential(partner_key)?,
+                    &partner_id,
+                    api_path,
+                    timestamp,
+                    token,
+                    &shop_id,
+                );
+                request
+                    .url_mut()
+                    .query_pairs_mut()
+                    .append_pair("partner_id", &partner_id)
+                    .append_pair("timestamp", &timestamp.to_string())
+                    .append_pair("access_token", token)
+                    .append_pair("shop_id", &shop_id)
+                    .append_pair("sign", &sign);
+            }
+            Some(AuthSpec::TiktokShop {
+                app_key_setting,
+                app_secret,
+                access_token,
+            }) => {
+                let app_key = self.required_setting(app_key_setting)?;
+                request
+                    .url_mut()
+                    .query_pairs_mut()
+                    .append_pair("app_key", &app_key)
+                    .append_pair("timestamp", &timestamp.to_string());
+                let query: Vec<(String, String)> = request
+                    .url()
+                    .query_pairs()
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                let body = request
+                    .body()
+                    .and_then(|b| b.as_bytes())
+                    .unwrap_or_default();
+                let sign =
+                    signing::tiktok_shop(self.credential(app_secret)?, api_path, &query, body);
+                request
+                    .url_mut()
+                    .query_pairs_mut()
+                    .append_pair("sign", &sign);
+                let value = header(self.credential(access_token)?)?;
+                request.headers_mut().insert("x-tts-access-token", value);
+            }
+            Some(AuthSpec::AmazonLwa {
+                client_id,
+                client_secret,
+                refresh_token,
+                endpoint_setting,
+            }) => {
+                let grant = self.lwa_grant(
+                    client_id,
+                    client_secret,
+                    refresh_token,
+                    endpoint_setting.as_ref(),
+                )?;
+                let token = lwa::access_token(&self.http, &grant).await?;
+                request
+                    .headers_mut()
+                    .insert("x-amz-access-token", header(&token)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// After the platform refused the credentials: forget a cached token so the next
+    /// attempt exchanges a fresh one.
+    async fn credentials_refused(&self) {
+        if let Some(AuthSpec::AmazonLwa {
+            client_id,
+            client_secret,
+            refresh_token,
+            endpoint_setting,
+        }) = &self.manifest.auth
+            && let Ok(grant) = self.lwa_grant(
+                client_id,
+                client_secret,
+                refresh_token,
+                endpoint_setting.as_ref(),
+            )
+        {
+            lwa::forget(&grant).await;
+        }
     }
 
     /// Sends a request, retrying transient failures twice with a short backoff.
@@ -297,6 +459,7 @@ impl ConnectorClient {
         build: &impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<(reqwest::header::HeaderMap, Value), CallError> {
         let (key, limit) = self.bucket(&op.group)?;
+        let api_path = self.fill(&op.path, None).unwrap_or_else(|| op.path.clone());
         let mut throttled = 0;
         loop {
             let waited = self
@@ -310,7 +473,11 @@ impl ConnectorClient {
                     "the rate-limit budget stayed exhausted",
                 ));
             }
-            let response = self.authenticate(build())?.send().await.map_err(|e| {
+            let mut request = build().build().map_err(|e| {
+                CallError::new(ErrorClass::Config, format!("building the request: {e}"))
+            })?;
+            self.authenticate(&mut request, &api_path).await?;
+            let response = self.http.execute(request).await.map_err(|e| {
                 let class = if e.is_timeout() {
                     ErrorClass::Timeout
                 } else {
@@ -365,6 +532,9 @@ impl ConnectorClient {
                     500..=599 => ErrorClass::ServerError,
                     _ => ErrorClass::ClientError,
                 };
+                if matches!(class, ErrorClass::Auth | ErrorClass::Forbidden) {
+                    self.credentials_refused().await;
+                }
                 let snippet: String = text.chars().take(300).collect();
                 return Err(CallError::new(class, format!("HTTP {status}: {snippet}")));
             }

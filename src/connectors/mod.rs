@@ -3,8 +3,10 @@
 //! rate limits join it with the sync engine.
 
 pub mod client;
+mod lwa;
 mod manifest;
 mod registry;
+pub mod signing;
 pub mod spec;
 
 pub use manifest::{

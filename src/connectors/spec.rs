@@ -19,6 +19,29 @@ pub enum AuthSpec {
     ApiKeyHeader { header: String, credential: String },
     /// `Authorization: Bearer <credential>`.
     Bearer { credential: String },
+    /// Shopee v2: partner_id, timestamp, access_token, shop_id and sign in the query.
+    ShopeeV2 {
+        partner_id_setting: String,
+        shop_id_setting: String,
+        partner_key: String,
+        access_token: String,
+    },
+    /// TikTok Shop 202309: app_key, timestamp and sign in the query, the token in
+    /// `x-tts-access-token`.
+    TiktokShop {
+        app_key_setting: String,
+        app_secret: String,
+        access_token: String,
+    },
+    /// Amazon SP-API: a Login with Amazon access token from the refresh token, cached and
+    /// refreshed before it expires, in `x-amz-access-token`.
+    AmazonLwa {
+        client_id: String,
+        client_secret: String,
+        refresh_token: String,
+        /// A setting that overrides the token endpoint (the simulator).
+        endpoint_setting: Option<String>,
+    },
 }
 
 impl AuthSpec {
@@ -28,6 +51,41 @@ impl AuthSpec {
                 vec![credential]
             }
             Self::ApiKeyHeader { credential, .. } => vec![credential],
+            Self::ShopeeV2 {
+                partner_key,
+                access_token,
+                ..
+            } => vec![partner_key, access_token],
+            Self::TiktokShop {
+                app_secret,
+                access_token,
+                ..
+            } => vec![app_secret, access_token],
+            Self::AmazonLwa {
+                client_id,
+                client_secret,
+                refresh_token,
+                ..
+            } => vec![client_id, client_secret, refresh_token],
+        }
+    }
+
+    /// The settings the scheme reads.
+    pub fn settings(&self) -> Vec<&str> {
+        match self {
+            Self::ShopeeV2 {
+                partner_id_setting,
+                shop_id_setting,
+                ..
+            } => vec![partner_id_setting, shop_id_setting],
+            Self::TiktokShop {
+                app_key_setting, ..
+            } => vec![app_key_setting],
+            Self::AmazonLwa {
+                endpoint_setting: Some(setting),
+                ..
+            } => vec![setting],
+            _ => vec![],
         }
     }
 }
@@ -181,6 +239,14 @@ pub fn lint_operations(manifest: &Manifest) -> Vec<FieldError> {
                 problems.push(FieldError::new(
                     "auth.credential",
                     format!("{credential} is not a credentials field"),
+                ));
+            }
+        }
+        for setting in auth.settings() {
+            if !manifest.settings.iter().any(|f| f.name == setting) {
+                problems.push(FieldError::new(
+                    "auth.setting",
+                    format!("{setting} is not a settings field"),
                 ));
             }
         }

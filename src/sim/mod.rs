@@ -12,6 +12,7 @@
 
 mod erp;
 mod shopify;
+pub mod signed;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -65,6 +66,7 @@ pub struct SimState {
     counters: Counters,
     shops: Mutex<HashMap<String, shopify::Shop>>,
     erps: Mutex<HashMap<String, erp::Erp>>,
+    apps: Mutex<signed::Apps>,
 }
 
 impl SimState {
@@ -75,6 +77,7 @@ impl SimState {
             counters: Counters::default(),
             shops: Mutex::new(HashMap::new()),
             erps: Mutex::new(HashMap::new()),
+            apps: Mutex::new(signed::Apps::default()),
         }
     }
 
@@ -98,6 +101,21 @@ impl SimState {
 
     fn faults(&self) -> Faults {
         self.faults.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    /// Registers apps whose signatures and tokens the simulated platforms accept.
+    pub fn register_apps(&self, registration: signed::AppRegistration) {
+        if let Ok(mut apps) = self.apps.lock() {
+            apps.register(registration);
+        }
+    }
+
+    /// How many Login with Amazon token exchanges were made.
+    pub fn lwa_exchanges(&self) -> u64 {
+        self.apps
+            .lock()
+            .map(|a| a.lwa_exchanges)
+            .unwrap_or_default()
     }
 
     /// The orders an ERP account holds, as the tests and the demo read them.
@@ -232,7 +250,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/erp/{account}/orders/batch",
             web::post().to(erp::create_orders),
         )
-        .route("/erp/{account}/orders", web::get().to(erp::list_orders));
+        .route("/erp/{account}/orders", web::get().to(erp::list_orders))
+        .route("/_sim/apps", web::put().to(signed::put_apps))
+        .route("/amazon/auth/o2/token", web::post().to(signed::lwa_token))
+        .route(
+            "/amazon/orders/v0/orders",
+            web::get().to(signed::amazon_orders),
+        )
+        .route(
+            "/shopee/api/v2/order/get_order_list",
+            web::get().to(signed::shopee_order_list),
+        )
+        .route(
+            "/tiktok/order/202309/orders/search",
+            web::post().to(signed::tiktok_orders_search),
+        );
 }
 
 /// A running simulator: its address and state.

@@ -3,7 +3,7 @@
 
 mod events;
 mod ingest;
-mod schemes;
+pub(crate) mod schemes;
 mod target;
 mod writer;
 

@@ -52,7 +52,7 @@ pub struct SchemeConfig {
     pub tolerance_seconds: i64,
 }
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC accepts keys of any length, so new_from_slice cannot fail.
     let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
     for part in parts {

@@ -10,6 +10,7 @@ mod flows;
 mod idempotency;
 mod input;
 mod ops;
+mod platforms;
 mod ratelimit;
 mod runtime;
 mod scheduler;
