@@ -39,6 +39,9 @@ pub struct Faults {
     pub schema_change: bool,
     /// After this many more requests, every request is answered 500 (an outage mid-run).
     pub fail_after_requests: Option<u64>,
+    /// For this many seconds after the faults are set, every request is answered 429 with
+    /// `Retry-After: 1` (a quota storm: the account's budget spent elsewhere).
+    pub storm_seconds: f64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -63,6 +66,7 @@ struct Counters {
 pub struct SimState {
     seed_orders: usize,
     faults: Mutex<Faults>,
+    faults_set_at: Mutex<std::time::Instant>,
     counters: Counters,
     shops: Mutex<HashMap<String, shopify::Shop>>,
     erps: Mutex<HashMap<String, erp::Erp>>,
@@ -74,6 +78,7 @@ impl SimState {
         Self {
             seed_orders,
             faults: Mutex::new(Faults::default()),
+            faults_set_at: Mutex::new(std::time::Instant::now()),
             counters: Counters::default(),
             shops: Mutex::new(HashMap::new()),
             erps: Mutex::new(HashMap::new()),
@@ -96,6 +101,9 @@ impl SimState {
         if let Ok(mut current) = self.faults.lock() {
             *current = faults;
             self.counters.since_faults.store(0, Ordering::Relaxed);
+            if let Ok(mut at) = self.faults_set_at.lock() {
+                *at = std::time::Instant::now();
+            }
         }
     }
 
@@ -170,6 +178,19 @@ async fn inject(state: &SimState) -> Option<HttpResponse> {
     }
     if chance(faults.timeout_rate) {
         tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    let storming = faults.storm_seconds > 0.0
+        && state
+            .faults_set_at
+            .lock()
+            .is_ok_and(|at| at.elapsed().as_secs_f64() < faults.storm_seconds);
+    if storming {
+        state.counters.throttled.fetch_add(1, Ordering::Relaxed);
+        return Some(
+            HttpResponse::TooManyRequests()
+                .insert_header(("Retry-After", "1"))
+                .json(serde_json::json!({"errors": "Too many requests: the account's quota is spent"})),
+        );
     }
     if chance(faults.error_rate) || faults.fail_after_requests.is_some_and(|n| since > n) {
         state

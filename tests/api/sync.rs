@@ -546,3 +546,73 @@ async fn a_repeated_batch_writes_nothing_twice(backend: Backend) {
     assert_eq!(s.sim.state.erp_orders("acme").len(), 3);
 }
 on_both_backends!(a_repeated_batch_writes_nothing_twice);
+
+/// A 429 storm shorter than a call's budget: every call is refused for 3 s. The client waits
+/// out each `Retry-After` on the shared bucket instead of calling again at once (about one
+/// 429 a second, not a hammering), spends no persisted retry, and the run finishes as soon
+/// as the quota returns.
+async fn a_short_429_storm_is_waited_out(backend: Backend) {
+    let s = setup(backend, 600).await;
+    s.sim.state.set_faults(Faults {
+        storm_seconds: 3.0,
+        ..Default::default()
+    });
+    let started = std::time::Instant::now();
+    let run = s.queue_run().await;
+    let report = s.engine.execute(&run).await.unwrap().expect("claimed");
+    assert_eq!(report.status, "succeeded", "{report:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(2_500));
+    let stats = s.sim.state.stats();
+    assert!(
+        (2..=4).contains(&stats.throttled),
+        "about one call a second during the storm: {} 429s",
+        stats.throttled
+    );
+    assert_eq!(
+        stats.requests,
+        6 + stats.throttled,
+        "three pages and three writes, and nothing else but the refused calls"
+    );
+    assert_eq!(s.run(&run).await["attempts"], 1, "no persisted retry spent");
+    assert_eq!(s.sim.state.erp_orders("acme").len(), 600);
+}
+on_both_backends!(a_short_429_storm_is_waited_out);
+
+/// A 429 storm longer than a call's budget (five waits): the attempt stops after exactly
+/// that many refusals, is rescheduled in storage as rate limited, and the next attempt,
+/// after the storm, delivers every order once.
+async fn a_long_429_storm_spends_the_budget_then_retries_from_storage(backend: Backend) {
+    let s = setup(backend, 600).await;
+    let storm_ends = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    s.sim.state.set_faults(Faults {
+        storm_seconds: 8.0,
+        ..Default::default()
+    });
+    let run = s.queue_run().await;
+    let report = s.engine.execute(&run).await.unwrap().expect("claimed");
+    assert_eq!(
+        (report.status.as_str(), report.error_class.as_deref()),
+        ("retrying", Some("rate_limited")),
+        "{report:?}"
+    );
+    assert_eq!(
+        s.sim.state.stats().throttled,
+        6,
+        "the first call and its five waits, no more"
+    );
+    let next: chrono::DateTime<chrono::Utc> = s.run(&run).await["next_attempt_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Past the storm, and past the time the retry was scheduled for.
+    tokio::time::sleep_until((storm_ends + std::time::Duration::from_millis(200)).into()).await;
+    if let Ok(wait) = (next - chrono::Utc::now()).to_std() {
+        tokio::time::sleep(wait).await;
+    }
+    let report = s.engine.execute(&run).await.unwrap().expect("claimed");
+    assert_eq!(report.status, "succeeded", "{report:?}");
+    assert_eq!(s.run(&run).await["attempts"], 2);
+    assert_eq!(s.sim.state.stats().orders_written, 600);
+}
+on_both_backends!(a_long_429_storm_spends_the_budget_then_retries_from_storage);
