@@ -5,6 +5,7 @@ pub mod fixture;
 mod jobs;
 mod loadgen;
 mod quota;
+mod scheduler;
 mod throughput;
 mod webhooks;
 
@@ -20,6 +21,8 @@ pub enum BenchCommand {
     Jobs(jobs::JobsBenchArgs),
     /// Quota use: worker processes sharing one store's rate limit through the shared buckets.
     Quota(quota::QuotaBenchArgs),
+    /// Scheduler scale: tick lateness and memory with N cron flows in mixed zones.
+    Scheduler(scheduler::SchedulerBenchArgs),
     /// Throughput: N orders through one flow, simulated Shopify to the store and the ERP.
     Throughput(throughput::ThroughputBenchArgs),
     /// (used by `bench quota`) One worker process of the quota benchmark.
@@ -38,6 +41,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Webhooks(args) => webhooks::run(args).await,
         BenchCommand::Jobs(args) => jobs::run(args).await,
         BenchCommand::Quota(args) => quota::run(args).await,
+        BenchCommand::Scheduler(args) => scheduler::run(args).await,
         BenchCommand::Throughput(args) => throughput::run(args).await,
         BenchCommand::QuotaWorker(args) => quota::worker(args).await,
         BenchCommand::BareServer { listen } => webhooks::bare_server(&listen).await,

@@ -2,14 +2,15 @@
 //! processes, drives both with the same load generator, and checks afterwards that every
 //! acknowledged webhook is in the database.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use sea_orm::{ConnectionTrait, Database, EntityTrait, PaginatorTrait};
 
+use super::fixture::{Server, free_port, wait_until_up};
 use super::loadgen::{self, Report, RequestFn};
 use crate::store::entities::webhook_event;
 use crate::webhooks::sign;
@@ -31,33 +32,6 @@ pub struct WebhookBenchArgs {
     /// Seconds of measured load per target (after a warm-up of a fifth of it).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-async fn wait_until_up(url: &str) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if client.get(url).send().await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("{url} did not come up")
 }
 
 pub async fn bare_server(listen: &str) -> anyhow::Result<()> {

@@ -5,4 +5,4 @@ mod model;
 mod service;
 
 pub use model::{FlowPatch, FlowView, NewFlow, RetryPolicy, RunView, Stream};
-pub use service::{Flows, enqueue_run, parse_flow_schedule};
+pub use service::{Flows, enqueue_run, enqueue_runs, parse_flow_schedule, queued_run};

@@ -538,18 +538,16 @@ impl Flows {
     }
 }
 
-/// Inserts a queued run unless the flow has one with this dedupe key already (a tick another
-/// scheduler enqueued, a webhook burst already waiting). Returns the run if it was new.
-pub async fn enqueue_run<C: ConnectionTrait>(
-    db: &C,
+/// A new queued run of `flow`, not yet inserted.
+pub fn queued_run(
     flow: &flow::Model,
     id: RunId,
     trigger: &str,
     dedupe_key: String,
     scheduled_for: Option<chrono::DateTime<chrono::Utc>>,
-) -> Result<Option<run::Model>> {
-    let model = run::ActiveModel {
-        id: Set(id.clone()),
+) -> run::ActiveModel {
+    run::ActiveModel {
+        id: Set(id),
         tenant_id: Set(flow.tenant_id.clone()),
         flow_id: Set(flow.id.clone()),
         trigger: Set(trigger.to_string()),
@@ -569,15 +567,40 @@ pub async fn enqueue_run<C: ConnectionTrait>(
         created_at: Set(chrono::Utc::now()),
         started_at: Set(None),
         finished_at: Set(None),
-    };
-    let inserted = run::Entity::insert(model)
-        .on_conflict_do_nothing_on([run::Column::FlowId, run::Column::DedupeKey])
-        .exec_without_returning(db)
-        .await?;
-    match inserted {
-        sea_orm::TryInsertResult::Inserted(n) if n > 0 => {
-            Ok(run::Entity::find_by_id(id).one(db).await?)
+    }
+}
+
+/// Inserts queued runs in one statement, skipping any whose flow has a run with the same
+/// dedupe key already. Returns how many were new.
+pub async fn enqueue_runs<C: ConnectionTrait>(db: &C, runs: Vec<run::ActiveModel>) -> Result<u64> {
+    let mut new = 0;
+    // About 300 bytes a row as sent.
+    for chunk in crate::store::statement_chunks(runs, db.get_database_backend(), 500, |_| 300) {
+        let inserted = run::Entity::insert_many(chunk)
+            .on_conflict_do_nothing_on([run::Column::FlowId, run::Column::DedupeKey])
+            .exec_without_returning(db)
+            .await?;
+        if let sea_orm::TryInsertResult::Inserted(n) = inserted {
+            new += n;
         }
-        _ => Ok(None),
+    }
+    Ok(new)
+}
+
+/// Inserts a queued run unless the flow has one with this dedupe key already (a tick another
+/// scheduler enqueued, a webhook burst already waiting). Returns the run if it was new.
+pub async fn enqueue_run<C: ConnectionTrait>(
+    db: &C,
+    flow: &flow::Model,
+    id: RunId,
+    trigger: &str,
+    dedupe_key: String,
+    scheduled_for: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Option<run::Model>> {
+    let model = queued_run(flow, id.clone(), trigger, dedupe_key, scheduled_for);
+    if enqueue_runs(db, vec![model]).await? > 0 {
+        Ok(run::Entity::find_by_id(id).one(db).await?)
+    } else {
+        Ok(None)
     }
 }

@@ -6,6 +6,7 @@
 //! Missed ticks (the service was down): a flow with `catch_up` runs the oldest missed tick
 //! once and then continues from now; without it, missed ticks are skipped.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,8 +19,8 @@ use sea_orm::{
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
-use crate::flows::{enqueue_run, parse_flow_schedule};
-use crate::ids::RunId;
+use crate::flows::{enqueue_runs, parse_flow_schedule, queued_run};
+use crate::ids::{FlowId, RunId};
 use crate::runtime::RunsSignal;
 use crate::store::entities::flow;
 
@@ -38,6 +39,9 @@ pub struct TickReport {
     /// Missed ticks skipped (flows without catch-up).
     pub skipped: usize,
 }
+
+/// A flow's move from this tick to its next one (none when the schedule has no more).
+type Advance = (DateTime<Utc>, Option<DateTime<Utc>>);
 
 #[derive(Clone)]
 pub struct Scheduler {
@@ -85,39 +89,50 @@ impl Scheduler {
             query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
         }
         let due = query.all(&txn).await?;
+        // One insert for the batch's runs; then the flows' next ticks, compare-and-set, one
+        // statement per (this tick, next tick) pair: flows due together mostly move together.
+        let mut runs = Vec::with_capacity(due.len());
+        let mut advances: HashMap<Advance, Vec<FlowId>> = HashMap::new();
         for row in &due {
             let Some(scheduled) = row.next_run_at else {
                 continue;
             };
-            let schedule = parse_flow_schedule(row);
             let missed = now - scheduled > MISFIRE_GRACE;
             if missed && !row.catch_up {
                 report.skipped += 1;
             } else {
                 let key = format!("schedule:{}", scheduled.to_rfc3339());
-                match enqueue_run(
-                    &txn,
+                runs.push(queued_run(
                     row,
                     RunId::generate(),
                     "schedule",
                     key,
                     Some(scheduled),
-                )
-                .await?
-                {
-                    Some(_) => report.enqueued += 1,
-                    None => report.duplicates += 1,
-                }
+                ));
             }
             // On time: the next tick after this one. After downtime: the next one after now.
             let from = if missed { now } else { scheduled };
-            let next = schedule.and_then(|s| s.next_after(from));
-            flow::Entity::update_many()
-                .col_expr(flow::Column::NextRunAt, next.into())
-                .filter(flow::Column::Id.eq(row.id.clone()))
-                .filter(flow::Column::NextRunAt.eq(scheduled))
-                .exec(&txn)
-                .await?;
+            let next = parse_flow_schedule(row).and_then(|s| s.next_after(from));
+            advances
+                .entry((scheduled, next))
+                .or_default()
+                .push(row.id.clone());
+        }
+        let wanted = runs.len();
+        let enqueued = enqueue_runs(&txn, runs).await? as usize;
+        report.enqueued += enqueued;
+        report.duplicates += wanted - enqueued.min(wanted);
+        let backend = self.db.get_database_backend();
+        for ((scheduled, next), ids) in advances {
+            // About 40 bytes an id as sent.
+            for ids in crate::store::statement_chunks(ids, backend, 500, |_| 40) {
+                flow::Entity::update_many()
+                    .col_expr(flow::Column::NextRunAt, next.into())
+                    .filter(flow::Column::Id.is_in(ids))
+                    .filter(flow::Column::NextRunAt.eq(scheduled))
+                    .exec(&txn)
+                    .await?;
+            }
         }
         txn.commit().await?;
         Ok(due.len())
