@@ -64,6 +64,9 @@ pub enum Command {
         #[arg(long, default_value_t = 1000)]
         orders: usize,
     },
+    /// Watch orders flow: the simulator, the service, a tenant, stores, an ERP and flows,
+    /// with a live table.
+    Demo(crate::demo::DemoArgs),
     /// Benchmarks (run on a release build).
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -119,6 +122,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Sim { listen, orders } => crate::sim::serve(&listen, orders).await?,
+        Command::Demo(args) => crate::demo::run(args).await?,
         Command::Bench(command) => crate::bench::run(command).await?,
     }
     Ok(())

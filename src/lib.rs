@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod connections;
 pub mod connectors;
+pub mod demo;
 pub mod error;
 pub mod flows;
 pub mod idempotency;

@@ -145,6 +145,15 @@ impl SimState {
         }
     }
 
+    /// How many orders a shop holds.
+    pub fn shop_order_count(&self, shop: &str) -> usize {
+        self.shops
+            .lock()
+            .ok()
+            .and_then(|shops| shops.get(shop).map(shopify::Shop::order_count))
+            .unwrap_or(0)
+    }
+
     /// Adds `count` new orders to a shop (created now), returning their ids.
     pub fn add_orders(&self, shop: &str, count: usize) -> Vec<u64> {
         let mut shops = match self.shops.lock() {

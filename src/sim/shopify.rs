@@ -54,6 +54,10 @@ impl Shop {
         shop
     }
 
+    pub fn order_count(&self) -> usize {
+        self.orders.len()
+    }
+
     pub fn add_order(&mut self, at: DateTime<Utc>) -> u64 {
         let salt = self.next_id;
         self.push_order(at, salt)

@@ -212,3 +212,35 @@ async fn logs_hold_no_secrets_and_carry_request_ids() {
         "{served:?}"
     );
 }
+
+/// `synchub demo` runs the whole product on its own: the simulator's orders reach the ERP
+/// through the flows it creates, none twice, and it cleans up after itself.
+#[test]
+fn the_demo_moves_every_order_once() {
+    let output = Command::new(env!("CARGO_BIN_EXE_synchub"))
+        .args(["demo", "--orders", "200", "--seconds", "12"])
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("demo over:"))
+        .unwrap_or_else(|| panic!("no summary in:\n{stdout}"));
+    assert!(summary.contains(", 0 written twice"), "{summary}");
+    let in_erp: usize = summary
+        .trim_start_matches("demo over: ")
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        in_erp >= 400,
+        "both stores' seeded orders arrived: {summary}"
+    );
+}
