@@ -85,6 +85,24 @@ fn upsert(
     Ok((answer, created))
 }
 
+/// Runs `answer` on the account once the caller's `X-Api-Key` checks out.
+fn with_account(
+    state: &SimState,
+    req: &HttpRequest,
+    account: String,
+    answer: impl FnOnce(&mut Erp) -> HttpResponse,
+) -> HttpResponse {
+    let mut erps = match state.erps.lock() {
+        Ok(erps) => erps,
+        Err(_) => return HttpResponse::InternalServerError().finish(),
+    };
+    let erp = erps.entry(account).or_default();
+    match check_key(erp, req) {
+        Ok(()) => answer(erp),
+        Err(reason) => HttpResponse::Unauthorized().json(json!({ "error": reason })),
+    }
+}
+
 fn idempotency_key(req: &HttpRequest) -> Option<String> {
     req.headers()
         .get("idempotency-key")
@@ -104,23 +122,17 @@ pub async fn create_order(
     let Ok(order) = serde_json::from_slice::<Value>(&body) else {
         return HttpResponse::BadRequest().json(json!({"error": "body must be JSON"}));
     };
-    let mut erps = match state.erps.lock() {
-        Ok(erps) => erps,
-        Err(_) => return HttpResponse::InternalServerError().finish(),
-    };
-    let erp = erps.entry(account.into_inner()).or_default();
-    if let Err(reason) = check_key(erp, &req) {
-        return HttpResponse::Unauthorized().json(json!({ "error": reason }));
-    }
-    let replayed = idempotency_key(&req).is_some_and(|k| erp.idempotency.contains_key(&k));
-    match upsert(&state, erp, order, idempotency_key(&req)) {
-        Err(reason) => HttpResponse::UnprocessableEntity().json(json!({ "error": reason })),
-        Ok((answer, _)) if replayed => HttpResponse::Ok()
-            .insert_header(("Idempotent-Replayed", "true"))
-            .json(answer),
-        Ok((answer, true)) => HttpResponse::Created().json(answer),
-        Ok((answer, false)) => HttpResponse::Ok().json(answer),
-    }
+    with_account(&state, &req, account.into_inner(), |erp| {
+        let replayed = idempotency_key(&req).is_some_and(|k| erp.idempotency.contains_key(&k));
+        match upsert(&state, erp, order, idempotency_key(&req)) {
+            Err(reason) => HttpResponse::UnprocessableEntity().json(json!({ "error": reason })),
+            Ok((answer, _)) if replayed => HttpResponse::Ok()
+                .insert_header(("Idempotent-Replayed", "true"))
+                .json(answer),
+            Ok((answer, true)) => HttpResponse::Created().json(answer),
+            Ok((answer, false)) => HttpResponse::Ok().json(answer),
+        }
+    })
 }
 
 /// `POST /orders/batch` {"orders": [order, ...]}: each order is upserted as `POST /orders`
@@ -152,25 +164,19 @@ pub async fn create_orders(
         return HttpResponse::UnprocessableEntity()
             .json(json!({"error": format!("orders[{i}]: source_connection and platform_id are required")}));
     }
-    let mut erps = match state.erps.lock() {
-        Ok(erps) => erps,
-        Err(_) => return HttpResponse::InternalServerError().finish(),
-    };
-    let erp = erps.entry(account.into_inner()).or_default();
-    if let Err(reason) = check_key(erp, &req) {
-        return HttpResponse::Unauthorized().json(json!({ "error": reason }));
-    }
-    let mut results = Vec::with_capacity(orders.len());
-    for order in orders {
-        let key = order["idempotency_key"].as_str().map(str::to_string);
-        match upsert(&state, erp, order, key) {
-            Ok((answer, _)) => results.push(answer),
-            Err(reason) => {
-                return HttpResponse::UnprocessableEntity().json(json!({ "error": reason }));
+    with_account(&state, &req, account.into_inner(), |erp| {
+        let mut results = Vec::with_capacity(orders.len());
+        for order in orders {
+            let key = order["idempotency_key"].as_str().map(str::to_string);
+            match upsert(&state, erp, order, key) {
+                Ok((answer, _)) => results.push(answer),
+                Err(reason) => {
+                    return HttpResponse::UnprocessableEntity().json(json!({ "error": reason }));
+                }
             }
         }
-    }
-    HttpResponse::Ok().json(json!({ "results": results }))
+        HttpResponse::Ok().json(json!({ "results": results }))
+    })
 }
 
 pub async fn list_orders(
@@ -178,13 +184,7 @@ pub async fn list_orders(
     req: HttpRequest,
     account: web::Path<String>,
 ) -> HttpResponse {
-    let mut erps = match state.erps.lock() {
-        Ok(erps) => erps,
-        Err(_) => return HttpResponse::InternalServerError().finish(),
-    };
-    let erp = erps.entry(account.into_inner()).or_default();
-    if let Err(reason) = check_key(erp, &req) {
-        return HttpResponse::Unauthorized().json(json!({ "error": reason }));
-    }
-    HttpResponse::Ok().json(json!({ "orders": erp.orders() }))
+    with_account(&state, &req, account.into_inner(), |erp| {
+        HttpResponse::Ok().json(json!({ "orders": erp.orders() }))
+    })
 }
