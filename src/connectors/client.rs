@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-
-use super::manifest::Manifest;
 use sha2::{Digest, Sha256};
 
+use super::manifest::Manifest;
 use super::spec::{AuthSpec, BatchSpec, Method, OperationSpec, Pagination};
 use super::{lwa, signing};
 use crate::ratelimit::{Feedback, Limit, RateLimiter};
@@ -301,10 +300,13 @@ impl ConnectorClient {
         request: &mut reqwest::Request,
         api_path: &str,
     ) -> Result<(), CallError> {
+        // Marked sensitive, so no debug output of the request shows them.
         let header = |value: &str| {
-            reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+            let mut value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
                 CallError::new(ErrorClass::Auth, "a credential is not a valid header value")
-            })
+            })?;
+            value.set_sensitive(true);
+            Ok::<_, CallError>(value)
         };
         let timestamp = chrono::Utc::now().timestamp();
         match &self.manifest.auth {
@@ -483,7 +485,8 @@ impl ConnectorClient {
                 } else {
                     ErrorClass::Connect
                 };
-                CallError::new(class, e.to_string())
+                // Without the URL: a signed query carries the access token.
+                CallError::new(class, e.without_url().to_string())
             })?;
             let status = response.status();
             let headers = response.headers().clone();
@@ -522,7 +525,7 @@ impl ConnectorClient {
                     } else {
                         ErrorClass::Connect
                     },
-                    e.to_string(),
+                    e.without_url().to_string(),
                 )
             })?;
             if !status.is_success() {
