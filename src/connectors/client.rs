@@ -664,7 +664,7 @@ impl ConnectorClient {
     pub async fn write_batch(
         &self,
         operation: &str,
-        records: &[(Value, String)],
+        records: &[(&Value, &str)],
     ) -> Result<Value, CallError> {
         let op = self.operation(operation)?;
         let batch = op.batch.as_ref().ok_or_else(|| {
@@ -679,9 +679,9 @@ impl ConnectorClient {
             .map(|(record, key)| {
                 digest.update(key.as_bytes());
                 digest.update([0u8]);
-                let mut record = record.clone();
+                let mut record = (*record).clone();
                 if let (Some(field), Some(object)) = (&batch.item_key, record.as_object_mut()) {
-                    object.insert(field.clone(), Value::String(key.clone()));
+                    object.insert(field.clone(), Value::String(key.to_string()));
                 }
                 record
             })

@@ -43,13 +43,21 @@ fn check_key(erp: &mut Erp, req: &HttpRequest) -> Result<(), &'static str> {
     }
 }
 
-/// What one order upsert did: the answer, and whether it created the order.
+/// What one order upsert did.
+enum Upserted {
+    Created,
+    Updated,
+    /// The idempotency key was seen before: the first answer, nothing written.
+    Replayed,
+}
+
+/// Upserts one order; returns the answer and what happened.
 fn upsert(
     state: &SimState,
     erp: &mut Erp,
     order: Value,
     idempotency_key: Option<String>,
-) -> Result<(Value, bool), &'static str> {
+) -> Result<(Value, Upserted), &'static str> {
     let (Some(source), Some(platform_id)) = (
         order["source_connection"].as_str(),
         order["platform_id"].as_str(),
@@ -63,7 +71,7 @@ fn upsert(
             .counters
             .duplicate_writes
             .fetch_add(1, Ordering::Relaxed);
-        return Ok((previous.clone(), false));
+        return Ok((previous.clone(), Upserted::Replayed));
     }
     let erp_key = format!("{source}/{platform_id}");
     let created = !erp.orders.contains_key(&erp_key);
@@ -82,7 +90,14 @@ fn upsert(
     if let Some(key) = idempotency_key {
         erp.idempotency.insert(key, answer.clone());
     }
-    Ok((answer, created))
+    Ok((
+        answer,
+        if created {
+            Upserted::Created
+        } else {
+            Upserted::Updated
+        },
+    ))
 }
 
 /// Runs `answer` on the account once the caller's `X-Api-Key` checks out.
@@ -123,14 +138,13 @@ pub async fn create_order(
         return HttpResponse::BadRequest().json(json!({"error": "body must be JSON"}));
     };
     with_account(&state, &req, account.into_inner(), |erp| {
-        let replayed = idempotency_key(&req).is_some_and(|k| erp.idempotency.contains_key(&k));
         match upsert(&state, erp, order, idempotency_key(&req)) {
             Err(reason) => HttpResponse::UnprocessableEntity().json(json!({ "error": reason })),
-            Ok((answer, _)) if replayed => HttpResponse::Ok()
+            Ok((answer, Upserted::Replayed)) => HttpResponse::Ok()
                 .insert_header(("Idempotent-Replayed", "true"))
                 .json(answer),
-            Ok((answer, true)) => HttpResponse::Created().json(answer),
-            Ok((answer, false)) => HttpResponse::Ok().json(answer),
+            Ok((answer, Upserted::Created)) => HttpResponse::Created().json(answer),
+            Ok((answer, Upserted::Updated)) => HttpResponse::Ok().json(answer),
         }
     })
 }

@@ -548,9 +548,10 @@ async fn deliver(
     orders: &[(Order, Value, String)],
 ) -> Result<(), CallError> {
     if let Some(batch) = destination.batch_spec(BATCH_WRITE) {
-        let records: Vec<(Value, String)> = orders
+        // Borrowed: the batch call copies each body once, to add its key.
+        let records: Vec<(&Value, &str)> = orders
             .iter()
-            .map(|(_, body, key)| (body.clone(), key.clone()))
+            .map(|(_, body, key)| (body, key.as_str()))
             .collect();
         for chunk in records.chunks(batch.max.max(1)) {
             destination.write_batch(BATCH_WRITE, chunk).await?;

@@ -538,6 +538,7 @@ async fn a_repeated_batch_writes_nothing_twice(backend: Backend) {
             )
         })
         .collect();
+    let batch: Vec<(&Value, &str)> = batch.iter().map(|(o, k)| (o, k.as_str())).collect();
     let first = client.write_batch("create_orders", &batch).await.unwrap();
     let again = client.write_batch("create_orders", &batch).await.unwrap();
     assert_eq!(first, again, "the same answers: {first}");
