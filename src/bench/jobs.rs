@@ -327,13 +327,11 @@ async fn measure_stock(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Fig
         })
         .collect();
     let poll = Duration::from_millis(args.poll_millis);
-    // The two backends differ only in their types: each branch yields the worker and a way
-    // to push one job.
-    let (worker, push): (BoxFuture<'static, ()>, Pusher) = match setup.db.get_database_backend() {
-        DatabaseBackend::Postgres => {
-            let pool = setup.db.get_postgres_connection_pool().clone();
-            PostgresStorage::setup(&pool).await?;
-            let mut storage = PostgresStorage::<RunJob>::new(&pool);
+    // The two backends differ only in their storage types: one body serves both, yielding
+    // the worker and a way to push one job.
+    macro_rules! stock_worker {
+        ($storage:expr) => {{
+            let mut storage = $storage;
             storage
                 .push_bulk(jobs)
                 .await
@@ -347,36 +345,22 @@ async fn measure_stock(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Fig
                 let mut storage = storage.clone();
                 Box::pin(async move { storage.push(job).await.map_err(|e| anyhow::anyhow!("{e}")) })
             });
-            (
-                Box::pin(async move {
-                    let _ = worker.run().await;
-                }),
-                push,
-            )
+            let worker: BoxFuture<'static, ()> = Box::pin(async move {
+                let _ = worker.run().await;
+            });
+            (worker, push)
+        }};
+    }
+    let (worker, push) = match setup.db.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            let pool = setup.db.get_postgres_connection_pool().clone();
+            PostgresStorage::setup(&pool).await?;
+            stock_worker!(PostgresStorage::<RunJob>::new(&pool))
         }
         _ => {
             let pool = setup.db.get_sqlite_connection_pool().clone();
             SqliteStorage::setup(&pool).await?;
-            let mut storage = SqliteStorage::<RunJob>::new(&pool);
-            storage
-                .push_bulk(jobs)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let worker = WorkerBuilder::new("stock")
-                .backend(storage.clone().poll_with_interval(poll))
-                .data(executor.clone())
-                .concurrency(args.concurrency)
-                .build(stock_noop);
-            let push: Pusher = Box::new(move |job| {
-                let mut storage = storage.clone();
-                Box::pin(async move { storage.push(job).await.map_err(|e| anyhow::anyhow!("{e}")) })
-            });
-            (
-                Box::pin(async move {
-                    let _ = worker.run().await;
-                }),
-                push,
-            )
+            stock_worker!(SqliteStorage::<RunJob>::new(&pool))
         }
     };
     let began = Instant::now();
