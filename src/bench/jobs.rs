@@ -159,6 +159,42 @@ struct Setup {
 }
 
 impl Setup {
+    /// The no-op executor on this database, the starts it reports, and its done count.
+    fn executor(
+        &self,
+        commit: bool,
+    ) -> (
+        NoopExecutor,
+        mpsc::UnboundedReceiver<(String, Instant)>,
+        Arc<AtomicUsize>,
+    ) {
+        let (started, reports) = mpsc::unbounded_channel();
+        let done = Arc::new(AtomicUsize::new(0));
+        let executor = NoopExecutor {
+            db: self.db.clone(),
+            started,
+            done: done.clone(),
+            commit,
+        };
+        (executor, reports, done)
+    }
+
+    /// Removes the scratch database and returns the figures.
+    async fn finish(
+        self,
+        drained: usize,
+        per_second: f64,
+        pickup: hdrhistogram::Histogram<u64>,
+    ) -> anyhow::Result<Figures> {
+        self.db.clone().close().await?;
+        self.database.remove().await?;
+        Ok(Figures {
+            drained,
+            per_second,
+            pickup,
+        })
+    }
+
     async fn new(args: &JobsBenchArgs) -> anyhow::Result<Self> {
         let database = ScratchDatabase::create(&args.database, &args.postgres_url).await?;
         let sim = Simulator::start("127.0.0.1:0", 0)?;
@@ -252,14 +288,7 @@ where
 async fn measure_ours(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Figures> {
     let setup = Setup::new(args).await?;
     let ids = setup.queue_runs(args.jobs).await?;
-    let (tx, mut started) = mpsc::unbounded_channel();
-    let done = Arc::new(AtomicUsize::new(0));
-    let executor = NoopExecutor {
-        db: setup.db.clone(),
-        started: tx,
-        done: done.clone(),
-        commit,
-    };
+    let (executor, mut started, done) = setup.executor(commit);
     let signal = RunsSignal::new();
     let shutdown = CancellationToken::new();
     let options = RuntimeOptions {
@@ -297,13 +326,7 @@ async fn measure_ours(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Figu
     .await?;
     shutdown.cancel();
     let _ = runtime.await;
-    setup.db.clone().close().await?;
-    setup.database.remove().await?;
-    Ok(Figures {
-        drained: ids.len(),
-        per_second,
-        pickup,
-    })
+    setup.finish(ids.len(), per_second, pickup).await
 }
 
 /// Stock apalis: default configuration on the same pool, jobs pushed straight to the queue,
@@ -311,14 +334,7 @@ async fn measure_ours(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Figu
 async fn measure_stock(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Figures> {
     let setup = Setup::new(args).await?;
     let ids = setup.queue_runs(args.stock_jobs).await?;
-    let (tx, mut started) = mpsc::unbounded_channel();
-    let done = Arc::new(AtomicUsize::new(0));
-    let executor = NoopExecutor {
-        db: setup.db.clone(),
-        started: tx,
-        done: done.clone(),
-        commit,
-    };
+    let (executor, mut started, done) = setup.executor(commit);
     let jobs: Vec<RunJob> = ids
         .iter()
         .map(|id| RunJob {
@@ -391,13 +407,7 @@ async fn measure_stock(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Fig
     })
     .await?;
     worker.abort();
-    setup.db.clone().close().await?;
-    setup.database.remove().await?;
-    Ok(Figures {
-        drained: ids.len(),
-        per_second,
-        pickup,
-    })
+    setup.finish(ids.len(), per_second, pickup).await
 }
 
 type Pusher = Box<dyn Fn(RunJob) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
