@@ -12,7 +12,7 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::json;
 
 use crate::connectors::ConnectorRegistry;
-use crate::connectors::client::{ConnectorClient, ErrorClass};
+use crate::connectors::client::{ConnectorClient, ErrorClass, Vars};
 use crate::ratelimit::RateLimiter;
 use crate::sim::Simulator;
 
@@ -195,7 +195,7 @@ pub async fn worker(args: QuotaWorkerArgs) -> anyhow::Result<()> {
         let ok = ok.clone();
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
-                match client.list_page("list_orders", None, None).await {
+                match client.list_page("list_orders", &Vars::new(), None).await {
                     Ok(_) => {
                         ok.fetch_add(1, Ordering::Relaxed);
                     }

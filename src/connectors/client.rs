@@ -10,7 +10,8 @@ use sha2::{Digest, Sha256};
 
 use super::manifest::Manifest;
 use super::spec::{AuthSpec, BatchSpec, Method, OperationSpec, Pagination};
-use super::{lwa, signing};
+pub use super::template::Vars;
+use super::{lwa, signing, template};
 use crate::ratelimit::{Feedback, Limit, RateLimiter};
 
 /// Why a call failed, in terms a retry policy and a seller can act on.
@@ -24,6 +25,8 @@ pub enum ErrorClass {
     RateLimited,
     ServerError,
     ClientError,
+    /// 404: the platform does not know the thing asked for (a SKU it does not list).
+    NotFound,
     SchemaMismatch,
     Config,
 }
@@ -46,6 +49,7 @@ impl ErrorClass {
             Self::RateLimited => "rate_limited",
             Self::ServerError => "server_error",
             Self::ClientError => "client_error",
+            Self::NotFound => "not_found",
             Self::SchemaMismatch => "schema_mismatch",
             Self::Config => "config",
         }
@@ -156,35 +160,59 @@ impl ConnectorClient {
         }
     }
 
-    /// Fills `{name}` placeholders from settings (and `{cursor}`); None when one is missing.
-    fn fill(&self, template: &str, cursor: Option<&str>) -> Option<String> {
-        let mut out = String::with_capacity(template.len());
-        let mut rest = template;
-        while let Some(start) = rest.find('{') {
-            out.push_str(&rest[..start]);
-            let end = rest[start..].find('}')? + start;
-            let name = &rest[start + 1..end];
-            let value = match name {
-                "cursor" => cursor.map(str::to_string),
-                // The cursor as Unix seconds; a first run looks back 15 days, the longest
-                // window Shopee's time-ranged lists take.
-                "cursor_unix" => Some(
-                    cursor
-                        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
-                        .map(|c| c.timestamp())
-                        .unwrap_or_else(|| {
-                            (chrono::Utc::now() - chrono::Duration::days(15)).timestamp()
-                        })
-                        .to_string(),
-                ),
-                "now_unix" => Some(chrono::Utc::now().timestamp().to_string()),
-                _ => self.setting(name),
-            };
-            out.push_str(&value?);
-            rest = &rest[end + 1..];
+    /// A placeholder's value: the call's own values first (cursor, record fields), then the
+    /// derived `{cursor_unix}` and `{now_unix}`, then the connection's settings.
+    fn resolve(&self, name: &str, vars: &Vars) -> Option<String> {
+        if let Some(value) = vars.text(name) {
+            return Some(value);
         }
-        out.push_str(rest);
-        Some(out)
+        match name {
+            // The cursor as Unix seconds; a first run looks back 15 days, the longest
+            // window Shopee's time-ranged lists take.
+            "cursor_unix" => Some(
+                vars.text("cursor")
+                    .and_then(|c| chrono::DateTime::parse_from_rfc3339(&c).ok())
+                    .map(|c| c.timestamp())
+                    .unwrap_or_else(|| {
+                        (chrono::Utc::now() - chrono::Duration::days(15)).timestamp()
+                    })
+                    .to_string(),
+            ),
+            "now_unix" => Some(chrono::Utc::now().timestamp().to_string()),
+            _ => self.setting(name),
+        }
+    }
+
+    /// Fills `{name}` placeholders; a missing value is a configuration error naming it.
+    fn fill(&self, template: &str, vars: &Vars) -> Result<String, CallError> {
+        template::fill_text(template, &|name| self.resolve(name, vars)).map_err(missing)
+    }
+
+    /// The operation's path with its placeholders filled, each value encoded as a path
+    /// segment (a SKU may hold a slash or a space).
+    fn api_path(&self, op: &OperationSpec, vars: &Vars) -> Result<String, CallError> {
+        template::fill_text(&op.path, &|name| {
+            self.resolve(name, vars).map(|v| encode_segment(&v))
+        })
+        .map_err(missing)
+    }
+
+    /// The operation's JSON body with its placeholders filled, values keeping their types.
+    fn body(&self, op: &OperationSpec, vars: &Vars) -> Result<Option<Value>, CallError> {
+        let Some(template) = &op.body else {
+            return Ok(None);
+        };
+        template::fill_value(template, &|name| match vars.get(name) {
+            Some(value) => Some(value.clone()),
+            // Timestamps go out as numbers, settings as text.
+            None if name.ends_with("_unix") => self
+                .resolve(name, vars)
+                .and_then(|t| t.parse::<i64>().ok())
+                .map(Value::from),
+            None => self.resolve(name, vars).map(Value::String),
+        })
+        .map(Some)
+        .map_err(missing)
     }
 
     pub fn base_url(&self) -> Result<String, CallError> {
@@ -204,14 +232,8 @@ impl ConnectorClient {
                     ),
                 )
             })?;
-        self.fill(template, None)
+        self.fill(template, &Vars::new())
             .map(|url| url.trim_end_matches('/').to_string())
-            .ok_or_else(|| {
-                CallError::new(
-                    ErrorClass::Config,
-                    "a setting the base URL needs is missing",
-                )
-            })
     }
 
     fn operation(&self, name: &str) -> Result<&OperationSpec, CallError> {
@@ -221,18 +243,6 @@ impl ConnectorClient {
                 format!("{} has no operation {name}", self.manifest.name),
             )
         })
-    }
-
-    /// The base URL and the operation's path, with settings filled in.
-    fn operation_url(&self, operation: &str, op: &OperationSpec) -> Result<String, CallError> {
-        let base = self.base_url()?;
-        let path = self.fill(&op.path, None).ok_or_else(|| {
-            CallError::new(
-                ErrorClass::Config,
-                format!("a setting {operation} needs is missing"),
-            )
-        })?;
-        Ok(format!("{base}{path}"))
     }
 
     fn bucket(&self, group: &str) -> Result<(String, Limit), CallError> {
@@ -434,11 +444,12 @@ impl ConnectorClient {
     async fn send(
         &self,
         op: &OperationSpec,
+        api_path: &str,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<(reqwest::header::HeaderMap, Value), CallError> {
         let mut tries = 0;
         loop {
-            match self.send_once(op, &build).await {
+            match self.send_once(op, api_path, &build).await {
                 Err(e)
                     if tries < QUICK_RETRIES
                         && matches!(
@@ -458,10 +469,10 @@ impl ConnectorClient {
     async fn send_once(
         &self,
         op: &OperationSpec,
+        api_path: &str,
         build: &impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<(reqwest::header::HeaderMap, Value), CallError> {
         let (key, limit) = self.bucket(&op.group)?;
-        let api_path = self.fill(&op.path, None).unwrap_or_else(|| op.path.clone());
         let mut throttled = 0;
         loop {
             let waited = self
@@ -478,7 +489,7 @@ impl ConnectorClient {
             let mut request = build().build().map_err(|e| {
                 CallError::new(ErrorClass::Config, format!("building the request: {e}"))
             })?;
-            self.authenticate(&mut request, &api_path).await?;
+            self.authenticate(&mut request, api_path).await?;
             let response = self.http.execute(request).await.map_err(|e| {
                 let class = if e.is_timeout() {
                     ErrorClass::Timeout
@@ -532,6 +543,7 @@ impl ConnectorClient {
                 let class = match status.as_u16() {
                     401 => ErrorClass::Auth,
                     403 => ErrorClass::Forbidden,
+                    404 => ErrorClass::NotFound,
                     500..=599 => ErrorClass::ServerError,
                     _ => ErrorClass::ClientError,
                 };
@@ -551,24 +563,29 @@ impl ConnectorClient {
                     )
                 })?
             };
+            if let Some(failure) = op.errors.iter().find_map(|e| e.failure(&body)) {
+                let text: String = failure.to_string().chars().take(300).collect();
+                return Err(CallError::new(
+                    ErrorClass::ClientError,
+                    format!("the platform reported an error: {text}"),
+                ));
+            }
             return Ok((headers, body));
         }
     }
 
-    /// One page of a list operation: from the start (with the cursor) or from `next`.
+    /// One page of a list operation: from the start (with the cursor and the call's values)
+    /// or from `next`.
     pub async fn list_page(
         &self,
         operation: &str,
-        cursor: Option<&str>,
+        vars: &Vars,
         next: Option<&NextPage>,
     ) -> Result<ListPage, CallError> {
         let op = self.operation(operation)?;
-        let mut url = self.operation_url(operation, op)?;
-        let mut query: Vec<(String, String)> = op
-            .query
-            .iter()
-            .filter_map(|(k, v)| self.fill(v, cursor).map(|v| (k.clone(), v)))
-            .collect();
+        let api_path = self.api_path(op, vars)?;
+        let mut url = format!("{}{api_path}", self.base_url()?);
+        let mut query = self.query(op, vars);
         match (next, &op.pagination) {
             (Some(NextPage::Url(next_url)), _) => {
                 url = next_url.clone();
@@ -585,19 +602,18 @@ impl ConnectorClient {
             }
             _ => {}
         }
-        let method = match op.method {
-            Method::Get => reqwest::Method::GET,
-            Method::Post => reqwest::Method::POST,
-            Method::Put => reqwest::Method::PUT,
-        };
+        let body = self.body(op, vars)?;
+        let method = op.method.as_reqwest();
         let (headers, body) = self
-            .send(op, || self.http.request(method.clone(), &url).query(&query))
+            .send(op, &api_path, || {
+                let request = self.http.request(method.clone(), &url).query(&query);
+                match &body {
+                    Some(body) => request.json(body),
+                    None => request,
+                }
+            })
             .await?;
-        let records = match op.records.as_deref() {
-            None | Some("") => body.as_array().cloned(),
-            Some(pointer) => body.pointer(pointer).and_then(Value::as_array).cloned(),
-        }
-        .ok_or_else(|| {
+        let records = records_at(&body, op.records.as_deref()).ok_or_else(|| {
             CallError::new(
                 ErrorClass::SchemaMismatch,
                 format!("no record list at {:?}", op.records),
@@ -627,6 +643,29 @@ impl ConnectorClient {
         Ok(ListPage { records, next })
     }
 
+    /// Every record of a list operation, page after page (a detail or lookup call).
+    pub async fn list_all(&self, operation: &str, vars: &Vars) -> Result<Vec<Value>, CallError> {
+        let mut all = Vec::new();
+        let mut next = None;
+        loop {
+            let page = self.list_page(operation, vars, next.as_ref()).await?;
+            all.extend(page.records);
+            match page.next {
+                Some(n) => next = Some(n),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// The operation's query; a parameter whose placeholder has no value is left out (the
+    /// cursor on a first run).
+    fn query(&self, op: &OperationSpec, vars: &Vars) -> Vec<(String, String)> {
+        op.query
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), self.fill(v, vars).ok()?)))
+            .collect()
+    }
+
     /// A write with an idempotency key, so that a retried call is a no-op at the platform.
     pub async fn write(
         &self,
@@ -634,15 +673,48 @@ impl ConnectorClient {
         body: &Value,
         idempotency_key: &str,
     ) -> Result<Value, CallError> {
+        self.send_write(operation, &Vars::new(), Some(body), idempotency_key)
+            .await
+    }
+
+    /// A write whose path, query and body come from the manifest's templates, filled with
+    /// `vars` (a stock level, a shipment, the ids a lookup found).
+    pub async fn write_templated(
+        &self,
+        operation: &str,
+        vars: &Vars,
+        idempotency_key: &str,
+    ) -> Result<Value, CallError> {
+        self.send_write(operation, vars, None, idempotency_key)
+            .await
+    }
+
+    async fn send_write(
+        &self,
+        operation: &str,
+        vars: &Vars,
+        body: Option<&Value>,
+        idempotency_key: &str,
+    ) -> Result<Value, CallError> {
         let op = self.operation(operation)?;
-        let url = self.operation_url(operation, op)?;
+        let api_path = self.api_path(op, vars)?;
+        let url = format!("{}{api_path}", self.base_url()?);
+        let query = self.query(op, vars);
+        let templated = match body {
+            Some(_) => None,
+            None => self.body(op, vars)?,
+        };
+        let body = body.or(templated.as_ref());
         let method = match op.method {
-            Method::Put => reqwest::Method::PUT,
-            _ => reqwest::Method::POST,
+            Method::Get => reqwest::Method::POST,
+            other => other.as_reqwest(),
         };
         let (_, response) = self
-            .send(op, || {
-                let mut request = self.http.request(method.clone(), &url).json(body);
+            .send(op, &api_path, || {
+                let mut request = self.http.request(method.clone(), &url).query(&query);
+                if let Some(body) = body {
+                    request = request.json(body);
+                }
                 if let Some(header) = &op.idempotency_header {
                     request = request.header(header.as_str(), idempotency_key);
                 }
@@ -651,6 +723,36 @@ impl ConnectorClient {
             .await?;
         Ok(response)
     }
+}
+
+/// The records at `pointer` (the whole answer without one): an array, or one object for an
+/// operation that reads a single record.
+fn records_at(body: &Value, pointer: Option<&str>) -> Option<Vec<Value>> {
+    match body.pointer(pointer.unwrap_or(""))? {
+        Value::Array(records) => Some(records.clone()),
+        record @ Value::Object(_) => Some(vec![record.clone()]),
+        _ => None,
+    }
+}
+
+fn missing(name: String) -> CallError {
+    CallError::new(
+        ErrorClass::Config,
+        format!("no value for the placeholder {{{name}}}"),
+    )
+}
+
+/// Percent-encodes a value for one path segment (RFC 3986 unreserved characters stay).
+fn encode_segment(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 impl ConnectorClient {

@@ -29,6 +29,9 @@ pub struct Manifest {
     pub operations: std::collections::BTreeMap<String, super::spec::OperationSpec>,
     #[serde(default)]
     pub mappings: super::spec::Mappings,
+    /// How unified records are written here, by kind (`stock`, `shipment`).
+    #[serde(default)]
+    pub writes: std::collections::BTreeMap<String, super::spec::WriteSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]

@@ -1,6 +1,6 @@
 //! Connectors: what kind of external system a connection talks to, described by a declarative
-//! manifest. This part holds the metadata (fields, webhook scheme); operations, pagination and
-//! rate limits join it with the sync engine.
+//! manifest: fields, webhook scheme, environments, auth, rate limits, operations with their
+//! templates and pagination, mappings onto unified records, and how records are written.
 
 pub mod client;
 mod lwa;
@@ -8,6 +8,7 @@ mod manifest;
 mod registry;
 pub mod signing;
 pub mod spec;
+pub mod template;
 
 pub use manifest::{
     ConnectorKind, FieldSpec, FieldType, Manifest, SignatureEncoding, WebhookScheme, WebhookSpec,

@@ -108,6 +108,18 @@ pub enum Method {
     Get,
     Post,
     Put,
+    Patch,
+}
+
+impl Method {
+    pub fn as_reqwest(self) -> reqwest::Method {
+        match self {
+            Self::Get => reqwest::Method::GET,
+            Self::Post => reqwest::Method::POST,
+            Self::Put => reqwest::Method::PUT,
+            Self::Patch => reqwest::Method::PATCH,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
@@ -128,6 +140,44 @@ pub struct OperationSpec {
     pub idempotency_header: Option<String>,
     /// A write that takes many records per call.
     pub batch: Option<BatchSpec>,
+    /// The JSON body: a string that is exactly `{name}` becomes that value with its type
+    /// (a quantity stays a number); `{name}` inside a longer string is filled as text.
+    #[schema(value_type = Option<Object>)]
+    pub body: Option<serde_json::Value>,
+    /// Where a 200 answer reports a failure (GraphQL `errors` and `userErrors`, TikTok
+    /// `code`, Shopee `error`).
+    #[serde(default)]
+    pub errors: Vec<ErrorSpec>,
+}
+
+/// A failure reported in a successful HTTP answer: the value at `pointer` is an error when
+/// it differs from `ok`, or, without `ok`, when it is present and not empty, zero or false.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorSpec {
+    pub pointer: String,
+    #[schema(value_type = Option<Object>)]
+    pub ok: Option<serde_json::Value>,
+}
+
+impl ErrorSpec {
+    /// The reported failure in `body`, if any.
+    pub fn failure<'a>(&self, body: &'a serde_json::Value) -> Option<&'a serde_json::Value> {
+        use serde_json::Value;
+        let value = body.pointer(&self.pointer)?;
+        let failed = match &self.ok {
+            Some(ok) => value != ok,
+            None => match value {
+                Value::Null | Value::Bool(false) => false,
+                Value::String(s) => !s.is_empty(),
+                Value::Array(a) => !a.is_empty(),
+                Value::Object(o) => !o.is_empty(),
+                Value::Number(n) => n.as_f64() != Some(0.0),
+                Value::Bool(true) => true,
+            },
+        };
+        failed.then_some(value)
+    }
 }
 
 /// How a batch write is shaped: `{"<field>": [record, ...]}`, each record carrying its own
@@ -160,7 +210,23 @@ pub enum Pagination {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Mappings {
+    /// Orders read from this platform (`list_orders`).
     pub order: Option<OrderMapping>,
+    /// Stock levels read from this platform (`list_stock`): an ERP's warehouse.
+    pub stock: Option<StockMapping>,
+    /// Shipments read from this platform (`list_shipments`): an ERP's dispatches.
+    pub shipment: Option<ShipmentMapping>,
+}
+
+/// How a platform writes its timestamps.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeFormat {
+    /// `2026-11-27T10:00:00+08:00` (Shopify, Amazon).
+    #[default]
+    Rfc3339,
+    /// Seconds since the epoch, as a number or a string (Shopee, TikTok Shop).
+    UnixSeconds,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
@@ -173,10 +239,98 @@ pub struct OrderMapping {
     pub total: String,
     pub created_at: String,
     pub updated_at: String,
+    #[serde(default)]
+    pub timestamps: TimeFormat,
     pub lines: String,
     pub line_sku: String,
-    pub line_quantity: String,
+    /// Without it each line is one unit, and lines of the same SKU and price are merged
+    /// (TikTok Shop lists one line per unit).
+    pub line_quantity: Option<String>,
     pub line_price: String,
+    /// The line price is for the whole quantity (Amazon's ItemPrice), not for one unit.
+    #[serde(default)]
+    pub line_price_covers_quantity: bool,
+    /// Unified fields a platform may leave out (Amazon omits OrderTotal while an order is
+    /// pending): they map to an empty string instead of failing the run.
+    #[serde(default)]
+    pub optional: Vec<String>,
+    /// A second call that completes the listed orders (lines, totals).
+    pub detail: Option<DetailSpec>,
+}
+
+/// Completes listed records with a detail operation: one call per record with `{id}` in its
+/// path or query, or one call per `per_call` records with `{ids}` comma-joined.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DetailSpec {
+    pub operation: String,
+    /// Where the id is, in a listed record and in a detail record.
+    pub id: String,
+    #[serde(default = "one")]
+    pub per_call: usize,
+    /// Put the detail call's records (all pages) under this field of the listed record;
+    /// without it, each detail record replaces the listed record with the same id.
+    pub attach: Option<String>,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// A stock level: how many units of a SKU can be sold.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StockMapping {
+    pub sku: String,
+    pub quantity: String,
+    pub updated_at: String,
+    #[serde(default)]
+    pub timestamps: TimeFormat,
+}
+
+/// A shipment of a marketplace order: carrier and tracking number.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShipmentMapping {
+    pub id: String,
+    /// The order's id on the marketplace it came from.
+    pub order_id: String,
+    /// The synchub connection the order came from: a shipments flow to a marketplace
+    /// connection takes only that connection's shipments.
+    pub connection: Option<String>,
+    pub carrier: String,
+    pub tracking_number: String,
+    pub shipped_at: String,
+    pub updated_at: String,
+    #[serde(default)]
+    pub timestamps: TimeFormat,
+}
+
+/// How unified records are written to a platform: an operation whose path, query and body
+/// take the record's fields, after an optional lookup of the platform's own ids.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WriteSpec {
+    pub operation: String,
+    pub lookup: Option<LookupSpec>,
+}
+
+/// Finds the platform's ids for a record (a SKU's inventory item, an order's fulfillment
+/// order) with a read operation; its first record's `fields` (JSON pointers) join the
+/// write's placeholders. A record the lookup does not find is skipped, not failed.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LookupSpec {
+    pub operation: String,
+    pub fields: BTreeMap<String, String>,
+    /// Only records with these values (JSON pointer -> value) count, e.g. an open
+    /// fulfillment order.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub only: BTreeMap<String, serde_json::Value>,
+    /// Keep what was found for a day (catalogue ids rarely change).
+    #[serde(default)]
+    pub cache: bool,
 }
 
 /// Checks operations against the rest of the manifest, with field paths.
@@ -230,6 +384,48 @@ pub fn lint_operations(manifest: &Manifest) -> Vec<FieldError> {
             problems.push(FieldError::new(
                 format!("operations.{name}.records"),
                 "a JSON pointer starts with /",
+            ));
+        }
+    }
+    let has_operation = |name: &str| manifest.operations.contains_key(name);
+    if let Some(detail) = manifest
+        .mappings
+        .order
+        .as_ref()
+        .and_then(|o| o.detail.as_ref())
+    {
+        if !has_operation(&detail.operation) {
+            problems.push(FieldError::new(
+                "mappings.order.detail.operation",
+                format!("{} is not an operation", detail.operation),
+            ));
+        }
+        if !(1..=100).contains(&detail.per_call) {
+            problems.push(FieldError::new(
+                "mappings.order.detail.per_call",
+                "must be between 1 and 100",
+            ));
+        }
+    }
+    for (kind, write) in &manifest.writes {
+        if !["stock", "shipment"].contains(&kind.as_str()) {
+            problems.push(FieldError::new(
+                format!("writes.{kind}"),
+                "writes are stock or shipment",
+            ));
+        }
+        if !has_operation(&write.operation) {
+            problems.push(FieldError::new(
+                format!("writes.{kind}.operation"),
+                format!("{} is not an operation", write.operation),
+            ));
+        }
+        if let Some(lookup) = &write.lookup
+            && !has_operation(&lookup.operation)
+        {
+            problems.push(FieldError::new(
+                format!("writes.{kind}.lookup.operation"),
+                format!("{} is not an operation", lookup.operation),
             ));
         }
     }

@@ -7,7 +7,7 @@ use sea_orm::{
 
 use super::model::{FlowPatch, FlowView, NewFlow, RetryPolicy, RunView, Stream};
 use crate::audit::{self, Actor, Entry};
-use crate::connectors::{ConnectorKind, ConnectorRegistry};
+use crate::connectors::{ConnectorKind, ConnectorRegistry, Manifest};
 use crate::error::{Error, FieldError, Result};
 use crate::ids::{ConnectionId, FlowId, RunId, TenantId};
 use crate::pagination::{Direction, Page, PageRequest, page_query};
@@ -124,6 +124,7 @@ impl Flows {
     }
 
     /// Resolves a connection of the tenant and checks it can play its part in the stream.
+    /// (An unknown connector is reported by the kind check.)
     async fn endpoint(
         &self,
         db: &impl ConnectionTrait,
@@ -143,7 +144,16 @@ impl Flows {
             errors.push(FieldError::new(end.field, "no such connection"));
             return Ok(None);
         };
-        let kind = self.registry.get(&row.connector).map(|m| m.kind);
+        let manifest = self.registry.get(&row.connector);
+        let kind = manifest.as_ref().map(|m| m.kind);
+        if kind == Some(end.wanted)
+            && let Some(missing) = manifest.as_ref().and_then(|m| unsupported(m, &end))
+        {
+            errors.push(FieldError::new(
+                end.field,
+                format!("{} {missing}", row.connector),
+            ));
+        }
         if kind != Some(end.wanted) {
             let wanted = match end.wanted {
                 ConnectorKind::Marketplace => "a marketplace",
@@ -603,4 +613,34 @@ pub async fn enqueue_run<C: ConnectionTrait>(
     } else {
         Ok(None)
     }
+}
+
+/// What a connector lacks to play its end of a stream, if anything.
+fn unsupported(manifest: &Manifest, end: &Endpoint<'_>) -> Option<&'static str> {
+    let (supported, lack) = match (end.stream, end.field == "source") {
+        (Stream::Orders, true) => (manifest.mappings.order.is_some(), "does not read orders"),
+        (Stream::Orders, false) => (
+            ["create_order", "create_orders"]
+                .iter()
+                .any(|op| manifest.operations.contains_key(*op)),
+            "does not take orders",
+        ),
+        (Stream::Inventory, true) => (
+            manifest.mappings.stock.is_some(),
+            "does not read stock levels",
+        ),
+        (Stream::Inventory, false) => (
+            manifest.writes.contains_key("stock"),
+            "does not take stock levels",
+        ),
+        (Stream::Shipments, true) => (
+            manifest.mappings.shipment.is_some(),
+            "does not read shipments",
+        ),
+        (Stream::Shipments, false) => (
+            manifest.writes.contains_key("shipment"),
+            "does not take shipments",
+        ),
+    };
+    (!supported).then_some(lack)
 }

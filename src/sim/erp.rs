@@ -1,11 +1,15 @@
 //! A simulated generic REST ERP: `POST /orders` upserts one unified order keyed by its source
 //! and platform id, `POST /orders/batch` up to 500; an idempotency key seen before returns
-//! the first answer. `X-Api-Key` is required; the first key an account sees is its key.
+//! the first answer. `GET /stock` and `GET /shipments` list the warehouse's stock levels and
+//! dispatches changed since `updated_since`, oldest first, by page. `X-Api-Key` is
+//! required; the first key an account sees is its key.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::SimState;
@@ -15,11 +19,60 @@ pub struct Erp {
     api_key: Option<String>,
     orders: BTreeMap<String, Value>,
     idempotency: HashMap<String, Value>,
+    /// SKU -> (units, last change).
+    stock: BTreeMap<String, (i64, DateTime<Utc>)>,
+    shipments: Vec<Value>,
+    shipped: HashSet<String>,
+    /// Every change gets a later instant than the one before, so versions never tie.
+    clock: DateTime<Utc>,
 }
 
 impl Erp {
     pub fn orders(&self) -> Vec<Value> {
         self.orders.values().cloned().collect()
+    }
+
+    fn tick(&mut self) -> DateTime<Utc> {
+        let now = Utc::now().max(self.clock + chrono::Duration::milliseconds(1));
+        self.clock = now;
+        now
+    }
+
+    /// Sets the warehouse's stock of each SKU.
+    pub fn set_stock(&mut self, levels: &[(String, i64)]) {
+        for (sku, units) in levels {
+            let at = self.tick();
+            self.stock.insert(sku.clone(), (*units, at));
+        }
+    }
+
+    /// Ships up to `count` orders not shipped yet, oldest key first; returns the shipments.
+    pub fn ship(&mut self, count: usize) -> Vec<Value> {
+        let pending: Vec<(String, Value)> = self
+            .orders
+            .iter()
+            .filter(|(key, _)| !self.shipped.contains(*key))
+            .take(count)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut shipped = Vec::new();
+        for (key, order) in pending {
+            let at = self.tick();
+            let stamp = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let shipment = json!({
+                "id": format!("SHP-{}", self.shipments.len() + 1),
+                "platform_id": order["platform_id"],
+                "source_connection": order["source_connection"],
+                "carrier": "UPS",
+                "tracking_number": format!("1Z999AA1{:010}", self.shipments.len() + 1),
+                "shipped_at": stamp,
+                "updated_at": stamp,
+            });
+            self.shipped.insert(key);
+            self.shipments.push(shipment.clone());
+            shipped.push(shipment);
+        }
+        shipped
     }
 }
 
@@ -200,5 +253,96 @@ pub async fn list_orders(
 ) -> HttpResponse {
     with_account(&state, &req, account.into_inner(), |erp| {
         HttpResponse::Ok().json(json!({ "orders": erp.orders() }))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChangedQuery {
+    updated_since: Option<String>,
+    page: Option<usize>,
+    limit: Option<usize>,
+}
+
+impl ChangedQuery {
+    /// The page's bounds (pages count from 1) and the instant changes are listed from.
+    fn window(&self) -> Result<(usize, usize, Option<DateTime<Utc>>), HttpResponse> {
+        let since = match &self.updated_since {
+            None => None,
+            Some(text) => Some(
+                DateTime::parse_from_rfc3339(text)
+                    .map_err(|_| {
+                        HttpResponse::BadRequest()
+                            .json(json!({"error": "updated_since must be RFC 3339"}))
+                    })?
+                    .with_timezone(&Utc),
+            ),
+        };
+        let limit = self.limit.unwrap_or(100).clamp(1, 500);
+        let page = self.page.unwrap_or(1).max(1);
+        Ok(((page - 1) * limit, limit, since))
+    }
+}
+
+/// `GET /stock`: {"stock": [{"sku", "available", "updated_at"}]}, oldest change first.
+pub async fn list_stock(
+    state: web::Data<SimState>,
+    req: HttpRequest,
+    account: web::Path<String>,
+    query: web::Query<ChangedQuery>,
+) -> HttpResponse {
+    if let Some(response) = super::inject(&state).await {
+        return response;
+    }
+    let (offset, limit, since) = match query.window() {
+        Ok(window) => window,
+        Err(response) => return response,
+    };
+    with_account(&state, &req, account.into_inner(), |erp| {
+        let mut changed: Vec<(&String, &(i64, DateTime<Utc>))> = erp
+            .stock
+            .iter()
+            .filter(|(_, (_, at))| since.is_none_or(|s| *at >= s))
+            .collect();
+        changed.sort_by(|a, b| (a.1.1, a.0).cmp(&(b.1.1, b.0)));
+        let stock: Vec<Value> = changed
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(sku, (units, at))| json!({"sku": sku, "available": units, "updated_at": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}))
+            .collect();
+        HttpResponse::Ok().json(json!({ "stock": stock }))
+    })
+}
+
+/// `GET /shipments`: {"shipments": [...]}, oldest first.
+pub async fn list_shipments(
+    state: web::Data<SimState>,
+    req: HttpRequest,
+    account: web::Path<String>,
+    query: web::Query<ChangedQuery>,
+) -> HttpResponse {
+    if let Some(response) = super::inject(&state).await {
+        return response;
+    }
+    let (offset, limit, since) = match query.window() {
+        Ok(window) => window,
+        Err(response) => return response,
+    };
+    with_account(&state, &req, account.into_inner(), |erp| {
+        let shipments: Vec<&Value> = erp
+            .shipments
+            .iter()
+            .filter(|s| {
+                since.is_none_or(|since| {
+                    s["updated_at"]
+                        .as_str()
+                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                        .is_some_and(|at| at >= since)
+                })
+            })
+            .skip(offset)
+            .take(limit)
+            .collect();
+        HttpResponse::Ok().json(json!({ "shipments": shipments }))
     })
 }

@@ -5,11 +5,22 @@
 //!
 //! - Shopify Admin REST: `{addr}/shopify/{shop}` (orders with Link pagination, a leaky bucket
 //!   of 40 calls leaking 2/s, `X-Shopify-Shop-Api-Call-Limit`, 429 with `Retry-After`);
-//! - a generic REST ERP: `{addr}/erp/{account}` (`X-Api-Key`, idempotent order upserts).
+//!   GraphQL inventory by SKU, fulfillment orders and fulfillments;
+//! - a generic REST ERP: `{addr}/erp/{account}` (`X-Api-Key`, idempotent order upserts,
+//!   stock levels and shipments changed since a cursor);
+//! - Amazon SP-API, Shopee v2 and TikTok Shop 202309 (see `signed`).
+//!
+//! Every marketplace lists the same catalogue (`catalogue`: SKU-0 to SKU-999).
 //!
 //! Control: `PUT /_sim/faults` {error_rate, latency_ms, timeout_rate, malformed_rate,
-//! schema_change}, `POST /_sim/shopify/{shop}/orders` {count} (new orders), `GET /_sim/stats`.
+//! schema_change}, `POST /_sim/shopify/{shop}/orders` {count} (new orders),
+//! `PUT /_sim/erp/{account}/stock` {sku: units}, `POST /_sim/erp/{account}/ship` {count},
+//! `GET /_sim/stock/{platform}/{account}` (what a marketplace was told), `GET /_sim/stats`.
 
+// A refusal here is the simulator's answer, handed back at once: boxing it buys nothing.
+#![allow(clippy::result_large_err)]
+
+pub mod catalogue;
 mod erp;
 mod shopify;
 pub mod signed;
@@ -71,6 +82,7 @@ pub struct SimState {
     shops: Mutex<HashMap<String, shopify::Shop>>,
     erps: Mutex<HashMap<String, erp::Erp>>,
     apps: Mutex<signed::Apps>,
+    stock: Mutex<catalogue::Stock>,
 }
 
 impl SimState {
@@ -83,6 +95,7 @@ impl SimState {
             shops: Mutex::new(HashMap::new()),
             erps: Mutex::new(HashMap::new()),
             apps: Mutex::new(signed::Apps::default()),
+            stock: Mutex::new(catalogue::Stock::default()),
         }
     }
 
@@ -132,6 +145,51 @@ impl SimState {
             .lock()
             .ok()
             .and_then(|erps| erps.get(account).map(erp::Erp::orders))
+            .unwrap_or_default()
+    }
+
+    /// Sets an ERP warehouse's stock of each SKU (each change gets a new version).
+    pub fn set_erp_stock(&self, account: &str, levels: &[(String, i64)]) {
+        if let Ok(mut erps) = self.erps.lock() {
+            erps.entry(account.to_string())
+                .or_default()
+                .set_stock(levels);
+        }
+    }
+
+    /// Ships up to `count` of an ERP's orders not shipped yet; returns the shipments.
+    pub fn ship_erp_orders(&self, account: &str, count: usize) -> Vec<serde_json::Value> {
+        self.erps
+            .lock()
+            .map(|mut erps| erps.entry(account.to_string()).or_default().ship(count))
+            .unwrap_or_default()
+    }
+
+    /// What a marketplace account was told about stock: SKU -> units. Platforms are
+    /// `shopify` (by shop), `amazon` (by seller id), `shopee` (by shop id) and `tiktok` (by
+    /// shop cipher).
+    pub fn marketplace_stock(
+        &self,
+        platform: &str,
+        account: &str,
+    ) -> std::collections::BTreeMap<String, i64> {
+        self.stock
+            .lock()
+            .map(|s| s.levels(platform, account))
+            .unwrap_or_default()
+    }
+
+    /// How many stock writes the marketplaces accepted.
+    pub fn stock_writes(&self) -> u64 {
+        self.stock.lock().map(|s| s.writes).unwrap_or_default()
+    }
+
+    /// A shop's fulfilled orders: order id -> {tracking_number, tracking_company}.
+    pub fn shop_fulfillments(&self, shop: &str) -> HashMap<u64, serde_json::Value> {
+        self.shops
+            .lock()
+            .ok()
+            .and_then(|shops| shops.get(shop).map(shopify::Shop::fulfillments))
             .unwrap_or_default()
     }
 
@@ -266,8 +324,41 @@ async fn post_orders(
     HttpResponse::Created().json(serde_json::json!({ "ids": ids }))
 }
 
+async fn put_erp_stock(
+    state: web::Data<SimState>,
+    account: web::Path<String>,
+    body: web::Json<std::collections::BTreeMap<String, i64>>,
+) -> HttpResponse {
+    let levels: Vec<(String, i64)> = body.into_inner().into_iter().collect();
+    state.set_erp_stock(&account, &levels);
+    HttpResponse::NoContent().finish()
+}
+
+async fn post_erp_ship(
+    state: web::Data<SimState>,
+    account: web::Path<String>,
+    body: web::Json<AddOrders>,
+) -> HttpResponse {
+    let shipments = state.ship_erp_orders(&account, body.count.min(100_000));
+    HttpResponse::Created().json(serde_json::json!({ "shipments": shipments }))
+}
+
+async fn get_marketplace_stock(
+    state: web::Data<SimState>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (platform, account) = path.into_inner();
+    HttpResponse::Ok().json(state.marketplace_stock(&platform, &account))
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/_sim/faults", web::put().to(put_faults))
+        .route("/_sim/erp/{account}/stock", web::put().to(put_erp_stock))
+        .route("/_sim/erp/{account}/ship", web::post().to(post_erp_ship))
+        .route(
+            "/_sim/stock/{platform}/{account}",
+            web::get().to(get_marketplace_stock),
+        )
         .route("/_sim/stats", web::get().to(get_stats))
         .route("/_sim/shopify/{shop}/orders", web::post().to(post_orders))
         .route("/_sim/shopify/{shop}/limit", web::put().to(put_limit))
@@ -281,6 +372,55 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(erp::create_orders),
         )
         .route("/erp/{account}/orders", web::get().to(erp::list_orders))
+        .route("/erp/{account}/stock", web::get().to(erp::list_stock))
+        .route(
+            "/erp/{account}/shipments",
+            web::get().to(erp::list_shipments),
+        )
+        .route(
+            "/shopify/{shop}/admin/api/{version}/graphql.json",
+            web::post().to(shopify::graphql),
+        )
+        .route(
+            "/shopify/{shop}/admin/api/{version}/orders/{id}/fulfillment_orders.json",
+            web::get().to(shopify::fulfillment_orders),
+        )
+        .route(
+            "/shopify/{shop}/admin/api/{version}/fulfillments.json",
+            web::post().to(shopify::create_fulfillment),
+        )
+        .route(
+            "/amazon/orders/v0/orders/{id}/orderItems",
+            web::get().to(signed::amazon_order_items),
+        )
+        .route(
+            "/amazon/listings/2021-08-01/items/{seller}/{sku}",
+            web::get().to(signed::amazon_get_listing),
+        )
+        .route(
+            "/amazon/listings/2021-08-01/items/{seller}/{sku}",
+            web::patch().to(signed::amazon_patch_listing),
+        )
+        .route(
+            "/shopee/api/v2/order/get_order_detail",
+            web::get().to(signed::shopee_order_detail),
+        )
+        .route(
+            "/shopee/api/v2/product/search_item",
+            web::get().to(signed::shopee_search_item),
+        )
+        .route(
+            "/shopee/api/v2/product/update_stock",
+            web::post().to(signed::shopee_update_stock),
+        )
+        .route(
+            "/tiktok/product/202309/products/search",
+            web::post().to(signed::tiktok_products_search),
+        )
+        .route(
+            "/tiktok/product/202309/products/{id}/inventory/update",
+            web::post().to(signed::tiktok_update_inventory),
+        )
         .route("/_sim/apps", web::put().to(signed::put_apps))
         .route("/amazon/auth/o2/token", web::post().to(signed::lwa_token))
         .route(

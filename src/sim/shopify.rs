@@ -2,8 +2,11 @@
 //! (https://shopify.dev/docs/api/admin-rest/latest/resources/order), with
 //! `X-Shopify-Access-Token` auth, page_info pagination in the Link header, and the standard
 //! plan's leaky bucket (40 calls, leaking 2 per second) reported in
-//! `X-Shopify-Shop-Api-Call-Limit`, 429 with `Retry-After` when it overflows.
+//! `X-Shopify-Shop-Api-Call-Limit`, 429 with `Retry-After` when it overflows; the GraphQL
+//! Admin API's `productVariants` query by SKU and `inventorySetQuantities` mutation; REST
+//! fulfillment orders and fulfillments with tracking.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -15,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::SimState;
+use super::catalogue;
 
 /// Shopify's standard plan: a bucket of 40 calls that leaks 2 per second.
 pub const DEFAULT_BUCKET: (f64, f64) = (2.0, 40.0);
@@ -23,6 +27,8 @@ const MAX_LIMIT: usize = 250;
 pub struct Shop {
     token: Option<String>,
     orders: Vec<Value>,
+    /// Order id -> its fulfillment (tracking), once fulfilled.
+    fulfillments: HashMap<u64, Value>,
     next_id: u64,
     bucket_level: f64,
     bucket_at: Instant,
@@ -36,6 +42,7 @@ impl Shop {
         let mut shop = Self {
             token: None,
             orders: Vec::new(),
+            fulfillments: HashMap::new(),
             next_id: 450_789_469,
             bucket_level: 0.0,
             limit: DEFAULT_BUCKET,
@@ -56,6 +63,17 @@ impl Shop {
 
     pub fn order_count(&self) -> usize {
         self.orders.len()
+    }
+
+    /// Fulfilled orders: order id -> {tracking_number, tracking_company}.
+    pub fn fulfillments(&self) -> HashMap<u64, Value> {
+        self.fulfillments.clone()
+    }
+
+    fn has_order(&self, id: u64) -> bool {
+        self.orders
+            .binary_search_by_key(&id, |o| o["id"].as_u64().unwrap_or(0))
+            .is_ok()
     }
 
     pub fn add_order(&mut self, at: DateTime<Utc>) -> u64 {
@@ -123,6 +141,52 @@ fn error(status: actix_web::http::StatusCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "errors": message }))
 }
 
+fn unauthorized() -> HttpResponse {
+    error(
+        actix_web::http::StatusCode::UNAUTHORIZED,
+        "[API] Invalid API key or access token (unrecognized login or wrong password)",
+    )
+}
+
+/// Checks the access token and takes one call from the shop's bucket, then runs `answer`
+/// on the shop; returns its result with the bucket's level and size, or the refusal.
+fn with_shop<T>(
+    state: &SimState,
+    req: &HttpRequest,
+    shop_name: &str,
+    answer: impl FnOnce(&mut Shop) -> T,
+) -> Result<(T, f64, f64), HttpResponse> {
+    let token = req
+        .headers()
+        .get("x-shopify-access-token")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(unauthorized)?;
+    let mut shops = state.shops.lock().map_err(|_| {
+        error(
+            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+        )
+    })?;
+    let shop = shops
+        .entry(shop_name.to_string())
+        .or_insert_with(|| Shop::seeded(shop_name, state.seed_orders));
+    // The first token a shop sees is its token from then on.
+    match &shop.token {
+        Some(known) if known != token => return Err(unauthorized()),
+        None => shop.token = Some(token.to_string()),
+        _ => {}
+    }
+    let Some(level) = shop.admit() else {
+        state.counters.throttled.fetch_add(1, Ordering::Relaxed);
+        return Err(HttpResponse::TooManyRequests()
+            .insert_header(("Retry-After", "1.0"))
+            .insert_header(("X-Shopify-Shop-Api-Call-Limit", format!("{0}/{0}", shop.limit.1 as u64)))
+            .json(json!({ "errors": "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service." })));
+    };
+    let size = shop.limit.1;
+    Ok((answer(shop), level, size))
+}
+
 pub async fn list_orders(
     state: web::Data<SimState>,
     req: HttpRequest,
@@ -133,16 +197,6 @@ pub async fn list_orders(
         return response;
     }
     let (shop_name, version) = path.into_inner();
-    let Some(token) = req
-        .headers()
-        .get("x-shopify-access-token")
-        .and_then(|v| v.to_str().ok())
-    else {
-        return error(
-            actix_web::http::StatusCode::UNAUTHORIZED,
-            "[API] Invalid API key or access token (unrecognized login or wrong password)",
-        );
-    };
     let limit = query.limit.unwrap_or(50);
     if limit == 0 || limit > MAX_LIMIT {
         return error(
@@ -188,37 +242,7 @@ pub async fn list_orders(
         None => None,
     };
 
-    let (page, more, level, size) = {
-        let mut shops = match state.shops.lock() {
-            Ok(shops) => shops,
-            Err(_) => {
-                return error(
-                    actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-                    "Internal Server Error",
-                );
-            }
-        };
-        let shop = shops
-            .entry(shop_name.clone())
-            .or_insert_with(|| Shop::seeded(&shop_name, state.seed_orders));
-        // The first token a shop sees is its token from then on.
-        match &shop.token {
-            Some(known) if known != token => {
-                return error(
-                    actix_web::http::StatusCode::UNAUTHORIZED,
-                    "[API] Invalid API key or access token (unrecognized login or wrong password)",
-                );
-            }
-            None => shop.token = Some(token.to_string()),
-            _ => {}
-        }
-        let Some(level) = shop.admit() else {
-            state.counters.throttled.fetch_add(1, Ordering::Relaxed);
-            return HttpResponse::TooManyRequests()
-                .insert_header(("Retry-After", "1.0"))
-                .insert_header(("X-Shopify-Shop-Api-Call-Limit", format!("{0}/{0}", shop.limit.1 as u64)))
-                .json(json!({ "errors": "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service." }));
-        };
+    let answer = with_shop(&state, &req, &shop_name, |shop| {
         // Orders are kept in id order: a page starts after its predecessor's last id.
         let first = shop
             .orders
@@ -232,7 +256,11 @@ pub async fn list_orders(
         let mut page: Vec<Value> = matching.take(limit + 1).cloned().collect();
         let more = page.len() > limit;
         page.truncate(limit);
-        (page, more, level, shop.limit.1)
+        (page, more)
+    });
+    let ((page, more), level, size) = match answer {
+        Ok(answer) => answer,
+        Err(response) => return response,
     };
 
     let schema_change = state.faults().schema_change;
@@ -270,4 +298,181 @@ pub async fn list_orders(
     }
     let body = super::maybe_malformed(&state, json!({ "orders": orders }).to_string());
     response.content_type("application/json").body(body)
+}
+
+fn gid(kind: &str, id: u64) -> String {
+    format!("gid://shopify/{kind}/{id}")
+}
+
+fn gid_number(gid: &str, kind: &str) -> Option<u64> {
+    gid.strip_prefix(&format!("gid://shopify/{kind}/"))?
+        .parse()
+        .ok()
+}
+
+/// The SKU in a search query such as `sku:"SKU-1"` or `sku:SKU-1`.
+fn sku_in_query(query: &str) -> Option<&str> {
+    let rest = query.trim().strip_prefix("sku:")?;
+    Some(rest.trim_matches('"'))
+}
+
+/// `POST /admin/api/{version}/graphql.json`: the two operations the connector sends. The
+/// simulator recognises them by their root field, as the real schema would resolve them.
+pub async fn graphql(
+    state: web::Data<SimState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Some(response) = super::inject(&state).await {
+        return response;
+    }
+    let (shop_name, _) = path.into_inner();
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return error(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "Invalid JSON in request body",
+        );
+    };
+    if let Err(response) = with_shop(&state, &req, &shop_name, |_| ()) {
+        return response;
+    }
+    let query = request["query"].as_str().unwrap_or_default();
+    let variables = &request["variables"];
+    let answer = if query.contains("productVariants") {
+        let sku = variables["q"]
+            .as_str()
+            .and_then(sku_in_query)
+            .unwrap_or_default();
+        let nodes: Vec<Value> = catalogue::item_id(sku)
+            .map(|id| json!({"id": gid("ProductVariant", id), "sku": sku, "inventoryItem": {"id": gid("InventoryItem", id)}}))
+            .into_iter()
+            .collect();
+        Ok(json!({"productVariants": {"nodes": nodes}}))
+    } else if query.contains("inventorySetQuantities") {
+        set_quantities(&state, &shop_name, &variables["input"])
+    } else {
+        Err("Field is not defined on QueryRoot or Mutation".to_string())
+    };
+    match answer {
+        Ok(data) => HttpResponse::Ok().json(json!({"data": data, "extensions": {"cost": {"requestedQueryCost": 10, "actualQueryCost": 10}}})),
+        Err(message) => HttpResponse::Ok().json(json!({"errors": [{"message": message}]})),
+    }
+}
+
+/// inventorySetQuantities: sets the `available` quantity of each item at a location.
+fn set_quantities(state: &SimState, shop: &str, input: &Value) -> Result<Value, String> {
+    if input["name"] != "available" {
+        return Ok(
+            json!({"inventorySetQuantities": {"userErrors": [{"field": ["input", "name"], "message": "The quantity name must be available or on_hand."}]}}),
+        );
+    }
+    if input["ignoreCompareQuantity"] != true
+        && input["quantities"][0].get("compareQuantity").is_none()
+    {
+        return Ok(
+            json!({"inventorySetQuantities": {"userErrors": [{"field": ["input", "ignoreCompareQuantity"], "message": "compareQuantity is required unless ignoreCompareQuantity is true."}]}}),
+        );
+    }
+    let quantities = input["quantities"].as_array().cloned().unwrap_or_default();
+    let mut changes = Vec::new();
+    for (i, entry) in quantities.iter().enumerate() {
+        let sku = entry["inventoryItemId"]
+            .as_str()
+            .and_then(|g| gid_number(g, "InventoryItem"))
+            .and_then(catalogue::sku_of);
+        let location = entry["locationId"]
+            .as_str()
+            .and_then(|g| gid_number(g, "Location"));
+        let quantity = entry["quantity"].as_i64();
+        match (sku, location, quantity) {
+            (Some(sku), Some(_), Some(quantity)) => changes.push((sku, quantity)),
+            _ => {
+                return Ok(
+                    json!({"inventorySetQuantities": {"userErrors": [{"field": ["input", "quantities", i.to_string()], "message": "The specified inventory item or location could not be found, or the quantity is not an integer."}]}}),
+                );
+            }
+        }
+    }
+    let mut stock = state
+        .stock
+        .lock()
+        .map_err(|_| "Internal error".to_string())?;
+    for (sku, quantity) in &changes {
+        stock.set("shopify", shop, sku, *quantity);
+    }
+    Ok(
+        json!({"inventorySetQuantities": {"inventoryAdjustmentGroup": {"reason": input["reason"]}, "userErrors": []}}),
+    )
+}
+
+/// `GET /admin/api/{version}/orders/{id}/fulfillment_orders.json`: one fulfillment order
+/// per order, open until fulfilled.
+pub async fn fulfillment_orders(
+    state: web::Data<SimState>,
+    req: HttpRequest,
+    path: web::Path<(String, String, u64)>,
+) -> HttpResponse {
+    if let Some(response) = super::inject(&state).await {
+        return response;
+    }
+    let (shop_name, _, order_id) = path.into_inner();
+    let answer = with_shop(&state, &req, &shop_name, |shop| {
+        shop.has_order(order_id).then(|| {
+            let status = if shop.fulfillments.contains_key(&order_id) { "closed" } else { "open" };
+            json!([{"id": order_id * 10 + 1, "order_id": order_id, "status": status, "request_status": "unsubmitted"}])
+        })
+    });
+    match answer {
+        Err(response) => response,
+        Ok((None, ..)) => error(actix_web::http::StatusCode::NOT_FOUND, "Not Found"),
+        Ok((Some(list), ..)) => HttpResponse::Ok().json(json!({ "fulfillment_orders": list })),
+    }
+}
+
+/// `POST /admin/api/{version}/fulfillments.json`: fulfils open fulfillment orders with
+/// tracking; a closed one is refused with 422, as Shopify does.
+pub async fn create_fulfillment(
+    state: web::Data<SimState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Some(response) = super::inject(&state).await {
+        return response;
+    }
+    let (shop_name, _) = path.into_inner();
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return error(actix_web::http::StatusCode::BAD_REQUEST, "Invalid JSON");
+    };
+    let fulfillment = &body["fulfillment"];
+    let Some(fulfillment_order) =
+        fulfillment["line_items_by_fulfillment_order"][0]["fulfillment_order_id"].as_u64()
+    else {
+        return error(
+            actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "line_items_by_fulfillment_order is required",
+        );
+    };
+    let tracking = json!({
+        "tracking_number": fulfillment["tracking_info"]["number"],
+        "tracking_company": fulfillment["tracking_info"]["company"],
+    });
+    let order_id = fulfillment_order / 10;
+    let answer = with_shop(&state, &req, &shop_name, |shop| {
+        if fulfillment_order % 10 != 1 || !shop.has_order(order_id) {
+            return Err(actix_web::http::StatusCode::NOT_FOUND);
+        }
+        if shop.fulfillments.contains_key(&order_id) {
+            return Err(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY);
+        }
+        shop.fulfillments.insert(order_id, tracking.clone());
+        Ok(())
+    });
+    match answer {
+        Err(response) => response,
+        Ok((Err(status), ..)) if status == actix_web::http::StatusCode::NOT_FOUND => error(status, "Not Found"),
+        Ok((Err(status), ..)) => HttpResponse::build(status).json(json!({"errors": [format!("Fulfillment order {fulfillment_order} has an unfulfillable status= closed.")]})),
+        Ok((Ok(()), ..)) => HttpResponse::Created().json(json!({"fulfillment": {"id": fulfillment_order * 7, "order_id": order_id, "status": "success", "tracking_number": tracking["tracking_number"], "tracking_company": tracking["tracking_company"]}})),
+    }
 }

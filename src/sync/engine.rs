@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::retry::backoff;
-use super::unified::{Order, map_order};
+use super::streams::{Item, Plan};
 use crate::connectors::ConnectorRegistry;
-use crate::connectors::client::{CallError, ConnectorClient, ErrorClass, NextPage};
+use crate::connectors::client::{CallError, ConnectorClient, ErrorClass, NextPage, Vars};
+use crate::connectors::spec::{LookupSpec, WriteSpec};
 use crate::error::{Error, Result};
 use crate::flows::Stream;
 use crate::ids::RunId;
@@ -37,6 +38,9 @@ fn statistics_stale(before: i64, after: i64) -> bool {
     }
     false
 }
+
+/// How long the platform ids a lookup found are trusted.
+const LOOKUP_CACHE_AGE: chrono::Duration = chrono::Duration::hours(24);
 
 /// A flow is disabled after this many runs in a row end in the dead letters.
 pub const DISABLE_AFTER_FAILURES: i32 = 5;
@@ -246,29 +250,23 @@ impl SyncEngine {
             .ok_or_else(|| {
                 CallError::new(ErrorClass::Config, "the destination connection is gone")
             })?;
-        match Stream::parse(&flow.stream) {
-            Some(Stream::Orders) => {}
-            _ => {
-                return Err(CallError::new(
-                    ErrorClass::Config,
-                    format!("the {} stream is not available yet", flow.stream),
-                ));
-            }
-        }
+        let stream = Stream::parse(&flow.stream).ok_or_else(|| {
+            CallError::new(
+                ErrorClass::Config,
+                format!("unknown stream {}", flow.stream),
+            )
+        })?;
         let source_client = self.client(&source).await.map_err(internal)?;
         let destination_client = self.client(&destination).await.map_err(internal)?;
-        let mapping = source_client
-            .manifest()
-            .mappings
-            .order
-            .clone()
-            .ok_or_else(|| {
-                CallError::new(
-                    ErrorClass::Config,
-                    format!("{} maps no orders", source.connector),
-                )
-            })?;
-        let version_label = source_client.manifest().version.clone();
+        let plan = Plan::new(stream, &source_client, &destination_client)?;
+        let owner = plan.owner(&source, &destination);
+        // The marketplace's connector: the one a deployment changes under a flow.
+        let versioned = if owner.id == source.id {
+            &source_client
+        } else {
+            &destination_client
+        };
+        let version_label = versioned.manifest().version.clone();
         let _ = run::Entity::update_many()
             .col_expr(run::Column::ConnectorVersion, Some(version_label).into())
             .filter(run::Column::Id.eq(run.id.clone()))
@@ -280,57 +278,67 @@ impl SyncEngine {
             .clone()
             .and_then(|c| serde_json::from_value(c).ok())
             .unwrap_or_default();
-        let cursor = flow
+        let mut vars = Vars::new();
+        if let Some(cursor) = flow
             .cursor
             .as_ref()
             .and_then(|c| c["updated_at_min"].as_str())
-            .map(str::to_string);
+        {
+            vars.set("cursor", cursor);
+        }
         let (mut read, mut written) = (run.records_read, run.records_written);
         loop {
-            let page = source_client
-                .list_page("list_orders", cursor.as_deref(), checkpoint.next.as_ref())
+            let mut page = source_client
+                .list_page(plan.list_operation(), &vars, checkpoint.next.as_ref())
                 .await?;
-            let orders = page
-                .records
-                .iter()
-                .map(|r| map_order(r, &mapping))
-                .collect::<Result<Vec<Order>, CallError>>()?;
-            read += orders.len() as i64;
+            plan.complete(&source_client, &mut page.records).await?;
+            let items = plan.items(&page.records, &source, &destination)?;
+            read += items.len() as i64;
             let known = self
-                .known_versions(&source, &orders)
+                .known_versions(owner, plan.kind(), &items)
                 .await
                 .map_err(internal)?;
-            let fresh: Vec<(Order, Value, String)> = orders
+            let fresh: Vec<Item> = items
                 .iter()
-                .filter(|order| {
+                .filter(|item| {
                     known
-                        .get(&order.platform_id)
-                        .is_none_or(|v| v.as_str() < order.updated_at.as_str())
+                        .get(&item.platform_id)
+                        .is_none_or(|v| v.as_str() < item.version.as_str())
                 })
-                .map(|order| {
-                    let key = format!("{}:{}:{}", source.id, order.platform_id, order.updated_at);
-                    (order.clone(), erp_order(&source, order), key)
-                })
+                .cloned()
                 .collect();
-            deliver(&destination_client, &fresh).await?;
-            written += fresh.len() as i64;
-            let delivered: Vec<(Order, Value)> = fresh
-                .into_iter()
-                .map(|(order, body, _)| (order, body))
-                .collect();
-            for order in &orders {
+            let delivered = match plan.write() {
+                None => {
+                    deliver_orders(&destination_client, &fresh).await?;
+                    fresh
+                }
+                Some(write) => {
+                    self.deliver_templated(&destination_client, write, owner, plan.kind(), fresh)
+                        .await?
+                }
+            };
+            written += delivered.len() as i64;
+            for item in &items {
                 if checkpoint
                     .max_version
                     .as_deref()
-                    .is_none_or(|v| v < order.updated_at.as_str())
+                    .is_none_or(|v| v < item.version.as_str())
                 {
-                    checkpoint.max_version = Some(order.updated_at.clone());
+                    checkpoint.max_version = Some(item.version.clone());
                 }
             }
             checkpoint.next = page.next.clone();
-            self.commit_page(&source, run, &delivered, &checkpoint, read, written)
-                .await
-                .map_err(internal)?;
+            self.commit_page(
+                owner,
+                plan.kind(),
+                run,
+                &delivered,
+                &checkpoint,
+                read,
+                written,
+            )
+            .await
+            .map_err(internal)?;
             if statistics_stale(written - delivered.len() as i64, written) {
                 self.refresh_statistics().await;
             }
@@ -338,6 +346,125 @@ impl SyncEngine {
                 return Ok(());
             }
         }
+    }
+
+    /// Writes stock levels or shipments one call each, after looking up the platform's own
+    /// ids where the manifest says so. A record the lookup does not find (a SKU not listed on
+    /// this marketplace, an order it does not have) is skipped and reported, not failed: it
+    /// must not hold back the rest. Returns what was written.
+    async fn deliver_templated(
+        &self,
+        destination: &ConnectorClient,
+        write: &WriteSpec,
+        owner: &connection::Model,
+        kind: &str,
+        items: Vec<Item>,
+    ) -> Result<Vec<Item>, CallError> {
+        let mut delivered = Vec::with_capacity(items.len());
+        let mut skipped = Vec::new();
+        for mut item in items {
+            if let Some(lookup) = &write.lookup {
+                let found = self.lookup(destination, lookup, owner, kind, &item).await?;
+                let Some(found) = found else {
+                    skipped.push(item.platform_id);
+                    continue;
+                };
+                for (name, value) in found {
+                    item.vars.set(&name, value);
+                }
+            }
+            destination
+                .write_templated(&write.operation, &item.vars, &item.key)
+                .await?;
+            delivered.push(item);
+        }
+        if !skipped.is_empty() {
+            tracing::warn!(
+                connection = %owner.id,
+                kind,
+                count = skipped.len(),
+                first = %skipped[0],
+                "records the destination does not know were skipped"
+            );
+        }
+        Ok(delivered)
+    }
+
+    /// The platform ids a write needs for `item`, from the lookup operation (or from the
+    /// day-old cache in the records table). None when the platform does not know the item.
+    async fn lookup(
+        &self,
+        destination: &ConnectorClient,
+        lookup: &LookupSpec,
+        owner: &connection::Model,
+        kind: &str,
+        item: &Item,
+    ) -> Result<Option<Map<String, Value>>, CallError> {
+        let internal = |e: sea_orm::DbErr| CallError::new(ErrorClass::Config, e.to_string());
+        let cache_kind = format!("lookup:{kind}");
+        if lookup.cache {
+            let cached = record::Entity::find()
+                .filter(record::Column::ConnectionId.eq(owner.id.clone()))
+                .filter(record::Column::Kind.eq(cache_kind.clone()))
+                .filter(record::Column::PlatformId.eq(item.platform_id.clone()))
+                .filter(record::Column::SyncedAt.gt(chrono::Utc::now() - LOOKUP_CACHE_AGE))
+                .one(&self.db)
+                .await
+                .map_err(internal)?;
+            if let Some(Value::Object(fields)) = cached.map(|c| c.data) {
+                return Ok(Some(fields));
+            }
+        }
+        let page = match destination
+            .list_page(&lookup.operation, &item.vars, None)
+            .await
+        {
+            Err(e) if e.class == ErrorClass::NotFound => return Ok(None),
+            other => other?,
+        };
+        let Some(first) = page.records.iter().find(|record| {
+            lookup
+                .only
+                .iter()
+                .all(|(pointer, value)| record.pointer(pointer) == Some(value))
+        }) else {
+            return Ok(None);
+        };
+        let mut fields = Map::new();
+        for (name, pointer) in &lookup.fields {
+            let value = first.pointer(pointer).cloned().ok_or_else(|| {
+                CallError::new(
+                    ErrorClass::SchemaMismatch,
+                    format!("the {} answer has no {name} at {pointer}", lookup.operation),
+                )
+            })?;
+            fields.insert(name.clone(), value);
+        }
+        if lookup.cache {
+            let row = record::ActiveModel {
+                tenant_id: Set(owner.tenant_id.clone()),
+                connection_id: Set(owner.id.clone()),
+                kind: Set(cache_kind),
+                platform_id: Set(item.platform_id.clone()),
+                version: Set(String::new()),
+                data: Set(Value::Object(fields.clone())),
+                synced_at: Set(chrono::Utc::now()),
+            };
+            record::Entity::insert(row)
+                .on_conflict(
+                    OnConflict::columns([
+                        record::Column::ConnectionId,
+                        record::Column::Kind,
+                        record::Column::PlatformId,
+                    ])
+                    .update_columns([record::Column::Data, record::Column::SyncedAt])
+                    .to_owned(),
+                )
+                .exec_without_returning(&self.db)
+                .await
+                .map_err(internal)?;
+        }
+        Ok(Some(fields))
     }
 
     /// PostgreSQL plans the known-versions lookup from table statistics; during a first
@@ -357,16 +484,17 @@ impl SyncEngine {
 
     async fn known_versions(
         &self,
-        source: &connection::Model,
-        orders: &[Order],
+        owner: &connection::Model,
+        kind: &str,
+        items: &[Item],
     ) -> Result<HashMap<String, String>> {
-        if orders.is_empty() {
+        if items.is_empty() {
             return Ok(HashMap::new());
         }
-        let ids: Vec<String> = orders.iter().map(|o| o.platform_id.clone()).collect();
+        let ids: Vec<String> = items.iter().map(|i| i.platform_id.clone()).collect();
         let rows = record::Entity::find()
-            .filter(record::Column::ConnectionId.eq(source.id.clone()))
-            .filter(record::Column::Kind.eq("order"))
+            .filter(record::Column::ConnectionId.eq(owner.id.clone()))
+            .filter(record::Column::Kind.eq(kind))
             .filter(record::Column::PlatformId.is_in(ids))
             .all(&self.db)
             .await?;
@@ -377,11 +505,13 @@ impl SyncEngine {
     }
 
     /// The records a page delivered and the checkpoint after it, in one transaction.
+    #[allow(clippy::too_many_arguments)]
     async fn commit_page(
         &self,
-        source: &connection::Model,
+        owner: &connection::Model,
+        kind: &str,
         run: &run::Model,
-        delivered: &[(Order, Value)],
+        delivered: &[Item],
         checkpoint: &Checkpoint,
         read: i64,
         written: i64,
@@ -390,17 +520,17 @@ impl SyncEngine {
         let now = chrono::Utc::now();
         let rows: Vec<(record::ActiveModel, &Value)> = delivered
             .iter()
-            .map(|(order, body)| {
+            .map(|item| {
                 let row = record::ActiveModel {
-                    tenant_id: Set(source.tenant_id.clone()),
-                    connection_id: Set(source.id.clone()),
-                    kind: Set("order".into()),
-                    platform_id: Set(order.platform_id.clone()),
-                    version: Set(order.updated_at.clone()),
-                    data: Set(body.clone()),
+                    tenant_id: Set(owner.tenant_id.clone()),
+                    connection_id: Set(owner.id.clone()),
+                    kind: Set(kind.to_string()),
+                    platform_id: Set(item.platform_id.clone()),
+                    version: Set(item.version.clone()),
+                    data: Set(item.stored.clone()),
                     synced_at: Set(now),
                 };
-                (row, body)
+                (row, &item.stored)
             })
             .collect();
         // SQLite allows 32,766 bound values a statement: 7 a row.
@@ -525,41 +655,24 @@ impl SyncEngine {
     }
 }
 
-/// The unified order as the ERP receives it.
-fn erp_order(source: &connection::Model, order: &Order) -> Value {
-    json!({
-        "source": source.connector,
-        "source_connection": source.id,
-        "platform_id": order.platform_id,
-        "number": order.number,
-        "status": order.status,
-        "currency": order.currency,
-        "total": order.total,
-        "created_at": order.created_at,
-        "updated_at": order.updated_at,
-        "lines": order.lines,
-    })
-}
-
 /// Writes orders to the destination: in batches where its connector has a batch operation,
 /// one call per order otherwise. Every order carries its idempotency key either way.
-async fn deliver(
-    destination: &ConnectorClient,
-    orders: &[(Order, Value, String)],
-) -> Result<(), CallError> {
+async fn deliver_orders(destination: &ConnectorClient, orders: &[Item]) -> Result<(), CallError> {
     if let Some(batch) = destination.batch_spec(BATCH_WRITE) {
         // Borrowed: the batch call copies each body once, to add its key.
         let records: Vec<(&Value, &str)> = orders
             .iter()
-            .map(|(_, body, key)| (body, key.as_str()))
+            .map(|item| (&item.stored, item.key.as_str()))
             .collect();
         for chunk in records.chunks(batch.max.max(1)) {
             destination.write_batch(BATCH_WRITE, chunk).await?;
         }
         return Ok(());
     }
-    for (_, body, key) in orders {
-        destination.write(SINGLE_WRITE, body, key).await?;
+    for item in orders {
+        destination
+            .write(SINGLE_WRITE, &item.stored, &item.key)
+            .await?;
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 mod engine;
 pub mod retry;
+mod streams;
 pub mod unified;
 
 pub use engine::{RunReport, SyncEngine};

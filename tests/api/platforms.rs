@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 use synchub::connectors::ConnectorRegistry;
-use synchub::connectors::client::{ConnectorClient, ErrorClass, NextPage};
+use synchub::connectors::client::{ConnectorClient, ErrorClass, NextPage, Vars};
 use synchub::sim::Simulator;
 use synchub::sim::signed::{AppRegistration, LwaClient};
 
@@ -33,9 +33,13 @@ async fn list_all(
 ) -> Result<(Vec<Value>, usize), synchub::connectors::client::CallError> {
     let (mut records, mut pages, mut next): (Vec<Value>, usize, Option<NextPage>) =
         (Vec::new(), 0, None);
+    let vars = match cursor {
+        Some(cursor) => Vars::new().with("cursor", cursor),
+        None => Vars::new(),
+    };
     loop {
         let page = client
-            .list_page("list_orders", cursor, next.as_ref())
+            .list_page("list_orders", &vars, next.as_ref())
             .await?;
         records.extend(page.records);
         pages += 1;
