@@ -32,8 +32,11 @@ impl Erp {
         self.orders.values().cloned().collect()
     }
 
+    /// Milliseconds, as the ERP's database keeps them.
     fn tick(&mut self) -> DateTime<Utc> {
-        let now = Utc::now().max(self.clock + chrono::Duration::milliseconds(1));
+        let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis())
+            .unwrap_or_else(Utc::now)
+            .max(self.clock + chrono::Duration::milliseconds(1));
         self.clock = now;
         now
     }

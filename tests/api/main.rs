@@ -15,6 +15,7 @@ mod ratelimit;
 mod runtime;
 mod scheduler;
 mod split;
+mod streams;
 mod sync;
 mod tenancy;
 mod webhooks;
