@@ -62,6 +62,7 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     pub scheduler: SchedulerSettings,
     pub workers: WorkerSettings,
+    pub rate_limits: RateLimitSettings,
     #[serde(skip, default = "default_env")]
     pub environment: Environment,
 }
@@ -101,6 +102,13 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     pub poll_millis: u64,
     pub lease_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Empty: buckets in the database. Secret: the URL may carry a password.
+    pub redis_url: SecretString,
 }
 
 /// Accepts a TOML array or a comma-separated string (as environment variables give it).

@@ -126,7 +126,14 @@ impl Application {
             &settings,
         );
         let flows = Flows::new(db.clone(), registry.clone(), runs.clone());
+        let limiter = match settings.rate_limits.redis_url.expose() {
+            "" => crate::ratelimit::RateLimiter::new(db.clone()),
+            url => crate::ratelimit::RateLimiter::redis(url)
+                .await
+                .context("connecting to rate_limits.redis_url")?,
+        };
         let engine = crate::sync::SyncEngine::new(db.clone(), vault.clone(), registry.clone())?
+            .with_limiter(limiter)
             .with_lease(Duration::from_secs(settings.workers.lease_seconds));
         let shutdown = CancellationToken::new();
         if settings.scheduler.enabled {

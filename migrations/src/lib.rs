@@ -7,6 +7,7 @@ mod m20261126_000002_idempotency;
 mod m20261126_000003_rate_buckets;
 mod m20261126_000004_flows_and_runs;
 mod m20261127_000005_run_wakeups;
+mod m20261127_000006_concurrency_slots;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000003_rate_buckets::Migration),
             Box::new(m20261126_000004_flows_and_runs::Migration),
             Box::new(m20261127_000005_run_wakeups::Migration),
+            Box::new(m20261127_000006_concurrency_slots::Migration),
         ]
     }
 }

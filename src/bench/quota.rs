@@ -35,6 +35,9 @@ pub struct QuotaBenchArgs {
     database: String,
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
     postgres_url: String,
+    /// Keep the buckets in this Redis instead of the database.
+    #[arg(long)]
+    redis_url: Option<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -51,6 +54,8 @@ pub struct QuotaWorkerArgs {
     rate: f64,
     #[arg(long)]
     burst: f64,
+    #[arg(long)]
+    redis_url: Option<String>,
 }
 
 pub async fn run(args: QuotaBenchArgs) -> anyhow::Result<()> {
@@ -110,6 +115,11 @@ pub async fn run(args: QuotaBenchArgs) -> anyhow::Result<()> {
                     "--burst",
                     &args.burst.to_string(),
                 ])
+                .args(
+                    args.redis_url
+                        .iter()
+                        .flat_map(|url| ["--redis-url", url.as_str()]),
+                )
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -133,7 +143,16 @@ pub async fn run(args: QuotaBenchArgs) -> anyhow::Result<()> {
     let allowed = args.burst + args.rate * window;
     println!(
         "\nquota use: {} processes x {} tasks sharing one store allowed {}/s, burst {}, for {} s ({} buckets)\n",
-        args.processes, args.tasks, args.rate, args.burst, args.seconds, args.database
+        args.processes,
+        args.tasks,
+        args.rate,
+        args.burst,
+        args.seconds,
+        if args.redis_url.is_some() {
+            "redis"
+        } else {
+            args.database.as_str()
+        }
     );
     println!("calling window:                      {window:.2} s");
     println!("allowed calls (burst + rate x window): {allowed:.0}");
@@ -178,6 +197,10 @@ pub async fn worker(args: QuotaWorkerArgs) -> anyhow::Result<()> {
         .build()?;
     let settings = json!({"shop_domain": "quota.myshopify.com", "base_url": format!("{}/shopify/{SHOP}", args.sim)});
     let credentials = json!({"access_token": "shpat_quota_benchmark"});
+    let limiter = match &args.redis_url {
+        Some(url) => RateLimiter::redis(url).await?,
+        None => RateLimiter::new(db.clone()),
+    };
     let ok = Arc::new(AtomicU64::new(0));
     let started_ms = chrono::Utc::now().timestamp_millis();
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
@@ -189,7 +212,7 @@ pub async fn worker(args: QuotaWorkerArgs) -> anyhow::Result<()> {
             settings.as_object().cloned().unwrap_or_default(),
             credentials.as_object().cloned().unwrap_or_default(),
             "con_quota",
-            RateLimiter::new(db.clone()),
+            limiter.clone(),
             http.clone(),
         );
         let ok = ok.clone();

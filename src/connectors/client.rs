@@ -93,6 +93,9 @@ const MAX_THROTTLE_WAITS: u32 = 5;
 const QUICK_RETRIES: u32 = 2;
 /// The longest a call waits for a rate-limit token before it gives up as rate limited.
 const MAX_TOKEN_WAIT: Duration = Duration::from_secs(120);
+/// How long a concurrency slot outlives a process that died holding it: longer than a
+/// call's token wait, 429 waits and timeout together.
+const SLOT_LEASE: Duration = Duration::from_secs(300);
 
 pub struct ConnectorClient {
     manifest: Arc<Manifest>,
@@ -465,8 +468,49 @@ impl ConnectorClient {
         }
     }
 
-    /// Sends one request through the shared bucket, waiting out 429s as the platform asks.
+    /// The connection's cap on requests in flight, if it has one.
+    fn concurrency_cap(&self) -> Option<u32> {
+        self.setting("max_concurrent_requests")
+            .and_then(|v| v.parse().ok())
+            .or(self.manifest.concurrency)
+            .filter(|cap| *cap > 0)
+    }
+
+    /// Sends one request within the connection's concurrency cap.
     async fn send_once(
+        &self,
+        op: &OperationSpec,
+        api_path: &str,
+        build: &impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<(reqwest::header::HeaderMap, Value), CallError> {
+        let Some(cap) = self.concurrency_cap() else {
+            return self.send_metered(op, api_path, build).await;
+        };
+        let limiter_error = |e: crate::error::Error| {
+            CallError::new(ErrorClass::Config, format!("rate limiter: {e}"))
+        };
+        let key = format!("{}:{}", self.manifest.name, self.account);
+        let slot = self
+            .limiter
+            .acquire(&key, cap, SLOT_LEASE, MAX_TOKEN_WAIT)
+            .await
+            .map_err(limiter_error)?
+            .ok_or_else(|| {
+                CallError::new(
+                    ErrorClass::RateLimited,
+                    "every concurrent-request slot of the connection stayed busy",
+                )
+            })?;
+        let outcome = self.send_metered(op, api_path, build).await;
+        // A release that fails leaves the slot to expire with its lease.
+        if let Err(err) = self.limiter.release(slot).await {
+            tracing::warn!(error = %err, "could not release a concurrency slot");
+        }
+        outcome
+    }
+
+    /// Sends one request through the shared bucket, waiting out 429s as the platform asks.
+    async fn send_metered(
         &self,
         op: &OperationSpec,
         api_path: &str,

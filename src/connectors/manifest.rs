@@ -25,6 +25,9 @@ pub struct Manifest {
     pub auth: Option<super::spec::AuthSpec>,
     #[serde(default)]
     pub rate_limits: Vec<super::spec::RateLimitSpec>,
+    /// Most requests in flight per connection, across every worker and process; a
+    /// `max_concurrent_requests` setting overrides it. Without either, no cap.
+    pub concurrency: Option<u32>,
     #[serde(default)]
     pub operations: std::collections::BTreeMap<String, super::spec::OperationSpec>,
     #[serde(default)]

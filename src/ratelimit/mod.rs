@@ -1,12 +1,17 @@
 //! Rate limits shared by everything: one token bucket per (platform account, operation group)
-//! in the database, so every worker task in every process spends the same budget. Each take
-//! is one atomic statement (an upsert whose update only happens when a token is there), so
-//! two processes can never both spend the last token. The platform's own answers correct the
-//! bucket: a lower advertised rate, a call counter, a `Retry-After`.
+//! in the database, or in Redis when configured, so every worker task in every process
+//! spends the same budget. Each take is one atomic step (an upsert whose update only happens
+//! when a token is there, or a Lua script), so two processes can never both spend the last
+//! token. The platform's own answers correct the bucket: a lower advertised rate, a call
+//! counter, a `Retry-After`. Beside the buckets, a cap on the requests in flight per
+//! connection: leased slots, so a dead process's slot frees itself.
+
+mod database;
+mod redis;
 
 use std::time::Duration;
 
-use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement, Value};
+use sea_orm::DatabaseConnection;
 
 use crate::error::Result;
 
@@ -58,9 +63,23 @@ impl Feedback {
     }
 }
 
+/// A slot of a connection's concurrency cap, held while one request is in flight.
+#[derive(Debug)]
+pub struct Slot {
+    key: String,
+    number: u32,
+    holder: String,
+}
+
+#[derive(Clone)]
+enum Store {
+    Database(database::Buckets),
+    Redis(redis::Buckets),
+}
+
 #[derive(Clone)]
 pub struct RateLimiter {
-    db: DatabaseConnection,
+    store: Store,
 }
 
 fn now_ms() -> i64 {
@@ -68,76 +87,26 @@ fn now_ms() -> i64 {
 }
 
 impl RateLimiter {
+    /// Buckets and slots in the database (the default).
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            store: Store::Database(database::Buckets::new(db)),
+        }
     }
 
-    fn backend(&self) -> DatabaseBackend {
-        self.db.get_database_backend()
-    }
-
-    /// A statement with `$n` parameters, written as SQLite's `?n` where needed.
-    fn statement(&self, sql: &str, values: Vec<Value>) -> Statement {
-        let sql = match self.backend() {
-            DatabaseBackend::Sqlite => sql.replace('$', "?"),
-            _ => sql.to_string(),
-        };
-        Statement::from_sql_and_values(self.backend(), sql, values)
+    /// Buckets and slots in Redis (`rate_limits.redis_url`).
+    pub async fn redis(url: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            store: Store::Redis(redis::Buckets::connect(url).await?),
+        })
     }
 
     /// Takes one token from `key`, creating the bucket full on first use.
     pub async fn try_take(&self, key: &str, limit: Limit) -> Result<Take> {
-        let now = now_ms();
-        let least = if self.backend() == DatabaseBackend::Postgres {
-            "LEAST"
-        } else {
-            "MIN"
-        };
-        let available = format!(
-            "{least}(rate_buckets.burst, rate_buckets.tokens + (($2 - rate_buckets.refilled_at_ms) / 1000.0) * rate_buckets.rate)"
-        );
-        let sql = format!(
-            "INSERT INTO rate_buckets (bucket_key, tokens, refilled_at_ms, rate, burst, blocked_until_ms) \
-             VALUES ($1, $3 - 1, $2, $4, $3, 0) \
-             ON CONFLICT (bucket_key) DO UPDATE SET tokens = {available} - 1, refilled_at_ms = $2 \
-             WHERE {available} >= 1 AND rate_buckets.blocked_until_ms <= $2 \
-             RETURNING tokens"
-        );
-        let values: Vec<Value> = vec![
-            key.into(),
-            now.into(),
-            limit.burst.into(),
-            limit.rate.into(),
-        ];
-        let granted = self.db.query_one_raw(self.statement(&sql, values)).await?;
-        if granted.is_some() {
-            return Ok(Take::Granted);
+        match &self.store {
+            Store::Database(buckets) => buckets.try_take(key, limit, now_ms()).await,
+            Store::Redis(buckets) => buckets.try_take(key, limit, now_ms()).await,
         }
-        self.wait_time(key, now).await
-    }
-
-    async fn wait_time(&self, key: &str, now: i64) -> Result<Take> {
-        let sql = "SELECT tokens, refilled_at_ms, rate, burst, blocked_until_ms FROM rate_buckets WHERE bucket_key = $1";
-        let row = self
-            .db
-            .query_one_raw(self.statement(sql, vec![key.into()]))
-            .await?;
-        let Some(row) = row else {
-            return Ok(Take::RetryAfter(Duration::from_millis(10)));
-        };
-        let tokens: f64 = row.try_get("", "tokens")?;
-        let refilled_at: i64 = row.try_get("", "refilled_at_ms")?;
-        let rate: f64 = row.try_get("", "rate")?;
-        let burst: f64 = row.try_get("", "burst")?;
-        let blocked_until: i64 = row.try_get("", "blocked_until_ms")?;
-        let available = burst.min(tokens + ((now - refilled_at) as f64 / 1000.0) * rate);
-        let refill_ms = if rate > 0.0 {
-            ((1.0 - available).max(0.0) / rate * 1000.0).ceil() as i64
-        } else {
-            1000
-        };
-        let wait_ms = refill_ms.max(blocked_until - now).max(1);
-        Ok(Take::RetryAfter(Duration::from_millis(wait_ms as u64)))
     }
 
     /// Waits until a token is granted or `deadline` passes; returns the time spent waiting.
@@ -163,42 +132,55 @@ impl RateLimiter {
 
     /// Applies what the platform said: a changed rate, the tokens it says are left, a pause.
     pub async fn apply_feedback(&self, key: &str, feedback: Feedback) -> Result<()> {
+        match &self.store {
+            Store::Database(buckets) => buckets.apply_feedback(key, feedback, now_ms()).await,
+            Store::Redis(buckets) => buckets.apply_feedback(key, feedback, now_ms()).await,
+        }
+    }
+
+    /// One of `cap` slots of `key` for `lease`, or None when all are held.
+    pub async fn try_acquire(&self, key: &str, cap: u32, lease: Duration) -> Result<Option<Slot>> {
+        let holder = uuid::Uuid::now_v7().simple().to_string();
         let now = now_ms();
-        let least = if self.backend() == DatabaseBackend::Postgres {
-            "LEAST"
-        } else {
-            "MIN"
+        let until = now + lease.as_millis() as i64;
+        let number = match &self.store {
+            Store::Database(buckets) => buckets.try_acquire(key, cap, &holder, now, until).await?,
+            Store::Redis(buckets) => buckets.try_acquire(key, cap, &holder, now, until).await?,
         };
-        let greatest = if self.backend() == DatabaseBackend::Postgres {
-            "GREATEST"
-        } else {
-            "MAX"
-        };
-        if let Some(rate) = feedback.rate {
-            let sql = "UPDATE rate_buckets SET rate = $2 WHERE bucket_key = $1";
-            self.db
-                .execute_raw(self.statement(sql, vec![key.into(), rate.into()]))
-                .await?;
+        Ok(number.map(|number| Slot {
+            key: key.to_string(),
+            number,
+            holder,
+        }))
+    }
+
+    /// Waits for a slot until `deadline` passes.
+    pub async fn acquire(
+        &self,
+        key: &str,
+        cap: u32,
+        lease: Duration,
+        deadline: Duration,
+    ) -> Result<Option<Slot>> {
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            if let Some(slot) = self.try_acquire(key, cap, lease).await? {
+                return Ok(Some(slot));
+            }
+            if started.elapsed() + pause > deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
         }
-        if let Some(remaining) = feedback.remaining {
-            // Never more than the platform says is left; keep our own count if it is lower.
-            let sql = format!(
-                "UPDATE rate_buckets SET tokens = {least}(tokens + (($3 - refilled_at_ms) / 1000.0) * rate, burst, $2), refilled_at_ms = $3 WHERE bucket_key = $1"
-            );
-            self.db
-                .execute_raw(self.statement(&sql, vec![key.into(), remaining.into(), now.into()]))
-                .await?;
+    }
+
+    pub async fn release(&self, slot: Slot) -> Result<()> {
+        match &self.store {
+            Store::Database(buckets) => buckets.release(&slot).await,
+            Store::Redis(buckets) => buckets.release(&slot).await,
         }
-        if let Some(pause) = feedback.retry_after {
-            let until = now + pause.as_millis() as i64;
-            let sql = format!(
-                "UPDATE rate_buckets SET tokens = 0, refilled_at_ms = {greatest}($2, refilled_at_ms), blocked_until_ms = {greatest}(blocked_until_ms, $2) WHERE bucket_key = $1"
-            );
-            self.db
-                .execute_raw(self.statement(&sql, vec![key.into(), until.into()]))
-                .await?;
-        }
-        Ok(())
     }
 }
 

@@ -86,6 +86,12 @@ impl SyncEngine {
         Ok(self)
     }
 
+    /// Where rate-limit buckets and concurrency slots live (the database by default).
+    pub fn with_limiter(mut self, limiter: RateLimiter) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
     /// How long a claim lasts between checkpoints (`workers.lease_seconds`).
     pub fn with_lease(mut self, lease: Duration) -> Self {
         self.lease = chrono::Duration::from_std(lease).unwrap_or(self.lease);

@@ -1,4 +1,6 @@
-//! The shared token bucket, spent by two "processes" (separate connection pools) at once.
+//! The shared token bucket and concurrency slots, spent by two "processes" (separate
+//! connection pools, or Redis connections) at once, in every store: SQLite, PostgreSQL and
+//! Redis.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,17 +9,83 @@ use std::time::{Duration, Instant};
 use synchub::ratelimit::{Feedback, Limit, RateLimiter, Take};
 
 use crate::helpers::{Backend, TestDatabase};
-use crate::on_both_backends;
 
-async fn limiter(database: &TestDatabase) -> RateLimiter {
-    RateLimiter::new(database.connect().await)
+/// Where the buckets live for one test.
+pub enum Store {
+    Database(Backend),
+    Redis(String),
+}
+
+/// Two independent limiters on one store (as two processes have), and the key prefix that
+/// keeps this test's buckets apart from any other's on a shared Redis. Bind `_database`
+/// for the test's length: the database is dropped with it.
+struct Processes {
+    limiters: [RateLimiter; 2],
+    prefix: String,
+    _database: Option<TestDatabase>,
+}
+
+async fn processes(store: Store) -> Processes {
+    let prefix = format!("t{}:", uuid::Uuid::now_v7().simple());
+    match store {
+        Store::Database(backend) => {
+            let database = TestDatabase::create(&backend).await;
+            Processes {
+                limiters: [
+                    RateLimiter::new(database.connect().await),
+                    RateLimiter::new(database.connect().await),
+                ],
+                prefix,
+                _database: Some(database),
+            }
+        }
+        Store::Redis(url) => Processes {
+            limiters: [
+                RateLimiter::redis(&url).await.unwrap(),
+                RateLimiter::redis(&url).await.unwrap(),
+            ],
+            prefix,
+            _database: None,
+        },
+    }
+}
+
+/// Runs a scenario on SQLite, on PostgreSQL and on Redis when configured
+/// (`SYNCHUB_TEST_REDIS_URL`).
+macro_rules! on_every_store {
+    ($scenario:ident) => {
+        mod $scenario {
+            use super::Store;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$scenario(Store::Database($crate::helpers::Backend::Sqlite)).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(backend) = $crate::helpers::Backend::postgres() {
+                    super::$scenario(Store::Database(backend)).await;
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                match std::env::var("SYNCHUB_TEST_REDIS_URL") {
+                    Ok(url) if !url.is_empty() => super::$scenario(Store::Redis(url)).await,
+                    _ => eprintln!("SYNCHUB_TEST_REDIS_URL is not set: Redis variant not run"),
+                }
+            }
+        }
+    };
 }
 
 /// Two processes with four tasks each never spend more than the bucket allows, and spend
 /// most of it.
-async fn processes_share_one_budget(backend: Backend) {
-    let database = TestDatabase::create(&backend).await;
-    let processes = [limiter(&database).await, limiter(&database).await];
+async fn processes_share_one_budget(store: Store) {
+    let Processes {
+        limiters,
+        prefix,
+        _database: _kept,
+    } = processes(store).await;
+    let key = format!("{prefix}con_1:orders");
     let limit = Limit {
         rate: 20.0,
         burst: 10.0,
@@ -26,13 +94,13 @@ async fn processes_share_one_budget(backend: Backend) {
     let started = Instant::now();
     let run_for = Duration::from_secs(2);
     let mut tasks = Vec::new();
-    for process in &processes {
+    for process in &limiters {
         for _ in 0..4 {
-            let limiter = process.clone();
+            let (limiter, key) = (process.clone(), key.clone());
             let granted = granted.clone();
             tasks.push(tokio::spawn(async move {
                 while started.elapsed() < run_for {
-                    match limiter.try_take("con_1:orders", limit).await.unwrap() {
+                    match limiter.try_take(&key, limit).await.unwrap() {
                         Take::Granted => {
                             granted.fetch_add(1, Ordering::Relaxed);
                         }
@@ -62,25 +130,27 @@ async fn processes_share_one_budget(backend: Backend) {
         "granted only {granted} of {allowed:.1}"
     );
 }
-on_both_backends!(processes_share_one_budget);
+on_every_store!(processes_share_one_budget);
 
 /// Retry-After stops everyone until it passes; a platform's lower count and rate win.
-async fn platform_feedback_corrects_the_bucket(backend: Backend) {
-    let database = TestDatabase::create(&backend).await;
-    let limiter = limiter(&database).await;
+async fn platform_feedback_corrects_the_bucket(store: Store) {
+    let Processes {
+        limiters: [limiter, _],
+        prefix,
+        _database: _kept,
+    } = processes(store).await;
+    let shop = format!("{prefix}shop:rest");
+    let seller = format!("{prefix}seller:getOrders");
     let limit = Limit {
         rate: 2.0,
         burst: 40.0,
     };
-    assert_eq!(
-        limiter.try_take("shop:rest", limit).await.unwrap(),
-        Take::Granted
-    );
+    assert_eq!(limiter.try_take(&shop, limit).await.unwrap(), Take::Granted);
 
     // Shopify says 39 of 40 calls are used: one token left, whatever we thought.
     limiter
         .apply_feedback(
-            "shop:rest",
+            &shop,
             Feedback {
                 remaining: Some(1.0),
                 ..Default::default()
@@ -88,18 +158,15 @@ async fn platform_feedback_corrects_the_bucket(backend: Backend) {
         )
         .await
         .unwrap();
-    assert_eq!(
-        limiter.try_take("shop:rest", limit).await.unwrap(),
-        Take::Granted
-    );
+    assert_eq!(limiter.try_take(&shop, limit).await.unwrap(), Take::Granted);
     assert!(matches!(
-        limiter.try_take("shop:rest", limit).await.unwrap(),
+        limiter.try_take(&shop, limit).await.unwrap(),
         Take::RetryAfter(_)
     ));
 
     limiter
         .apply_feedback(
-            "shop:rest",
+            &shop,
             Feedback {
                 retry_after: Some(Duration::from_millis(1500)),
                 ..Default::default()
@@ -107,7 +174,7 @@ async fn platform_feedback_corrects_the_bucket(backend: Backend) {
         )
         .await
         .unwrap();
-    match limiter.try_take("shop:rest", limit).await.unwrap() {
+    match limiter.try_take(&shop, limit).await.unwrap() {
         Take::RetryAfter(wait) => assert!(
             wait >= Duration::from_millis(1200),
             "waits out Retry-After: {wait:?}"
@@ -115,7 +182,7 @@ async fn platform_feedback_corrects_the_bucket(backend: Backend) {
         Take::Granted => panic!("a token was granted during Retry-After"),
     }
     let waited = limiter
-        .take("shop:rest", limit, Duration::from_secs(5))
+        .take(&shop, limit, Duration::from_secs(5))
         .await
         .unwrap()
         .expect("granted in time");
@@ -127,12 +194,12 @@ async fn platform_feedback_corrects_the_bucket(backend: Backend) {
         burst: 1.0,
     };
     assert_eq!(
-        limiter.try_take("seller:getOrders", amazon).await.unwrap(),
+        limiter.try_take(&seller, amazon).await.unwrap(),
         Take::Granted
     );
     limiter
         .apply_feedback(
-            "seller:getOrders",
+            &seller,
             Feedback {
                 rate: Some(0.5),
                 ..Default::default()
@@ -140,9 +207,77 @@ async fn platform_feedback_corrects_the_bucket(backend: Backend) {
         )
         .await
         .unwrap();
-    match limiter.try_take("seller:getOrders", amazon).await.unwrap() {
+    match limiter.try_take(&seller, amazon).await.unwrap() {
         Take::RetryAfter(wait) => assert!(wait > Duration::from_millis(1500), "{wait:?}"),
         Take::Granted => panic!("the advertised rate was ignored"),
     }
 }
-on_both_backends!(platform_feedback_corrects_the_bucket);
+on_every_store!(platform_feedback_corrects_the_bucket);
+
+/// However many tasks in however many processes ask, no more than the cap hold a slot at
+/// once; every task gets one in the end.
+async fn the_concurrency_cap_holds_across_processes(store: Store) {
+    let Processes {
+        limiters,
+        prefix,
+        _database: _kept,
+    } = processes(store).await;
+    let key = format!("{prefix}erp:con_1");
+    let (in_flight, most, served) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let mut tasks = Vec::new();
+    for process in &limiters {
+        for _ in 0..6 {
+            let (limiter, key) = (process.clone(), key.clone());
+            let (in_flight, most, served) = (in_flight.clone(), most.clone(), served.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..3 {
+                    let slot = limiter
+                        .acquire(&key, 3, Duration::from_secs(30), Duration::from_secs(30))
+                        .await
+                        .unwrap()
+                        .expect("a slot within the deadline");
+                    let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    limiter.release(slot).await.unwrap();
+                    served.fetch_add(1, Ordering::SeqCst);
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(served.load(Ordering::SeqCst), 36);
+    let most = most.load(Ordering::SeqCst);
+    assert!(most <= 3, "{most} requests were in flight at once");
+    assert!(most >= 2, "the slots were not used concurrently: {most}");
+}
+on_every_store!(the_concurrency_cap_holds_across_processes);
+
+/// A process that dies holding a slot does not hold it forever: the lease runs out.
+async fn a_dead_holders_slot_frees_itself(store: Store) {
+    let Processes {
+        limiters: [dead, alive],
+        prefix,
+        _database: _kept,
+    } = processes(store).await;
+    let key = format!("{prefix}erp:con_2");
+    let held = dead
+        .try_acquire(&key, 1, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(held.is_some());
+    std::mem::forget(held);
+    let lease = Duration::from_secs(30);
+    assert!(alive.try_acquire(&key, 1, lease).await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let taken = alive.try_acquire(&key, 1, lease).await.unwrap();
+    assert!(taken.is_some(), "the expired lease was taken over");
+}
+on_every_store!(a_dead_holders_slot_frees_itself);

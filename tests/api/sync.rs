@@ -511,17 +511,14 @@ async fn upstream_timeouts_are_retried_from_storage(backend: Backend) {
 }
 on_both_backends!(upstream_timeouts_are_retried_from_storage);
 
-/// A batch sent again (a response lost on the way back) is recognised order by order by the
-/// keys it carries: nothing is written twice.
-async fn a_repeated_batch_writes_nothing_twice(backend: Backend) {
-    let s = setup(backend, 0).await;
+/// A generic ERP client on the simulator with these settings.
+fn erp_client(s: &Setup, settings: Value) -> synchub::connectors::client::ConnectorClient {
     let manifest = ConnectorRegistry::built_in()
         .unwrap()
         .get("generic-rest-erp")
         .unwrap();
-    let settings = json!({"base_url": format!("{}/erp/acme", s.sim.address)});
     let credentials = json!({"api_key": "erp-key-1"});
-    let client = synchub::connectors::client::ConnectorClient::new(
+    synchub::connectors::client::ConnectorClient::new(
         manifest,
         "production",
         settings.as_object().cloned().unwrap(),
@@ -529,6 +526,50 @@ async fn a_repeated_batch_writes_nothing_twice(backend: Backend) {
         "con_batch",
         synchub::ratelimit::RateLimiter::new(s.app.db.clone()),
         reqwest::Client::new(),
+    )
+}
+
+/// The connection's cap on requests in flight holds: six writes at once to an ERP that
+/// takes 200 ms an answer, with `max_concurrent_requests = 2`, go two by two.
+async fn the_connection_concurrency_cap_paces_requests(backend: Backend) {
+    let s = setup(backend, 0).await;
+    s.sim.state.set_faults(Faults {
+        latency_ms: 200,
+        ..Faults::default()
+    });
+    let client = Arc::new(erp_client(
+        &s,
+        json!({"base_url": format!("{}/erp/acme", s.sim.address), "max_concurrent_requests": "2"}),
+    ));
+    let started = std::time::Instant::now();
+    let writes: Vec<_> = (0..6)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let order = json!({"source_connection": "con_shop", "platform_id": format!("{i}")});
+                client.write("create_order", &order, &format!("k{i}")).await
+            })
+        })
+        .collect();
+    for write in writes {
+        write.await.unwrap().unwrap();
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= std::time::Duration::from_millis(600),
+        "three rounds of two: {elapsed:?}"
+    );
+    assert_eq!(s.sim.state.erp_orders("acme").len(), 6);
+}
+on_both_backends!(the_connection_concurrency_cap_paces_requests);
+
+/// A batch sent again (a response lost on the way back) is recognised order by order by the
+/// keys it carries: nothing is written twice.
+async fn a_repeated_batch_writes_nothing_twice(backend: Backend) {
+    let s = setup(backend, 0).await;
+    let client = erp_client(
+        &s,
+        json!({"base_url": format!("{}/erp/acme", s.sim.address)}),
     );
     let batch: Vec<(Value, String)> = (0..3)
         .map(|i| {
