@@ -143,6 +143,8 @@ pub struct RunView {
     pub attempts: i32,
     pub records_read: i64,
     pub records_written: i64,
+    /// connect, timeout, auth, forbidden, rate_limited, server_error, client_error,
+    /// not_found, schema_mismatch or config.
     pub error_class: Option<String>,
     pub error_message: Option<String>,
     pub connector_version: Option<String>,
