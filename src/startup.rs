@@ -27,6 +27,7 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub settings: Arc<Settings>,
     pub registry: Arc<ConnectorRegistry>,
+    pub versions: crate::connectors::versions::Versions,
     pub connections: Connections,
     pub flows: Flows,
     pub ingest: IngestService,
@@ -107,6 +108,12 @@ impl Application {
             println!("\n  Operator token (shown once, keep it safe):\n\n    {token}\n");
         }
         let registry = Arc::new(ConnectorRegistry::built_in()?);
+        let versions = crate::connectors::versions::Versions::new(db.clone(), registry.clone());
+        versions
+            .register_built_ins()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("registering the built-in connector versions")?;
         let public_url = settings.effective_public_url();
         // Whatever commits a run wakes this process's dispatcher.
         let runs = RunsSignal::new();
@@ -164,6 +171,7 @@ impl Application {
             db: db.clone(),
             settings: settings.clone(),
             registry,
+            versions,
             connections,
             flows,
             ingest,

@@ -8,6 +8,7 @@ mod m20261126_000003_rate_buckets;
 mod m20261126_000004_flows_and_runs;
 mod m20261127_000005_run_wakeups;
 mod m20261127_000006_concurrency_slots;
+mod m20261127_000007_connector_versions;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000004_flows_and_runs::Migration),
             Box::new(m20261127_000005_run_wakeups::Migration),
             Box::new(m20261127_000006_concurrency_slots::Migration),
+            Box::new(m20261127_000007_connector_versions::Migration),
         ]
     }
 }

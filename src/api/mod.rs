@@ -38,6 +38,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(tenants::list_tokens)
         .service(tenants::revoke_token)
         .service(connectors::list_connectors)
+        .service(connectors::list_versions)
+        .service(connectors::publish_version)
         .service(connections::create)
         .service(connections::list)
         .service(connections::get)

@@ -24,7 +24,7 @@ impl Modify for BearerAuth {
     paths(
         health::healthz, health::readyz, health::metrics,
         tenants::create_tenant, tenants::create_token, tenants::list_tokens, tenants::revoke_token,
-        connectors::list_connectors,
+        connectors::list_connectors, connectors::list_versions, connectors::publish_version,
         connections::create, connections::list, connections::get, connections::update, connections::delete,
         connections::rotate_credentials, connections::get_allowlist, connections::put_allowlist, connections::list_events,
         flows::create, flows::list, flows::get, flows::update, flows::delete, flows::trigger, flows::runs, flows::run, dead_letters::list, dead_letters::replay,

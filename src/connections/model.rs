@@ -36,7 +36,7 @@ pub struct NewConnection {
     pub webhook_secret: Option<String>,
     /// IANA time zone; defaults to the tenant's.
     pub timezone: Option<String>,
-    /// Connector version to pin; defaults to the built-in one.
+    /// Connector version to pin (built in or published); defaults to the built-in one.
     pub version: Option<String>,
     /// Who may send this connection's webhooks (CIDRs). Empty: anyone with a valid signature.
     #[serde(default)]
@@ -88,7 +88,11 @@ pub struct ConnectionView {
     pub webhook_url: String,
     pub allowed_cidrs: Vec<String>,
     pub timezone: Option<String>,
+    /// The connector version the connection runs.
     pub version: String,
+    /// Why: "default" (the built-in version), "hand" (pinned through the API) or
+    /// "deployment:<id>".
+    pub pinned_by: String,
     /// Webhooks refused (bad signature or foreign source) since the connection was created.
     pub rejected_webhooks: i64,
     pub created_at: chrono::DateTime<chrono::Utc>,

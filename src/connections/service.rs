@@ -12,6 +12,7 @@ use super::model::{
     AllowlistView, ConnectionPatch, ConnectionView, CredentialsRotation, NewConnection,
 };
 use crate::audit::{self, Actor, Entry};
+use crate::connectors::versions::Versions;
 use crate::connectors::{ConnectorRegistry, Manifest, WebhookScheme, WebhookSpec};
 use crate::error::{Error, FieldError, Result};
 use crate::ids::{ConnectionId, SecretId, TenantId};
@@ -27,11 +28,15 @@ use crate::webhooks::TargetCache;
 const MAX_GRACE_SECONDS: i64 = 7 * 24 * 3600;
 const MAX_SECRET_LEN: usize = 4096;
 
+/// A connection pinned through the API, not by a deployment.
+const PINNED_BY_HAND: &str = "hand";
+
 #[derive(Clone)]
 pub struct Connections {
     db: DatabaseConnection,
     vault: Vault,
     registry: Arc<ConnectorRegistry>,
+    versions: Versions,
     webhook_targets: Arc<TargetCache>,
     allow_private_targets: bool,
     default_grace_seconds: i64,
@@ -147,6 +152,7 @@ impl Connections {
         settings: &crate::config::Settings,
     ) -> Self {
         Self {
+            versions: Versions::new(db.clone(), registry.clone()),
             db,
             vault,
             registry,
@@ -229,6 +235,7 @@ impl Connections {
                 .collect(),
             timezone: row.timezone,
             version,
+            pinned_by: row.pinned_by.unwrap_or_else(|| "default".into()),
             rejected_webhooks: row.rejected_webhooks,
             created_at: row.created_at,
             updated_at: row.updated_at,
@@ -241,7 +248,9 @@ impl Connections {
         tenant: &TenantId,
         input: NewConnection,
     ) -> Result<ConnectionView> {
-        let manifest = self.manifest(&input.connector)?;
+        let manifest = self
+            .pinned_manifest(tenant, &input.connector, input.version.as_deref())
+            .await?;
         let mut errors = Vec::new();
         let name = check_name(&input.name, &mut errors);
         let mut settings = input.settings;
@@ -262,7 +271,6 @@ impl Connections {
         {
             errors.push(FieldError::new("timezone", message));
         }
-        self.check_version(&manifest, input.version.as_deref(), &mut errors);
         let cidrs = parse_cidrs(&input.allowed_cidrs, "allowed_cidrs", &mut errors);
         if !errors.is_empty() {
             return Err(Error::Invalid(errors));
@@ -291,6 +299,7 @@ impl Connections {
             previous_webhook_secret_expires_at: Set(None),
             allowed_cidrs: Set(cidrs_to_json(&cidrs)),
             timezone: Set(input.timezone),
+            pinned_by: Set(input.version.as_ref().map(|_| PINNED_BY_HAND.to_string())),
             version: Set(input.version),
             rejected_webhooks: Set(0),
             created_at: Set(now),
@@ -321,20 +330,27 @@ impl Connections {
         self.view(row).await
     }
 
-    fn check_version(
+    /// The manifest of the version a connection is to run: the built-in one, or a
+    /// published version the tenant can see.
+    async fn pinned_manifest(
         &self,
-        manifest: &Manifest,
+        tenant: &TenantId,
+        connector: &str,
         version: Option<&str>,
-        errors: &mut Vec<FieldError>,
-    ) {
-        if let Some(version) = version
-            && version != manifest.version
-        {
-            errors.push(FieldError::new(
-                "version",
-                format!("{} has version {} only", manifest.name, manifest.version),
-            ));
-        }
+    ) -> Result<Arc<Manifest>> {
+        self.manifest(connector)?;
+        self.versions
+            .manifest(tenant, connector, version)
+            .await?
+            .ok_or_else(|| {
+                Error::invalid(
+                    "version",
+                    format!(
+                        "{connector} has no version {:?}; see GET /v1/connectors/{connector}/versions",
+                        version.unwrap_or_default()
+                    ),
+                )
+            })
     }
 
     async fn ensure_name_free(
@@ -398,7 +414,10 @@ impl Connections {
     ) -> Result<ConnectionView> {
         let txn = crate::store::begin_write(&self.db).await?;
         let row = self.find(&txn, tenant, id).await?;
-        let manifest = self.manifest(&row.connector)?;
+        let version = patch.version.as_deref().or(row.version.as_deref());
+        let manifest = self
+            .pinned_manifest(tenant, &row.connector, version)
+            .await?;
         let mut errors = Vec::new();
         let mut changed = Vec::new();
         let mut active: connection::ActiveModel = row.clone().into();
@@ -434,8 +453,8 @@ impl Connections {
             changed.push("timezone");
         }
         if let Some(version) = patch.version {
-            self.check_version(&manifest, Some(&version), &mut errors);
             active.version = Set(Some(version));
+            active.pinned_by = Set(Some(PINNED_BY_HAND.into()));
             changed.push("version");
         }
         if !errors.is_empty() {

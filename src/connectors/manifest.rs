@@ -139,13 +139,17 @@ impl Manifest {
     /// Parses and checks a manifest, reporting every problem with its field path.
     pub fn parse(text: &str) -> Result<Self, Vec<FieldError>> {
         let manifest: Manifest = toml::from_str(text).map_err(|e| {
+            // toml's message spans lines (position, the line, a caret, the reason).
+            let message = e.to_string();
+            let reason = message
+                .lines()
+                .rev()
+                .find(|line| !line.trim().is_empty() && !line.trim_start().starts_with(['|', '^']))
+                .unwrap_or("invalid TOML");
+            let position = message.lines().next().unwrap_or_default();
             vec![FieldError::new(
                 "manifest",
-                e.to_string()
-                    .lines()
-                    .next()
-                    .unwrap_or("invalid TOML")
-                    .to_string(),
+                format!("{}: {}", position.trim_end_matches(':'), reason.trim()),
             )]
         })?;
         let problems = manifest.lint();

@@ -9,6 +9,7 @@ mod registry;
 pub mod signing;
 pub mod spec;
 pub mod template;
+pub mod versions;
 
 pub use manifest::{
     ConnectorKind, FieldSpec, FieldType, Manifest, SignatureEncoding, WebhookScheme, WebhookSpec,

@@ -15,6 +15,7 @@ use super::streams::{Item, Plan};
 use crate::connectors::ConnectorRegistry;
 use crate::connectors::client::{CallError, ConnectorClient, ErrorClass, NextPage, Vars};
 use crate::connectors::spec::{LookupSpec, WriteSpec};
+use crate::connectors::versions::Versions;
 use crate::error::{Error, Result};
 use crate::flows::Stream;
 use crate::ids::RunId;
@@ -70,7 +71,7 @@ pub struct RunReport {
 pub struct SyncEngine {
     db: DatabaseConnection,
     vault: Vault,
-    registry: Arc<ConnectorRegistry>,
+    versions: Versions,
     limiter: RateLimiter,
     http: reqwest::Client,
     lease: chrono::Duration,
@@ -110,21 +111,28 @@ impl SyncEngine {
             .build()?;
         Ok(Self {
             limiter: RateLimiter::new(db.clone()),
+            versions: Versions::new(db.clone(), registry),
             db,
             vault,
-            registry,
             http,
             lease: chrono::Duration::from_std(DEFAULT_LEASE).unwrap_or_default(),
         })
     }
 
     async fn client(&self, row: &connection::Model) -> Result<ConnectorClient> {
-        let manifest = self.registry.get(&row.connector).ok_or_else(|| {
-            Error::Internal(anyhow::anyhow!(
-                "connector {} is not installed",
-                row.connector
-            ))
-        })?;
+        // The version the connection is pinned to when the run starts: a switch-over
+        // changes what later runs use, never a run in flight.
+        let manifest = self
+            .versions
+            .manifest(&row.tenant_id, &row.connector, row.version.as_deref())
+            .await?
+            .ok_or_else(|| {
+                Error::Internal(anyhow::anyhow!(
+                    "connector {} {} is not installed",
+                    row.connector,
+                    row.version.as_deref().unwrap_or("(built in)")
+                ))
+            })?;
         let credentials = self
             .vault
             .load(&self.db, &row.tenant_id, &row.credentials_secret_id)

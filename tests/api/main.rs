@@ -18,4 +18,5 @@ mod split;
 mod streams;
 mod sync;
 mod tenancy;
+mod versions;
 mod webhooks;

@@ -20,7 +20,10 @@ pub struct Model {
     #[sea_orm(column_type = "JsonBinary")]
     pub allowed_cidrs: Json,
     pub timezone: Option<String>,
+    /// The pinned connector version; None follows the built-in one.
     pub version: Option<String>,
+    /// Why the connection runs `version`: "hand", or "deployment:<id>".
+    pub pinned_by: Option<String>,
     /// Webhooks refused for a bad signature or a foreign source address (bodies are not kept).
     pub rejected_webhooks: i64,
     pub created_at: DateTimeUtc,

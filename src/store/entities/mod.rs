@@ -4,6 +4,7 @@
 pub mod api_token;
 pub mod audit_event;
 pub mod connection;
+pub mod connector_version;
 pub mod flow;
 pub mod idempotency_key;
 pub mod record;
