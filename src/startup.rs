@@ -125,20 +125,21 @@ impl Application {
             public_url,
             runs.clone(),
         );
-        let connections = Connections::new(
-            db.clone(),
-            vault.clone(),
-            registry.clone(),
-            ingest.cache_handle(),
-            &settings,
-        );
-        let flows = Flows::new(db.clone(), registry.clone(), runs.clone());
         let limiter = match settings.rate_limits.redis_url.expose() {
             "" => crate::ratelimit::RateLimiter::new(db.clone()),
             url => crate::ratelimit::RateLimiter::redis(url)
                 .await
                 .context("connecting to rate_limits.redis_url")?,
         };
+        let connections = Connections::new(
+            db.clone(),
+            vault.clone(),
+            registry.clone(),
+            ingest.cache_handle(),
+            &settings,
+        )
+        .with_limiter(limiter.clone());
+        let flows = Flows::new(db.clone(), registry.clone(), runs.clone());
         let engine = crate::sync::SyncEngine::new(db.clone(), vault.clone(), registry.clone())?
             .with_limiter(limiter)
             .with_lease(Duration::from_secs(settings.workers.lease_seconds));

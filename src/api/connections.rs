@@ -144,3 +144,40 @@ pub async fn list_events(
     Ok(HttpResponse::Ok()
         .json(crate::webhooks::list_events(&state.db, tenant, &connection, &page).await?))
 }
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct CheckQuery {
+    /// Check this connector version instead of the pinned one (before deploying it).
+    pub version: Option<String>,
+}
+
+/// Connectivity checks of a connection: DNS, TCP, TLS, authentication, a read probe and the
+/// platform's webhook subscriptions, each with status, duration, error class and remedy.
+#[utoipa::path(params(("id" = String, Path), CheckQuery), responses((status = 200, body = crate::connectors::checks::CheckReport), (status = 404, body = crate::api::problem::Problem)), tag = "connections", security(("bearer" = [])))]
+#[post("/v1/connections/{id}/check")]
+pub async fn check(
+    state: web::Data<AppState>,
+    Auth(principal): Auth,
+    id: web::Path<String>,
+    query: web::Query<CheckQuery>,
+) -> Result<HttpResponse> {
+    let tenant = principal.tenant(Scope::Write)?;
+    let report = state
+        .connections
+        .check(&principal.actor(), tenant, &id, query.version.as_deref())
+        .await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// The same checks for a connection not saved yet: its settings and credentials as
+/// `POST /v1/connections` takes them. Nothing is stored.
+#[utoipa::path(request_body = NewConnection, responses((status = 200, body = crate::connectors::checks::CheckReport), (status = 400, body = crate::api::problem::Problem)), tag = "connections", security(("bearer" = [])))]
+#[post("/v1/connections/check")]
+pub async fn check_unsaved(
+    state: web::Data<AppState>,
+    Auth(principal): Auth,
+    Json(input): Json<NewConnection>,
+) -> Result<HttpResponse> {
+    let tenant = principal.tenant(Scope::Write)?;
+    Ok(HttpResponse::Ok().json(state.connections.check_unsaved(tenant, input).await?))
+}

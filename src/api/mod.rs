@@ -40,6 +40,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(connectors::list_connectors)
         .service(connectors::list_versions)
         .service(connectors::publish_version)
+        .service(connections::check_unsaved)
+        .service(connections::check)
         .service(connections::create)
         .service(connections::list)
         .service(connections::get)

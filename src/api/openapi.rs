@@ -27,6 +27,7 @@ impl Modify for BearerAuth {
         connectors::list_connectors, connectors::list_versions, connectors::publish_version,
         connections::create, connections::list, connections::get, connections::update, connections::delete,
         connections::rotate_credentials, connections::get_allowlist, connections::put_allowlist, connections::list_events,
+        connections::check, connections::check_unsaved,
         flows::create, flows::list, flows::get, flows::update, flows::delete, flows::trigger, flows::runs, flows::run, dead_letters::list, dead_letters::replay,
         hooks::receive,
         audit::list,

@@ -12,12 +12,15 @@ use super::model::{
     AllowlistView, ConnectionPatch, ConnectionView, CredentialsRotation, NewConnection,
 };
 use crate::audit::{self, Actor, Entry};
+use crate::connectors::checks::{self, CheckReport, CheckStatus};
+use crate::connectors::client::ConnectorClient;
 use crate::connectors::versions::Versions;
 use crate::connectors::{ConnectorRegistry, Manifest, WebhookScheme, WebhookSpec};
 use crate::error::{Error, FieldError, Result};
 use crate::ids::{ConnectionId, SecretId, TenantId};
 use crate::netpolicy::{cidrs_from_json, cidrs_to_json, parse_cidrs};
 use crate::pagination::{Direction, Page, PageRequest, page_query};
+use crate::ratelimit::RateLimiter;
 use crate::secret::SecretString;
 use crate::store::entities::{connection, webhook_event};
 use crate::tenancy::ensure_tenant_exists;
@@ -28,6 +31,15 @@ use crate::webhooks::TargetCache;
 const MAX_GRACE_SECONDS: i64 = 7 * 24 * 3600;
 const MAX_SECRET_LEN: usize = 4096;
 
+/// A new connection's input, checked.
+struct Validated {
+    manifest: Arc<Manifest>,
+    name: String,
+    settings: Map<String, Value>,
+    credentials: Map<String, Value>,
+    cidrs: Vec<ipnet::IpNet>,
+}
+
 /// A connection pinned through the API, not by a deployment.
 const PINNED_BY_HAND: &str = "hand";
 
@@ -37,6 +49,9 @@ pub struct Connections {
     vault: Vault,
     registry: Arc<ConnectorRegistry>,
     versions: Versions,
+    /// For connectivity checks: the shared buckets and a client with short timeouts.
+    limiter: RateLimiter,
+    http: reqwest::Client,
     webhook_targets: Arc<TargetCache>,
     allow_private_targets: bool,
     default_grace_seconds: i64,
@@ -153,6 +168,12 @@ impl Connections {
     ) -> Self {
         Self {
             versions: Versions::new(db.clone(), registry.clone()),
+            limiter: RateLimiter::new(db.clone()),
+            http: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .timeout(std::time::Duration::from_secs(15))
+                .build()
+                .unwrap_or_default(),
             db,
             vault,
             registry,
@@ -161,6 +182,12 @@ impl Connections {
             default_grace_seconds: settings.webhooks.secret_grace_seconds,
             public_url: settings.effective_public_url(),
         }
+    }
+
+    /// Where the rate-limit buckets live, when not in the database (Redis).
+    pub fn with_limiter(mut self, limiter: RateLimiter) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     fn manifest(&self, name: &str) -> Result<Arc<Manifest>> {
@@ -248,33 +275,13 @@ impl Connections {
         tenant: &TenantId,
         input: NewConnection,
     ) -> Result<ConnectionView> {
-        let manifest = self
-            .pinned_manifest(tenant, &input.connector, input.version.as_deref())
-            .await?;
-        let mut errors = Vec::new();
-        let name = check_name(&input.name, &mut errors);
-        let mut settings = input.settings;
-        fields::validate(
-            "settings",
-            &manifest.settings,
-            &mut settings,
-            self.allow_private_targets,
-            &mut errors,
-        );
-        let credentials = check_credentials(&manifest, &input.credentials, &mut errors);
-        let scheme = effective_scheme(&manifest, &settings);
-        if let Some(secret) = &input.webhook_secret {
-            check_secret("webhook_secret", secret, scheme, &mut errors);
-        }
-        if let Some(tz) = &input.timezone
-            && let Err(message) = parse_timezone(tz)
-        {
-            errors.push(FieldError::new("timezone", message));
-        }
-        let cidrs = parse_cidrs(&input.allowed_cidrs, "allowed_cidrs", &mut errors);
-        if !errors.is_empty() {
-            return Err(Error::Invalid(errors));
-        }
+        let Validated {
+            manifest,
+            name,
+            settings,
+            credentials,
+            cidrs,
+        } = self.validate(tenant, &input).await?;
 
         let txn = crate::store::begin_write(&self.db).await?;
         ensure_tenant_exists(&txn, tenant).await?;
@@ -328,6 +335,118 @@ impl Connections {
         txn.commit().await?;
         self.webhook_targets.invalidate(&row.id);
         self.view(row).await
+    }
+
+    /// Checks a new connection as `create` would, without saving anything.
+    async fn validate(&self, tenant: &TenantId, input: &NewConnection) -> Result<Validated> {
+        let manifest = self
+            .pinned_manifest(tenant, &input.connector, input.version.as_deref())
+            .await?;
+        let mut errors = Vec::new();
+        let name = check_name(&input.name, &mut errors);
+        let mut settings = input.settings.clone();
+        fields::validate(
+            "settings",
+            &manifest.settings,
+            &mut settings,
+            self.allow_private_targets,
+            &mut errors,
+        );
+        let credentials = check_credentials(&manifest, &input.credentials, &mut errors);
+        let scheme = effective_scheme(&manifest, &settings);
+        if let Some(secret) = &input.webhook_secret {
+            check_secret("webhook_secret", secret, scheme, &mut errors);
+        }
+        if let Some(tz) = &input.timezone
+            && let Err(message) = parse_timezone(tz)
+        {
+            errors.push(FieldError::new("timezone", message));
+        }
+        let cidrs = parse_cidrs(&input.allowed_cidrs, "allowed_cidrs", &mut errors);
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        Ok(Validated {
+            manifest,
+            name,
+            settings,
+            credentials,
+            cidrs,
+        })
+    }
+
+    /// Runs the connectivity checks of a saved connection, with its pinned version or the
+    /// one named. The read probe spends the shared rate-limit budget like any call.
+    pub async fn check(
+        &self,
+        actor: &Actor,
+        tenant: &TenantId,
+        id: &str,
+        version: Option<&str>,
+    ) -> Result<CheckReport> {
+        let row = self.find(&self.db, tenant, id).await?;
+        let manifest = self
+            .pinned_manifest(tenant, &row.connector, version.or(row.version.as_deref()))
+            .await?;
+        let credentials = self
+            .vault
+            .load(&self.db, tenant, &row.credentials_secret_id)
+            .await?;
+        let credentials: Map<String, Value> =
+            serde_json::from_str(credentials.expose()).unwrap_or_default();
+        let client = ConnectorClient::new(
+            manifest,
+            &row.environment,
+            row.settings.as_object().cloned().unwrap_or_default(),
+            credentials,
+            row.id.as_str(),
+            self.limiter.clone(),
+            self.http.clone(),
+        );
+        let webhook_url = format!("{}/v1/hooks/{}", self.public_url, row.id);
+        let report = checks::run(&client, &self.http, &webhook_url).await;
+        audit::record(
+            &self.db,
+            actor,
+            Entry {
+                tenant_id: Some(tenant),
+                action: "connection.check",
+                resource_type: "connection",
+                resource_id: row.id.as_str(),
+                details: serde_json::json!({
+                    "version": report.version,
+                    "passed": report.passed,
+                    "failed": report.checks.iter().filter(|c| c.status == CheckStatus::Failed).map(|c| c.name).collect::<Vec<_>>(),
+                }),
+            },
+        )
+        .await?;
+        Ok(report)
+    }
+
+    /// Runs the connectivity checks of a connection before it is saved (webhook
+    /// subscriptions need its URL, so they wait until it exists).
+    pub async fn check_unsaved(
+        &self,
+        tenant: &TenantId,
+        input: NewConnection,
+    ) -> Result<CheckReport> {
+        let Validated {
+            manifest,
+            settings,
+            credentials,
+            ..
+        } = self.validate(tenant, &input).await?;
+        let client = ConnectorClient::new(
+            manifest,
+            input.environment.as_str(),
+            settings,
+            credentials,
+            &format!("unsaved:{tenant}"),
+            self.limiter.clone(),
+            self.http.clone(),
+        );
+        Ok(checks::run(&client, &self.http, "").await)
     }
 
     /// The manifest of the version a connection is to run: the built-in one, or a

@@ -423,6 +423,30 @@ impl ConnectorClient {
         Ok(())
     }
 
+    /// For schemes that exchange credentials for a token (Login with Amazon): forgets the
+    /// cached token and exchanges the credentials again, as a connectivity check must.
+    /// Ok(false) for schemes with nothing to exchange.
+    pub async fn exchange_token(&self) -> Result<bool, CallError> {
+        let Some(AuthSpec::AmazonLwa {
+            client_id,
+            client_secret,
+            refresh_token,
+            endpoint_setting,
+        }) = &self.manifest.auth
+        else {
+            return Ok(false);
+        };
+        let grant = self.lwa_grant(
+            client_id,
+            client_secret,
+            refresh_token,
+            endpoint_setting.as_ref(),
+        )?;
+        lwa::forget(&grant).await;
+        lwa::access_token(&self.http, &grant).await?;
+        Ok(true)
+    }
+
     /// After the platform refused the credentials: forget a cached token so the next
     /// attempt exchanges a fresh one.
     async fn credentials_refused(&self) {

@@ -35,6 +35,9 @@ pub struct Manifest {
     /// How unified records are written here, by kind (`stock`, `shipment`).
     #[serde(default)]
     pub writes: std::collections::BTreeMap<String, super::spec::WriteSpec>,
+    /// Connectivity checks beyond the network: a read probe, webhook subscriptions.
+    #[serde(default)]
+    pub checks: super::spec::ChecksSpec,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]

@@ -2,6 +2,7 @@
 //! manifest: fields, webhook scheme, environments, auth, rate limits, operations with their
 //! templates and pagination, mappings onto unified records, and how records are written.
 
+pub mod checks;
 pub mod client;
 mod lwa;
 mod manifest;

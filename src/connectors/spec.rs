@@ -306,6 +306,26 @@ pub struct ShipmentMapping {
     pub timestamps: TimeFormat,
 }
 
+/// The connectivity checks a connection can run besides DNS, TCP and TLS.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChecksSpec {
+    /// A list operation whose first page proves the credentials read (spends the shared
+    /// rate-limit budget like any call).
+    pub read: Option<String>,
+    /// Where the platform lists webhook subscriptions: the connection's webhook URL should
+    /// be among them.
+    pub webhooks: Option<WebhookListSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookListSpec {
+    pub operation: String,
+    /// Where a subscription's address is.
+    pub address: String,
+}
+
 /// How unified records are written to a platform: an operation whose path, query and body
 /// take the record's fields, after an optional lookup of the platform's own ids.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
@@ -404,6 +424,26 @@ pub fn lint_operations(manifest: &Manifest) -> Vec<FieldError> {
             problems.push(FieldError::new(
                 "mappings.order.detail.per_call",
                 "must be between 1 and 100",
+            ));
+        }
+    }
+    let check_operations = manifest
+        .checks
+        .read
+        .iter()
+        .map(|op| ("checks.read", op))
+        .chain(
+            manifest
+                .checks
+                .webhooks
+                .iter()
+                .map(|w| ("checks.webhooks.operation", &w.operation)),
+        );
+    for (field, operation) in check_operations {
+        if !has_operation(operation) {
+            problems.push(FieldError::new(
+                field,
+                format!("{operation} is not an operation"),
             ));
         }
     }

@@ -53,6 +53,8 @@ pub struct Faults {
     /// For this many seconds after the faults are set, every request is answered 429 with
     /// `Retry-After: 1` (a quota storm: the account's budget spent elsewhere).
     pub storm_seconds: f64,
+    /// Every request is refused with 403 because the caller's IP is not whitelisted.
+    pub forbidden_ip: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -193,6 +195,17 @@ impl SimState {
             .unwrap_or_default()
     }
 
+    /// Subscribes a shop's webhook topic to an address.
+    pub fn subscribe_webhook(&self, shop: &str, topic: &str, address: &str) {
+        if let Ok(mut shops) = self.shops.lock() {
+            shops
+                .entry(shop.to_string())
+                .or_insert_with(|| shopify::Shop::seeded(shop, self.seed_orders))
+                .webhooks
+                .push((topic.to_string(), address.to_string()));
+        }
+    }
+
     /// Sets a shop's call bucket (Shopify's default: 2/s from a bucket of 40).
     pub fn set_shop_limit(&self, shop: &str, rate: f64, burst: f64) {
         if let Ok(mut shops) = self.shops.lock() {
@@ -258,6 +271,11 @@ async fn inject(state: &SimState) -> Option<HttpResponse> {
                 .insert_header(("Retry-After", "1"))
                 .json(serde_json::json!({"errors": "Too many requests: the account's quota is spent"})),
         );
+    }
+    if faults.forbidden_ip {
+        return Some(HttpResponse::Forbidden().json(serde_json::json!({
+            "error": "error_ip", "message": "Your IP address is not in the app's IP whitelist."
+        })));
     }
     if chance(faults.error_rate) || faults.fail_after_requests.is_some_and(|n| since > n) {
         state
@@ -376,6 +394,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/erp/{account}/shipments",
             web::get().to(erp::list_shipments),
+        )
+        .route(
+            "/shopify/{shop}/admin/api/{version}/webhooks.json",
+            web::get().to(shopify::list_webhooks),
         )
         .route(
             "/shopify/{shop}/admin/api/{version}/graphql.json",

@@ -29,6 +29,8 @@ pub struct Shop {
     orders: Vec<Value>,
     /// Order id -> its fulfillment (tracking), once fulfilled.
     fulfillments: HashMap<u64, Value>,
+    /// Webhook subscriptions: (topic, address).
+    pub webhooks: Vec<(String, String)>,
     next_id: u64,
     bucket_level: f64,
     bucket_at: Instant,
@@ -43,6 +45,7 @@ impl Shop {
             token: None,
             orders: Vec::new(),
             fulfillments: HashMap::new(),
+            webhooks: Vec::new(),
             next_id: 450_789_469,
             bucket_level: 0.0,
             limit: DEFAULT_BUCKET,
@@ -474,5 +477,27 @@ pub async fn create_fulfillment(
         Ok((Err(status), ..)) if status == actix_web::http::StatusCode::NOT_FOUND => error(status, "Not Found"),
         Ok((Err(status), ..)) => HttpResponse::build(status).json(json!({"errors": [format!("Fulfillment order {fulfillment_order} has an unfulfillable status= closed.")]})),
         Ok((Ok(()), ..)) => HttpResponse::Created().json(json!({"fulfillment": {"id": fulfillment_order * 7, "order_id": order_id, "status": "success", "tracking_number": tracking["tracking_number"], "tracking_company": tracking["tracking_company"]}})),
+    }
+}
+
+/// `GET /admin/api/{version}/webhooks.json`: the shop's webhook subscriptions.
+pub async fn list_webhooks(
+    state: web::Data<SimState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    if let Some(response) = super::inject(&state).await {
+        return response;
+    }
+    let (shop_name, _) = path.into_inner();
+    match with_shop(&state, &req, &shop_name, |shop| {
+        shop.webhooks
+            .iter()
+            .enumerate()
+            .map(|(i, (topic, address))| json!({"id": 4_759_306 + i as u64, "topic": topic, "address": address, "format": "json", "api_version": "2025-07"}))
+            .collect::<Vec<_>>()
+    }) {
+        Ok((webhooks, ..)) => HttpResponse::Ok().json(json!({ "webhooks": webhooks })),
+        Err(response) => response,
     }
 }

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod allowlist;
+mod checks;
 mod cli;
 mod connections;
 mod durability;

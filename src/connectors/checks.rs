@@ -1,0 +1,361 @@
+//! Connectivity checks of a connection, in the order a failure explains the next: DNS, TCP,
+//! TLS, authentication (a token exchange where the scheme has one), a read probe through
+//! the shared rate limits, and the platform's list of webhook subscriptions. Each check
+//! reports its status, how long it took, an error class and a remedy a seller can act on.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::client::{CallError, ConnectorClient, ErrorClass, Vars};
+
+const NETWORK_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Passed,
+    Failed,
+    /// Not run: an earlier check failed, or the connector has nothing to check here.
+    Skipped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckErrorClass {
+    Dns,
+    Connect,
+    Tls,
+    Timeout,
+    Auth,
+    ForbiddenIp,
+    RateLimited,
+    ServerError,
+    SchemaMismatch,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CheckResult {
+    /// dns, tcp, tls, auth, read or webhooks.
+    pub name: &'static str,
+    pub status: CheckStatus,
+    pub duration_ms: u64,
+    pub error_class: Option<CheckErrorClass>,
+    pub message: String,
+    /// What to do about a failure.
+    pub remedy: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CheckReport {
+    pub connector: String,
+    pub version: String,
+    /// Every check passed or had nothing to check.
+    pub passed: bool,
+    pub checks: Vec<CheckResult>,
+}
+
+struct Failure {
+    class: CheckErrorClass,
+    message: String,
+    remedy: String,
+}
+
+fn failure(
+    class: CheckErrorClass,
+    message: impl Into<String>,
+    remedy: impl Into<String>,
+) -> Failure {
+    Failure {
+        class,
+        message: message.into(),
+        remedy: remedy.into(),
+    }
+}
+
+/// A 403 that says the caller's address is not allowed, as platforms with IP whitelists
+/// word it (Shopee, TikTok Shop, ERPs behind a firewall).
+fn refuses_the_address(message: &str) -> bool {
+    let text = message.to_ascii_lowercase();
+    text.contains("ip")
+        && [
+            "whitelist",
+            "allowlist",
+            "allow list",
+            "not allowed",
+            "not in",
+            "forbidden ip",
+        ]
+        .iter()
+        .any(|w| text.contains(w))
+}
+
+/// How a platform call's failure reads as a check failure.
+fn call_failure(err: &CallError, during: &str) -> Failure {
+    use CheckErrorClass as C;
+    match err.class {
+        ErrorClass::Forbidden if refuses_the_address(&err.message) => failure(
+            C::ForbiddenIp,
+            &err.message,
+            "The platform refuses this server's IP address: add synchub's outbound addresses to the app's IP whitelist in the platform's developer console.",
+        ),
+        ErrorClass::Auth | ErrorClass::Forbidden => failure(
+            C::Auth,
+            &err.message,
+            format!(
+                "The platform refused the credentials during {during}: check they are current (re-authorise the app if a token was revoked) and that the app has the permissions this connector needs."
+            ),
+        ),
+        ErrorClass::RateLimited => failure(
+            C::RateLimited,
+            &err.message,
+            "The account's rate-limit budget is spent: wait, or lower the schedules sharing it.",
+        ),
+        ErrorClass::Timeout => failure(
+            C::Timeout,
+            &err.message,
+            "The platform did not answer in time: try again; if it persists, check the platform's status page.",
+        ),
+        ErrorClass::Connect => failure(
+            C::Connect,
+            &err.message,
+            "The connection broke: check the base URL and any firewall between synchub and the platform.",
+        ),
+        ErrorClass::ServerError => failure(
+            C::ServerError,
+            &err.message,
+            "The platform answered with a server error: check its status page and try again later.",
+        ),
+        ErrorClass::SchemaMismatch | ErrorClass::ClientError | ErrorClass::NotFound => failure(
+            C::SchemaMismatch,
+            &err.message,
+            "The platform's answer is not what this connector version expects: check the settings (API version, region) or deploy a connector version that matches the platform's API.",
+        ),
+        ErrorClass::Config => failure(
+            C::SchemaMismatch,
+            &err.message,
+            "A setting or credential this connector needs is missing or invalid: complete the connection's settings.",
+        ),
+    }
+}
+
+struct Runner {
+    checks: Vec<CheckResult>,
+    failed: bool,
+}
+
+impl Runner {
+    /// Runs `check` unless an earlier one failed; None from it means nothing to check.
+    async fn run<F, Fut>(&mut self, name: &'static str, check: F)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<String>, Failure>>,
+    {
+        if self.failed {
+            self.skip(name, "an earlier check failed");
+            return;
+        }
+        let started = Instant::now();
+        let outcome = check().await;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let result = match outcome {
+            Ok(Some(message)) => CheckResult {
+                name,
+                status: CheckStatus::Passed,
+                duration_ms,
+                error_class: None,
+                message,
+                remedy: None,
+            },
+            Ok(None) => CheckResult {
+                name,
+                status: CheckStatus::Skipped,
+                duration_ms,
+                error_class: None,
+                message: "nothing to check for this connector".into(),
+                remedy: None,
+            },
+            Err(f) => {
+                self.failed = true;
+                CheckResult {
+                    name,
+                    status: CheckStatus::Failed,
+                    duration_ms,
+                    error_class: Some(f.class),
+                    message: f.message.chars().take(500).collect(),
+                    remedy: Some(f.remedy),
+                }
+            }
+        };
+        self.checks.push(result);
+    }
+
+    fn skip(&mut self, name: &'static str, why: &str) {
+        self.checks.push(CheckResult {
+            name,
+            status: CheckStatus::Skipped,
+            duration_ms: 0,
+            error_class: None,
+            message: why.into(),
+            remedy: None,
+        });
+    }
+}
+
+/// Runs every check against the connection the client speaks for. `webhook_url` is where
+/// the platform should send this connection's webhooks.
+pub async fn run(
+    client: &ConnectorClient,
+    http: &reqwest::Client,
+    webhook_url: &str,
+) -> CheckReport {
+    let manifest = client.manifest();
+    let mut runner = Runner {
+        checks: Vec::new(),
+        failed: false,
+    };
+    let base = client.base_url();
+    let target = base.as_ref().ok().and_then(|b| url::Url::parse(b).ok());
+    let (host, port, tls) = match &target {
+        Some(url) => (
+            url.host_str().unwrap_or_default().to_string(),
+            url.port_or_known_default().unwrap_or(443),
+            url.scheme() == "https",
+        ),
+        None => (String::new(), 0, false),
+    };
+    let mut addresses = Vec::new();
+    runner
+        .run("dns", || async {
+            if let Err(err) = &base {
+                return Err(call_failure(err, "building the base URL"));
+            }
+            let lookup = tokio::time::timeout(NETWORK_TIMEOUT, tokio::net::lookup_host((host.as_str(), port))).await;
+            match lookup {
+                Err(_) => Err(failure(CheckErrorClass::Timeout, format!("resolving {host} took over 5 s"), "The DNS server did not answer: check the machine's resolver.")),
+                Ok(Err(err)) => Err(failure(CheckErrorClass::Dns, format!("{host}: {err}"), format!("{host} does not resolve: check the host in the connection's settings (shop domain, region, base URL)."))),
+                Ok(Ok(found)) => {
+                    addresses = found.collect();
+                    Ok(Some(format!("{host} resolves to {} address(es)", addresses.len())))
+                }
+            }
+        })
+        .await;
+    runner
+        .run("tcp", || async {
+            let Some(address) = addresses.first() else {
+                return Err(failure(CheckErrorClass::Dns, format!("{host} has no address"), "Check the host in the connection's settings."));
+            };
+            match tokio::time::timeout(NETWORK_TIMEOUT, tokio::net::TcpStream::connect(address)).await {
+                Err(_) => Err(failure(CheckErrorClass::Timeout, format!("connecting to {address} took over 5 s"), "A firewall may drop the traffic: allow outbound connections to the platform.")),
+                Ok(Err(err)) => Err(failure(CheckErrorClass::Connect, format!("{address}: {err}"), "Nothing accepts connections there: check the port in the base URL and that the service is up.")),
+                Ok(Ok(_)) => Ok(Some(format!("connected to {address}"))),
+            }
+        })
+        .await;
+    runner
+        .run("tls", || async {
+            if !tls {
+                return Ok(None);
+            }
+            let Ok(root) = base.as_deref() else {
+                return Ok(None);
+            };
+            // Any HTTP answer means the handshake and the certificate checked out.
+            match http.get(root).timeout(NETWORK_TIMEOUT).send().await {
+                Ok(response) => Ok(Some(format!("TLS handshake done; {root} answered {}", response.status()))),
+                Err(err) if err.is_timeout() => Err(failure(CheckErrorClass::Timeout, "the TLS handshake took over 5 s", "Try again; if it persists, check the network path to the platform.")),
+                Err(err) => {
+                    let err = err.without_url();
+                    let mut chain = err.to_string();
+                    let mut source = std::error::Error::source(&err);
+                    while let Some(inner) = source {
+                        chain.push_str(": ");
+                        chain.push_str(&inner.to_string());
+                        source = inner.source();
+                    }
+                    Err(failure(CheckErrorClass::Tls, chain, "The platform's certificate is not trusted or the handshake failed: check the base URL's host and any TLS-intercepting proxy."))
+                }
+            }
+        })
+        .await;
+    runner
+        .run("auth", || async {
+            match client.exchange_token().await {
+                Ok(true) => Ok(Some(
+                    "exchanged the refresh token for a new access token".into(),
+                )),
+                // Proven by the read probe.
+                Ok(false) => Ok(None),
+                Err(err) => Err(call_failure(&err, "the token exchange")),
+            }
+        })
+        .await;
+    runner
+        .run("read", || async {
+            let Some(operation) = &manifest.checks.read else {
+                return Ok(None);
+            };
+            // The last hour: platforms that need a time filter (Amazon) get one.
+            let since = (chrono::Utc::now() - chrono::Duration::hours(1))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            match client
+                .list_page(operation, &Vars::new().with("cursor", since), None)
+                .await
+            {
+                Ok(page) => Ok(Some(format!(
+                    "{operation} answered with {} record(s)",
+                    page.records.len()
+                ))),
+                Err(err) => Err(call_failure(&err, operation)),
+            }
+        })
+        .await;
+    runner
+        .run("webhooks", || async {
+            let Some(spec) = manifest.checks.webhooks.as_ref().filter(|_| !webhook_url.is_empty()) else {
+                return Ok(None);
+            };
+            let subscriptions = client
+                .list_all(&spec.operation, &Vars::new())
+                .await
+                .map_err(|err| call_failure(&err, &spec.operation))?;
+            let registered = subscriptions
+                .iter()
+                .filter(|s| s.pointer(&spec.address).and_then(Value::as_str) == Some(webhook_url))
+                .count();
+            if registered == 0 {
+                return Err(failure(
+                    CheckErrorClass::SchemaMismatch,
+                    format!("none of the {} webhook subscription(s) points at {webhook_url}", subscriptions.len()),
+                    format!("Register {webhook_url} as the webhook address for the topics you sync (orders/create, orders/updated), so changes arrive at once instead of at the next schedule."),
+                ));
+            }
+            Ok(Some(format!("{registered} subscription(s) point at {webhook_url}")))
+        })
+        .await;
+    CheckReport {
+        connector: manifest.name.clone(),
+        version: manifest.version.clone(),
+        passed: runner
+            .checks
+            .iter()
+            .all(|c| c.status != CheckStatus::Failed),
+        checks: runner.checks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refuses_the_address;
+
+    #[test]
+    fn ip_whitelist_refusals_are_told_apart_from_bad_credentials() {
+        assert!(refuses_the_address(
+            "HTTP 403: {\"error\":\"error_ip\",\"message\":\"Your IP is not in the whitelist\"}"
+        ));
+        assert!(refuses_the_address("IP address 203.0.113.9 is not allowed"));
+        assert!(!refuses_the_address("HTTP 403: access token has expired"));
+    }
+}
