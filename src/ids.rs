@@ -60,6 +60,8 @@ typed_id!(EventId, "evt");
 typed_id!(AuditId, "aud");
 typed_id!(FlowId, "flow");
 typed_id!(RunId, "run");
+typed_id!(DeploymentId, "dep");
+typed_id!(DeploymentEventId, "dev");
 
 #[cfg(test)]
 mod tests {

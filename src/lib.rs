@@ -1,8 +1,10 @@
 //! synchub: keeps sellers' marketplaces and ERPs in sync.
 //!
 //! One folder per capability: `tenancy` (tenants, tokens), `vault` (secrets), `connectors`
-//! (manifests), `connections`, `webhooks` (ingress), `netpolicy` (allowlists, proxies,
-//! outbound guard), `audit`, `store` (database). `api` is the only place that knows HTTP.
+//! (manifests, versions, client, checks), `connections`, `webhooks` (ingress), `flows`,
+//! `sync` (the engine), `runtime` (workers), `scheduler`, `ratelimit`, `deploy`
+//! (deployments), `netpolicy` (allowlists, proxies, outbound guard), `audit`, `store`
+//! (database), `sim` (the platform simulator). `api` is the only place that knows HTTP.
 
 pub mod api;
 pub mod audit;
@@ -12,6 +14,7 @@ pub mod config;
 pub mod connections;
 pub mod connectors;
 pub mod demo;
+pub mod deploy;
 pub mod error;
 pub mod flows;
 pub mod idempotency;

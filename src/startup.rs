@@ -29,6 +29,7 @@ pub struct AppState {
     pub registry: Arc<ConnectorRegistry>,
     pub versions: crate::connectors::versions::Versions,
     pub connections: Connections,
+    pub deployments: crate::deploy::Deployments,
     pub flows: Flows,
     pub ingest: IngestService,
     pub metrics: PrometheusHandle,
@@ -86,10 +87,12 @@ impl Application {
             Role::Api => {
                 settings.scheduler.enabled = false;
                 settings.workers.enabled = false;
+                settings.deployments.enabled = false;
             }
             Role::Worker => {
                 settings.scheduler.enabled = true;
                 settings.workers.enabled = true;
+                settings.deployments.enabled = true;
             }
         }
         crate::install_crypto_provider();
@@ -140,6 +143,7 @@ impl Application {
         )
         .with_limiter(limiter.clone());
         let flows = Flows::new(db.clone(), registry.clone(), runs.clone());
+        let deployments = crate::deploy::Deployments::new(db.clone(), versions.clone());
         let engine = crate::sync::SyncEngine::new(db.clone(), vault.clone(), registry.clone())?
             .with_limiter(limiter)
             .with_lease(Duration::from_secs(settings.workers.lease_seconds));
@@ -151,6 +155,11 @@ impl Application {
                     .with_signal(runs.clone())
                     .run(interval, shutdown.clone()),
             );
+        }
+        if settings.deployments.enabled {
+            let deployer = crate::deploy::Deployer::new(db.clone(), connections.clone());
+            let every = Duration::from_millis(settings.deployments.tick_millis);
+            tokio::spawn(deployer.run(every, shutdown.clone()));
         }
         if settings.workers.enabled {
             let (db, shutdown) = (db.clone(), shutdown.clone());
@@ -174,6 +183,7 @@ impl Application {
             registry,
             versions,
             connections,
+            deployments,
             flows,
             ingest,
             metrics,

@@ -9,6 +9,7 @@ mod m20261126_000004_flows_and_runs;
 mod m20261127_000005_run_wakeups;
 mod m20261127_000006_concurrency_slots;
 mod m20261127_000007_connector_versions;
+mod m20261127_000008_deployments;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000005_run_wakeups::Migration),
             Box::new(m20261127_000006_concurrency_slots::Migration),
             Box::new(m20261127_000007_connector_versions::Migration),
+            Box::new(m20261127_000008_deployments::Migration),
         ]
     }
 }

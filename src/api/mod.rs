@@ -5,6 +5,7 @@ mod audit;
 mod connections;
 mod connectors;
 mod dead_letters;
+mod deployments;
 mod extract;
 mod flows;
 mod health;
@@ -61,6 +62,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(flows::run)
         .service(dead_letters::list)
         .service(dead_letters::replay)
+        .service(deployments::create)
+        .service(deployments::list)
+        .service(deployments::get)
+        .service(deployments::act)
+        .service(deployments::get_policy)
+        .service(deployments::put_policy)
         .service(audit::list);
 }
 

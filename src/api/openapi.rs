@@ -4,7 +4,9 @@ use actix_web::{HttpResponse, get};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, connections, connectors, dead_letters, flows, health, hooks, tenants};
+use super::{
+    audit, connections, connectors, dead_letters, deployments, flows, health, hooks, tenants,
+};
 
 struct BearerAuth;
 
@@ -29,6 +31,7 @@ impl Modify for BearerAuth {
         connections::rotate_credentials, connections::get_allowlist, connections::put_allowlist, connections::list_events,
         connections::check, connections::check_unsaved,
         flows::create, flows::list, flows::get, flows::update, flows::delete, flows::trigger, flows::runs, flows::run, dead_letters::list, dead_letters::replay,
+        deployments::create, deployments::list, deployments::get, deployments::act, deployments::get_policy, deployments::put_policy,
         hooks::receive,
         audit::list,
     ),

@@ -16,6 +16,9 @@ const NETWORK_TIMEOUT: Duration = Duration::from_secs(5);
 #[serde(rename_all = "snake_case")]
 pub enum CheckStatus {
     Passed,
+    /// Works, but not as well as it should (no webhook subscription: changes wait for the
+    /// next scheduled run). Does not fail the report.
+    Warning,
     Failed,
     /// Not run: an earlier check failed, or the connector has nothing to check here.
     Skipped,
@@ -51,7 +54,7 @@ pub struct CheckResult {
 pub struct CheckReport {
     pub connector: String,
     pub version: String,
-    /// Every check passed or had nothing to check.
+    /// No check failed (warnings do not count).
     pub passed: bool,
     pub checks: Vec<CheckResult>,
 }
@@ -60,6 +63,8 @@ struct Failure {
     class: CheckErrorClass,
     message: String,
     remedy: String,
+    /// A warning: reported with its remedy, the later checks still run.
+    warning: bool,
 }
 
 fn failure(
@@ -71,6 +76,7 @@ fn failure(
         class,
         message: message.into(),
         remedy: remedy.into(),
+        warning: false,
     }
 }
 
@@ -177,10 +183,14 @@ impl Runner {
                 remedy: None,
             },
             Err(f) => {
-                self.failed = true;
+                self.failed |= !f.warning;
                 CheckResult {
                     name,
-                    status: CheckStatus::Failed,
+                    status: if f.warning {
+                        CheckStatus::Warning
+                    } else {
+                        CheckStatus::Failed
+                    },
                     duration_ms,
                     error_class: Some(f.class),
                     message: f.message.chars().take(500).collect(),
@@ -326,11 +336,14 @@ pub async fn run(
                 .filter(|s| s.pointer(&spec.address).and_then(Value::as_str) == Some(webhook_url))
                 .count();
             if registered == 0 {
-                return Err(failure(
-                    CheckErrorClass::SchemaMismatch,
-                    format!("none of the {} webhook subscription(s) points at {webhook_url}", subscriptions.len()),
-                    format!("Register {webhook_url} as the webhook address for the topics you sync (orders/create, orders/updated), so changes arrive at once instead of at the next schedule."),
-                ));
+                return Err(Failure {
+                    warning: true,
+                    ..failure(
+                        CheckErrorClass::SchemaMismatch,
+                        format!("none of the {} webhook subscription(s) points at {webhook_url}", subscriptions.len()),
+                        format!("Register {webhook_url} as the webhook address for the topics you sync (orders/create, orders/updated), so changes arrive at once instead of at the next schedule."),
+                    )
+                });
             }
             Ok(Some(format!("{registered} subscription(s) point at {webhook_url}")))
         })

@@ -119,12 +119,22 @@ impl SyncEngine {
         })
     }
 
-    async fn client(&self, row: &connection::Model) -> Result<ConnectorClient> {
+    /// A client for the connection, on `version` when given (the run's own), else on the
+    /// connection's pin.
+    async fn client(
+        &self,
+        row: &connection::Model,
+        version: Option<&str>,
+    ) -> Result<ConnectorClient> {
         // The version the connection is pinned to when the run starts: a switch-over
         // changes what later runs use, never a run in flight.
         let manifest = self
             .versions
-            .manifest(&row.tenant_id, &row.connector, row.version.as_deref())
+            .manifest(
+                &row.tenant_id,
+                &row.connector,
+                version.or(row.version.as_deref()),
+            )
             .await?
             .ok_or_else(|| {
                 Error::Internal(anyhow::anyhow!(
@@ -270,22 +280,35 @@ impl SyncEngine {
                 format!("unknown stream {}", flow.stream),
             )
         })?;
-        let source_client = self.client(&source).await.map_err(internal)?;
-        let destination_client = self.client(&destination).await.map_err(internal)?;
+        // The marketplace's connector is the one a deployment changes under a flow. A run
+        // keeps the version its first attempt used: a switch-over (or a rollback) while it
+        // is in flight changes what later runs use, never this one.
+        let (source_pin, destination_pin) = match stream {
+            Stream::Orders => (run.connector_version.as_deref(), None),
+            _ => (None, run.connector_version.as_deref()),
+        };
+        let source_client = self.client(&source, source_pin).await.map_err(internal)?;
+        let destination_client = self
+            .client(&destination, destination_pin)
+            .await
+            .map_err(internal)?;
         let plan = Plan::new(stream, &source_client, &destination_client)?;
         let owner = plan.owner(&source, &destination);
-        // The marketplace's connector: the one a deployment changes under a flow.
-        let versioned = if owner.id == source.id {
-            &source_client
-        } else {
-            &destination_client
-        };
-        let version_label = versioned.manifest().version.clone();
-        let _ = run::Entity::update_many()
-            .col_expr(run::Column::ConnectorVersion, Some(version_label).into())
-            .filter(run::Column::Id.eq(run.id.clone()))
-            .exec(&self.db)
-            .await;
+        if run.connector_version.is_none() {
+            let versioned = if owner.id == source.id {
+                &source_client
+            } else {
+                &destination_client
+            };
+            let _ = run::Entity::update_many()
+                .col_expr(
+                    run::Column::ConnectorVersion,
+                    Some(versioned.manifest().version.clone()).into(),
+                )
+                .filter(run::Column::Id.eq(run.id.clone()))
+                .exec(&self.db)
+                .await;
+        }
 
         let mut checkpoint: Checkpoint = run
             .checkpoint

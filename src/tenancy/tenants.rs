@@ -61,6 +61,7 @@ pub async fn create_tenant(
         id: Set(TenantId::generate()),
         name: Set(name),
         timezone: Set(input.timezone),
+        deploy_policy: Set(None),
         created_at: Set(chrono::Utc::now()),
     }
     .insert(&txn)

@@ -34,7 +34,7 @@ async fn run_check(app: &TestApp, token: &str, id: &str) -> Value {
 }
 
 /// A healthy Shopify connection passes every check it has; without its webhook address
-/// among the shop's subscriptions, the webhooks check fails and says what to register.
+/// among the shop's subscriptions, the webhooks check warns and says what to register.
 async fn a_healthy_connection_passes_and_a_missing_webhook_is_named(backend: Backend) {
     let sim = Simulator::start("127.0.0.1:0", 3).unwrap();
     let app = TestApp::spawn(backend).await;
@@ -43,13 +43,16 @@ async fn a_healthy_connection_passes_and_a_missing_webhook_is_named(backend: Bac
     let id = shop["id"].as_str().unwrap();
 
     let report = run_check(&app, &token, id).await;
-    assert_eq!(report["passed"], false, "{report}");
+    assert_eq!(
+        report["passed"], true,
+        "a warning does not fail the report: {report}"
+    );
     for name in ["dns", "tcp", "read"] {
         assert_eq!(check(&report, name)["status"], "passed", "{name}: {report}");
     }
     assert_eq!(check(&report, "tls")["status"], "skipped", "plain http");
     let webhooks = check(&report, "webhooks");
-    assert_eq!(webhooks["status"], "failed");
+    assert_eq!(webhooks["status"], "warning");
     let webhook_url = shop["webhook_url"].as_str().unwrap();
     assert!(
         webhooks["remedy"].as_str().unwrap().contains(webhook_url),

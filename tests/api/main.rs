@@ -6,6 +6,7 @@ mod allowlist;
 mod checks;
 mod cli;
 mod connections;
+mod deployments;
 mod durability;
 mod flows;
 mod idempotency;

@@ -9,6 +9,9 @@ pub struct Model {
     pub id: TenantId,
     pub name: String,
     pub timezone: String,
+    /// Deploy windows and freeze dates (`deploy::DeployPolicy`); None: any time.
+    #[sea_orm(column_type = "JsonBinary", nullable)]
+    pub deploy_policy: Option<Json>,
     pub created_at: DateTimeUtc,
 }
 
