@@ -12,7 +12,7 @@ use super::model::{
     AllowlistView, ConnectionPatch, ConnectionView, CredentialsRotation, NewConnection,
 };
 use crate::audit::{self, Actor, Entry};
-use crate::connectors::checks::{self, CheckReport, CheckStatus};
+use crate::connectors::checks::{self, CheckReport, CheckStatus, ShadowReport};
 use crate::connectors::client::ConnectorClient;
 use crate::connectors::versions::Versions;
 use crate::connectors::{ConnectorRegistry, Manifest, WebhookScheme, WebhookSpec};
@@ -422,6 +422,42 @@ impl Connections {
         )
         .await?;
         Ok(report)
+    }
+
+    /// Blue-green's shadow read: the same window read with the connection's current version
+    /// and with `version`, compared record by record.
+    pub async fn compare_reads(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        version: &str,
+    ) -> Result<ShadowReport> {
+        let row = self.find(&self.db, tenant, id).await?;
+        let current = self
+            .pinned_manifest(tenant, &row.connector, row.version.as_deref())
+            .await?;
+        let new = self
+            .pinned_manifest(tenant, &row.connector, Some(version))
+            .await?;
+        let credentials = self
+            .vault
+            .load(&self.db, tenant, &row.credentials_secret_id)
+            .await?;
+        let credentials: Map<String, Value> =
+            serde_json::from_str(credentials.expose()).unwrap_or_default();
+        let settings = row.settings.as_object().cloned().unwrap_or_default();
+        let client = |manifest| {
+            ConnectorClient::new(
+                manifest,
+                &row.environment,
+                settings.clone(),
+                credentials.clone(),
+                row.id.as_str(),
+                self.limiter.clone(),
+                self.http.clone(),
+            )
+        };
+        Ok(checks::compare_reads(&client(current), &client(new)).await)
     }
 
     /// Runs the connectivity checks of a connection before it is saved (webhook

@@ -17,7 +17,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::gate::{self, Sample, Verdict};
-use super::service::{gate_of, record_event, rollback, switch, tenant_policy};
+use super::model::Strategy;
+use super::service::{gate_of, record_move, rollback, switch, tenant_policy};
 use super::window::{self, Decision, DeployWindow};
 use crate::audit::Actor;
 use crate::connections::Connections;
@@ -150,7 +151,7 @@ impl Deployer {
                     })
                     .await?;
                 if first {
-                    record_event(&self.db, &row, "waiting_for_window", details, now).await?;
+                    record_move(&self.db, &row, "waiting_for_window", details, now).await?;
                 }
                 return Ok(());
             }
@@ -182,14 +183,31 @@ impl Deployer {
                     Some(&row.to_version),
                 )
                 .await?;
-            let passed = report.passed;
+            // Blue-green also reads the same window with both versions and compares.
+            let shadow = if report.passed && row.strategy == Strategy::BlueGreen.as_str() {
+                Some(
+                    self.connections
+                        .compare_reads(
+                            &row.tenant_id,
+                            target.connection_id.as_str(),
+                            &row.to_version,
+                        )
+                        .await?,
+                )
+            } else {
+                None
+            };
+            let passed = report.passed && shadow.as_ref().is_none_or(|s| s.passed);
             if !passed {
-                let checks: Vec<&str> = report
+                let mut checks: Vec<&str> = report
                     .checks
                     .iter()
                     .filter(|c| c.status == crate::connectors::checks::CheckStatus::Failed)
                     .map(|c| c.name)
                     .collect();
+                if shadow.as_ref().is_some_and(|s| !s.passed) {
+                    checks.push("shadow_read");
+                }
                 failed.push(json!({"connection": target.connection_id.to_string(), "failed_checks": checks}));
             }
             let mut update: deployment_target::ActiveModel = target.into();
@@ -199,11 +217,11 @@ impl Deployer {
                 "verification_failed"
             }
             .into());
-            update.verification = Set(serde_json::to_value(&report).ok());
+            update.verification = Set(Some(json!({"checks": report, "shadow": shadow})));
             update.update(&self.db).await?;
         }
         if failed.is_empty() {
-            record_event(
+            record_move(
                 &self.db,
                 row,
                 "verification_passed",
@@ -224,7 +242,7 @@ impl Deployer {
                 a.finished_at = Set(Some(now));
             })
             .await?;
-        record_event(
+        record_move(
             &self.db,
             &row,
             "verification_failed",
@@ -265,9 +283,9 @@ impl Deployer {
             })
             .await?;
         let ids: Vec<String> = switched.iter().map(ToString::to_string).collect();
-        record_event(&self.db, &row, "step_promoted", json!({"step": step, "switched": ids, "switched_so_far": upto.min(steps.last().copied().unwrap_or(0))}), now).await?;
+        record_move(&self.db, &row, "step_promoted", json!({"step": step, "switched": ids, "switched_so_far": upto.min(steps.last().copied().unwrap_or(0))}), now).await?;
         if last {
-            record_event(&self.db, &row, "promoted", json!({"version": row.to_version, "rollback_window_seconds": row.rollback_window_seconds}), now).await?;
+            record_move(&self.db, &row, "promoted", json!({"version": row.to_version, "rollback_window_seconds": row.rollback_window_seconds}), now).await?;
         }
         Ok(())
     }
@@ -360,7 +378,7 @@ impl Deployer {
             Verdict::RollBack(_) => "roll_back",
         };
         if verdict != Verdict::Wait {
-            record_event(&self.db, &row, "gate_evaluated", json!({"step": row.current_step, "decision": decision, "figures": figures, "manual": manual}), now).await?;
+            record_move(&self.db, &row, "gate_evaluated", json!({"step": row.current_step, "decision": decision, "figures": figures, "manual": manual}), now).await?;
         }
         match verdict {
             Verdict::Wait => {
@@ -404,7 +422,7 @@ impl Deployer {
                     a.finished_at = Set(Some(now));
                 })
                 .await?;
-            record_event(
+            record_move(
                 &self.db,
                 &row,
                 "completed",

@@ -44,7 +44,9 @@ pub struct Deployments {
     versions: Versions,
 }
 
-/// Records one timeline entry (and the typed event the ops alerts will deliver).
+/// Records one timeline entry (the typed event the ops alerts will deliver) and, for the
+/// deployer's own moves, its line in the audit log with the versions it moves between
+/// (moves made through the API are audited under the caller's name instead).
 pub async fn record_event(
     db: &impl ConnectionTrait,
     row: &deployment::Model,
@@ -52,6 +54,32 @@ pub async fn record_event(
     details: Value,
     at: chrono::DateTime<chrono::Utc>,
 ) -> Result<()> {
+    record(db, row, kind, details, at, false).await
+}
+
+/// A move the deployer made on its own: on the timeline and in the audit log.
+pub async fn record_move(
+    db: &impl ConnectionTrait,
+    row: &deployment::Model,
+    kind: &str,
+    details: Value,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    record(db, row, kind, details, at, true).await
+}
+
+async fn record(
+    db: &impl ConnectionTrait,
+    row: &deployment::Model,
+    kind: &str,
+    details: Value,
+    at: chrono::DateTime<chrono::Utc>,
+    audited: bool,
+) -> Result<()> {
+    let audit_details = json!({
+        "connector": row.connector, "from_version": row.manifest_diff["from_version"],
+        "to_version": row.to_version, "strategy": row.strategy, "details": details,
+    });
     deployment_event::ActiveModel {
         id: Set(DeploymentEventId::generate()),
         deployment_id: Set(row.id.clone()),
@@ -61,6 +89,21 @@ pub async fn record_event(
         at: Set(at),
     }
     .insert(db)
+    .await?;
+    if !audited {
+        return Ok(());
+    }
+    audit::record(
+        db,
+        &Actor::system(&format!("deployer for {}", row.created_by)),
+        Entry {
+            tenant_id: Some(&row.tenant_id),
+            action: &format!("deployment.{kind}"),
+            resource_type: "deployment",
+            resource_id: row.id.as_str(),
+            details: audit_details,
+        },
+    )
     .await?;
     Ok(())
 }
@@ -686,7 +729,12 @@ pub async fn rollback(
         update.state = Set("rolled_back".into());
         update.update(&txn).await?;
     }
-    record_event(&txn, row, "rolled_back", json!({"automatic": automatic, "reason": reason, "connections": restored, "restore_cursors": restore_cursors}), now).await?;
+    let details = json!({"automatic": automatic, "reason": reason, "connections": restored, "restore_cursors": restore_cursors});
+    if automatic {
+        record_move(&txn, row, "rolled_back", details, now).await?;
+    } else {
+        record_event(&txn, row, "rolled_back", details, now).await?;
+    }
     txn.commit().await?;
     Ok(true)
 }

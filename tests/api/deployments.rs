@@ -259,6 +259,18 @@ async fn a_broken_canary_rolls_back_at_the_first_gate(backend: Backend) {
         .unwrap();
     assert_eq!(gate["details"]["decision"], "roll_back");
     assert_eq!(gate["details"]["figures"]["canary_runs"], 1);
+    let (_, audit) = s.app.get("/v1/audit?limit=100", &s.token).await;
+    for action in [
+        "deployment.create",
+        "deployment.step_promoted",
+        "deployment.gate_evaluated",
+        "deployment.rolled_back",
+    ] {
+        assert!(
+            audit.to_string().contains(action),
+            "{action} in the audit log"
+        );
+    }
     let restored = s.connection(&canary[0]).await;
     assert_eq!(
         (restored["version"].as_str(), restored["pinned_by"].as_str()),
@@ -338,6 +350,23 @@ async fn blue_green_switches_all_or_none(backend: Backend) {
     assert_eq!(failed_target["state"], "verification_failed");
 
     let healthy: Vec<&str> = s.stores.iter().map(|(shop, _)| shop.as_str()).collect();
+    // A version whose checks pass but whose reads do not map: the shadow read stops it.
+    s.publish(&broken()).await;
+    let unmappable = s
+        .deploy(json!({"connector": "shopify", "version": "1.1.0", "strategy": "blue_green", "connections": healthy}))
+        .await;
+    let current = tick_until_not(&s, &deployer, &unmappable["id"], "pending").await;
+    assert_eq!(current["state"], "failed", "{current}");
+    let target = &current["targets"][0];
+    assert_eq!(target["verification"]["checks"]["passed"], true);
+    assert_eq!(target["verification"]["shadow"]["passed"], false);
+    assert!(
+        target["verification"]["shadow"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("schema_mismatch")
+    );
+
     let deployment = s
         .deploy(json!({"connector": "shopify", "version": "1.2.0", "strategy": "blue_green", "connections": healthy}))
         .await;
@@ -500,7 +529,8 @@ async fn in_flight_runs_finish_on_their_version(backend: Backend) {
         tokio::spawn(async move { engine.execute(&id).await })
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while s.run_view(&in_flight).await["status"] != "running"
+    // In flight: claimed, and its version read (the first page is on its way, 400 ms).
+    while s.run_view(&in_flight).await["connector_version"].is_null()
         && std::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
