@@ -1,6 +1,7 @@
 //! Benchmarks that run against real processes on this machine. Run them on a release build:
 //! `cargo run --release -- bench webhooks`.
 
+mod deploy;
 pub mod fixture;
 mod jobs;
 mod loadgen;
@@ -25,6 +26,10 @@ pub enum BenchCommand {
     Scheduler(scheduler::SchedulerBenchArgs),
     /// Throughput: N orders through one flow, simulated Shopify to the store and the ERP.
     Throughput(throughput::ThroughputBenchArgs),
+    /// Rollback latency: from the rollback call until new runs use the old version.
+    Rollback(deploy::RollbackBenchArgs),
+    /// A canary deployment to N connections: total time, verification, quota waits.
+    Deploy(deploy::DeployBenchArgs),
     /// (used by `bench quota`) One worker process of the quota benchmark.
     #[command(hide = true)]
     QuotaWorker(quota::QuotaWorkerArgs),
@@ -43,6 +48,8 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Quota(args) => quota::run(args).await,
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
         BenchCommand::Throughput(args) => throughput::run(args).await,
+        BenchCommand::Rollback(args) => deploy::rollback(args).await,
+        BenchCommand::Deploy(args) => deploy::deploy(args).await,
         BenchCommand::QuotaWorker(args) => quota::worker(args).await,
         BenchCommand::BareServer { listen } => webhooks::bare_server(&listen).await,
     }

@@ -9,7 +9,8 @@ use crate::error::FieldError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GateSpec {
-    /// Runs of the canary group to observe before deciding.
+    /// Runs of the canary group to observe before deciding (0: decide on what there is,
+    /// promoting when nothing failed).
     pub min_runs: u32,
     /// Share of the canary group's runs that must succeed (0 to 1).
     pub min_success_rate: f64,
@@ -128,7 +129,7 @@ pub fn evaluate(
         baseline_p95_ms: p95(baseline),
         new_error_classes,
     };
-    let min_runs = spec.min_runs.max(1) as usize;
+    let min_runs = spec.min_runs as usize;
     let failures = canary.iter().filter(|s| !s.succeeded).count();
     // Enough failures that the rate cannot reach the minimum whatever comes next.
     let best_possible = 1.0 - failures as f64 / canary.len().max(min_runs) as f64;

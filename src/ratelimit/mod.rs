@@ -82,6 +82,14 @@ pub struct RateLimiter {
     store: Store,
 }
 
+/// Time this process's calls spent waiting for rate-limit tokens, in milliseconds.
+static WAITED_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How long this process's calls have waited for tokens so far (benchmarks report it).
+pub fn total_wait() -> Duration {
+    Duration::from_millis(WAITED_MS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -119,7 +127,16 @@ impl RateLimiter {
         let started = std::time::Instant::now();
         loop {
             match self.try_take(key, limit).await? {
-                Take::Granted => return Ok(Some(started.elapsed())),
+                Take::Granted => {
+                    let waited = started.elapsed();
+                    WAITED_MS.fetch_add(
+                        waited.as_millis() as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    metrics::counter!("synchub_rate_limit_wait_milliseconds_total")
+                        .increment(waited.as_millis() as u64);
+                    return Ok(Some(waited));
+                }
                 Take::RetryAfter(wait) => {
                     if started.elapsed() + wait > deadline {
                         return Ok(None);
