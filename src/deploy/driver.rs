@@ -48,6 +48,12 @@ impl Deployer {
         }
     }
 
+    /// The deployer's time now: timeline entries carry when they happened, not when the
+    /// tick began.
+    fn at(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
@@ -151,7 +157,7 @@ impl Deployer {
                     })
                     .await?;
                 if first {
-                    record_move(&self.db, &row, "waiting_for_window", details, now).await?;
+                    record_move(&self.db, &row, "waiting_for_window", details, self.at()).await?;
                 }
                 return Ok(());
             }
@@ -226,7 +232,7 @@ impl Deployer {
                 row,
                 "verification_passed",
                 json!({"version": row.to_version}),
-                now,
+                self.at(),
             )
             .await?;
             return Ok(true);
@@ -247,7 +253,7 @@ impl Deployer {
             &row,
             "verification_failed",
             json!({"connections": failed}),
-            now,
+            self.at(),
         )
         .await?;
         Ok(false)
@@ -283,9 +289,9 @@ impl Deployer {
             })
             .await?;
         let ids: Vec<String> = switched.iter().map(ToString::to_string).collect();
-        record_move(&self.db, &row, "step_promoted", json!({"step": step, "switched": ids, "switched_so_far": upto.min(steps.last().copied().unwrap_or(0))}), now).await?;
+        record_move(&self.db, &row, "step_promoted", json!({"step": step, "switched": ids, "switched_so_far": upto.min(steps.last().copied().unwrap_or(0))}), self.at()).await?;
         if last {
-            record_move(&self.db, &row, "promoted", json!({"version": row.to_version, "rollback_window_seconds": row.rollback_window_seconds}), now).await?;
+            record_move(&self.db, &row, "promoted", json!({"version": row.to_version, "rollback_window_seconds": row.rollback_window_seconds}), self.at()).await?;
         }
         Ok(())
     }
@@ -378,7 +384,7 @@ impl Deployer {
             Verdict::RollBack(_) => "roll_back",
         };
         if verdict != Verdict::Wait {
-            record_move(&self.db, &row, "gate_evaluated", json!({"step": row.current_step, "decision": decision, "figures": figures, "manual": manual}), now).await?;
+            record_move(&self.db, &row, "gate_evaluated", json!({"step": row.current_step, "decision": decision, "figures": figures, "manual": manual}), self.at()).await?;
         }
         match verdict {
             Verdict::Wait => {
@@ -427,7 +433,7 @@ impl Deployer {
                 &row,
                 "completed",
                 json!({"version": row.to_version}),
-                now,
+                self.at(),
             )
             .await?;
             return Ok(());
