@@ -62,6 +62,7 @@ typed_id!(FlowId, "flow");
 typed_id!(RunId, "run");
 typed_id!(DeploymentId, "dep");
 typed_id!(DeploymentEventId, "dev");
+typed_id!(AlertChannelId, "ach");
 
 #[cfg(test)]
 mod tests {

@@ -4,8 +4,9 @@
 //! (manifests, versions, client, checks), `connections`, `webhooks` (ingress), `flows`,
 //! `sync` (the engine), `runtime` (workers), `scheduler`, `ratelimit`, `deploy`
 //! (deployments), `netpolicy` (allowlists, proxies, outbound guard), `audit`, `store`
-//! (database), `sim` (the platform simulator). `api` is the only place that knows HTTP.
+//! (database), `alerts` (ops chats), `sim` (the platform simulator). `api` is the only place that knows HTTP.
 
+pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod bench;

@@ -30,6 +30,7 @@ pub struct AppState {
     pub versions: crate::connectors::versions::Versions,
     pub connections: Connections,
     pub deployments: crate::deploy::Deployments,
+    pub alert_channels: crate::alerts::AlertChannels,
     pub flows: Flows,
     pub ingest: IngestService,
     pub metrics: PrometheusHandle,
@@ -144,6 +145,11 @@ impl Application {
         .with_limiter(limiter.clone());
         let flows = Flows::new(db.clone(), registry.clone(), runs.clone());
         let deployments = crate::deploy::Deployments::new(db.clone(), versions.clone());
+        let alert_channels = crate::alerts::AlertChannels::new(
+            db.clone(),
+            vault.clone(),
+            settings.allow_private_targets,
+        );
         let engine = crate::sync::SyncEngine::new(db.clone(), vault.clone(), registry.clone())?
             .with_limiter(limiter)
             .with_lease(Duration::from_secs(settings.workers.lease_seconds));
@@ -184,6 +190,7 @@ impl Application {
             versions,
             connections,
             deployments,
+            alert_channels,
             flows,
             ingest,
             metrics,

@@ -10,6 +10,7 @@ mod m20261127_000005_run_wakeups;
 mod m20261127_000006_concurrency_slots;
 mod m20261127_000007_connector_versions;
 mod m20261127_000008_deployments;
+mod m20261127_000009_alert_channels;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000006_concurrency_slots::Migration),
             Box::new(m20261127_000007_connector_versions::Migration),
             Box::new(m20261127_000008_deployments::Migration),
+            Box::new(m20261127_000009_alert_channels::Migration),
         ]
     }
 }

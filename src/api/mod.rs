@@ -1,6 +1,7 @@
 //! The HTTP surface: actix-web handlers only. Each parses, authorizes, calls the domain and
 //! lets `problem` map errors. One file per resource.
 
+mod alerts;
 mod audit;
 mod connections;
 mod connectors;
@@ -68,6 +69,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(deployments::act)
         .service(deployments::get_policy)
         .service(deployments::put_policy)
+        .service(alerts::create_channel)
+        .service(alerts::list_channels)
+        .service(alerts::test_channel)
         .service(audit::list);
 }
 

@@ -5,7 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    audit, connections, connectors, dead_letters, deployments, flows, health, hooks, tenants,
+    alerts, audit, connections, connectors, dead_letters, deployments, flows, health, hooks,
+    tenants,
 };
 
 struct BearerAuth;
@@ -32,6 +33,7 @@ impl Modify for BearerAuth {
         connections::check, connections::check_unsaved,
         flows::create, flows::list, flows::get, flows::update, flows::delete, flows::trigger, flows::runs, flows::run, dead_letters::list, dead_letters::replay,
         deployments::create, deployments::list, deployments::get, deployments::act, deployments::get_policy, deployments::put_policy,
+        alerts::create_channel, alerts::list_channels, alerts::test_channel,
         hooks::receive,
         audit::list,
     ),

@@ -752,12 +752,19 @@ mod tests {
     fn steps_count_connections_cumulatively() {
         let canary = |p: &[u32], n| step_counts(Strategy::Canary, Some(p), None, n).unwrap();
         assert_eq!(canary(&[1, 10, 50, 100], 1000), vec![10, 100, 500, 1000]);
-        assert_eq!(canary(&[1, 10, 50, 100], 4), vec![1, 2, 4], "tiny steps merge");
+        assert_eq!(
+            canary(&[1, 10, 50, 100], 4),
+            vec![1, 2, 4],
+            "tiny steps merge"
+        );
         assert_eq!(
             step_counts(Strategy::Rolling, None, Some(3), 7).unwrap(),
             vec![3, 6, 7]
         );
-        assert_eq!(step_counts(Strategy::BlueGreen, None, None, 5).unwrap(), vec![5]);
+        assert_eq!(
+            step_counts(Strategy::BlueGreen, None, None, 5).unwrap(),
+            vec![5]
+        );
         assert!(step_counts(Strategy::Canary, Some(&[10, 50]), None, 5).is_err());
         assert!(step_counts(Strategy::Canary, Some(&[50, 10, 100]), None, 5).is_err());
         assert!(step_counts(Strategy::Rolling, None, Some(0), 5).is_err());

@@ -10,7 +10,8 @@
 //!   stock levels and shipments changed since a cursor);
 //! - Amazon SP-API, Shopee v2 and TikTok Shop 202309 (see `signed`).
 //!
-//! Every marketplace lists the same catalogue (`catalogue`: SKU-0 to SKU-999).
+//! Every marketplace lists the same catalogue (`catalogue`: SKU-0 to SKU-999). Ops-chat
+//! robots (`chat`): DingTalk, Feishu, WeCom, Slack and Standard Webhooks receivers.
 //!
 //! Control: `PUT /_sim/faults` {error_rate, latency_ms, timeout_rate, malformed_rate,
 //! schema_change}, `POST /_sim/shopify/{shop}/orders` {count} (new orders),
@@ -21,6 +22,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod catalogue;
+mod chat;
 mod erp;
 mod shopify;
 pub mod signed;
@@ -85,6 +87,7 @@ pub struct SimState {
     erps: Mutex<HashMap<String, erp::Erp>>,
     apps: Mutex<signed::Apps>,
     stock: Mutex<catalogue::Stock>,
+    chat: Mutex<HashMap<String, chat::Robot>>,
 }
 
 impl SimState {
@@ -98,6 +101,7 @@ impl SimState {
             erps: Mutex::new(HashMap::new()),
             apps: Mutex::new(signed::Apps::default()),
             stock: Mutex::new(catalogue::Stock::default()),
+            chat: Mutex::new(HashMap::new()),
         }
     }
 
@@ -192,6 +196,23 @@ impl SimState {
             .lock()
             .ok()
             .and_then(|shops| shops.get(shop).map(shopify::Shop::fulfillments))
+            .unwrap_or_default()
+    }
+
+    /// Registers an ops-chat robot (its token or path segment) and the secret it checks.
+    pub fn register_robot(&self, robot: &str, secret: Option<String>) {
+        if let Ok(mut robots) = self.chat.lock() {
+            let entry = robots.entry(robot.to_string()).or_default();
+            *entry = chat::Robot::with_secret(secret);
+        }
+    }
+
+    /// The messages a robot accepted, oldest first.
+    pub fn chat_messages(&self, robot: &str) -> Vec<serde_json::Value> {
+        self.chat
+            .lock()
+            .ok()
+            .and_then(|robots| robots.get(robot).map(|r| r.messages.clone()))
             .unwrap_or_default()
     }
 
@@ -372,6 +393,15 @@ async fn get_marketplace_stock(
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/_sim/faults", web::put().to(put_faults))
         .route("/_sim/erp/{account}/stock", web::put().to(put_erp_stock))
+        .route("/_sim/chat/{robot}", web::put().to(chat::put_robot))
+        .route("/dingtalk/robot/send", web::post().to(chat::dingtalk))
+        .route(
+            "/feishu/open-apis/bot/v2/hook/{robot}",
+            web::post().to(chat::feishu),
+        )
+        .route("/wecom/cgi-bin/webhook/send", web::post().to(chat::wecom))
+        .route("/slack/services/{robot}", web::post().to(chat::slack))
+        .route("/hook/{robot}", web::post().to(chat::webhook))
         .route("/_sim/erp/{account}/ship", web::post().to(post_erp_ship))
         .route(
             "/_sim/stock/{platform}/{account}",

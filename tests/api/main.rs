@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod alerts;
 mod allowlist;
 mod checks;
 mod cli;

@@ -1,6 +1,7 @@
 //! sea-orm entities, one per table. Tenant scoping lives here: each tenant-owned entity has a
 //! `find_in_tenant` constructor, and handlers never build an unscoped query.
 
+pub mod alert_channel;
 pub mod api_token;
 pub mod audit_event;
 pub mod connection;

@@ -1,0 +1,51 @@
+use actix_web::{HttpResponse, get, post, web};
+
+use super::extract::{Auth, Json};
+use crate::alerts::{ChannelView, NewChannel, TestReport};
+use crate::error::Result;
+use crate::startup::AppState;
+use crate::tenancy::Scope;
+
+/// Add an ops-chat channel: Slack, DingTalk, Feishu/Lark, WeCom, or a signed webhook. The
+/// URL and the secret are stored encrypted; neither comes back.
+#[utoipa::path(request_body = NewChannel, responses((status = 201, body = ChannelView), (status = 400, body = crate::api::problem::Problem)), tag = "alerts", security(("bearer" = [])))]
+#[post("/v1/alert-channels")]
+pub async fn create_channel(
+    state: web::Data<AppState>,
+    Auth(principal): Auth,
+    Json(input): Json<NewChannel>,
+) -> Result<HttpResponse> {
+    let tenant = principal.tenant(Scope::Admin)?;
+    let created = state
+        .alert_channels
+        .create(&principal.actor(), tenant, input)
+        .await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+#[utoipa::path(responses((status = 200, body = Vec<ChannelView>)), tag = "alerts", security(("bearer" = [])))]
+#[get("/v1/alert-channels")]
+pub async fn list_channels(
+    state: web::Data<AppState>,
+    Auth(principal): Auth,
+) -> Result<HttpResponse> {
+    let tenant = principal.tenant(Scope::Read)?;
+    let data = state.alert_channels.list(tenant).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data })))
+}
+
+/// Send a test message now and report what the platform answered.
+#[utoipa::path(params(("id" = String, Path)), responses((status = 200, body = TestReport), (status = 404, body = crate::api::problem::Problem)), tag = "alerts", security(("bearer" = [])))]
+#[post("/v1/alert-channels/{id}/test")]
+pub async fn test_channel(
+    state: web::Data<AppState>,
+    Auth(principal): Auth,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
+    let tenant = principal.tenant(Scope::Admin)?;
+    let report = state
+        .alert_channels
+        .test(&principal.actor(), tenant, &id)
+        .await?;
+    Ok(HttpResponse::Ok().json(report))
+}
