@@ -285,23 +285,31 @@ impl ConnectorClient {
             .ok_or_else(|| CallError::new(ErrorClass::Config, format!("setting {name} is missing")))
     }
 
-    fn lwa_grant<'a>(
-        &'a self,
-        client_id: &'a str,
-        client_secret: &'a str,
-        refresh_token: &'a str,
-        endpoint_setting: Option<&'a String>,
-    ) -> Result<lwa::Grant<'a>, CallError> {
+    /// The connection's Login with Amazon grant, when its scheme is `amazon_lwa`.
+    fn lwa_grant(&self) -> Option<Result<lwa::Grant<'_>, CallError>> {
+        let Some(AuthSpec::AmazonLwa {
+            client_id,
+            client_secret,
+            refresh_token,
+            endpoint_setting,
+        }) = &self.manifest.auth
+        else {
+            return None;
+        };
         let endpoint = endpoint_setting
+            .as_ref()
             .and_then(|s| self.settings.get(s.as_str()))
             .and_then(Value::as_str)
             .unwrap_or(lwa::DEFAULT_ENDPOINT);
-        Ok(lwa::Grant {
-            endpoint,
-            client_id: self.credential(client_id)?,
-            client_secret: self.credential(client_secret)?,
-            refresh_token: self.credential(refresh_token)?,
-        })
+        let grant = || {
+            Ok(lwa::Grant {
+                endpoint,
+                client_id: self.credential(client_id)?,
+                client_secret: self.credential(client_secret)?,
+                refresh_token: self.credential(refresh_token)?,
+            })
+        };
+        Some(grant())
     }
 
     /// Adds the scheme's credentials to a built request: headers, or a signature over the
@@ -402,22 +410,13 @@ impl ConnectorClient {
                 let value = header(self.credential(access_token)?)?;
                 request.headers_mut().insert("x-tts-access-token", value);
             }
-            Some(AuthSpec::AmazonLwa {
-                client_id,
-                client_secret,
-                refresh_token,
-                endpoint_setting,
-            }) => {
-                let grant = self.lwa_grant(
-                    client_id,
-                    client_secret,
-                    refresh_token,
-                    endpoint_setting.as_ref(),
-                )?;
-                let token = lwa::access_token(&self.http, &grant).await?;
-                request
-                    .headers_mut()
-                    .insert("x-amz-access-token", header(&token)?);
+            Some(AuthSpec::AmazonLwa { .. }) => {
+                if let Some(grant) = self.lwa_grant() {
+                    let token = lwa::access_token(&self.http, &grant?).await?;
+                    request
+                        .headers_mut()
+                        .insert("x-amz-access-token", header(&token)?);
+                }
             }
         }
         Ok(())
@@ -427,21 +426,10 @@ impl ConnectorClient {
     /// cached token and exchanges the credentials again, as a connectivity check must.
     /// Ok(false) for schemes with nothing to exchange.
     pub async fn exchange_token(&self) -> Result<bool, CallError> {
-        let Some(AuthSpec::AmazonLwa {
-            client_id,
-            client_secret,
-            refresh_token,
-            endpoint_setting,
-        }) = &self.manifest.auth
-        else {
+        let Some(grant) = self.lwa_grant() else {
             return Ok(false);
         };
-        let grant = self.lwa_grant(
-            client_id,
-            client_secret,
-            refresh_token,
-            endpoint_setting.as_ref(),
-        )?;
+        let grant = grant?;
         lwa::forget(&grant).await;
         lwa::access_token(&self.http, &grant).await?;
         Ok(true)
@@ -450,19 +438,7 @@ impl ConnectorClient {
     /// After the platform refused the credentials: forget a cached token so the next
     /// attempt exchanges a fresh one.
     async fn credentials_refused(&self) {
-        if let Some(AuthSpec::AmazonLwa {
-            client_id,
-            client_secret,
-            refresh_token,
-            endpoint_setting,
-        }) = &self.manifest.auth
-            && let Ok(grant) = self.lwa_grant(
-                client_id,
-                client_secret,
-                refresh_token,
-                endpoint_setting.as_ref(),
-            )
-        {
+        if let Some(Ok(grant)) = self.lwa_grant() {
             lwa::forget(&grant).await;
         }
     }
