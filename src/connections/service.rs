@@ -388,21 +388,7 @@ impl Connections {
         let manifest = self
             .pinned_manifest(tenant, &row.connector, version.or(row.version.as_deref()))
             .await?;
-        let credentials = self
-            .vault
-            .load(&self.db, tenant, &row.credentials_secret_id)
-            .await?;
-        let credentials: Map<String, Value> =
-            serde_json::from_str(credentials.expose()).unwrap_or_default();
-        let client = ConnectorClient::new(
-            manifest,
-            &row.environment,
-            row.settings.as_object().cloned().unwrap_or_default(),
-            credentials,
-            row.id.as_str(),
-            self.limiter.clone(),
-            self.http.clone(),
-        );
+        let client = self.client(&row, manifest).await?;
         let webhook_url = format!("{}/v1/hooks/{}", self.public_url, row.id);
         let report = checks::run(&client, &self.http, &webhook_url).await;
         audit::record(
@@ -424,6 +410,29 @@ impl Connections {
         Ok(report)
     }
 
+    /// A client for a saved connection on `manifest`, with its decrypted credentials.
+    async fn client(
+        &self,
+        row: &connection::Model,
+        manifest: Arc<Manifest>,
+    ) -> Result<ConnectorClient> {
+        let credentials = self
+            .vault
+            .load(&self.db, &row.tenant_id, &row.credentials_secret_id)
+            .await?;
+        let credentials: Map<String, Value> =
+            serde_json::from_str(credentials.expose()).unwrap_or_default();
+        Ok(ConnectorClient::new(
+            manifest,
+            &row.environment,
+            row.settings.as_object().cloned().unwrap_or_default(),
+            credentials,
+            row.id.as_str(),
+            self.limiter.clone(),
+            self.http.clone(),
+        ))
+    }
+
     /// Blue-green's shadow read: the same window read with the connection's current version
     /// and with `version`, compared record by record.
     pub async fn compare_reads(
@@ -439,25 +448,9 @@ impl Connections {
         let new = self
             .pinned_manifest(tenant, &row.connector, Some(version))
             .await?;
-        let credentials = self
-            .vault
-            .load(&self.db, tenant, &row.credentials_secret_id)
-            .await?;
-        let credentials: Map<String, Value> =
-            serde_json::from_str(credentials.expose()).unwrap_or_default();
-        let settings = row.settings.as_object().cloned().unwrap_or_default();
-        let client = |manifest| {
-            ConnectorClient::new(
-                manifest,
-                &row.environment,
-                settings.clone(),
-                credentials.clone(),
-                row.id.as_str(),
-                self.limiter.clone(),
-                self.http.clone(),
-            )
-        };
-        Ok(checks::compare_reads(&client(current), &client(new)).await)
+        let current = self.client(&row, current).await?;
+        let new = self.client(&row, new).await?;
+        Ok(checks::compare_reads(&current, &new).await)
     }
 
     /// Runs the connectivity checks of a connection before it is saved (webhook

@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use crate::connectors::client::{CallError, ErrorClass};
 use crate::connectors::spec::{OrderMapping, ShipmentMapping, StockMapping, TimeFormat};
+use crate::connectors::template::as_text;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderLine {
@@ -48,12 +49,7 @@ pub struct Shipment {
 }
 
 fn text(record: &Value, pointer: &str) -> Option<String> {
-    match record.pointer(pointer)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
+    record.pointer(pointer).and_then(as_text)
 }
 
 fn integer(record: &Value, pointer: &str) -> Option<i64> {
