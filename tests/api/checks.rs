@@ -2,7 +2,6 @@
 //! that explains it, with its class and a remedy; checks before a connection is saved.
 
 use serde_json::{Value, json};
-use synchub::sim::signed::{AppRegistration, LwaClient};
 use synchub::sim::{Faults, Simulator};
 
 use crate::helpers::{Backend, TestApp};
@@ -98,15 +97,7 @@ on_both_backends!(a_healthy_connection_passes_and_a_missing_webhook_is_named);
 /// (forbidden_ip), a revoked Amazon grant (auth, at the token exchange).
 async fn failures_are_classed_where_they_happen(backend: Backend) {
     let sim = Simulator::start("127.0.0.1:0", 3).unwrap();
-    let mut apps = AppRegistration::default();
-    apps.lwa.insert(
-        "amzn1.application-oa2-client.sim".into(),
-        LwaClient {
-            client_secret: "lwa-client-secret".into(),
-            refresh_token: "Atzr|seller-grant".into(),
-        },
-    );
-    sim.state.register_apps(apps);
+    sim.state.register_apps(crate::helpers::sim_apps());
     let app = TestApp::spawn(backend).await;
     let (_, token) = app.tenant_with_token(&["write"]).await;
 
@@ -156,15 +147,7 @@ on_both_backends!(failures_are_classed_where_they_happen);
 /// nothing; invalid settings are refused as creation would refuse them.
 async fn a_connection_is_checked_before_it_is_saved(backend: Backend) {
     let sim = Simulator::start("127.0.0.1:0", 3).unwrap();
-    let mut apps = AppRegistration::default();
-    apps.lwa.insert(
-        "amzn1.application-oa2-client.sim".into(),
-        LwaClient {
-            client_secret: "lwa-client-secret".into(),
-            refresh_token: "Atzr|seller-grant".into(),
-        },
-    );
-    sim.state.register_apps(apps);
+    sim.state.register_apps(crate::helpers::sim_apps());
     let app = TestApp::spawn(backend).await;
     let (_, token) = app.tenant_with_token(&["write"]).await;
     let amazon = json!({

@@ -7,14 +7,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use synchub::config::{Overrides, Settings};
 use synchub::connections::Connections;
 use synchub::connectors::ConnectorRegistry;
 use synchub::deploy::Deployer;
 use synchub::ids::RunId;
 use synchub::sim::{Faults, Simulator};
 use synchub::sync::{RunReport, SyncEngine};
-use synchub::vault::Vault;
 use synchub::webhooks::TargetCache;
 
 use crate::helpers::{Backend, TestApp};
@@ -52,25 +50,14 @@ const ORDERS: usize = 20;
 
 async fn setup(backend: Backend, stores: usize) -> Setup {
     let sim = Simulator::start("127.0.0.1:0", ORDERS).unwrap();
-    let app = TestApp::spawn_with(
-        backend,
-        &[
-            ("SYNCHUB_SCHEDULER__ENABLED", "false"),
-            ("SYNCHUB_WORKERS__ENABLED", "false"),
-            ("SYNCHUB_DEPLOYMENTS__ENABLED", "false"),
-        ],
-    )
-    .await;
-    let settings = Settings::from_layers(&app.database.env(), &Overrides::default()).unwrap();
-    let vault = Vault::new(synchub::startup::resolve_master_key(&settings).unwrap());
-    let registry = Arc::new(ConnectorRegistry::built_in().unwrap());
-    let engine = SyncEngine::new(app.db.clone(), vault.clone(), registry.clone()).unwrap();
+    let app = TestApp::spawn_quiet(backend).await;
+    let engine = app.engine();
     let connections = Connections::new(
         app.db.clone(),
-        vault,
-        registry,
+        app.vault(),
+        Arc::new(ConnectorRegistry::built_in().unwrap()),
         Arc::new(TargetCache::new(Duration::from_secs(5))),
-        &settings,
+        &app.settings(),
     );
     let (_, token) = app.tenant_with_token(&["write", "deploy"]).await;
     let erp = app

@@ -232,6 +232,44 @@ impl TestApp {
             .await
     }
 
+    /// The app without its background loops (scheduler, workers, deployer), for tests that
+    /// drive the engine or the deployer themselves.
+    pub async fn spawn_quiet(backend: Backend) -> Self {
+        Self::spawn_with(
+            backend,
+            &[
+                ("SYNCHUB_SCHEDULER__ENABLED", "false"),
+                ("SYNCHUB_WORKERS__ENABLED", "false"),
+                ("SYNCHUB_DEPLOYMENTS__ENABLED", "false"),
+            ],
+        )
+        .await
+    }
+
+    /// The app's settings, as its process read them.
+    pub fn settings(&self) -> Settings {
+        Settings::from_layers(&self.database.env(), &Overrides::default()).expect("settings")
+    }
+
+    /// The app's vault (the same master key).
+    pub fn vault(&self) -> synchub::vault::Vault {
+        synchub::vault::Vault::new(
+            synchub::startup::resolve_master_key(&self.settings()).expect("master key"),
+        )
+    }
+
+    /// A sync engine on the app's database, with the built-in connectors.
+    pub fn engine(&self) -> synchub::sync::SyncEngine {
+        synchub::sync::SyncEngine::new(
+            self.db.clone(),
+            self.vault(),
+            std::sync::Arc::new(
+                synchub::connectors::ConnectorRegistry::built_in().expect("registry"),
+            ),
+        )
+        .expect("engine")
+    }
+
     /// A new tenant and a token for it with the given scopes; returns (tenant id, token).
     pub async fn tenant_with_token(&self, scopes: &[&str]) -> (String, String) {
         let (status, tenant) = self
@@ -286,6 +324,24 @@ impl TestApp {
         }
         bytes
     }
+}
+
+/// The apps the simulated platforms know in tests: a Shopee partner, a TikTok Shop app and a
+/// Login with Amazon client with the grant its sellers gave.
+pub fn sim_apps() -> synchub::sim::signed::AppRegistration {
+    let mut apps = synchub::sim::signed::AppRegistration::default();
+    apps.shopee
+        .insert("2001887".into(), "shopee-partner-key".into());
+    apps.tiktok
+        .insert("6abcdefgh12".into(), "tiktok-app-secret".into());
+    apps.lwa.insert(
+        "amzn1.application-oa2-client.sim".into(),
+        synchub::sim::signed::LwaClient {
+            client_secret: "lwa-client-secret".into(),
+            refresh_token: "Atzr|seller-grant".into(),
+        },
+    );
+    apps
 }
 
 pub fn shopify_connection(name: &str, webhook_secret: &str) -> Value {

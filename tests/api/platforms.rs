@@ -6,7 +6,6 @@ use serde_json::{Value, json};
 use synchub::connectors::ConnectorRegistry;
 use synchub::connectors::client::{ConnectorClient, ErrorClass, NextPage, Vars};
 use synchub::sim::Simulator;
-use synchub::sim::signed::{AppRegistration, LwaClient};
 
 use crate::helpers::{Backend, TestApp};
 use crate::on_both_backends;
@@ -50,27 +49,11 @@ async fn list_all(
     }
 }
 
-fn registration() -> AppRegistration {
-    let mut apps = AppRegistration::default();
-    apps.shopee
-        .insert("2001887".into(), "shopee-partner-key".into());
-    apps.tiktok
-        .insert("6abcdefgh12".into(), "tiktok-app-secret".into());
-    apps.lwa.insert(
-        "amzn1.application-oa2-client.sim".into(),
-        LwaClient {
-            client_secret: "lwa-client-secret".into(),
-            refresh_token: "Atzr|seller-grant".into(),
-        },
-    );
-    apps
-}
-
 /// Amazon: the refresh token is exchanged once for an access token that serves every page,
 /// and exchanged again before the token expires; a revoked grant is an auth error.
 async fn amazon_orders_with_login_with_amazon(backend: Backend) {
     let sim = Simulator::start("127.0.0.1:0", 250).unwrap();
-    let mut apps = registration();
+    let mut apps = crate::helpers::sim_apps();
     // Tokens that live 301 s are refreshed 300 s early, so after a second.
     apps.lwa_lifetime_seconds = Some(301);
     sim.state.register_apps(apps);
@@ -113,7 +96,7 @@ on_both_backends!(amazon_orders_with_login_with_amazon);
 /// and shop id; the simulator recomputes it. A wrong key is refused, never retried.
 async fn shopee_order_list_signed_v2(backend: Backend) {
     let sim = Simulator::start("127.0.0.1:0", 230).unwrap();
-    sim.state.register_apps(registration());
+    sim.state.register_apps(crate::helpers::sim_apps());
     let app = TestApp::spawn(backend).await;
     let settings = json!({"partner_id": 2001887, "shop_id": 14701711, "base_url": format!("{}/shopee", sim.address)});
     let credentials = json!({"partner_key": "shopee-partner-key", "access_token": "shop-token", "refresh_token": "r"});
@@ -138,7 +121,7 @@ on_both_backends!(shopee_order_list_signed_v2);
 /// the simulator recomputes the sign over the sorted parameters and the body.
 async fn tiktok_orders_search_signed(backend: Backend) {
     let sim = Simulator::start("127.0.0.1:0", 120).unwrap();
-    sim.state.register_apps(registration());
+    sim.state.register_apps(crate::helpers::sim_apps());
     let app = TestApp::spawn(backend).await;
     let settings = json!({"app_key": "6abcdefgh12", "shop_cipher": "ROW_sim", "base_url": format!("{}/tiktok", sim.address)});
     let credentials = json!({"app_secret": "tiktok-app-secret", "access_token": "tts-token", "refresh_token": "r"});

@@ -3,17 +3,12 @@
 //! shipments from the ERP to Shopify as fulfillments with tracking.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use serde_json::{Value, json};
-use synchub::config::{Overrides, Settings};
-use synchub::connectors::ConnectorRegistry;
 use synchub::ids::RunId;
 use synchub::sim::catalogue::{lines_for, money};
-use synchub::sim::signed::{AppRegistration, LwaClient};
 use synchub::sim::{Faults, Simulator};
 use synchub::sync::{RunReport, SyncEngine};
-use synchub::vault::Vault;
 
 use crate::helpers::{Backend, TestApp};
 use crate::on_both_backends;
@@ -28,36 +23,10 @@ struct Setup {
 
 async fn setup(backend: Backend, seed_orders: usize) -> Setup {
     let sim = Simulator::start("127.0.0.1:0", seed_orders).unwrap();
-    let mut apps = AppRegistration::default();
-    apps.shopee
-        .insert("2001887".into(), "shopee-partner-key".into());
-    apps.tiktok
-        .insert("6abcdefgh12".into(), "tiktok-app-secret".into());
-    apps.lwa.insert(
-        "amzn1.application-oa2-client.sim".into(),
-        LwaClient {
-            client_secret: "lwa-client-secret".into(),
-            refresh_token: "Atzr|seller-grant".into(),
-        },
-    );
-    sim.state.register_apps(apps);
+    sim.state.register_apps(crate::helpers::sim_apps());
     // The test drives the engine itself: no background scheduler or workers.
-    let app = TestApp::spawn_with(
-        backend,
-        &[
-            ("SYNCHUB_SCHEDULER__ENABLED", "false"),
-            ("SYNCHUB_WORKERS__ENABLED", "false"),
-        ],
-    )
-    .await;
-    let settings = Settings::from_layers(&app.database.env(), &Overrides::default()).unwrap();
-    let vault = Vault::new(synchub::startup::resolve_master_key(&settings).unwrap());
-    let engine = SyncEngine::new(
-        app.db.clone(),
-        vault,
-        Arc::new(ConnectorRegistry::built_in().unwrap()),
-    )
-    .unwrap();
+    let app = TestApp::spawn_quiet(backend).await;
+    let engine = app.engine();
     let (_, token) = app.tenant_with_token(&["write"]).await;
     let erp = app
         .connection(

@@ -3,12 +3,10 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use synchub::config::{Overrides, Settings};
 use synchub::connectors::ConnectorRegistry;
 use synchub::ids::RunId;
 use synchub::sim::{Faults, Simulator};
 use synchub::sync::SyncEngine;
-use synchub::vault::Vault;
 
 use crate::helpers::{Backend, TestApp};
 use crate::on_both_backends;
@@ -25,22 +23,8 @@ struct Setup {
 async fn setup(backend: Backend, seed_orders: usize) -> Setup {
     let sim = Simulator::start("127.0.0.1:0", seed_orders).unwrap();
     // The test drives the engine itself: no background scheduler or workers.
-    let app = TestApp::spawn_with(
-        backend,
-        &[
-            ("SYNCHUB_SCHEDULER__ENABLED", "false"),
-            ("SYNCHUB_WORKERS__ENABLED", "false"),
-        ],
-    )
-    .await;
-    let settings = Settings::from_layers(&app.database.env(), &Overrides::default()).unwrap();
-    let vault = Vault::new(synchub::startup::resolve_master_key(&settings).unwrap());
-    let engine = SyncEngine::new(
-        app.db.clone(),
-        vault,
-        Arc::new(ConnectorRegistry::built_in().unwrap()),
-    )
-    .unwrap();
+    let app = TestApp::spawn_quiet(backend).await;
+    let engine = app.engine();
     let (_, token) = app.tenant_with_token(&["write"]).await;
     let shop = app
         .connection(&token, json!({

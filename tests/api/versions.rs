@@ -1,15 +1,9 @@
 //! Connector versions: built-in ones registered at start-up, published ones linted, immutable
 //! and private to their tenant, and a connection running the version it is pinned to.
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
-use synchub::config::{Overrides, Settings};
-use synchub::connectors::ConnectorRegistry;
 use synchub::ids::RunId;
 use synchub::sim::Simulator;
-use synchub::sync::SyncEngine;
-use synchub::vault::Vault;
 
 use crate::helpers::{Backend, TestApp};
 use crate::on_both_backends;
@@ -112,22 +106,8 @@ async fn queue(app: &TestApp, token: &str, flow: &str) -> RunId {
 /// A connection runs the version it is pinned to; re-pinning changes the next run.
 async fn a_connection_runs_its_pinned_version(backend: Backend) {
     let sim = Simulator::start("127.0.0.1:0", 5).unwrap();
-    let app = TestApp::spawn_with(
-        backend,
-        &[
-            ("SYNCHUB_SCHEDULER__ENABLED", "false"),
-            ("SYNCHUB_WORKERS__ENABLED", "false"),
-        ],
-    )
-    .await;
-    let settings = Settings::from_layers(&app.database.env(), &Overrides::default()).unwrap();
-    let vault = Vault::new(synchub::startup::resolve_master_key(&settings).unwrap());
-    let engine = SyncEngine::new(
-        app.db.clone(),
-        vault,
-        Arc::new(ConnectorRegistry::built_in().unwrap()),
-    )
-    .unwrap();
+    let app = TestApp::spawn_quiet(backend).await;
+    let engine = app.engine();
     let (_, token) = app.tenant_with_token(&["write", "deploy"]).await;
     let (status, _) = publish(&app, &token, &shopify_1_1_0(), "Order number from the id.").await;
     assert_eq!(status, 201);
