@@ -126,21 +126,16 @@ impl SyncEngine {
         row: &connection::Model,
         version: Option<&str>,
     ) -> Result<ConnectorClient> {
-        // The version the connection is pinned to when the run starts: a switch-over
-        // changes what later runs use, never a run in flight.
+        let version = version.or(row.version.as_deref());
         let manifest = self
             .versions
-            .manifest(
-                &row.tenant_id,
-                &row.connector,
-                version.or(row.version.as_deref()),
-            )
+            .manifest(&row.tenant_id, &row.connector, version)
             .await?
             .ok_or_else(|| {
                 Error::Internal(anyhow::anyhow!(
                     "connector {} {} is not installed",
                     row.connector,
-                    row.version.as_deref().unwrap_or("(built in)")
+                    version.unwrap_or("(built in)")
                 ))
             })?;
         let credentials = self
@@ -335,14 +330,23 @@ impl SyncEngine {
                 .known_versions(owner, plan.kind(), &items)
                 .await
                 .map_err(internal)?;
+            for item in &items {
+                if checkpoint
+                    .max_version
+                    .as_deref()
+                    .is_none_or(|v| v < item.version.as_str())
+                {
+                    checkpoint.max_version = Some(item.version.clone());
+                }
+            }
+            // Moved, not copied: the bodies are the page's largest allocation.
             let fresh: Vec<Item> = items
-                .iter()
+                .into_iter()
                 .filter(|item| {
                     known
                         .get(&item.platform_id)
                         .is_none_or(|v| v.as_str() < item.version.as_str())
                 })
-                .cloned()
                 .collect();
             let delivered = match plan.write() {
                 None => {
@@ -355,15 +359,6 @@ impl SyncEngine {
                 }
             };
             written += delivered.len() as i64;
-            for item in &items {
-                if checkpoint
-                    .max_version
-                    .as_deref()
-                    .is_none_or(|v| v < item.version.as_str())
-                {
-                    checkpoint.max_version = Some(item.version.clone());
-                }
-            }
             checkpoint.next = page.next.clone();
             self.commit_page(
                 owner,
