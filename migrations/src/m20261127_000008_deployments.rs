@@ -82,6 +82,13 @@ impl MigrationTrait for Migration {
                             .string_len(64)
                             .null(),
                     )
+                    // Someone asked to promote the current step without waiting for its gate.
+                    .col(
+                        ColumnDef::new(Alias::new("promote_requested"))
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
                     .col(text("changelog"))
                     .col(json("manifest_diff"))
                     .col(text("created_by"))

@@ -368,10 +368,7 @@ impl Deployer {
         let canary = self.samples(&on, since).await?;
         let baseline = self.samples(&off, since).await?;
         let waited = (now - since).num_seconds();
-        let manual = row
-            .reason
-            .as_deref()
-            .is_some_and(|r| r.ends_with("promoted by hand"));
+        let manual = row.promote_requested;
         let (verdict, figures) = gate::evaluate(&spec, &canary, &baseline, waited);
         let verdict = if manual && verdict == Verdict::Wait {
             Verdict::Promote
@@ -408,7 +405,7 @@ impl Deployer {
                 Ok(())
             }
             Verdict::Promote => {
-                let row = self.set(&row, |a| a.reason = Set(None)).await?;
+                let row = self.set(&row, |a| a.promote_requested = Set(false)).await?;
                 let steps: Vec<usize> =
                     serde_json::from_value(row.steps.clone()).unwrap_or_default();
                 let next = row.current_step as usize + 1;

@@ -357,6 +357,7 @@ impl Deployments {
             rollback_window_seconds: Set(rollback_window),
             promoted_at: Set(None),
             paused_from: Set(None),
+            promote_requested: Set(false),
             changelog: Set(changelog),
             manifest_diff: Set(manifest_diff(&from, &target)),
             created_by: Set(actor.name.clone()),
@@ -454,9 +455,10 @@ impl Deployments {
                 active.next_action_at = Set(now);
             }
             ("promote", "in_progress") => {
-                // The gate is skipped once: the next step switches on the deployer's next tick.
+                // The gate's wait is skipped once: the next step switches on the deployer's
+                // next tick (a failing gate still rolls back).
                 active.next_action_at = Set(now);
-                active.reason = Set(Some(format!("step {} promoted by hand", row.current_step)));
+                active.promote_requested = Set(true);
             }
             (action, state) => {
                 return Err(Error::Conflict(format!(

@@ -590,3 +590,79 @@ async fn a_promoted_version_failing_in_its_window_rolls_back(backend: Backend) {
     assert_eq!(s.connection(&s.stores[0].0).await["version"], "1.0.0");
 }
 on_both_backends!(a_promoted_version_failing_in_its_window_rolls_back);
+
+/// Pause holds a deployment where it is; promote skips the rest of a gate's wait (a gate
+/// that would wait for runs), and the timeline says it was by hand.
+async fn pause_resume_and_promote_by_hand(backend: Backend) {
+    let s = setup(backend, 2).await;
+    s.publish(&working()).await;
+    let deployer = s.deployer();
+    let deployment = s
+        .deploy(json!({"connector": "shopify", "version": "1.2.0", "strategy": "canary", "steps": [50, 100],
+                       "gate": {"min_runs": 5, "interval_seconds": 1, "max_wait_seconds": 3600}}))
+        .await;
+    let id = deployment["id"].as_str().unwrap();
+    assert_eq!(
+        tick_until_not(&s, &deployer, &deployment["id"], "pending").await["state"],
+        "in_progress"
+    );
+    let (status, paused) = s
+        .app
+        .post(&format!("/v1/deployments/{id}/pause"), &s.token, json!({}))
+        .await;
+    assert_eq!((status, paused["state"].as_str()), (200, Some("paused")));
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    deployer.tick().await.unwrap();
+    assert_eq!(
+        s.deployment(&deployment["id"]).await["state"],
+        "paused",
+        "a paused deployment does not move"
+    );
+    let (status, _) = s
+        .app
+        .post(
+            &format!("/v1/deployments/{id}/promote"),
+            &s.token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 409, "nothing to promote while paused");
+    let (_, resumed) = s
+        .app
+        .post(&format!("/v1/deployments/{id}/resume"), &s.token, json!({}))
+        .await;
+    assert_eq!(resumed["state"], "in_progress");
+    deployer.tick().await.unwrap();
+    assert_eq!(
+        s.deployment(&deployment["id"]).await["state"],
+        "in_progress",
+        "the gate waits for five runs"
+    );
+    let (status, _) = s
+        .app
+        .post(
+            &format!("/v1/deployments/{id}/promote"),
+            &s.token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    deployer.tick().await.unwrap();
+    let current = s.deployment(&deployment["id"]).await;
+    assert_eq!(current["state"], "promoted", "{current}");
+    let timeline = kinds(&current);
+    for kind in ["paused", "resumed", "promoted_by_hand", "promoted"] {
+        assert!(
+            timeline.contains(&kind.to_string()),
+            "{kind} in {timeline:?}"
+        );
+    }
+    let gate = current["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "gate_evaluated")
+        .unwrap();
+    assert_eq!(gate["details"]["manual"], true);
+}
+on_both_backends!(pause_resume_and_promote_by_hand);

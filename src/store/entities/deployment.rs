@@ -27,6 +27,8 @@ pub struct Model {
     pub rollback_window_seconds: i64,
     pub promoted_at: Option<DateTimeUtc>,
     pub paused_from: Option<String>,
+    /// Promote the current step at the next look, without waiting for its gate.
+    pub promote_requested: bool,
     pub changelog: String,
     #[sea_orm(column_type = "JsonBinary")]
     pub manifest_diff: Json,
