@@ -63,6 +63,7 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     pub workers: WorkerSettings,
     pub deployments: DeploymentSettings,
+    pub alerts: AlertSettings,
     pub rate_limits: RateLimitSettings,
     #[serde(skip, default = "default_env")]
     pub environment: Environment,
@@ -103,6 +104,13 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     pub poll_millis: u64,
     pub lease_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    pub enabled: bool,
+    pub tick_millis: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

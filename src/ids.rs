@@ -63,6 +63,10 @@ typed_id!(RunId, "run");
 typed_id!(DeploymentId, "dep");
 typed_id!(DeploymentEventId, "dev");
 typed_id!(AlertChannelId, "ach");
+typed_id!(AlertEventId, "aev");
+typed_id!(AlertRuleId, "arl");
+typed_id!(AlertId, "alt");
+typed_id!(AlertDeliveryId, "adl");
 
 #[cfg(test)]
 mod tests {

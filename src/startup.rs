@@ -89,11 +89,13 @@ impl Application {
                 settings.scheduler.enabled = false;
                 settings.workers.enabled = false;
                 settings.deployments.enabled = false;
+                settings.alerts.enabled = false;
             }
             Role::Worker => {
                 settings.scheduler.enabled = true;
                 settings.workers.enabled = true;
                 settings.deployments.enabled = true;
+                settings.alerts.enabled = true;
             }
         }
         crate::install_crypto_provider();
@@ -151,7 +153,7 @@ impl Application {
             settings.allow_private_targets,
         );
         let engine = crate::sync::SyncEngine::new(db.clone(), vault.clone(), registry.clone())?
-            .with_limiter(limiter)
+            .with_limiter(limiter.clone())
             .with_lease(Duration::from_secs(settings.workers.lease_seconds));
         let shutdown = CancellationToken::new();
         if settings.scheduler.enabled {
@@ -166,6 +168,16 @@ impl Application {
             let deployer = crate::deploy::Deployer::new(db.clone(), connections.clone());
             let every = Duration::from_millis(settings.deployments.tick_millis);
             tokio::spawn(deployer.run(every, shutdown.clone()));
+        }
+        if settings.alerts.enabled {
+            let alerter = crate::alerts::Alerter::new(
+                db.clone(),
+                alert_channels.clone(),
+                limiter.clone(),
+                settings.effective_public_url(),
+            );
+            let every = Duration::from_millis(settings.alerts.tick_millis);
+            tokio::spawn(alerter.run(every, shutdown.clone()));
         }
         if settings.workers.enabled {
             let (db, shutdown) = (db.clone(), shutdown.clone());

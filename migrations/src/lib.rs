@@ -11,6 +11,7 @@ mod m20261127_000006_concurrency_slots;
 mod m20261127_000007_connector_versions;
 mod m20261127_000008_deployments;
 mod m20261127_000009_alert_channels;
+mod m20261127_000010_alerts;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000007_connector_versions::Migration),
             Box::new(m20261127_000008_deployments::Migration),
             Box::new(m20261127_000009_alert_channels::Migration),
+            Box::new(m20261127_000010_alerts::Migration),
         ]
     }
 }

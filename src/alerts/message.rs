@@ -24,7 +24,7 @@ pub enum Language {
     SimplifiedChinese,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Message {
     pub title: String,
     pub severity: Severity,

@@ -72,6 +72,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(alerts::create_channel)
         .service(alerts::list_channels)
         .service(alerts::test_channel)
+        .service(alerts::create_rule)
+        .service(alerts::list_rules)
+        .service(alerts::list_alerts)
+        .service(alerts::replay_delivery)
         .service(audit::list);
 }
 

@@ -34,6 +34,7 @@ impl Modify for BearerAuth {
         flows::create, flows::list, flows::get, flows::update, flows::delete, flows::trigger, flows::runs, flows::run, dead_letters::list, dead_letters::replay,
         deployments::create, deployments::list, deployments::get, deployments::act, deployments::get_policy, deployments::put_policy,
         alerts::create_channel, alerts::list_channels, alerts::test_channel,
+        alerts::create_rule, alerts::list_rules, alerts::list_alerts, alerts::replay_delivery,
         hooks::receive,
         audit::list,
     ),

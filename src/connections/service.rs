@@ -391,6 +391,32 @@ impl Connections {
         let client = self.client(&row, manifest).await?;
         let webhook_url = format!("{}/v1/hooks/{}", self.public_url, row.id);
         let report = checks::run(&client, &self.http, &webhook_url).await;
+        if !report.passed {
+            let failed: Vec<&str> = report
+                .checks
+                .iter()
+                .filter(|c| c.status == CheckStatus::Failed)
+                .map(|c| c.name)
+                .collect();
+            crate::alerts::events::emit(
+                &self.db,
+                crate::alerts::events::Event {
+                    tenant,
+                    kind: "check_failed",
+                    severity: crate::alerts::message::Severity::Warning,
+                    group_key: row.id.to_string(),
+                    connection_id: Some(row.id.to_string()),
+                    flow_id: None,
+                    message: format!(
+                        "the connectivity check of {} failed: {}",
+                        row.name,
+                        failed.join(", ")
+                    ),
+                    details: serde_json::json!({"version": report.version}),
+                },
+            )
+            .await?;
+        }
         audit::record(
             &self.db,
             actor,

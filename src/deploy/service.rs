@@ -90,6 +90,32 @@ async fn record(
     }
     .insert(db)
     .await?;
+    let severity = match kind {
+        "verification_failed" | "rolled_back" => Some(crate::alerts::message::Severity::Critical),
+        "waiting_for_window" | "step_promoted" | "promoted" => {
+            Some(crate::alerts::message::Severity::Info)
+        }
+        _ => None,
+    };
+    if let Some(severity) = severity {
+        crate::alerts::events::emit(
+            db,
+            crate::alerts::events::Event {
+                tenant: &row.tenant_id,
+                kind: &format!("deployment.{kind}"),
+                severity,
+                group_key: row.id.to_string(),
+                connection_id: None,
+                flow_id: None,
+                message: format!(
+                    "deployment {} of {} {}: {kind}",
+                    row.id, row.connector, row.to_version
+                ),
+                details: json!({"deployment_id": row.id.to_string(), "reason": row.reason}),
+            },
+        )
+        .await?;
+    }
     if !audited {
         return Ok(());
     }

@@ -678,7 +678,41 @@ impl SyncEngine {
                     failure.message.chars().take(300).collect::<String>()
                 )));
             }
+            let disabled = failures >= DISABLE_AFTER_FAILURES;
             flow_update.update(&txn).await?;
+            let (kind, severity, message) = if disabled {
+                (
+                    "flow_disabled",
+                    crate::alerts::message::Severity::Critical,
+                    format!(
+                        "flow {} was disabled after {failures} failed runs in a row",
+                        flow.name
+                    ),
+                )
+            } else {
+                (
+                    "run_failed",
+                    crate::alerts::message::Severity::Warning,
+                    format!(
+                        "a run of {} failed after {} attempt(s)",
+                        flow.name, run.attempts
+                    ),
+                )
+            };
+            crate::alerts::events::emit(
+                &txn,
+                crate::alerts::events::Event {
+                    tenant: &flow.tenant_id,
+                    kind,
+                    severity,
+                    group_key: flow.id.to_string(),
+                    connection_id: Some(flow.source_connection_id.to_string()),
+                    flow_id: Some(flow.id.to_string()),
+                    message: format!("{message} ({}): {}", failure.class.as_str(), failure.message),
+                    details: json!({"run_id": run_id.to_string(), "error_class": failure.class.as_str()}),
+                },
+            )
+            .await?;
         }
         let run = active.update(&txn).await?;
         txn.commit().await?;

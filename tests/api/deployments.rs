@@ -263,6 +263,25 @@ async fn a_broken_canary_rolls_back_at_the_first_gate(backend: Backend) {
         (restored["version"].as_str(), restored["pinned_by"].as_str()),
         (Some("1.0.0"), Some("default"))
     );
+    // Both became alert events: the failed run and the automatic rollback.
+    let kinds_emitted: Vec<String> =
+        <synchub::store::entities::alert_event::Entity as sea_orm::EntityTrait>::find()
+            .all(&s.app.db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+    for kind in [
+        "run_failed",
+        "deployment.step_promoted",
+        "deployment.rolled_back",
+    ] {
+        assert!(
+            kinds_emitted.contains(&kind.to_string()),
+            "{kind} in {kinds_emitted:?}"
+        );
+    }
     // The runs that used the broken version say so.
     assert_eq!(
         s.run_view(&broken_runs[0]).await["connector_version"],

@@ -232,8 +232,8 @@ impl TestApp {
             .await
     }
 
-    /// The app without its background loops (scheduler, workers, deployer), for tests that
-    /// drive the engine or the deployer themselves.
+    /// The app without its background loops (scheduler, workers, deployer, alerter), for
+    /// tests that drive them themselves.
     pub async fn spawn_quiet(backend: Backend) -> Self {
         Self::spawn_with(
             backend,
@@ -241,6 +241,7 @@ impl TestApp {
                 ("SYNCHUB_SCHEDULER__ENABLED", "false"),
                 ("SYNCHUB_WORKERS__ENABLED", "false"),
                 ("SYNCHUB_DEPLOYMENTS__ENABLED", "false"),
+                ("SYNCHUB_ALERTS__ENABLED", "false"),
             ],
         )
         .await

@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod alerting;
 mod alerts;
 mod allowlist;
 mod checks;

@@ -1,0 +1,56 @@
+//! Events the rest of the product emits for alerting, written in the caller's transaction so
+//! that an event exists exactly when what it reports happened.
+
+use sea_orm::{ActiveModelTrait, ConnectionTrait, Set};
+use serde_json::Value;
+
+use super::message::Severity;
+use crate::error::Result;
+use crate::ids::{AlertEventId, TenantId};
+use crate::store::entities::alert_event;
+
+/// The kinds rules may name.
+pub const KINDS: &[&str] = &[
+    "run_failed",
+    "flow_disabled",
+    "check_failed",
+    "deployment.verification_failed",
+    "deployment.waiting_for_window",
+    "deployment.step_promoted",
+    "deployment.promoted",
+    "deployment.rolled_back",
+];
+
+pub struct Event<'a> {
+    pub tenant: &'a TenantId,
+    pub kind: &'a str,
+    pub severity: Severity,
+    /// Where it happened: identical events (same kind, same key) group into one alert.
+    pub group_key: String,
+    pub connection_id: Option<String>,
+    pub flow_id: Option<String>,
+    pub message: String,
+    pub details: Value,
+}
+
+pub async fn emit(db: &impl ConnectionTrait, event: Event<'_>) -> Result<()> {
+    alert_event::ActiveModel {
+        id: Set(AlertEventId::generate()),
+        tenant_id: Set(event.tenant.clone()),
+        kind: Set(event.kind.to_string()),
+        severity: Set(serde_json::to_value(event.severity)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()),
+        group_key: Set(format!("{}:{}", event.kind, event.group_key)),
+        connection_id: Set(event.connection_id),
+        flow_id: Set(event.flow_id),
+        message: Set(event.message.chars().take(2000).collect()),
+        details: Set(event.details),
+        processed: Set(false),
+        at: Set(chrono::Utc::now()),
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}

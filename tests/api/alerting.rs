@@ -1,0 +1,228 @@
+//! Alerts end to end: events grouped and throttled into messages, an outbox that survives a
+//! receiver outage, per-robot pacing, quiet hours in the tenant's zone.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use serde_json::{Value, json};
+use synchub::alerts::events::{Event, emit};
+use synchub::alerts::message::Severity;
+use synchub::alerts::{AlertChannels, Alerter};
+use synchub::ids::TenantId;
+use synchub::ratelimit::RateLimiter;
+use synchub::sim::{Faults, Simulator};
+use synchub::store::entities::{alert_delivery, alert_event};
+
+use crate::helpers::{Backend, TestApp};
+use crate::on_both_backends;
+
+struct Setup {
+    app: TestApp,
+    sim: Simulator,
+    token: String,
+    tenant: TenantId,
+    clock: Arc<Mutex<DateTime<Utc>>>,
+    alerter: Alerter,
+}
+
+async fn setup(backend: Backend) -> Setup {
+    let sim = Simulator::start("127.0.0.1:0", 0).unwrap();
+    let app = TestApp::spawn_quiet(backend).await;
+    let (tenant, token) = app.tenant_with_token(&["read", "write", "admin"]).await;
+    let clock = Arc::new(Mutex::new(Utc::now()));
+    let read = clock.clone();
+    let channels = AlertChannels::new(app.db.clone(), app.vault(), true);
+    let alerter = Alerter::new(
+        app.db.clone(),
+        channels,
+        RateLimiter::new(app.db.clone()),
+        "http://synchub.test".into(),
+    )
+    .with_clock(Arc::new(move || *read.lock().unwrap()));
+    Setup {
+        app,
+        sim,
+        token,
+        tenant: TenantId::parse(&tenant).unwrap(),
+        clock,
+        alerter,
+    }
+}
+
+impl Setup {
+    async fn dingtalk(&self, robot: &str) -> String {
+        self.sim
+            .state
+            .register_robot(robot, Some("SECrobot".into()));
+        let (status, channel) = self
+            .app
+            .post(
+                "/v1/alert-channels",
+                &self.token,
+                json!({"name": robot, "kind": "dingtalk", "secret": "SECrobot",
+                "url": format!("{}/dingtalk/robot/send?access_token={robot}", self.sim.address)}),
+            )
+            .await;
+        assert_eq!(status, 201, "{channel}");
+        channel["id"].as_str().unwrap().to_string()
+    }
+
+    async fn rule(&self, body: Value) {
+        let (status, rule) = self.app.post("/v1/alert-rules", &self.token, body).await;
+        assert_eq!(status, 201, "{rule}");
+    }
+
+    async fn failed_runs(&self, flow: &str, count: usize) {
+        let txn = synchub::store::begin_write(&self.app.db).await.unwrap();
+        for i in 0..count {
+            emit(
+                &txn,
+                Event {
+                    tenant: &self.tenant,
+                    kind: "run_failed",
+                    severity: Severity::Warning,
+                    group_key: flow.to_string(),
+                    connection_id: Some("con_x".into()),
+                    flow_id: Some(flow.to_string()),
+                    message: format!("a run of {flow} failed (server_error): HTTP 500 #{i}"),
+                    details: json!({}),
+                },
+            )
+            .await
+            .unwrap();
+        }
+        txn.commit().await.unwrap();
+    }
+
+    /// Ticks until every event is evaluated and nothing due is left to try.
+    async fn drain(&self) {
+        for _ in 0..50 {
+            let (events, tried) = self.alerter.tick().await.unwrap();
+            if events == 0 && tried == 0 {
+                return;
+            }
+        }
+    }
+
+    async fn deliveries(&self, status: &str) -> u64 {
+        alert_delivery::Entity::find()
+            .filter(alert_delivery::Column::Status.eq(status))
+            .count(&self.app.db)
+            .await
+            .unwrap()
+    }
+}
+
+/// 10,000 failing runs of one flow within a minute: every event is recorded and counted in
+/// one alert, each channel gets one message, and more failures inside the throttle send
+/// nothing.
+async fn a_storm_is_grouped_and_throttled(backend: Backend) {
+    let s = setup(backend).await;
+    let ding = s.dingtalk("ops-room").await;
+    s.sim.state.register_robot(
+        "hook",
+        Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+    );
+    let (_, hook) = s
+        .app
+        .post("/v1/alert-channels", &s.token, json!({"name": "hook", "kind": "webhook", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "url": format!("{}/hook/hook", s.sim.address)}))
+        .await;
+    s.rule(json!({"name": "failing runs", "kinds": ["run_failed"], "severity": "warning", "channels": [ding, hook["id"]], "throttle_seconds": 300})).await;
+    s.failed_runs("flow_storm", 10_000).await;
+    s.drain().await;
+    let recorded = alert_event::Entity::find().count(&s.app.db).await.unwrap();
+    assert_eq!(recorded, 10_000, "every event recorded");
+    assert_eq!(
+        s.deliveries("delivered").await,
+        2,
+        "one message per channel"
+    );
+    let received = s.sim.state.chat_messages("ops-room");
+    assert_eq!(received.len(), 1);
+    // The message goes out with the first batch evaluated and counts what was seen by then.
+    assert!(
+        received[0].to_string().contains("Occurrences"),
+        "the count: {}",
+        received[0]
+    );
+    let (_, alerts) = s.app.get("/v1/alerts", &s.token).await;
+    assert_eq!(
+        alerts["data"][0]["count"], 10_000,
+        "the alert counts every event"
+    );
+    assert_eq!(s.sim.state.chat_messages("hook").len(), 1);
+
+    s.failed_runs("flow_storm", 50).await;
+    s.drain().await;
+    assert_eq!(s.sim.state.chat_messages("ops-room").len(), 1, "throttled");
+    let (_, alerts) = s.app.get("/v1/alerts", &s.token).await;
+    assert_eq!(alerts["data"][0]["count"], 10_050);
+    assert_eq!(alerts["data"][0]["deliveries"].as_array().unwrap().len(), 2);
+}
+on_both_backends!(a_storm_is_grouped_and_throttled);
+
+/// The receiver is down: the delivery waits in the outbox with its backoff and arrives once
+/// the receiver is back; a dead delivery can be replayed.
+async fn deliveries_survive_a_receiver_outage(backend: Backend) {
+    let s = setup(backend).await;
+    let ding = s.dingtalk("flaky-room").await;
+    s.rule(json!({"name": "failing runs", "kinds": ["run_failed"], "severity": "critical", "channels": [ding]})).await;
+    s.sim.state.set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    });
+    s.failed_runs("flow_a", 1).await;
+    s.drain().await;
+    assert_eq!(s.deliveries("pending").await, 1, "kept for a retry");
+    assert!(s.sim.state.chat_messages("flaky-room").is_empty());
+    s.sim.state.set_faults(Faults::default());
+    *s.clock.lock().unwrap() = Utc::now() + chrono::Duration::hours(2);
+    s.drain().await;
+    assert_eq!(s.deliveries("delivered").await, 1);
+    assert_eq!(s.sim.state.chat_messages("flaky-room").len(), 1);
+}
+on_both_backends!(deliveries_survive_a_receiver_outage);
+
+/// 25 alerts to one DingTalk robot: 20 go out at once, the rest wait for the robot's
+/// minute instead of being refused ("send too fast") and dropped.
+async fn a_robots_limit_slows_the_sender(backend: Backend) {
+    let s = setup(backend).await;
+    let ding = s.dingtalk("busy-room").await;
+    s.rule(json!({"name": "failing runs", "kinds": ["run_failed"], "severity": "critical", "channels": [ding]})).await;
+    for i in 0..25 {
+        s.failed_runs(&format!("flow_{i}"), 1).await;
+    }
+    s.drain().await;
+    assert_eq!(s.sim.state.chat_messages("busy-room").len(), 20);
+    assert_eq!(s.deliveries("delivered").await, 20);
+    assert_eq!(s.deliveries("pending").await, 5, "waiting, not dropped");
+    assert_eq!(s.deliveries("dead").await, 0);
+}
+on_both_backends!(a_robots_limit_slows_the_sender);
+
+/// Quiet hours in Asia/Shanghai (the tenant's zone) hold back a warning until they end, but
+/// not a critical alert.
+async fn quiet_hours_hold_warnings_not_critical_alerts(backend: Backend) {
+    let s = setup(backend).await;
+    let ding = s.dingtalk("night-room").await;
+    let local = Utc::now().with_timezone(&chrono_tz::Asia::Shanghai);
+    let quiet = json!({"start": (local - chrono::Duration::hours(1)).format("%H:%M").to_string(), "end": (local + chrono::Duration::hours(1)).format("%H:%M").to_string()});
+    s.rule(json!({"name": "warnings", "kinds": ["run_failed"], "flow_id": "flow_warn", "severity": "warning", "channels": [ding], "quiet_hours": quiet})).await;
+    s.rule(json!({"name": "critical", "kinds": ["run_failed"], "flow_id": "flow_crit", "severity": "critical", "channels": [ding], "quiet_hours": quiet})).await;
+    s.failed_runs("flow_warn", 1).await;
+    s.failed_runs("flow_crit", 1).await;
+    s.drain().await;
+    let received = s.sim.state.chat_messages("night-room");
+    assert_eq!(received.len(), 1, "only the critical alert");
+    assert!(received[0].to_string().contains("critical"));
+    assert_eq!(s.deliveries("pending").await, 1, "the warning waits");
+    *s.clock.lock().unwrap() = Utc::now() + chrono::Duration::minutes(61);
+    s.drain().await;
+    assert_eq!(
+        s.sim.state.chat_messages("night-room").len(),
+        2,
+        "sent when the quiet hours end"
+    );
+}
+on_both_backends!(quiet_hours_hold_warnings_not_critical_alerts);
