@@ -142,11 +142,92 @@ impl Alerter {
         }
     }
 
-    /// Evaluates new events and sends due deliveries once; returns (events, deliveries tried).
+    /// Evaluates new events, resolves quiet alerts and sends due deliveries once; returns
+    /// (events, deliveries tried).
     pub async fn tick(&self) -> Result<(usize, usize)> {
         let events = self.evaluate().await?;
+        self.resolve().await?;
         let sent = self.deliver().await?;
         Ok((events, sent))
+    }
+
+    /// An alert with no new event for its rule's window has recovered: it says so, once,
+    /// on the rule's channels.
+    async fn resolve(&self) -> Result<()> {
+        let now = (self.clock)();
+        let firing = alert::Entity::find()
+            .filter(alert::Column::State.eq("firing"))
+            .filter(alert::Column::LastNotifiedAt.is_not_null())
+            .all(&self.db)
+            .await?;
+        for row in firing {
+            let Some(rule) = alert_rule::Entity::find_by_id(row.rule_id.clone())
+                .one(&self.db)
+                .await?
+            else {
+                continue;
+            };
+            if now < row.last_at + chrono::Duration::seconds(rule.window_seconds) {
+                continue;
+            }
+            let message = Message {
+                title: format!("Recovered: {}", rule.name),
+                severity: Severity::Info,
+                what: format!(
+                    "no new event since {}",
+                    row.last_at.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+                location: vec![("Tenant".to_string(), rule.tenant_id.to_string())],
+                since: Some(row.first_at),
+                count: row.count.max(1) as u64,
+                last_error: Some(row.last_message.clone()),
+                link: None,
+            };
+            let mut resolved: alert::ActiveModel = row.clone().into();
+            resolved.state = Set("resolved".into());
+            self.queue(&rule, &row, &message, None, now, resolved)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Queues `message` to each of the rule's channels (held until `hold` if given) and
+    /// saves the alert's new state, in one transaction.
+    async fn queue(
+        &self,
+        rule: &alert_rule::Model,
+        row: &alert::Model,
+        message: &Message,
+        hold: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        update: alert::ActiveModel,
+    ) -> Result<()> {
+        let channels: Vec<String> =
+            serde_json::from_value(rule.channels.clone()).unwrap_or_default();
+        let txn = crate::store::begin_write(&self.db).await?;
+        for channel in channels {
+            let Some(channel_id) = crate::ids::AlertChannelId::parse(&channel) else {
+                continue;
+            };
+            alert_delivery::ActiveModel {
+                id: Set(AlertDeliveryId::generate()),
+                tenant_id: Set(rule.tenant_id.clone()),
+                alert_id: Set(row.id.clone()),
+                channel_id: Set(channel_id),
+                message: Set(serde_json::to_value(message).unwrap_or_default()),
+                status: Set("pending".into()),
+                attempts: Set(0),
+                next_attempt_at: Set(hold.unwrap_or(now)),
+                last_answer: Set(hold.map(|until| format!("held for quiet hours until {until}"))),
+                created_at: Set(now),
+                delivered_at: Set(None),
+            }
+            .insert(&txn)
+            .await?;
+        }
+        update.update(&txn).await?;
+        txn.commit().await?;
+        Ok(())
     }
 
     async fn evaluate(&self) -> Result<usize> {
@@ -310,35 +391,10 @@ impl Alerter {
             last_error: Some(last.message.clone()),
             link,
         };
-        let channels: Vec<String> =
-            serde_json::from_value(rule.channels.clone()).unwrap_or_default();
-        let txn = crate::store::begin_write(&self.db).await?;
-        for channel in channels {
-            let Some(channel_id) = crate::ids::AlertChannelId::parse(&channel) else {
-                continue;
-            };
-            alert_delivery::ActiveModel {
-                id: Set(AlertDeliveryId::generate()),
-                tenant_id: Set(rule.tenant_id.clone()),
-                alert_id: Set(row.id.clone()),
-                channel_id: Set(channel_id),
-                message: Set(serde_json::to_value(&message).unwrap_or_default()),
-                status: Set("pending".into()),
-                attempts: Set(0),
-                next_attempt_at: Set(hold.unwrap_or(now)),
-                last_answer: Set(hold.map(|until| format!("held for quiet hours until {until}"))),
-                created_at: Set(now),
-                delivered_at: Set(None),
-            }
-            .insert(&txn)
-            .await?;
-        }
         let mut notified: alert::ActiveModel = row.clone().into();
         notified.last_notified_at = Set(Some(now));
         notified.notified_count = Set(row.count);
-        notified.update(&txn).await?;
-        txn.commit().await?;
-        Ok(())
+        self.queue(rule, &row, &message, hold, now, notified).await
     }
 
     /// Sends the due deliveries, each channel paced to its platform's limit.

@@ -167,7 +167,8 @@ on_both_backends!(a_storm_is_grouped_and_throttled);
 async fn deliveries_survive_a_receiver_outage(backend: Backend) {
     let s = setup(backend).await;
     let ding = s.dingtalk("flaky-room").await;
-    s.rule(json!({"name": "failing runs", "kinds": ["run_failed"], "severity": "critical", "channels": [ding]})).await;
+    // A day's window: the alert does not recover while the test moves the clock.
+    s.rule(json!({"name": "failing runs", "kinds": ["run_failed"], "severity": "critical", "channels": [ding], "threshold": {"count": 1, "window_seconds": 86400}})).await;
     s.sim.state.set_faults(Faults {
         error_rate: 1.0,
         ..Faults::default()
@@ -208,8 +209,8 @@ async fn quiet_hours_hold_warnings_not_critical_alerts(backend: Backend) {
     let ding = s.dingtalk("night-room").await;
     let local = Utc::now().with_timezone(&chrono_tz::Asia::Shanghai);
     let quiet = json!({"start": (local - chrono::Duration::hours(1)).format("%H:%M").to_string(), "end": (local + chrono::Duration::hours(1)).format("%H:%M").to_string()});
-    s.rule(json!({"name": "warnings", "kinds": ["run_failed"], "flow_id": "flow_warn", "severity": "warning", "channels": [ding], "quiet_hours": quiet})).await;
-    s.rule(json!({"name": "critical", "kinds": ["run_failed"], "flow_id": "flow_crit", "severity": "critical", "channels": [ding], "quiet_hours": quiet})).await;
+    s.rule(json!({"name": "warnings", "kinds": ["run_failed"], "flow_id": "flow_warn", "severity": "warning", "channels": [ding], "quiet_hours": quiet, "threshold": {"count": 1, "window_seconds": 86400}})).await;
+    s.rule(json!({"name": "critical", "kinds": ["run_failed"], "flow_id": "flow_crit", "severity": "critical", "channels": [ding], "quiet_hours": quiet, "threshold": {"count": 1, "window_seconds": 86400}})).await;
     s.failed_runs("flow_warn", 1).await;
     s.failed_runs("flow_crit", 1).await;
     s.drain().await;
@@ -226,3 +227,34 @@ async fn quiet_hours_hold_warnings_not_critical_alerts(backend: Backend) {
     );
 }
 on_both_backends!(quiet_hours_hold_warnings_not_critical_alerts);
+
+/// An alert with no new event for its rule's window recovers and says so once.
+async fn a_quiet_alert_recovers(backend: Backend) {
+    let s = setup(backend).await;
+    let ding = s.dingtalk("recovery-room").await;
+    s.rule(json!({"name": "failing runs", "kinds": ["run_failed"], "severity": "critical", "channels": [ding],
+                  "threshold": {"count": 3, "window_seconds": 300}}))
+        .await;
+    s.failed_runs("flow_r", 2).await;
+    s.drain().await;
+    assert!(
+        s.sim.state.chat_messages("recovery-room").is_empty(),
+        "under the threshold"
+    );
+    s.failed_runs("flow_r", 1).await;
+    s.drain().await;
+    assert_eq!(
+        s.sim.state.chat_messages("recovery-room").len(),
+        1,
+        "three in the window"
+    );
+    *s.clock.lock().unwrap() = Utc::now() + chrono::Duration::minutes(6);
+    s.drain().await;
+    s.drain().await;
+    let received = s.sim.state.chat_messages("recovery-room");
+    assert_eq!(received.len(), 2, "one recovery message");
+    assert!(received[1].to_string().contains("Recovered"));
+    let (_, alerts) = s.app.get("/v1/alerts", &s.token).await;
+    assert_eq!(alerts["data"][0]["state"], "resolved");
+}
+on_both_backends!(a_quiet_alert_recovers);
