@@ -1,6 +1,7 @@
 //! Benchmarks that run against real processes on this machine. Run them on a release build:
 //! `cargo run --release -- bench webhooks`.
 
+mod alerts;
 mod deploy;
 pub mod fixture;
 mod jobs;
@@ -30,6 +31,9 @@ pub enum BenchCommand {
     Rollback(deploy::RollbackBenchArgs),
     /// A canary deployment to N connections: total time, verification, quota waits.
     Deploy(deploy::DeployBenchArgs),
+    /// Alert latency: events at a steady rate, grouped, throttled and sent to a paced
+    /// receiver; time from an alert's first event to its first message.
+    Alerts(alerts::AlertsBenchArgs),
     /// (used by `bench quota`) One worker process of the quota benchmark.
     #[command(hide = true)]
     QuotaWorker(quota::QuotaWorkerArgs),
@@ -50,6 +54,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Throughput(args) => throughput::run(args).await,
         BenchCommand::Rollback(args) => deploy::rollback(args).await,
         BenchCommand::Deploy(args) => deploy::deploy(args).await,
+        BenchCommand::Alerts(args) => alerts::run(args).await,
         BenchCommand::QuotaWorker(args) => quota::worker(args).await,
         BenchCommand::BareServer { listen } => webhooks::bare_server(&listen).await,
     }
