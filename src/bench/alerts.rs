@@ -127,7 +127,7 @@ pub async fn run(args: AlertsBenchArgs) -> anyhow::Result<()> {
     latencies.sort_by(f64::total_cmp);
     let received = sim.state.chat_messages("bench").len();
     println!(
-        "\nalert latency ({} database): {sent} events in {:.1} s ({:.0}/s) about {} flows, one signed webhook receiver paced at 50/s:\n",
+        "\nalert latency ({} database): {sent} events in {:.1} s ({:.0}/s) about {} flows, one signed webhook receiver paced at 50/s after a burst of 100:\n",
         args.database,
         emitted_in.as_secs_f64(),
         sent as f64 / emitted_in.as_secs_f64(),

@@ -129,7 +129,7 @@ impl ApiSession {
         let token = session
             .post(
                 &format!("/v1/tenants/{tenant_id}/tokens"),
-                json!({"name": "bench", "scopes": ["read", "write", "deploy"]}),
+                json!({"name": "bench", "scopes": ["read", "write", "deploy", "admin"]}),
             )
             .await?;
         session.token = token["token"].as_str().context("tenant token")?.to_string();
