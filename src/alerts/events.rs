@@ -14,6 +14,13 @@ pub const KINDS: &[&str] = &[
     "run_failed",
     "flow_disabled",
     "check_failed",
+    // An attempt failed and waits for its retry: the platform's 5xx, timeouts or network
+    // trouble, or a rate-limit budget that stayed spent. A rule's threshold in a window
+    // says how long is too long.
+    "platform_errors",
+    "rate_limited",
+    // Webhooks refused for a bad signature or a foreign source, per commit batch.
+    "webhook_rejected",
     "deployment.verification_failed",
     "deployment.waiting_for_window",
     "deployment.step_promoted",

@@ -46,7 +46,8 @@ pub struct QuietHours {
 #[serde(deny_unknown_fields)]
 pub struct NewRule {
     pub name: String,
-    /// Event kinds: run_failed, flow_disabled, check_failed, deployment.verification_failed,
+    /// Event kinds: run_failed, flow_disabled, check_failed, platform_errors, rate_limited,
+    /// webhook_rejected, deployment.verification_failed,
     /// deployment.waiting_for_window, deployment.step_promoted, deployment.promoted,
     /// deployment.rolled_back.
     pub kinds: Vec<String>,

@@ -662,6 +662,30 @@ impl SyncEngine {
             active.next_attempt_at = Set(Some(
                 chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
             ));
+            let kind = match failure.class {
+                ErrorClass::RateLimited => "rate_limited",
+                _ => "platform_errors",
+            };
+            crate::alerts::events::emit(
+                &txn,
+                crate::alerts::events::Event {
+                    tenant: &flow.tenant_id,
+                    kind,
+                    severity: crate::alerts::message::Severity::Warning,
+                    group_key: flow.id.to_string(),
+                    connection_id: Some(flow.source_connection_id.to_string()),
+                    flow_id: Some(flow.id.to_string()),
+                    message: format!(
+                        "attempt {} of a run of {} failed ({}): {}",
+                        run.attempts,
+                        flow.name,
+                        failure.class.as_str(),
+                        failure.message
+                    ),
+                    details: json!({"run_id": run_id.to_string(), "error_class": failure.class.as_str()}),
+                },
+            )
+            .await?;
         } else {
             active.status = Set("dead".into());
             active.finished_at = Set(Some(chrono::Utc::now()));

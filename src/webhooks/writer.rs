@@ -185,6 +185,26 @@ async fn write(
         }
     }
     for (id, count) in rejections {
+        if let Some(row) = connection::Entity::find_by_id(id.clone()).one(&txn).await? {
+            crate::alerts::events::emit(
+                &txn,
+                crate::alerts::events::Event {
+                    tenant: &row.tenant_id,
+                    kind: "webhook_rejected",
+                    severity: crate::alerts::message::Severity::Warning,
+                    group_key: row.id.to_string(),
+                    connection_id: Some(row.id.to_string()),
+                    flow_id: None,
+                    message: format!(
+                        "{count} webhook(s) to {} refused: bad signature or a sender not on the allowlist",
+                        row.name
+                    ),
+                    details: serde_json::json!({"count": count}),
+                },
+            )
+            .await
+            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+        }
         connection::Entity::update_many()
             .col_expr(
                 connection::Column::RejectedWebhooks,

@@ -153,6 +153,14 @@ async fn failed_attempts_resume_from_their_checkpoint(backend: Backend) {
         "{report:?}"
     );
     assert_eq!(report.records_read, 250, "page 1 is checkpointed");
+    let reported = <synchub::store::entities::alert_event::Entity as sea_orm::EntityTrait>::find()
+        .all(&s.app.db)
+        .await
+        .unwrap();
+    assert!(
+        reported.iter().any(|e| e.kind == "platform_errors"),
+        "the failed attempt is an alert event: {reported:?}"
+    );
     let shown = s.run(&run).await;
     let next: chrono::DateTime<chrono::Utc> =
         shown["next_attempt_at"].as_str().unwrap().parse().unwrap();

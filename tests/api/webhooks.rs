@@ -77,6 +77,17 @@ async fn check_scheme(
         3,
         "but they are counted"
     );
+    // And reported to the alerting, where a rule's threshold decides what is a spike.
+    let reported = <synchub::store::entities::alert_event::Entity as sea_orm::EntityTrait>::find()
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert!(
+        reported
+            .iter()
+            .any(|e| e.kind == "webhook_rejected" && e.connection_id.as_deref() == Some(id)),
+        "{reported:?}"
+    );
 }
 
 fn header(name: &str, value: String) -> Vec<(String, String)> {
