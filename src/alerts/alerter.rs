@@ -32,7 +32,7 @@ use crate::store::entities::{
 /// Deliveries give up after this many tries (about a day with the backoff's cap).
 pub const MAX_ATTEMPTS: i64 = 30;
 
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+pub use crate::runtime::Clock;
 
 /// Each platform's documented limit per robot.
 fn pace(kind: ChannelKind) -> Limit {
@@ -134,15 +134,7 @@ impl Alerter {
     }
 
     pub async fn run(self, every: Duration, shutdown: CancellationToken) {
-        loop {
-            if let Err(err) = self.tick().await {
-                tracing::warn!(error = %err, "alerter tick failed");
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
-            }
-        }
+        crate::runtime::repeat("alerter", every, shutdown, || self.tick()).await
     }
 
     /// Evaluates new events, resolves quiet alerts and sends due deliveries once; returns

@@ -11,7 +11,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::fixture::{ApiSession, ScratchDatabase};
+use super::fixture::{ApiSession, ScratchDatabase, percentile};
 use crate::alerts::events::{Event, emit};
 use crate::alerts::message::Severity;
 use crate::alerts::{AlertChannels, Alerter};
@@ -38,14 +38,6 @@ pub struct AlertsBenchArgs {
     database: String,
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
     postgres_url: String,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((sorted.len() as f64) * p).ceil() as usize;
-    sorted[rank.saturating_sub(1).min(sorted.len() - 1)]
 }
 
 pub async fn run(args: AlertsBenchArgs) -> anyhow::Result<()> {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::{Value, json};
 
-use super::fixture::{ApiSession, ScratchDatabase};
+use super::fixture::{ApiSession, ScratchDatabase, percentile};
 use crate::sim::{Faults, Simulator};
 use crate::startup::Role;
 
@@ -38,14 +38,6 @@ pub struct DeployBenchArgs {
     database: String,
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
     postgres_url: String,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((sorted.len() as f64) * p).ceil() as usize;
-    sorted[rank.saturating_sub(1).min(sorted.len() - 1)]
 }
 
 /// A working 1.2.0 of the Shopify connector to deploy.

@@ -222,3 +222,12 @@ pub async fn wait_until_up(url: &str) -> anyhow::Result<()> {
     }
     anyhow::bail!("{url} did not come up")
 }
+
+/// The value at quantile `p` (0 to 1) of sorted samples, nearest rank; 0 when empty.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64) * p).ceil() as usize;
+    sorted[rank.saturating_sub(1).min(sorted.len() - 1)]
+}

@@ -26,8 +26,7 @@ use crate::error::Result;
 use crate::ids::ConnectionId;
 use crate::store::entities::{deployment, deployment_target, flow, run};
 
-/// Where the deployer reads the time: the system clock, or a test's.
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+pub use crate::runtime::Clock;
 
 const DUE: [&str; 4] = ["pending", "waiting_for_window", "in_progress", "promoted"];
 const LEASE: chrono::Duration = chrono::Duration::seconds(120);
@@ -60,15 +59,7 @@ impl Deployer {
     }
 
     pub async fn run(self, every: Duration, shutdown: CancellationToken) {
-        loop {
-            if let Err(err) = self.tick().await {
-                tracing::warn!(error = %err, "deployer tick failed");
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
-            }
-        }
+        crate::runtime::repeat("deployer", every, shutdown, || self.tick()).await
     }
 
     /// Advances every due deployment once; returns how many moved.

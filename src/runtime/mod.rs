@@ -16,6 +16,30 @@ use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
 pub use queue::{QUEUE, Queue, RunJob, prune_finished};
+
+/// Where a background loop reads the time: the system clock, or a test's.
+pub type Clock = std::sync::Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
+
+/// Runs `tick` every `every` until `shutdown`; a failed tick is logged and the loop goes on.
+pub async fn repeat<F, Fut, T>(
+    what: &'static str,
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+    tick: F,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = crate::error::Result<T>>,
+{
+    loop {
+        if let Err(err) = tick().await {
+            tracing::warn!(error = %err, "{what} tick failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
 pub use wakeup::{RUNS_CHANNEL, RunsSignal};
 
 use crate::ids::RunId;
