@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveTime, TimeZone, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    QueryOrder, QuerySelect, QueryTrait, Set,
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -227,12 +227,22 @@ impl Alerter {
 
     async fn evaluate(&self) -> Result<usize> {
         let now = (self.clock)();
-        let events = alert_event::Entity::find()
+        // One statement picks and marks the batch, re-checking each row, so two alerters
+        // (two worker processes) never count an event twice.
+        let pick = alert_event::Entity::find()
+            .select_only()
+            .column(alert_event::Column::Id)
             .filter(alert_event::Column::Processed.eq(false))
             .order_by_asc(alert_event::Column::Id)
             .limit(5_000)
-            .all(&self.db)
+            .into_query();
+        let mut events = alert_event::Entity::update_many()
+            .col_expr(alert_event::Column::Processed, true.into())
+            .filter(alert_event::Column::Id.in_subquery(pick))
+            .filter(alert_event::Column::Processed.eq(false))
+            .exec_with_returning(&self.db)
             .await?;
+        events.sort_by(|a, b| a.id.cmp(&b.id));
         if events.is_empty() {
             return Ok(0);
         }
@@ -274,14 +284,6 @@ impl Alerter {
                 continue;
             };
             self.fire(rule, &key, &matched, now).await?;
-        }
-        let ids: Vec<_> = events.iter().map(|e| e.id.clone()).collect();
-        for chunk in ids.chunks(500) {
-            alert_event::Entity::update_many()
-                .col_expr(alert_event::Column::Processed, true.into())
-                .filter(alert_event::Column::Id.is_in(chunk.to_vec()))
-                .exec(&self.db)
-                .await?;
         }
         Ok(events.len())
     }
@@ -404,6 +406,21 @@ impl Alerter {
             .await?;
         let mut tried = 0;
         for delivery in due {
+            // Claimed for a minute before sending, so another alerter leaves it alone; an
+            // alerter that dies mid-send leaves it to be tried again after that.
+            let claimed = alert_delivery::Entity::update_many()
+                .col_expr(
+                    alert_delivery::Column::NextAttemptAt,
+                    (now + chrono::Duration::seconds(60)).into(),
+                )
+                .filter(alert_delivery::Column::Id.eq(delivery.id.clone()))
+                .filter(alert_delivery::Column::Status.eq("pending"))
+                .filter(alert_delivery::Column::NextAttemptAt.lte(now))
+                .exec(&self.db)
+                .await?;
+            if claimed.rows_affected == 0 {
+                continue;
+            }
             let Some(channel) = alert_channel::Entity::find_by_id(delivery.channel_id.clone())
                 .one(&self.db)
                 .await?

@@ -18,6 +18,8 @@ use crate::helpers::{Backend, TestApp};
 use crate::on_both_backends;
 
 struct Setup {
+    /// A second alerter on the same database: another worker process.
+    other: Alerter,
     app: TestApp,
     sim: Simulator,
     token: String,
@@ -33,6 +35,12 @@ async fn setup(backend: Backend) -> Setup {
     let clock = Arc::new(Mutex::new(Utc::now()));
     let read = clock.clone();
     let channels = AlertChannels::new(app.db.clone(), app.vault(), true);
+    let other = Alerter::new(
+        app.db.clone(),
+        channels.clone(),
+        RateLimiter::new(app.db.clone()),
+        "http://synchub.test".into(),
+    );
     let alerter = Alerter::new(
         app.db.clone(),
         channels,
@@ -41,6 +49,7 @@ async fn setup(backend: Backend) -> Setup {
     )
     .with_clock(Arc::new(move || *read.lock().unwrap()));
     Setup {
+        other,
         app,
         sim,
         token,
@@ -258,3 +267,24 @@ async fn a_quiet_alert_recovers(backend: Backend) {
     assert_eq!(alerts["data"][0]["state"], "resolved");
 }
 on_both_backends!(a_quiet_alert_recovers);
+
+/// Two alerters (two worker processes) on one database count each event once and send one
+/// message.
+async fn two_alerters_send_once(backend: Backend) {
+    let s = setup(backend).await;
+    let ding = s.dingtalk("shared-room").await;
+    s.rule(json!({"name": "failing runs", "kinds": ["run_failed"], "severity": "critical", "channels": [ding]}))
+        .await;
+    s.failed_runs("flow_shared", 2_000).await;
+    let drain_other = async {
+        for _ in 0..20 {
+            s.other.tick().await.unwrap();
+        }
+    };
+    tokio::join!(s.drain(), drain_other);
+    s.drain().await;
+    assert_eq!(s.sim.state.chat_messages("shared-room").len(), 1);
+    let (_, alerts) = s.app.get("/v1/alerts", &s.token).await;
+    assert_eq!(alerts["data"][0]["count"], 2_000, "each event counted once");
+}
+on_both_backends!(two_alerters_send_once);
