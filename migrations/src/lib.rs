@@ -2,6 +2,8 @@
 
 pub use sea_orm_migration::prelude::*;
 
+mod columns;
+
 mod m20261126_000001_foundation;
 mod m20261126_000002_idempotency;
 mod m20261126_000003_rate_buckets;

@@ -3,47 +3,14 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::columns::{at, at_or_null, id, json, text};
+
 pub struct Migration;
 
 impl MigrationName for Migration {
     fn name(&self) -> &str {
         "m20261127_000008_deployments"
     }
-}
-
-fn text(name: &str) -> ColumnDef {
-    ColumnDef::new(Alias::new(name))
-        .text()
-        .not_null()
-        .to_owned()
-}
-
-fn id(name: &str) -> ColumnDef {
-    ColumnDef::new(Alias::new(name))
-        .string_len(64)
-        .not_null()
-        .to_owned()
-}
-
-fn json(name: &str) -> ColumnDef {
-    ColumnDef::new(Alias::new(name))
-        .json_binary()
-        .not_null()
-        .to_owned()
-}
-
-fn at(name: &str) -> ColumnDef {
-    ColumnDef::new(Alias::new(name))
-        .timestamp_with_time_zone()
-        .not_null()
-        .to_owned()
-}
-
-fn at_or_null(name: &str) -> ColumnDef {
-    ColumnDef::new(Alias::new(name))
-        .timestamp_with_time_zone()
-        .null()
-        .to_owned()
 }
 
 #[async_trait::async_trait]

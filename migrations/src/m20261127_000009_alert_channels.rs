@@ -3,6 +3,8 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::columns::id;
+
 pub struct Migration;
 
 impl MigrationName for Migration {
@@ -14,12 +16,6 @@ impl MigrationName for Migration {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let id = |name: &str| {
-            ColumnDef::new(Alias::new(name))
-                .string_len(64)
-                .not_null()
-                .to_owned()
-        };
         manager
             .create_table(
                 Table::create()

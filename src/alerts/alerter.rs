@@ -227,6 +227,15 @@ impl Alerter {
 
     async fn evaluate(&self) -> Result<usize> {
         let now = (self.clock)();
+        // A read first: on SQLite every write takes the one write lock, and most ticks find
+        // nothing new.
+        let any = alert_event::Entity::find()
+            .filter(alert_event::Column::Processed.eq(false))
+            .one(&self.db)
+            .await?;
+        if any.is_none() {
+            return Ok(0);
+        }
         // One statement picks and marks the batch, re-checking each row, so two alerters
         // (two worker processes) never count an event twice.
         let pick = alert_event::Entity::find()

@@ -8,11 +8,21 @@ use synchub::webhooks::sign;
 use crate::helpers::{Backend, RemoteTenant, TestDatabase, shopify_connection};
 use crate::on_both_backends;
 
+/// A free port for a child process to listen on, below Linux's ephemeral range (32768 and
+/// up): a port the OS hands out for `:0` (every other test's servers and simulators) could be
+/// taken between this check and the child's bind, and the child's readiness probe would then
+/// reach someone else's server.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    // 20000-31999, starting at a place that differs between test binaries.
+    let offset = (std::process::id() % 1_000) as u16 * 12;
+    loop {
+        let step = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 20_000 + (offset + step % 12_000) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub struct Server(pub Child);
@@ -60,10 +70,13 @@ pub async fn start_role(
     for (key, value) in extra {
         command.env(key, value);
     }
-    let server = Server(command.spawn().expect("binary starts"));
+    let mut server = Server(command.spawn().expect("binary starts"));
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        if let Ok(Some(status)) = server.0.try_wait() {
+            panic!("the {role} process exited ({status}) before it was ready on port {port}");
+        }
         if let Ok(r) = client
             .get(format!("http://127.0.0.1:{port}/readyz"))
             .send()
