@@ -269,14 +269,14 @@ async fn a_dead_holders_slot_frees_itself(store: Store) {
     } = processes(store).await;
     let key = format!("{prefix}erp:con_2");
     let held = dead
-        .try_acquire(&key, 1, Duration::from_millis(300))
+        .try_acquire(&key, 1, Duration::from_secs(2))
         .await
         .unwrap();
     assert!(held.is_some());
     std::mem::forget(held);
     let lease = Duration::from_secs(30);
     assert!(alive.try_acquire(&key, 1, lease).await.unwrap().is_none());
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
     let taken = alive.try_acquire(&key, 1, lease).await.unwrap();
     assert!(taken.is_some(), "the expired lease was taken over");
 }
