@@ -28,6 +28,15 @@ pub fn init_logging(json: bool) {
 /// The process-wide Prometheus recorder (metrics has one global recorder per process).
 pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    // One installer at a time: two apps starting at once in one process (tests) would
+    // otherwise both find no handle and the second would fail to install its recorder.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let _installing = INSTALLING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(handle) = HANDLE.get() {
         return Ok(handle.clone());
     }
