@@ -91,6 +91,8 @@ fn title(kind: &str) -> &'static str {
         "run_failed" => "A run failed after its retries",
         "flow_disabled" => "A flow was disabled",
         "check_failed" => "A connectivity check failed",
+        "credential_refresh_failed" => "A credential refresh failed",
+        "credential_expiring" => "A credential is about to expire",
         "platform_errors" => "A platform keeps failing",
         "rate_limited" => "A rate-limit budget stays spent",
         "webhook_rejected" => "Webhooks are being refused",
@@ -309,13 +311,15 @@ impl Alerter {
         let Some(last) = matched.last() else {
             return Ok(());
         };
-        let since = now - chrono::Duration::seconds(rule.window_seconds);
-        let in_window = alert_event::Entity::find()
+        let window = chrono::Duration::seconds(rule.window_seconds);
+        // The events just taken count even if their stamps lag this alerter's clock.
+        let in_window = (alert_event::Entity::find()
             .filter(alert_event::Column::TenantId.eq(rule.tenant_id.clone()))
             .filter(alert_event::Column::GroupKey.eq(key))
-            .filter(alert_event::Column::At.gte(since))
+            .filter(alert_event::Column::At.gte(now - window))
             .count(&self.db)
-            .await? as i64;
+            .await? as i64)
+            .max(matched.len() as i64);
         let existing = alert::Entity::find()
             .filter(alert::Column::RuleId.eq(rule.id.clone()))
             .filter(alert::Column::GroupKey.eq(key))
@@ -331,6 +335,10 @@ impl Alerter {
                 if row.state == "resolved" {
                     active.state = Set("firing".into());
                     active.first_at = Set(now);
+                } else if now > row.last_at + window {
+                    // A gap longer than the window ends a streak: a condition that must
+                    // last (`for_seconds`) starts counting again.
+                    active.first_at = Set(now);
                 }
                 active.update(&self.db).await?
             }
@@ -344,7 +352,7 @@ impl Alerter {
                     count: Set(added),
                     notified_count: Set(0),
                     last_message: Set(last.message.clone()),
-                    first_at: Set(matched.first().map(|e| e.at).unwrap_or(now)),
+                    first_at: Set(now),
                     last_at: Set(now),
                     last_notified_at: Set(None),
                 }
@@ -355,7 +363,8 @@ impl Alerter {
         let throttled = row
             .last_notified_at
             .is_some_and(|at| now < at + chrono::Duration::seconds(rule.throttle_seconds));
-        if in_window < rule.threshold_count || throttled {
+        let lasted = now - row.first_at >= chrono::Duration::seconds(rule.for_seconds);
+        if in_window < rule.threshold_count || !lasted || throttled {
             return Ok(());
         }
         let severity: Severity =

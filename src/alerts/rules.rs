@@ -21,6 +21,12 @@ pub struct Threshold {
     /// Events needed within the window before the rule fires.
     pub count: i64,
     pub window_seconds: i64,
+    /// Fire only once the events have kept coming for this long, with no gap longer than
+    /// the window: "a platform answered 5xx for longer than 15 minutes" is
+    /// `{count: 1, window_seconds: 600, for_seconds: 900}` on `platform_errors`. 0 (the
+    /// default) fires on the count alone.
+    #[serde(default)]
+    pub for_seconds: i64,
 }
 
 impl Default for Threshold {
@@ -28,6 +34,7 @@ impl Default for Threshold {
         Self {
             count: 1,
             window_seconds: 300,
+            for_seconds: 0,
         }
     }
 }
@@ -46,8 +53,9 @@ pub struct QuietHours {
 #[serde(deny_unknown_fields)]
 pub struct NewRule {
     pub name: String,
-    /// Event kinds: run_failed, flow_disabled, check_failed, platform_errors, rate_limited,
-    /// webhook_rejected, deployment.verification_failed,
+    /// Event kinds: run_failed (a run reached the dead letters), flow_disabled,
+    /// check_failed, credential_refresh_failed, credential_expiring, platform_errors,
+    /// rate_limited, webhook_rejected, deployment.verification_failed,
     /// deployment.waiting_for_window, deployment.step_promoted, deployment.promoted,
     /// deployment.rolled_back.
     pub kinds: Vec<String>,
@@ -90,6 +98,7 @@ pub fn view(row: alert_rule::Model) -> RuleView {
         threshold: Threshold {
             count: row.threshold_count,
             window_seconds: row.window_seconds,
+            for_seconds: row.for_seconds,
         },
         severity: serde_json::from_value(json!(row.severity)).unwrap_or(Severity::Warning),
         channels: serde_json::from_value(row.channels).unwrap_or_default(),
@@ -130,6 +139,9 @@ pub async fn create(
     }
     if !(1..=86_400).contains(&input.threshold.window_seconds) {
         errors.push(FieldError::new("threshold.window_seconds", "1 to 86400"));
+    }
+    if !(0..=7 * 86_400).contains(&input.threshold.for_seconds) {
+        errors.push(FieldError::new("threshold.for_seconds", "0 to 604800"));
     }
     let throttle = input.throttle_seconds.unwrap_or(300);
     if !(0..=86_400).contains(&throttle) {
@@ -179,6 +191,7 @@ pub async fn create(
         channels: Set(json!(input.channels)),
         quiet_hours: Set(input.quiet_hours.as_ref().map(|q| json!(q))),
         throttle_seconds: Set(throttle),
+        for_seconds: Set(input.threshold.for_seconds),
         created_at: Set(chrono::Utc::now()),
     }
     .insert(&txn)

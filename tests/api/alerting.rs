@@ -83,13 +83,17 @@ impl Setup {
     }
 
     async fn failed_runs(&self, flow: &str, count: usize) {
+        self.events("run_failed", flow, count).await
+    }
+
+    async fn events(&self, kind: &str, flow: &str, count: usize) {
         let txn = synchub::store::begin_write(&self.app.db).await.unwrap();
         for i in 0..count {
             emit(
                 &txn,
                 Event {
                     tenant: &self.tenant,
-                    kind: "run_failed",
+                    kind,
                     severity: Severity::Warning,
                     group_key: flow.to_string(),
                     connection_id: Some("con_x".into()),
@@ -267,6 +271,38 @@ async fn a_quiet_alert_recovers(backend: Backend) {
     assert_eq!(alerts["data"][0]["state"], "resolved");
 }
 on_both_backends!(a_quiet_alert_recovers);
+
+/// "A platform answered 5xx for longer than 15 minutes": errors every 5 minutes fire the
+/// rule only once they have lasted 15 minutes; a gap longer than the window starts over.
+async fn a_condition_fires_once_it_has_lasted(backend: Backend) {
+    let s = setup(backend).await;
+    let ding = s.dingtalk("lasting-room").await;
+    s.rule(json!({"name": "5xx for 15 minutes", "kinds": ["platform_errors"], "severity": "critical", "channels": [ding],
+                  "threshold": {"count": 1, "window_seconds": 600, "for_seconds": 900}}))
+        .await;
+    let start = Utc::now();
+    let s = &s;
+    let errors_at = |minute: i64| async move {
+        *s.clock.lock().unwrap() = start + chrono::Duration::minutes(minute);
+        s.events("platform_errors", "flow_5xx", 1).await;
+        s.drain().await;
+        s.sim.state.chat_messages("lasting-room").len()
+    };
+    for minute in [0, 5, 10] {
+        assert_eq!(errors_at(minute).await, 0, "{minute} minutes is not 15");
+    }
+    // 11 minutes without an error: longer than the window, the streak starts over.
+    assert_eq!(errors_at(21).await, 0);
+    assert_eq!(errors_at(30).await, 0, "9 minutes into the new streak");
+    assert_eq!(errors_at(36).await, 1, "15 minutes of errors");
+    let received = s.sim.state.chat_messages("lasting-room");
+    assert!(
+        received[0].to_string().contains("A platform keeps failing"),
+        "{}",
+        received[0]
+    );
+}
+on_both_backends!(a_condition_fires_once_it_has_lasted);
 
 /// Two alerters (two worker processes) on one database count each event once and send one
 /// message.

@@ -22,6 +22,9 @@ pub struct Model {
     #[sea_orm(column_type = "JsonBinary", nullable)]
     pub quiet_hours: Option<Json>,
     pub throttle_seconds: i64,
+    /// Fires only once matching events have kept coming (no gap longer than the window)
+    /// for this long; 0 fires on the threshold alone.
+    pub for_seconds: i64,
     pub created_at: DateTimeUtc,
 }
 
