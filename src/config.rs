@@ -64,6 +64,7 @@ pub struct Settings {
     pub workers: WorkerSettings,
     pub deployments: DeploymentSettings,
     pub alerts: AlertSettings,
+    pub credentials: CredentialSettings,
     pub rate_limits: RateLimitSettings,
     #[serde(skip, default = "default_env")]
     pub environment: Environment,
@@ -111,6 +112,15 @@ pub struct WorkerSettings {
 pub struct AlertSettings {
     pub enabled: bool,
     pub tick_millis: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSettings {
+    pub enabled: bool,
+    pub tick_millis: u64,
+    pub refresh_ahead_minutes: i64,
+    pub expiry_warning_days: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

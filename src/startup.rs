@@ -90,12 +90,14 @@ impl Application {
                 settings.workers.enabled = false;
                 settings.deployments.enabled = false;
                 settings.alerts.enabled = false;
+                settings.credentials.enabled = false;
             }
             Role::Worker => {
                 settings.scheduler.enabled = true;
                 settings.workers.enabled = true;
                 settings.deployments.enabled = true;
                 settings.alerts.enabled = true;
+                settings.credentials.enabled = true;
             }
         }
         crate::install_crypto_provider();
@@ -178,6 +180,23 @@ impl Application {
             );
             let every = Duration::from_millis(settings.alerts.tick_millis);
             tokio::spawn(alerter.run(every, shutdown.clone()));
+        }
+        if settings.credentials.enabled {
+            let policy = crate::connections::keeper::KeeperPolicy {
+                refresh_ahead: chrono::Duration::minutes(
+                    settings.credentials.refresh_ahead_minutes,
+                ),
+                warn_before: chrono::Duration::days(settings.credentials.expiry_warning_days),
+            };
+            let keeper = crate::connections::keeper::CredentialKeeper::new(
+                db.clone(),
+                vault.clone(),
+                versions.clone(),
+                limiter.clone(),
+                policy,
+            );
+            let every = Duration::from_millis(settings.credentials.tick_millis);
+            tokio::spawn(keeper.run(every, shutdown.clone()));
         }
         if settings.workers.enabled {
             let (db, shutdown) = (db.clone(), shutdown.clone());

@@ -14,6 +14,7 @@ mod m20261127_000007_connector_versions;
 mod m20261127_000008_deployments;
 mod m20261127_000009_alert_channels;
 mod m20261127_000010_alerts;
+mod m20261128_000011_credential_lifecycle;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000008_deployments::Migration),
             Box::new(m20261127_000009_alert_channels::Migration),
             Box::new(m20261127_000010_alerts::Migration),
+            Box::new(m20261128_000011_credential_lifecycle::Migration),
         ]
     }
 }

@@ -11,12 +11,20 @@ use crate::store::entities::alert_event;
 
 /// The kinds rules may name.
 pub const KINDS: &[&str] = &[
+    // A run failed after its retries (or at once, for a failure no retry fixes) and went
+    // to the dead letters.
     "run_failed",
     "flow_disabled",
     "check_failed",
+    // The platform refused to trade a refresh token (Shopee, TikTok Shop, Login with
+    // Amazon), or the token endpoint stayed unreachable: the next calls will fail.
+    "credential_refresh_failed",
+    // A credential with a known expiry that no refresh can extend (a refresh token, a
+    // key the seller set an expiry for) expires within the warning horizon.
+    "credential_expiring",
     // An attempt failed and waits for its retry: the platform's 5xx, timeouts or network
-    // trouble, or a rate-limit budget that stayed spent. A rule's threshold in a window
-    // says how long is too long.
+    // trouble, or a rate-limit budget that stayed spent. A rule's `for_seconds` says how
+    // long is too long.
     "platform_errors",
     "rate_limited",
     // Webhooks refused for a bad signature or a foreign source, per commit batch.

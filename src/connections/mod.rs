@@ -2,6 +2,7 @@
 //! connector's manifest; credentials and webhook secrets live only in the vault.
 
 mod fields;
+pub mod keeper;
 mod masking;
 mod model;
 mod service;

@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -32,6 +34,11 @@ pub struct NewConnection {
     /// Secret credentials, as the connector declares them. Stored encrypted; never returned.
     #[schema(value_type = Object)]
     pub credentials: Map<String, Value>,
+    /// When credentials expire, where known (RFC 3339 per credential name). Ops hear
+    /// `credential_expiring` ahead of each; tokens the connector refreshes itself
+    /// (Shopee, TikTok Shop) are refreshed before theirs.
+    #[serde(default)]
+    pub credential_expires_at: BTreeMap<String, chrono::DateTime<chrono::Utc>>,
     /// Secret that signs this connection's webhooks (Shopify: the app's client secret).
     pub webhook_secret: Option<String>,
     /// IANA time zone; defaults to the tenant's.
@@ -61,6 +68,8 @@ pub struct CredentialsRotation {
     /// The new credentials, as a whole.
     #[schema(value_type = Option<Object>)]
     pub credentials: Option<Map<String, Value>>,
+    /// When the new credentials expire, where known; replaces the old dates.
+    pub credential_expires_at: Option<BTreeMap<String, chrono::DateTime<chrono::Utc>>>,
     /// The new webhook secret.
     pub webhook_secret: Option<String>,
     /// How long the previous webhook-signing secret keeps verifying (0 to 604800 seconds;
@@ -82,6 +91,11 @@ pub struct ConnectionView {
     #[schema(value_type = Object)]
     pub credentials: Map<String, Value>,
     pub webhook_secret: Option<String>,
+    /// When each credential expires, where known: given with the credentials, or learnt
+    /// from the platform at each token refresh.
+    pub credential_expiry: BTreeMap<String, chrono::DateTime<chrono::Utc>>,
+    /// Token refreshes that failed in a row (0 when the last one worked).
+    pub credential_refresh_failures: i64,
     /// Until when the previous webhook secret still verifies, after a rotation.
     pub previous_webhook_secret_valid_until: Option<chrono::DateTime<chrono::Utc>>,
     /// The URL to register with the platform for this connection's webhooks.

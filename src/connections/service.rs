@@ -37,6 +37,7 @@ struct Validated {
     name: String,
     settings: Map<String, Value>,
     credentials: Map<String, Value>,
+    expiries: super::keeper::Expiries,
     cidrs: Vec<ipnet::IpNet>,
 }
 
@@ -79,7 +80,7 @@ pub async fn current_webhook_secret<C: ConnectionTrait>(
         .map(SecretString::new))
 }
 
-async fn load_credentials<C: ConnectionTrait>(
+pub(super) async fn load_credentials<C: ConnectionTrait>(
     db: &C,
     vault: &Vault,
     row: &connection::Model,
@@ -243,6 +244,7 @@ impl Connections {
                 .unwrap_or_default(),
         };
         let now = chrono::Utc::now();
+        let credential_expiry = super::keeper::expiries(&row);
         Ok(ConnectionView {
             webhook_url: format!("{}/v1/hooks/{}", self.public_url, row.id),
             id: row.id.to_string(),
@@ -253,6 +255,8 @@ impl Connections {
             settings: row.settings,
             credentials: masked,
             webhook_secret,
+            credential_expiry,
+            credential_refresh_failures: row.credential_refresh_failures,
             previous_webhook_secret_valid_until: row
                 .previous_webhook_secret_expires_at
                 .filter(|until| *until > now),
@@ -280,6 +284,7 @@ impl Connections {
             name,
             settings,
             credentials,
+            expiries,
             cidrs,
         } = self.validate(tenant, &input).await?;
 
@@ -309,6 +314,13 @@ impl Connections {
             pinned_by: Set(input.version.as_ref().map(|_| PINNED_BY_HAND.to_string())),
             version: Set(input.version),
             rejected_webhooks: Set(0),
+            credentials_due_at: Set(super::keeper::first_look(
+                manifest.auth.as_ref().is_some_and(|a| a.refreshes()),
+                &expiries,
+                now,
+            )),
+            credential_expiry: Set(Some(serde_json::json!(expiries))),
+            credential_refresh_failures: Set(0),
             created_at: Set(now),
             updated_at: Set(now),
         }
@@ -353,6 +365,8 @@ impl Connections {
             &mut errors,
         );
         let credentials = check_credentials(&manifest, &input.credentials, &mut errors);
+        let expiries =
+            super::keeper::check_expiries(&input.credential_expires_at, &credentials, &mut errors);
         let scheme = effective_scheme(&manifest, &settings);
         if let Some(secret) = &input.webhook_secret {
             check_secret("webhook_secret", secret, scheme, &mut errors);
@@ -371,6 +385,7 @@ impl Connections {
             name,
             settings,
             credentials,
+            expiries,
             cidrs,
         })
     }
@@ -731,6 +746,21 @@ impl Connections {
             .credentials
             .as_ref()
             .map(|c| check_credentials(&manifest, c, &mut errors));
+        let expiries = match (&credentials, &input.credential_expires_at) {
+            (Some(credentials), given) => Some(super::keeper::check_expiries(
+                &given.clone().unwrap_or_default(),
+                credentials,
+                &mut errors,
+            )),
+            (None, Some(_)) => {
+                errors.push(FieldError::new(
+                    "credential_expires_at",
+                    "give it with the credentials it dates",
+                ));
+                None
+            }
+            (None, None) => None,
+        };
         if let Some(secret) = &input.webhook_secret {
             check_secret("webhook_secret", secret, scheme, &mut errors);
         }
@@ -751,6 +781,14 @@ impl Connections {
                 .await?;
             active.credentials_secret_id = Set(new_id);
             retired.push(row.credentials_secret_id.clone());
+            let expiries = expiries.unwrap_or_default();
+            active.credentials_due_at = Set(super::keeper::first_look(
+                manifest.auth.as_ref().is_some_and(|a| a.refreshes()),
+                &expiries,
+                chrono::Utc::now(),
+            ));
+            active.credential_expiry = Set(Some(serde_json::json!(expiries)));
+            active.credential_refresh_failures = Set(0);
         }
         if let Some(secret) = &input.webhook_secret {
             active.webhook_secret_id = Set(Some(self.vault.store(&txn, tenant, secret).await?));

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::manifest::Manifest;
 use super::spec::{AuthSpec, BatchSpec, Method, OperationSpec, Pagination};
 pub use super::template::Vars;
-use super::{lwa, signing, template};
+use super::{lwa, signing, template, token_refresh};
 use crate::ratelimit::{Feedback, Limit, RateLimiter};
 
 /// Why a call failed, in terms a retry policy and a seller can act on.
@@ -61,6 +61,9 @@ impl ErrorClass {
 pub struct CallError {
     pub class: ErrorClass,
     pub message: String,
+    /// It failed while trading credentials for a token (Login with Amazon, a marketplace's
+    /// token refresh): alerting tells "the credentials stopped working" from a failed call.
+    pub token_exchange: bool,
 }
 
 impl CallError {
@@ -68,8 +71,21 @@ impl CallError {
         Self {
             class,
             message: message.into(),
+            token_exchange: false,
         }
     }
+
+    pub fn in_token_exchange(mut self) -> Self {
+        self.token_exchange = true;
+        self
+    }
+}
+
+/// The credential names a token refresh replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenNames<'a> {
+    pub access_token: &'a str,
+    pub refresh_token: &'a str,
 }
 
 /// Where the next page is.
@@ -360,6 +376,7 @@ impl ConnectorClient {
                 shop_id_setting,
                 partner_key,
                 access_token,
+                ..
             }) => {
                 let partner_id = self.required_setting(partner_id_setting)?;
                 let shop_id = self.required_setting(shop_id_setting)?;
@@ -385,6 +402,7 @@ impl ConnectorClient {
                 app_key_setting,
                 app_secret,
                 access_token,
+                ..
             }) => {
                 let app_key = self.required_setting(app_key_setting)?;
                 request
@@ -433,6 +451,76 @@ impl ConnectorClient {
         lwa::forget(&grant).await;
         lwa::access_token(&self.http, &grant).await?;
         Ok(true)
+    }
+
+    /// The credentials a token refresh replaces, (access token, refresh token), for schemes
+    /// whose manifest names a refresh token.
+    pub fn refreshable(&self) -> Option<TokenNames<'_>> {
+        match &self.manifest.auth {
+            Some(AuthSpec::ShopeeV2 {
+                access_token,
+                refresh_token: Some(refresh_token),
+                ..
+            })
+            | Some(AuthSpec::TiktokShop {
+                access_token,
+                refresh_token: Some(refresh_token),
+                ..
+            }) => Some(TokenNames {
+                access_token,
+                refresh_token,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Trades the refresh token for new tokens at the platform; Ok(None) for schemes that
+    /// do not refresh this way.
+    pub async fn refresh_tokens(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<token_refresh::RefreshedTokens>, CallError> {
+        let Some(names) = self.refreshable() else {
+            return Ok(None);
+        };
+        let refresh_token = self.credential(names.refresh_token)?;
+        let refreshed = match &self.manifest.auth {
+            Some(AuthSpec::ShopeeV2 {
+                partner_id_setting,
+                shop_id_setting,
+                partner_key,
+                ..
+            }) => {
+                let shop = token_refresh::ShopeeShop {
+                    base_url: &self.base_url()?,
+                    partner_id: &self.required_setting(partner_id_setting)?,
+                    shop_id: &self.required_setting(shop_id_setting)?,
+                    partner_key: self.credential(partner_key)?,
+                    refresh_token,
+                };
+                token_refresh::shopee(&self.http, &shop, now).await?
+            }
+            Some(AuthSpec::TiktokShop {
+                app_key_setting,
+                app_secret,
+                token_endpoint_setting,
+                ..
+            }) => {
+                let endpoint = token_endpoint_setting
+                    .as_deref()
+                    .and_then(|s| self.setting(s))
+                    .unwrap_or_else(|| token_refresh::TIKTOK_DEFAULT_ENDPOINT.to_string());
+                let app = token_refresh::TiktokApp {
+                    endpoint: &endpoint,
+                    app_key: &self.required_setting(app_key_setting)?,
+                    app_secret: self.credential(app_secret)?,
+                    refresh_token,
+                };
+                token_refresh::tiktok(&self.http, &app, now).await?
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(refreshed))
     }
 
     /// After the platform refused the credentials: forget a cached token so the next

@@ -85,7 +85,7 @@ pub async fn access_token(http: &reqwest::Client, grant: &Grant<'_>) -> Result<S
             } else {
                 ErrorClass::Connect
             };
-            CallError::new(class, format!("Login with Amazon: {e}"))
+            CallError::new(class, format!("Login with Amazon: {e}")).in_token_exchange()
         })?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
@@ -101,13 +101,15 @@ pub async fn access_token(http: &reqwest::Client, grant: &Grant<'_>) -> Result<S
         return Err(CallError::new(
             class,
             format!("Login with Amazon refused the refresh token: HTTP {status}: {snippet}"),
-        ));
+        )
+        .in_token_exchange());
     }
     let answer: TokenAnswer = serde_json::from_str(&text).map_err(|e| {
         CallError::new(
             ErrorClass::SchemaMismatch,
             format!("Login with Amazon answer: {e}"),
         )
+        .in_token_exchange()
     })?;
     let lifetime = Duration::from_secs(answer.expires_in);
     *cached = Some(Cached {

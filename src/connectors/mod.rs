@@ -10,6 +10,7 @@ mod registry;
 pub mod signing;
 pub mod spec;
 pub mod template;
+pub mod token_refresh;
 pub mod versions;
 
 pub use manifest::{

@@ -25,6 +25,9 @@ pub enum AuthSpec {
         shop_id_setting: String,
         partner_key: String,
         access_token: String,
+        /// The shop's refresh token: the credential keeper trades it for a new access
+        /// token (4 hours) and refresh token (30 days) before the access token expires.
+        refresh_token: Option<String>,
     },
     /// TikTok Shop 202309: app_key, timestamp and sign in the query, the token in
     /// `x-tts-access-token`.
@@ -32,6 +35,10 @@ pub enum AuthSpec {
         app_key_setting: String,
         app_secret: String,
         access_token: String,
+        /// The shop's refresh token, traded by the credential keeper for new tokens.
+        refresh_token: Option<String>,
+        /// A setting that overrides the token endpoint (the simulator).
+        token_endpoint_setting: Option<String>,
     },
     /// Amazon SP-API: a Login with Amazon access token from the refresh token, cached and
     /// refreshed before it expires, in `x-amz-access-token`.
@@ -54,13 +61,23 @@ impl AuthSpec {
             Self::ShopeeV2 {
                 partner_key,
                 access_token,
+                refresh_token,
                 ..
-            } => vec![partner_key, access_token],
+            } => [partner_key, access_token]
+                .into_iter()
+                .chain(refresh_token)
+                .map(String::as_str)
+                .collect(),
             Self::TiktokShop {
                 app_secret,
                 access_token,
+                refresh_token,
                 ..
-            } => vec![app_secret, access_token],
+            } => [app_secret, access_token]
+                .into_iter()
+                .chain(refresh_token)
+                .map(String::as_str)
+                .collect(),
             Self::AmazonLwa {
                 client_id,
                 client_secret,
@@ -68,6 +85,20 @@ impl AuthSpec {
                 ..
             } => vec![client_id, client_secret, refresh_token],
         }
+    }
+
+    /// Whether the credential keeper trades a refresh token for new tokens.
+    pub fn refreshes(&self) -> bool {
+        matches!(
+            self,
+            Self::ShopeeV2 {
+                refresh_token: Some(_),
+                ..
+            } | Self::TiktokShop {
+                refresh_token: Some(_),
+                ..
+            }
+        )
     }
 
     /// The settings the scheme reads.
@@ -79,8 +110,14 @@ impl AuthSpec {
                 ..
             } => vec![partner_id_setting, shop_id_setting],
             Self::TiktokShop {
-                app_key_setting, ..
-            } => vec![app_key_setting],
+                app_key_setting,
+                token_endpoint_setting,
+                ..
+            } => [app_key_setting]
+                .into_iter()
+                .chain(token_endpoint_setting)
+                .map(String::as_str)
+                .collect(),
             Self::AmazonLwa {
                 endpoint_setting: Some(setting),
                 ..

@@ -26,6 +26,7 @@ mod chat;
 mod erp;
 mod shopify;
 pub mod signed;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -88,6 +89,7 @@ pub struct SimState {
     apps: Mutex<signed::Apps>,
     stock: Mutex<catalogue::Stock>,
     chat: Mutex<HashMap<String, chat::Robot>>,
+    tokens: Mutex<tokens::ShopTokens>,
 }
 
 impl SimState {
@@ -102,6 +104,7 @@ impl SimState {
             apps: Mutex::new(signed::Apps::default()),
             stock: Mutex::new(catalogue::Stock::default()),
             chat: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(tokens::ShopTokens::default()),
         }
     }
 
@@ -474,6 +477,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(signed::tiktok_update_inventory),
         )
         .route("/_sim/apps", web::put().to(signed::put_apps))
+        .route(
+            "/shopee/api/v2/auth/access_token/get",
+            web::post().to(tokens::shopee_refresh),
+        )
+        .route(
+            "/tiktok-auth/api/v2/token/refresh",
+            web::get().to(tokens::tiktok_refresh),
+        )
         .route("/amazon/auth/o2/token", web::post().to(signed::lwa_token))
         .route(
             "/amazon/orders/v0/orders",

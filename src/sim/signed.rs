@@ -378,13 +378,66 @@ fn shopee_error(status: actix_web::http::StatusCode, code: &str, message: &str) 
     HttpResponse::build(status).json(json!({"error": code, "message": message, "request_id": uuid::Uuid::now_v7().simple().to_string()}))
 }
 
-/// Verifies partner, timestamp and sign of a Shopee v2 shop call; returns the query pairs
-/// and the shop id.
+/// The partner key of a Shopee call's partner, if the timestamp is fresh.
+fn shopee_partner_key(
+    state: &SimState,
+    partner_id: &str,
+    timestamp: &str,
+) -> Result<String, HttpResponse> {
+    let forbidden = actix_web::http::StatusCode::FORBIDDEN;
+    let key = state
+        .apps
+        .lock()
+        .ok()
+        .and_then(|apps| apps.shopee.get(partner_id).cloned())
+        .ok_or_else(|| shopee_error(forbidden, "error_auth", "Invalid partner_id."))?;
+    if !fresh(Some(timestamp)) {
+        return Err(shopee_error(forbidden, "error_auth", "Invalid timestamp."));
+    }
+    Ok(key)
+}
+
+fn shopee_sign_matches(expected: &str, sign: &str) -> Result<(), HttpResponse> {
+    if bool::from(expected.as_bytes().ct_eq(sign.as_bytes())) {
+        Ok(())
+    } else {
+        Err(shopee_error(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "error_sign",
+            "Wrong sign.",
+        ))
+    }
+}
+
+/// Verifies partner, timestamp and sign of a Shopee v2 public call (no shop, no token).
+pub fn shopee_public_verified(state: &SimState, req: &HttpRequest) -> Result<(), HttpResponse> {
+    let path = req.path().strip_prefix("/shopee").unwrap_or(req.path());
+    let pairs = query_pairs(req);
+    let (Some(partner_id), Some(timestamp), Some(sign)) = (
+        param(&pairs, "partner_id"),
+        param(&pairs, "timestamp"),
+        param(&pairs, "sign"),
+    ) else {
+        return Err(shopee_error(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "error_param",
+            "Missing partner_id, timestamp or sign.",
+        ));
+    };
+    let key = shopee_partner_key(state, partner_id, timestamp)?;
+    let at = timestamp.parse().unwrap_or_default();
+    shopee_sign_matches(
+        &signing::shopee_v2(&key, partner_id, path, at, "", ""),
+        sign,
+    )
+}
+
+/// Verifies partner, timestamp, sign and access token of a Shopee v2 shop call; returns
+/// the query pairs and the shop id.
 fn shopee_verified(
     state: &SimState,
     req: &HttpRequest,
 ) -> Result<(Vec<(String, String)>, String), HttpResponse> {
-    let forbidden = actix_web::http::StatusCode::FORBIDDEN;
     let path = req.path().strip_prefix("/shopee").unwrap_or(req.path());
     let pairs = query_pairs(req);
     let (Some(partner_id), Some(timestamp), Some(token), Some(shop_id), Some(sign)) = (
@@ -400,28 +453,30 @@ fn shopee_verified(
             "Missing partner_id, timestamp, access_token, shop_id or sign.",
         ));
     };
-    let key = state
-        .apps
-        .lock()
-        .ok()
-        .and_then(|apps| apps.shopee.get(partner_id).cloned())
-        .ok_or_else(|| shopee_error(forbidden, "error_auth", "Invalid partner_id."))?;
-    if !fresh(Some(timestamp)) {
-        return Err(shopee_error(forbidden, "error_auth", "Invalid timestamp."));
-    }
-    let expected = signing::shopee_v2(
-        &key,
-        partner_id,
-        path,
-        timestamp.parse().unwrap_or_default(),
-        token,
-        shop_id,
-    );
-    if !bool::from(expected.as_bytes().ct_eq(sign.as_bytes())) {
-        return Err(shopee_error(forbidden, "error_sign", "Wrong sign."));
+    let key = shopee_partner_key(state, partner_id, timestamp)?;
+    let at = timestamp.parse().unwrap_or_default();
+    shopee_sign_matches(
+        &signing::shopee_v2(&key, partner_id, path, at, token, shop_id),
+        sign,
+    )?;
+    if !state.access_token_usable(token) {
+        return Err(shopee_error(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "error_auth",
+            "Invalid access_token.",
+        ));
     }
     let shop_id = shop_id.to_string();
     Ok((pairs, shop_id))
+}
+
+/// Whether `secret` is the registered secret of TikTok app `app_key`.
+pub fn tiktok_app_secret_is(state: &SimState, app_key: &str, secret: &str) -> bool {
+    state.apps.lock().is_ok_and(|apps| {
+        apps.tiktok
+            .get(app_key)
+            .is_some_and(|known| bool::from(known.as_bytes().ct_eq(secret.as_bytes())))
+    })
 }
 
 fn shopee_ok(response: Value) -> HttpResponse {
@@ -589,7 +644,11 @@ fn tiktok_verified(
     if !bool::from(expected.as_bytes().ct_eq(sign.as_bytes())) {
         return Err(tiktok_error(unauthorized, 106001, "Invalid signature."));
     }
-    if req.headers().get("x-tts-access-token").is_none() {
+    let token = req
+        .headers()
+        .get("x-tts-access-token")
+        .and_then(|v| v.to_str().ok());
+    if !token.is_some_and(|t| state.access_token_usable(t)) {
         return Err(tiktok_error(
             unauthorized,
             105002,

@@ -738,6 +738,34 @@ impl SyncEngine {
             )
             .await?;
         }
+        if failure.token_exchange {
+            // Login with Amazon would not trade the refresh token: every call of the flow
+            // fails until the seller authorises again (refused) or the endpoint answers.
+            let refused = matches!(failure.class, ErrorClass::Auth | ErrorClass::Forbidden);
+            crate::alerts::events::emit(
+                &txn,
+                crate::alerts::events::Event {
+                    tenant: &flow.tenant_id,
+                    kind: "credential_refresh_failed",
+                    severity: if refused {
+                        crate::alerts::message::Severity::Critical
+                    } else {
+                        crate::alerts::message::Severity::Warning
+                    },
+                    group_key: format!("{}:refresh", flow.id),
+                    connection_id: None,
+                    flow_id: Some(flow.id.to_string()),
+                    message: format!(
+                        "a run of {} could not get an access token ({}): {}",
+                        flow.name,
+                        failure.class.as_str(),
+                        failure.message
+                    ),
+                    details: json!({"run_id": run_id.to_string(), "error_class": failure.class.as_str()}),
+                },
+            )
+            .await?;
+        }
         let run = active.update(&txn).await?;
         txn.commit().await?;
         tracing::warn!(run_id = %run.id, class = failure.class.as_str(), status = %run.status, "run attempt failed");

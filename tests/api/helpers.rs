@@ -232,8 +232,8 @@ impl TestApp {
             .await
     }
 
-    /// The app without its background loops (scheduler, workers, deployer, alerter), for
-    /// tests that drive them themselves.
+    /// The app without its background loops (scheduler, workers, deployer, alerter,
+    /// credential keeper), for tests that drive them themselves.
     pub async fn spawn_quiet(backend: Backend) -> Self {
         Self::spawn_with(
             backend,
@@ -242,6 +242,7 @@ impl TestApp {
                 ("SYNCHUB_WORKERS__ENABLED", "false"),
                 ("SYNCHUB_DEPLOYMENTS__ENABLED", "false"),
                 ("SYNCHUB_ALERTS__ENABLED", "false"),
+                ("SYNCHUB_CREDENTIALS__ENABLED", "false"),
             ],
         )
         .await

@@ -8,6 +8,7 @@ mod allowlist;
 mod checks;
 mod cli;
 mod connections;
+mod credentials;
 mod deployments;
 mod durability;
 mod flows;

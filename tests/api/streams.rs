@@ -62,11 +62,12 @@ impl Setup {
                 json!({"shop_domain": "acme-eu.myshopify.com", "location_id": "gid://shopify/Location/7", "base_url": format!("{address}/shopify/acme-eu")}),
                 json!({"access_token": "shpat_simulated_eu"}),
             ),
-            "amazon" => (
+            "amazon" | "amazon-revoked" => (
                 "amazon-sp-api",
                 json!({"region": "na", "marketplace_ids": ["ATVPDKIKX0DER"], "seller_id": "A2SELLER",
                        "base_url": format!("{address}/amazon"), "lwa_endpoint": format!("{address}/amazon/auth/o2/token")}),
-                json!({"lwa_client_id": "amzn1.application-oa2-client.sim", "lwa_client_secret": "lwa-client-secret", "refresh_token": "Atzr|seller-grant"}),
+                json!({"lwa_client_id": "amzn1.application-oa2-client.sim", "lwa_client_secret": "lwa-client-secret",
+                       "refresh_token": if platform == "amazon" { "Atzr|seller-grant" } else { "Atzr|revoked" }}),
             ),
             "shopee" => (
                 "shopee",
@@ -166,6 +167,35 @@ async fn amazon_orders_arrive_with_their_items(backend: Backend) {
     );
 }
 on_both_backends!(amazon_orders_arrive_with_their_items);
+
+/// Login with Amazon refuses the seller's grant: the run dead-letters at once (no retry
+/// brings a revoked grant back) and, besides run_failed, a critical
+/// credential_refresh_failed event says the credentials stopped working.
+async fn a_revoked_amazon_grant_is_a_credential_failure(backend: Backend) {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use synchub::store::entities::alert_event;
+    let s = setup(backend, 5).await;
+    let amazon = s.marketplace("amazon-revoked").await;
+    let flow = s.flow("orders", &amazon, &s.erp).await;
+    let report = s.run(&flow).await;
+    assert_eq!(report.status, "dead", "{report:?}");
+    assert_eq!(report.error_class.as_deref(), Some("auth"));
+    let events = alert_event::Entity::find()
+        .filter(alert_event::Column::Kind.eq("credential_refresh_failed"))
+        .all(&s.app.db)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].severity, "critical");
+    assert_eq!(events[0].flow_id.as_deref(), Some(flow.as_str()));
+    assert!(
+        events[0].message.contains("invalid_grant"),
+        "{}",
+        events[0].message
+    );
+    assert_eq!(s.requests(), 1, "one token exchange, nothing else");
+}
+on_both_backends!(a_revoked_amazon_grant_is_a_credential_failure);
 
 /// Shopee's order list holds order_sn only: get_order_detail completes 50 at a time, with
 /// Unix-second timestamps made UTC.

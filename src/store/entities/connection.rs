@@ -26,6 +26,13 @@ pub struct Model {
     pub pinned_by: Option<String>,
     /// Webhooks refused for a bad signature or a foreign source address (bodies are not kept).
     pub rejected_webhooks: i64,
+    /// When each credential expires, where known: `{"access_token": "2026-…Z", …}`.
+    #[sea_orm(column_type = "JsonBinary", nullable)]
+    pub credential_expiry: Option<Json>,
+    /// When the credential keeper looks next: a refresh ahead of expiry, or a reminder.
+    pub credentials_due_at: Option<DateTimeUtc>,
+    /// Token refreshes that failed in a row (the keeper's backoff).
+    pub credential_refresh_failures: i64,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

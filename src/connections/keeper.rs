@@ -1,0 +1,425 @@
+//! The credential keeper: a loop (in worker processes) that keeps each connection's
+//! credentials alive and says when they will not stay so.
+//!
+//! - Access tokens that expire within hours (Shopee: 4 h) or days (TikTok Shop) are traded
+//!   for new ones `refresh_ahead` before they expire; the new tokens replace the old ones in
+//!   the vault, the refresh is audited, and a failure is a `credential_refresh_failed` event
+//!   (critical when the platform refused the refresh token or the access token is already
+//!   gone), retried with backoff.
+//! - A credential with a known expiry that no refresh extends (a refresh token, a key the
+//!   seller gave an expiry for) raises `credential_expiring` once a day from `warn_before`
+//!   ahead of it; critical in its last day and after.
+//!
+//! Nothing is kept in memory: each connection carries when the keeper looks next
+//! (`credentials_due_at`), claimed in one statement so two processes never refresh the same
+//! tokens at once (a refresh token is spent by its first use).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+};
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::alerts::events::{Event, emit};
+use crate::alerts::message::Severity;
+use crate::audit::{self, Actor, Entry};
+use crate::connectors::client::{CallError, ConnectorClient, ErrorClass};
+use crate::connectors::versions::Versions;
+use crate::error::Result;
+use crate::ratelimit::RateLimiter;
+use crate::runtime::Clock;
+use crate::store::entities::connection;
+use crate::vault::Vault;
+
+/// Known expiry of each credential, by credential name.
+pub type Expiries = BTreeMap<String, DateTime<Utc>>;
+
+pub fn expiries(row: &connection::Model) -> Expiries {
+    row.credential_expiry
+        .clone()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
+}
+
+/// How long a claimed connection is left alone by other keepers: longer than a refresh.
+const CLAIM: chrono::Duration = chrono::Duration::minutes(5);
+/// Reminders of an approaching expiry, at most this often per connection.
+const REMIND_EVERY: chrono::Duration = chrono::Duration::days(1);
+
+#[derive(Debug, Clone)]
+pub struct KeeperPolicy {
+    /// Refresh an access token this long before it expires.
+    pub refresh_ahead: chrono::Duration,
+    /// Warn this long before a credential no refresh extends expires.
+    pub warn_before: chrono::Duration,
+}
+
+impl Default for KeeperPolicy {
+    fn default() -> Self {
+        Self {
+            refresh_ahead: chrono::Duration::minutes(30),
+            warn_before: chrono::Duration::days(14),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct CredentialKeeper {
+    db: DatabaseConnection,
+    vault: Vault,
+    versions: Versions,
+    limiter: RateLimiter,
+    http: reqwest::Client,
+    policy: KeeperPolicy,
+    clock: Clock,
+}
+
+/// What one look at a connection decided.
+struct Outcome {
+    credentials: Option<Map<String, Value>>,
+    expiries: Expiries,
+    failures: i64,
+    due: Option<DateTime<Utc>>,
+    events: Vec<(&'static str, Severity, String, String, Value)>,
+}
+
+impl CredentialKeeper {
+    pub fn new(
+        db: DatabaseConnection,
+        vault: Vault,
+        versions: Versions,
+        limiter: RateLimiter,
+        policy: KeeperPolicy,
+    ) -> Self {
+        Self {
+            db,
+            vault,
+            versions,
+            limiter,
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap_or_default(),
+            policy,
+            clock: Arc::new(Utc::now),
+        }
+    }
+
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub async fn run(self, every: Duration, shutdown: CancellationToken) {
+        crate::runtime::repeat("credential keeper", every, shutdown, || self.tick()).await
+    }
+
+    /// Looks after every connection that is due; returns how many it looked at.
+    pub async fn tick(&self) -> Result<usize> {
+        let now = (self.clock)();
+        // A read first: most ticks find nothing due, and on SQLite a write takes the lock.
+        let any = connection::Entity::find()
+            .filter(connection::Column::CredentialsDueAt.lte(now))
+            .one(&self.db)
+            .await?;
+        if any.is_none() {
+            return Ok(0);
+        }
+        let pick = connection::Entity::find()
+            .select_only()
+            .column(connection::Column::Id)
+            .filter(connection::Column::CredentialsDueAt.lte(now))
+            .order_by_asc(connection::Column::CredentialsDueAt)
+            .limit(50)
+            .into_query();
+        let claimed = connection::Entity::update_many()
+            .col_expr(connection::Column::CredentialsDueAt, (now + CLAIM).into())
+            .filter(connection::Column::Id.in_subquery(pick))
+            .filter(connection::Column::CredentialsDueAt.lte(now))
+            .exec_with_returning(&self.db)
+            .await?;
+        let looked = claimed.len();
+        for row in claimed {
+            if let Err(err) = self.look_after(&row, now).await {
+                tracing::warn!(connection = %row.id, error = %err, "credential keeper");
+            }
+        }
+        Ok(looked)
+    }
+
+    async fn look_after(&self, row: &connection::Model, now: DateTime<Utc>) -> Result<()> {
+        let Some(manifest) = self
+            .versions
+            .manifest(&row.tenant_id, &row.connector, row.version.as_deref())
+            .await?
+        else {
+            return self.save(row, None, Outcome::idle(row)).await;
+        };
+        let credentials = super::service::load_credentials(&self.db, &self.vault, row).await?;
+        let client = ConnectorClient::new(
+            manifest,
+            &row.environment,
+            row.settings.as_object().cloned().unwrap_or_default(),
+            credentials.clone(),
+            row.id.as_str(),
+            self.limiter.clone(),
+            self.http.clone(),
+        );
+        let mut outcome = Outcome::idle(row);
+        if let Some(names) = client.refreshable() {
+            let access_expiry = outcome.expiries.get(names.access_token).copied();
+            let refresh_at = access_expiry.map(|at| at - self.policy.refresh_ahead);
+            match refresh_at {
+                Some(at) if now < at => outcome.due_at(at),
+                // Unknown expiry: refresh now, and learn it from the answer.
+                _ => match client.refresh_tokens(now).await {
+                    Ok(Some(tokens)) => {
+                        let mut updated = credentials;
+                        updated.insert(names.access_token.into(), tokens.access_token.into());
+                        updated.insert(names.refresh_token.into(), tokens.refresh_token.into());
+                        outcome.credentials = Some(updated);
+                        outcome
+                            .expiries
+                            .insert(names.access_token.into(), tokens.access_expires_at);
+                        match tokens.refresh_expires_at {
+                            Some(at) => outcome.expiries.insert(names.refresh_token.into(), at),
+                            None => outcome.expiries.remove(names.refresh_token),
+                        };
+                        outcome.failures = 0;
+                        outcome.due_at(tokens.access_expires_at - self.policy.refresh_ahead);
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        outcome.failures = row.credential_refresh_failures + 1;
+                        // At least half a minute apart, then jittered up to half an hour.
+                        let retry = Duration::from_secs(30)
+                            + crate::sync::retry::backoff(
+                                outcome.failures as u32,
+                                Duration::from_secs(60),
+                                Duration::from_secs(1800),
+                            );
+                        let retry_at = now + chrono::Duration::from_std(retry).unwrap_or(CLAIM);
+                        outcome.due_at(retry_at);
+                        outcome.refresh_failed(row, &error, access_expiry, retry_at, now);
+                    }
+                },
+            }
+        }
+        let refreshed_access = client.refreshable().map(|n| n.access_token.to_string());
+        let expiring: Vec<(String, DateTime<Utc>)> = outcome
+            .expiries
+            .iter()
+            .filter(|(name, _)| Some(*name) != refreshed_access.as_ref())
+            .map(|(name, at)| (name.clone(), *at))
+            .collect();
+        for (name, at) in expiring {
+            let warn_at = at - self.policy.warn_before;
+            if now < warn_at {
+                outcome.due_at(warn_at);
+                continue;
+            }
+            outcome.due_at(now + REMIND_EVERY);
+            let left = at - now;
+            let severity = if left <= chrono::Duration::days(1) {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            };
+            let when = if left <= chrono::Duration::zero() {
+                format!("expired at {}", at.format("%Y-%m-%d %H:%M UTC"))
+            } else {
+                format!(
+                    "expires at {} (in {} h)",
+                    at.format("%Y-%m-%d %H:%M UTC"),
+                    left.num_hours()
+                )
+            };
+            outcome.events.push((
+                "credential_expiring",
+                severity,
+                name.clone(),
+                format!(
+                    "credential {name} of connection {} ({}) {when}; the seller must authorise again before then",
+                    row.name, row.connector
+                ),
+                json!({"credential": name, "expires_at": at}),
+            ));
+        }
+        self.save(row, Some(now), outcome).await
+    }
+
+    /// Writes what the look decided: new credentials (only if nobody replaced them since
+    /// they were read), expiries, backoff, the next look, the events and the audit line.
+    async fn save(
+        &self,
+        row: &connection::Model,
+        now: Option<DateTime<Utc>>,
+        outcome: Outcome,
+    ) -> Result<()> {
+        let txn = crate::store::begin_write(&self.db).await?;
+        let mut update = connection::Entity::update_many()
+            .col_expr(
+                connection::Column::CredentialExpiry,
+                Some(json!(outcome.expiries)).into(),
+            )
+            .col_expr(connection::Column::CredentialsDueAt, outcome.due.into())
+            .col_expr(
+                connection::Column::CredentialRefreshFailures,
+                outcome.failures.into(),
+            )
+            .filter(connection::Column::Id.eq(row.id.clone()))
+            // A rotation through the API in the meantime wins.
+            .filter(connection::Column::CredentialsSecretId.eq(row.credentials_secret_id.clone()));
+        let refreshed = outcome.credentials.is_some();
+        if let Some(credentials) = &outcome.credentials {
+            let secret = self
+                .vault
+                .store(
+                    &txn,
+                    &row.tenant_id,
+                    &Value::Object(credentials.clone()).to_string(),
+                )
+                .await?;
+            update = update
+                .col_expr(connection::Column::CredentialsSecretId, secret.into())
+                .col_expr(
+                    connection::Column::UpdatedAt,
+                    now.unwrap_or(row.updated_at).into(),
+                );
+        }
+        if update.exec(&txn).await?.rows_affected == 0 {
+            // Rotated by hand since the read: the rotation set its own next look.
+            return Ok(());
+        }
+        if refreshed {
+            self.vault
+                .delete(&txn, &row.tenant_id, &row.credentials_secret_id)
+                .await?;
+            audit::record(
+                &txn,
+                &Actor::system("credential-keeper"),
+                Entry {
+                    tenant_id: Some(&row.tenant_id),
+                    action: "connection.refresh_credentials",
+                    resource_type: "connection",
+                    resource_id: row.id.as_str(),
+                    details: json!({"expiries": outcome.expiries}),
+                },
+            )
+            .await?;
+        }
+        for (kind, severity, credential, message, details) in outcome.events {
+            emit(
+                &txn,
+                Event {
+                    tenant: &row.tenant_id,
+                    kind,
+                    severity,
+                    group_key: format!("{}:{credential}", row.id),
+                    connection_id: Some(row.id.to_string()),
+                    flow_id: None,
+                    message,
+                    details,
+                },
+            )
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+}
+
+impl Outcome {
+    fn idle(row: &connection::Model) -> Self {
+        Self {
+            credentials: None,
+            expiries: expiries(row),
+            failures: row.credential_refresh_failures,
+            due: None,
+            events: Vec::new(),
+        }
+    }
+
+    /// The next look: the earliest of what asks for one.
+    fn due_at(&mut self, at: DateTime<Utc>) {
+        self.due = Some(self.due.map_or(at, |due| due.min(at)));
+    }
+
+    fn refresh_failed(
+        &mut self,
+        row: &connection::Model,
+        error: &CallError,
+        access_expiry: Option<DateTime<Utc>>,
+        retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) {
+        // Refused: only the seller authorising again helps. Unreachable: calls fail once
+        // the access token is gone, which may be before the retry.
+        let refused = matches!(error.class, ErrorClass::Auth | ErrorClass::Forbidden);
+        let gone_first = access_expiry.is_none_or(|at| at <= retry_at.max(now));
+        let severity = if refused || gone_first {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
+        let consequence = match access_expiry {
+            Some(at) if at > now => format!(
+                "the access token expires at {}",
+                at.format("%Y-%m-%d %H:%M UTC")
+            ),
+            _ => "calls fail until it succeeds".to_string(),
+        };
+        let next = if refused {
+            "the seller must authorise the app again".to_string()
+        } else {
+            format!("retrying at {}", retry_at.format("%H:%M:%S UTC"))
+        };
+        self.events.push((
+            "credential_refresh_failed",
+            severity,
+            "refresh".to_string(),
+            format!(
+                "refreshing the tokens of connection {} ({}) failed ({}): {}; {consequence}; {next}",
+                row.name,
+                row.connector,
+                error.class.as_str(),
+                error.message
+            ),
+            json!({"error_class": error.class.as_str(), "failures": self.failures, "retry_at": retry_at}),
+        ));
+    }
+}
+
+/// When a connection saved with these credentials needs its first look: at once if its
+/// tokens refresh or any expiry is known (the keeper then works out the rest), never
+/// otherwise.
+pub fn first_look(
+    refreshes: bool,
+    expiries: &Expiries,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    (refreshes || !expiries.is_empty()).then_some(now)
+}
+
+/// Expiry dates given with credentials, checked against the credential names.
+pub fn check_expiries(
+    given: &BTreeMap<String, DateTime<Utc>>,
+    credentials: &Map<String, Value>,
+    errors: &mut Vec<crate::error::FieldError>,
+) -> Expiries {
+    for name in given.keys() {
+        if !credentials.contains_key(name) {
+            errors.push(crate::error::FieldError::new(
+                format!("credential_expires_at.{name}"),
+                "names no credential of this connection",
+            ));
+        }
+    }
+    given.clone()
+}
