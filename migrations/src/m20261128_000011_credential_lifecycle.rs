@@ -1,6 +1,7 @@
 //! What the credential keeper needs: when each credential of a connection expires, when the
 //! keeper should look at the connection next (refresh or remind), and how many refreshes in
-//! a row failed (for its backoff). And alert rules that fire only on a condition that lasts.
+//! a row failed (for its backoff). Alert rules that fire only on a condition that lasts, and
+//! alert events claimed for a while rather than marked done before they are acted on.
 
 use sea_orm_migration::prelude::*;
 
@@ -69,6 +70,15 @@ impl MigrationTrait for Migration {
                     .big_integer()
                     .not_null()
                     .default(0)
+                    .to_owned(),
+            ))
+            .await?;
+        manager
+            .alter_table(add(
+                "alert_events",
+                ColumnDef::new(Alias::new("claimed_until"))
+                    .timestamp_with_time_zone()
+                    .null()
                     .to_owned(),
             ))
             .await

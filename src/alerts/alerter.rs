@@ -34,6 +34,9 @@ pub const MAX_ATTEMPTS: i64 = 30;
 
 pub use crate::runtime::Clock;
 
+/// How long an alerter owns the events it took: ample for one evaluation.
+const EVENT_CLAIM: chrono::Duration = chrono::Duration::minutes(2);
+
 /// Each platform's documented limit per robot.
 fn pace(kind: ChannelKind) -> Limit {
     match kind {
@@ -84,25 +87,6 @@ fn quiet_until(
     zone.from_local_datetime(&day.and_time(end))
         .earliest()
         .map(|t| t.with_timezone(&Utc))
-}
-
-fn title(kind: &str) -> &'static str {
-    match kind {
-        "run_failed" => "A run failed after its retries",
-        "flow_disabled" => "A flow was disabled",
-        "check_failed" => "A connectivity check failed",
-        "credential_refresh_failed" => "A credential refresh failed",
-        "credential_expiring" => "A credential is about to expire",
-        "platform_errors" => "A platform keeps failing",
-        "rate_limited" => "A rate-limit budget stays spent",
-        "webhook_rejected" => "Webhooks are being refused",
-        "deployment.verification_failed" => "A deployment failed its verification",
-        "deployment.rolled_back" => "A deployment was rolled back",
-        "deployment.waiting_for_window" => "A deployment waits for its window",
-        "deployment.step_promoted" => "A deployment step was promoted",
-        "deployment.promoted" => "A deployment was promoted",
-        _ => "An alert",
-    }
 }
 
 #[derive(Clone)]
@@ -168,6 +152,8 @@ impl Alerter {
                 continue;
             }
             let message = Message {
+                kind: Some("recovered".into()),
+                rule: Some(rule.name.clone()),
                 title: format!("Recovered: {}", rule.name),
                 severity: Severity::Info,
                 what: format!(
@@ -229,28 +215,40 @@ impl Alerter {
 
     async fn evaluate(&self) -> Result<usize> {
         let now = (self.clock)();
+        let free = || {
+            sea_orm::Condition::any()
+                .add(alert_event::Column::ClaimedUntil.is_null())
+                .add(alert_event::Column::ClaimedUntil.lt(now))
+        };
         // A read first: on SQLite every write takes the one write lock, and most ticks find
         // nothing new.
         let any = alert_event::Entity::find()
             .filter(alert_event::Column::Processed.eq(false))
+            .filter(free())
             .one(&self.db)
             .await?;
         if any.is_none() {
             return Ok(0);
         }
-        // One statement picks and marks the batch, re-checking each row, so two alerters
-        // (two worker processes) never count an event twice.
+        // One statement picks and claims the batch, re-checking each row, so two alerters
+        // (two worker processes) never count an event twice. Claimed, not done: an alerter
+        // that dies before queueing the messages leaves the events to the next one.
         let pick = alert_event::Entity::find()
             .select_only()
             .column(alert_event::Column::Id)
             .filter(alert_event::Column::Processed.eq(false))
+            .filter(free())
             .order_by_asc(alert_event::Column::Id)
             .limit(5_000)
             .into_query();
         let mut events = alert_event::Entity::update_many()
-            .col_expr(alert_event::Column::Processed, true.into())
+            .col_expr(
+                alert_event::Column::ClaimedUntil,
+                Some(now + EVENT_CLAIM).into(),
+            )
             .filter(alert_event::Column::Id.in_subquery(pick))
             .filter(alert_event::Column::Processed.eq(false))
+            .filter(free())
             .exec_with_returning(&self.db)
             .await?;
         events.sort_by(|a, b| a.id.cmp(&b.id));
@@ -296,6 +294,11 @@ impl Alerter {
             };
             self.fire(rule, &key, &matched, now).await?;
         }
+        alert_event::Entity::update_many()
+            .col_expr(alert_event::Column::Processed, true.into())
+            .filter(alert_event::Column::Id.is_in(events.iter().map(|e| e.id.clone())))
+            .exec(&self.db)
+            .await?;
         Ok(events.len())
     }
 
@@ -395,9 +398,16 @@ impl Alerter {
                 last.details["deployment_id"]
                     .as_str()
                     .map(|d| format!("{}/v1/deployments/{d}", self.public_url))
+            })
+            .or_else(|| {
+                last.connection_id
+                    .as_ref()
+                    .map(|c| format!("{}/v1/connections/{c}", self.public_url))
             });
         let message = Message {
-            title: format!("{} ({})", title(&last.kind), rule.name),
+            kind: Some(last.kind.clone()),
+            rule: Some(rule.name.clone()),
+            title: format!("{} ({})", last.kind, rule.name),
             severity,
             what: last.message.clone(),
             location,

@@ -264,6 +264,8 @@ impl AlertChannels {
     pub async fn test(&self, actor: &Actor, tenant: &TenantId, id: &str) -> Result<TestReport> {
         let row = self.find(tenant, id).await?;
         let message = Message {
+            kind: Some("test".into()),
+            rule: None,
             title: "synchub test message".into(),
             severity: Severity::Info,
             what: format!("{} asked for a test message to {}", actor.name, row.name),

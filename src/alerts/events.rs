@@ -63,6 +63,7 @@ pub async fn emit(db: &impl ConnectionTrait, event: Event<'_>) -> Result<()> {
         message: Set(event.message.chars().take(2000).collect()),
         details: Set(event.details),
         processed: Set(false),
+        claimed_until: Set(None),
         at: Set(chrono::Utc::now()),
     }
     .insert(db)

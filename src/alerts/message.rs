@@ -26,6 +26,13 @@ pub enum Language {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Message {
+    /// The event kind (or "recovered"): picks the title in the channel's language.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// The rule's name, after the title.
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// The title when there is no kind (a test message).
     pub title: String,
     pub severity: Severity,
     pub what: String,
@@ -67,21 +74,80 @@ fn labels(language: Language) -> Labels {
     }
 }
 
+/// An event kind's title, in the channel's language.
+pub fn kind_title(kind: &str, language: Language) -> Option<&'static str> {
+    let (en, zh) = match kind {
+        "run_failed" => (
+            "A run failed after its retries",
+            "运行重试后仍失败，已进入死信队列",
+        ),
+        "flow_disabled" => ("A flow was disabled", "数据流已被停用"),
+        "check_failed" => ("A connectivity check failed", "连通性检查失败"),
+        "credential_refresh_failed" => ("A credential refresh failed", "凭证刷新失败"),
+        "credential_expiring" => ("A credential is about to expire", "凭证即将过期"),
+        "platform_errors" => ("A platform keeps failing", "平台持续报错"),
+        "rate_limited" => ("A rate-limit budget stays spent", "限流额度持续耗尽"),
+        "webhook_rejected" => ("Webhooks are being refused", "Webhook 被拒收"),
+        "deployment.verification_failed" => {
+            ("A deployment failed its verification", "部署验证失败")
+        }
+        "deployment.rolled_back" => ("A deployment was rolled back", "部署已回滚"),
+        "deployment.waiting_for_window" => {
+            ("A deployment waits for its window", "部署等待发布窗口")
+        }
+        "deployment.step_promoted" => ("A deployment step was promoted", "部署步骤已推进"),
+        "deployment.promoted" => ("A deployment was promoted", "部署已全部推广"),
+        "recovered" => ("Recovered", "已恢复"),
+        "test" => ("synchub test message", "synchub 测试消息"),
+        _ => return None,
+    };
+    Some(match language {
+        Language::English => en,
+        Language::SimplifiedChinese => zh,
+    })
+}
+
+/// Where-labels the alerter writes, in the channel's language.
+fn location_label(label: &str, language: Language) -> &str {
+    match (language, label) {
+        (Language::SimplifiedChinese, "Tenant") => "租户",
+        (Language::SimplifiedChinese, "Connection") => "连接",
+        (Language::SimplifiedChinese, "Flow") => "数据流",
+        _ => label,
+    }
+}
+
 impl Message {
     fn severity_label(&self, language: Language) -> &'static str {
         let labels = labels(language);
         labels.severity[self.severity as usize]
     }
 
+    /// The title in the channel's language: the kind's, then the rule's name.
+    pub fn title(&self, language: Language) -> String {
+        match (
+            self.kind.as_deref().and_then(|k| kind_title(k, language)),
+            &self.rule,
+        ) {
+            (Some(title), Some(rule)) => format!("{title} ({rule})"),
+            (Some(title), None) => title.to_string(),
+            (None, _) => self.title.clone(),
+        }
+    }
+
     /// The body as Markdown (DingTalk, WeCom and Feishu render it; Slack's mrkdwn is close).
     pub fn markdown(&self, language: Language) -> String {
         let l = labels(language);
         let mut lines = vec![
-            format!("### [{}] {}", self.severity_label(language), self.title),
+            format!(
+                "### [{}] {}",
+                self.severity_label(language),
+                self.title(language)
+            ),
             format!("**{}**: {}", l.what, self.what),
         ];
         for (label, value) in &self.location {
-            lines.push(format!("**{label}**: {value}"));
+            lines.push(format!("**{}**: {value}", location_label(label, language)));
         }
         if let Some(since) = self.since {
             lines.push(format!(
@@ -109,7 +175,11 @@ impl Message {
 
     /// The request body each platform takes (before any signing).
     pub fn body(&self, kind: ChannelKind, language: Language) -> Value {
-        let title = format!("[{}] {}", self.severity_label(language), self.title);
+        let title = format!(
+            "[{}] {}",
+            self.severity_label(language),
+            self.title(language)
+        );
         let text = self.markdown(language);
         match kind {
             ChannelKind::Dingtalk => {
@@ -144,6 +214,8 @@ mod tests {
 
     fn alert() -> Message {
         Message {
+            kind: None,
+            rule: None,
             title: "Run failed after its retries".into(),
             severity: Severity::Critical,
             what: "orders from US store".into(),
@@ -166,6 +238,27 @@ mod tests {
                 .markdown(Language::SimplifiedChinese)
                 .contains("严重")
         );
+    }
+
+    #[test]
+    fn chinese_channels_get_chinese_titles_and_labels() {
+        let message = Message {
+            kind: Some("credential_expiring".into()),
+            rule: Some("凭证".into()),
+            location: vec![("Connection".into(), "con_1".into())],
+            ..alert()
+        };
+        let text = message.markdown(Language::SimplifiedChinese);
+        assert!(text.starts_with("### [严重] 凭证即将过期 (凭证)"), "{text}");
+        assert!(text.contains("**连接**: con_1"), "{text}");
+        assert!(
+            message
+                .markdown(Language::English)
+                .starts_with("### [Critical] A credential is about to expire (凭证)")
+        );
+        for kind in super::super::events::KINDS {
+            assert!(kind_title(kind, Language::English).is_some(), "{kind}");
+        }
     }
 
     #[test]

@@ -304,6 +304,43 @@ async fn a_condition_fires_once_it_has_lasted(backend: Backend) {
 }
 on_both_backends!(a_condition_fires_once_it_has_lasted);
 
+/// An alerter that took events and died before acting on them: after its claim runs out,
+/// another alerter counts them and sends the message; none is lost.
+async fn events_a_dead_alerter_took_are_taken_again(backend: Backend) {
+    let s = setup(backend).await;
+    let ding = s.dingtalk("relay-room").await;
+    s.rule(json!({"name": "failing runs", "kinds": ["run_failed"], "severity": "critical", "channels": [ding],
+                  "threshold": {"count": 1, "window_seconds": 86400}}))
+        .await;
+    s.failed_runs("flow_d", 3).await;
+    // What the dead alerter left: its claim on every event, nothing done.
+    alert_event::Entity::update_many()
+        .col_expr(
+            alert_event::Column::ClaimedUntil,
+            Some(Utc::now() + chrono::Duration::minutes(2)).into(),
+        )
+        .exec(&s.app.db)
+        .await
+        .unwrap();
+    s.drain().await;
+    assert!(
+        s.sim.state.chat_messages("relay-room").is_empty(),
+        "still claimed"
+    );
+    *s.clock.lock().unwrap() = Utc::now() + chrono::Duration::minutes(3);
+    s.drain().await;
+    assert_eq!(s.sim.state.chat_messages("relay-room").len(), 1);
+    let (_, alerts) = s.app.get("/v1/alerts", &s.token).await;
+    assert_eq!(alerts["data"][0]["count"], 3);
+    let left = alert_event::Entity::find()
+        .filter(alert_event::Column::Processed.eq(false))
+        .count(&s.app.db)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "all done");
+}
+on_both_backends!(events_a_dead_alerter_took_are_taken_again);
+
 /// Two alerters (two worker processes) on one database count each event once and send one
 /// message.
 async fn two_alerters_send_once(backend: Backend) {

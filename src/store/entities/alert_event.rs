@@ -19,6 +19,8 @@ pub struct Model {
     #[sea_orm(column_type = "JsonBinary")]
     pub details: Json,
     pub processed: bool,
+    /// An alerter is acting on it until then; one that dies leaves it to the next after.
+    pub claimed_until: Option<DateTimeUtc>,
     pub at: DateTimeUtc,
 }
 
