@@ -215,6 +215,49 @@ async fn a_robots_limit_slows_the_sender(backend: Backend) {
 }
 on_both_backends!(a_robots_limit_slows_the_sender);
 
+/// Another sender used up the robot's minute: DingTalk answers "send too fast" (130101 in
+/// an HTTP 200 body) and the delivery waits for a later minute instead of being dropped.
+async fn send_too_fast_is_retried_not_dropped(backend: Backend) {
+    let s = setup(backend).await;
+    let ding = s.dingtalk("shared-robot").await;
+    s.rule(json!({"name": "failing runs", "kinds": ["run_failed"], "severity": "critical", "channels": [ding],
+                  "threshold": {"count": 1, "window_seconds": 86400}}))
+        .await;
+    for _ in 0..20 {
+        let (status, report) = s
+            .app
+            .post(
+                &format!("/v1/alert-channels/{ding}/test"),
+                &s.token,
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            (status, &report["delivered"]),
+            (200, &json!(true)),
+            "{report}"
+        );
+    }
+    s.failed_runs("flow_fast", 1).await;
+    s.drain().await;
+    assert_eq!(s.deliveries("pending").await, 1, "kept for a later minute");
+    assert_eq!(s.deliveries("dead").await, 0);
+    let (_, alerts) = s.app.get("/v1/alerts", &s.token).await;
+    let answer = alerts["data"][0]["deliveries"][0]["last_answer"].to_string();
+    assert!(answer.contains("too fast"), "{alerts}");
+    assert_eq!(s.sim.state.chat_messages("shared-robot").len(), 20);
+
+    // A minute later the robot takes messages again (a new window: registered afresh).
+    s.sim
+        .state
+        .register_robot("shared-robot", Some("SECrobot".into()));
+    *s.clock.lock().unwrap() = Utc::now() + chrono::Duration::minutes(2);
+    s.drain().await;
+    assert_eq!(s.deliveries("delivered").await, 1);
+    assert_eq!(s.sim.state.chat_messages("shared-robot").len(), 1);
+}
+on_both_backends!(send_too_fast_is_retried_not_dropped);
+
 /// Quiet hours in Asia/Shanghai (the tenant's zone) hold back a warning until they end, but
 /// not a critical alert.
 async fn quiet_hours_hold_warnings_not_critical_alerts(backend: Backend) {
