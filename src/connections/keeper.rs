@@ -136,7 +136,9 @@ impl CredentialKeeper {
             .column(connection::Column::Id)
             .filter(connection::Column::CredentialsDueAt.lte(now))
             .order_by_asc(connection::Column::CredentialsDueAt)
-            .limit(50)
+            // Each refresh takes at most the client's 20 s timeout: ten fit well inside the
+            // claim, so no other keeper takes a row (and spends its refresh token) meanwhile.
+            .limit(10)
             .into_query();
         let claimed = connection::Entity::update_many()
             .col_expr(connection::Column::CredentialsDueAt, (now + CLAIM).into())
@@ -192,7 +194,11 @@ impl CredentialKeeper {
                             None => outcome.expiries.remove(names.refresh_token),
                         };
                         outcome.failures = 0;
-                        outcome.due_at(tokens.access_expires_at - self.policy.refresh_ahead);
+                        // Halfway through a lifetime shorter than the margin, not at once.
+                        let halfway = now + (tokens.access_expires_at - now) / 2;
+                        outcome.due_at(
+                            (tokens.access_expires_at - self.policy.refresh_ahead).max(halfway),
+                        );
                     }
                     Ok(None) => {}
                     Err(error) => {

@@ -184,6 +184,25 @@ async fn shopee_tokens_are_refreshed_ahead_of_expiry(backend: Backend) {
 }
 on_both_backends!(shopee_tokens_are_refreshed_ahead_of_expiry);
 
+/// Tokens that live less than the refresh margin (20 minutes against 30) are refreshed
+/// halfway through their life, not on every tick.
+async fn short_lived_tokens_are_refreshed_halfway(backend: Backend) {
+    let s = setup(backend).await;
+    s.sim
+        .state
+        .grant_shop_token(Platform::Shopee, "rt-short", Duration::minutes(20));
+    s.shopee("at-s", "rt-short", json!({})).await;
+    assert_eq!(s.keeper.tick().await.unwrap(), 1);
+    assert_eq!(s.sim.state.token_refreshes(), 1);
+    assert_eq!(s.keeper.tick().await.unwrap(), 0, "not again at once");
+    s.at(Duration::minutes(9));
+    assert_eq!(s.keeper.tick().await.unwrap(), 0);
+    s.at(Duration::minutes(11));
+    assert_eq!(s.keeper.tick().await.unwrap(), 1);
+    assert_eq!(s.sim.state.token_refreshes(), 2);
+}
+on_both_backends!(short_lived_tokens_are_refreshed_halfway);
+
 /// TikTok Shop at its own token endpoint: expiries come back as Unix timestamps.
 async fn tiktok_tokens_are_refreshed(backend: Backend) {
     let s = setup(backend).await;
