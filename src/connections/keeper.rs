@@ -406,10 +406,11 @@ impl Outcome {
 /// tokens refresh or any expiry is known (the keeper then works out the rest), never
 /// otherwise.
 pub fn first_look(
-    refreshes: bool,
+    manifest: &crate::connectors::Manifest,
     expiries: &Expiries,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
+    let refreshes = manifest.auth.as_ref().is_some_and(|a| a.refreshes());
     (refreshes || !expiries.is_empty()).then_some(now)
 }
 

@@ -314,11 +314,7 @@ impl Connections {
             pinned_by: Set(input.version.as_ref().map(|_| PINNED_BY_HAND.to_string())),
             version: Set(input.version),
             rejected_webhooks: Set(0),
-            credentials_due_at: Set(super::keeper::first_look(
-                manifest.auth.as_ref().is_some_and(|a| a.refreshes()),
-                &expiries,
-                now,
-            )),
+            credentials_due_at: Set(super::keeper::first_look(&manifest, &expiries, now)),
             credential_expiry: Set(Some(serde_json::json!(expiries))),
             credential_refresh_failures: Set(0),
             created_at: Set(now),
@@ -783,7 +779,7 @@ impl Connections {
             retired.push(row.credentials_secret_id.clone());
             let expiries = expiries.unwrap_or_default();
             active.credentials_due_at = Set(super::keeper::first_look(
-                manifest.auth.as_ref().is_some_and(|a| a.refreshes()),
+                &manifest,
                 &expiries,
                 chrono::Utc::now(),
             ));
