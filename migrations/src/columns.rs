@@ -23,6 +23,15 @@ pub fn json(name: &str) -> ColumnDef {
     column(name).json_binary().not_null().to_owned()
 }
 
+pub fn json_or_null(name: &str) -> ColumnDef {
+    column(name).json_binary().null().to_owned()
+}
+
+/// A count that existing rows start at 0.
+pub fn counter(name: &str) -> ColumnDef {
+    column(name).big_integer().not_null().default(0).to_owned()
+}
+
 pub fn integer(name: &str) -> ColumnDef {
     column(name).big_integer().not_null().to_owned()
 }

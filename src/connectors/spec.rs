@@ -58,22 +58,19 @@ impl AuthSpec {
                 vec![credential]
             }
             Self::ApiKeyHeader { credential, .. } => vec![credential],
+            // The app's signing key, the shop's access token and its refresh token.
             Self::ShopeeV2 {
-                partner_key,
+                partner_key: key,
                 access_token,
                 refresh_token,
                 ..
-            } => [partner_key, access_token]
-                .into_iter()
-                .chain(refresh_token)
-                .map(String::as_str)
-                .collect(),
-            Self::TiktokShop {
-                app_secret,
+            }
+            | Self::TiktokShop {
+                app_secret: key,
                 access_token,
                 refresh_token,
                 ..
-            } => [app_secret, access_token]
+            } => [key, access_token]
                 .into_iter()
                 .chain(refresh_token)
                 .map(String::as_str)

@@ -409,10 +409,16 @@ fn shopee_sign_matches(expected: &str, sign: &str) -> Result<(), HttpResponse> {
     }
 }
 
-/// Verifies partner, timestamp and sign of a Shopee v2 public call (no shop, no token).
-pub fn shopee_public_verified(state: &SimState, req: &HttpRequest) -> Result<(), HttpResponse> {
+/// Verifies partner, timestamp and sign of a Shopee v2 call, and for a shop call its
+/// access token and shop id (signed too); returns the query pairs.
+fn shopee_signed(
+    state: &SimState,
+    req: &HttpRequest,
+    shop_call: bool,
+) -> Result<Vec<(String, String)>, HttpResponse> {
     let path = req.path().strip_prefix("/shopee").unwrap_or(req.path());
     let pairs = query_pairs(req);
+    let shop = (param(&pairs, "access_token"), param(&pairs, "shop_id"));
     let (Some(partner_id), Some(timestamp), Some(sign)) = (
         param(&pairs, "partner_id"),
         param(&pairs, "timestamp"),
@@ -424,34 +430,17 @@ pub fn shopee_public_verified(state: &SimState, req: &HttpRequest) -> Result<(),
             "Missing partner_id, timestamp or sign.",
         ));
     };
-    let key = shopee_partner_key(state, partner_id, timestamp)?;
-    let at = timestamp.parse().unwrap_or_default();
-    shopee_sign_matches(
-        &signing::shopee_v2(&key, partner_id, path, at, "", ""),
-        sign,
-    )
-}
-
-/// Verifies partner, timestamp, sign and access token of a Shopee v2 shop call; returns
-/// the query pairs and the shop id.
-fn shopee_verified(
-    state: &SimState,
-    req: &HttpRequest,
-) -> Result<(Vec<(String, String)>, String), HttpResponse> {
-    let path = req.path().strip_prefix("/shopee").unwrap_or(req.path());
-    let pairs = query_pairs(req);
-    let (Some(partner_id), Some(timestamp), Some(token), Some(shop_id), Some(sign)) = (
-        param(&pairs, "partner_id"),
-        param(&pairs, "timestamp"),
-        param(&pairs, "access_token"),
-        param(&pairs, "shop_id"),
-        param(&pairs, "sign"),
-    ) else {
-        return Err(shopee_error(
-            actix_web::http::StatusCode::BAD_REQUEST,
-            "error_param",
-            "Missing partner_id, timestamp, access_token, shop_id or sign.",
-        ));
+    // A public call signs neither the token nor the shop.
+    let (token, shop_id) = match shop {
+        (Some(token), Some(shop_id)) if shop_call => (token, shop_id),
+        _ if shop_call => {
+            return Err(shopee_error(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "error_param",
+                "Missing access_token or shop_id.",
+            ));
+        }
+        _ => ("", ""),
     };
     let key = shopee_partner_key(state, partner_id, timestamp)?;
     let at = timestamp.parse().unwrap_or_default();
@@ -459,14 +448,28 @@ fn shopee_verified(
         &signing::shopee_v2(&key, partner_id, path, at, token, shop_id),
         sign,
     )?;
-    if !state.access_token_usable(token) {
+    if shop_call && !state.access_token_usable(token) {
         return Err(shopee_error(
             actix_web::http::StatusCode::FORBIDDEN,
             "error_auth",
             "Invalid access_token.",
         ));
     }
-    let shop_id = shop_id.to_string();
+    Ok(pairs)
+}
+
+/// A Shopee v2 public call (the token refresh).
+pub fn shopee_public_verified(state: &SimState, req: &HttpRequest) -> Result<(), HttpResponse> {
+    shopee_signed(state, req, false).map(|_| ())
+}
+
+/// A Shopee v2 shop call; returns the query pairs and the shop id.
+fn shopee_verified(
+    state: &SimState,
+    req: &HttpRequest,
+) -> Result<(Vec<(String, String)>, String), HttpResponse> {
+    let pairs = shopee_signed(state, req, true)?;
+    let shop_id = param(&pairs, "shop_id").unwrap_or_default().to_string();
     Ok((pairs, shop_id))
 }
 
