@@ -115,6 +115,16 @@ impl Application {
             // Printed once, to the terminal, never to the log.
             println!("\n  Operator token (shown once, keep it safe):\n\n    {token}\n");
         }
+        // The job queue's own schema (apalis's migrations, our index changes) is settled
+        // here, in every role, before any loop or request runs. Run later, beside the other
+        // loops, a pooled connection could load the schema between two of apalis's
+        // migrations, prepare apalis's `RETURNING *` fetch against it, and have SQLite
+        // re-prepare it with more columns than sqlx cached: sqlx's connection thread
+        // panics and the database stays locked (seen once in CI). Opening the queue again
+        // in the workers changes nothing.
+        crate::runtime::Queue::open(&db)
+            .await
+            .context("preparing the job queue's tables")?;
         let registry = Arc::new(ConnectorRegistry::built_in()?);
         let versions = crate::connectors::versions::Versions::new(db.clone(), registry.clone());
         versions

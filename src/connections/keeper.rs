@@ -174,7 +174,8 @@ impl CredentialKeeper {
             self.http.clone(),
         );
         let mut outcome = Outcome::idle(row);
-        if let Some(names) = client.refreshable() {
+        let refreshable = client.refreshable();
+        if let Some(names) = refreshable {
             let access_expiry = outcome.expiries.get(names.access_token).copied();
             let refresh_at = access_expiry.map(|at| at - self.policy.refresh_ahead);
             match refresh_at {
@@ -217,11 +218,12 @@ impl CredentialKeeper {
                 },
             }
         }
-        let refreshed_access = client.refreshable().map(|n| n.access_token.to_string());
+        // The access token of a refreshing scheme is the keeper's own business.
+        let refreshed_access = refreshable.map(|n| n.access_token);
         let expiring: Vec<(String, DateTime<Utc>)> = outcome
             .expiries
             .iter()
-            .filter(|(name, _)| Some(*name) != refreshed_access.as_ref())
+            .filter(|(name, _)| Some(name.as_str()) != refreshed_access)
             .map(|(name, at)| (name.clone(), *at))
             .collect();
         for (name, at) in expiring {
