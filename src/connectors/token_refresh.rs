@@ -84,9 +84,12 @@ async fn send(platform: &str, request: reqwest::RequestBuilder) -> Result<Value,
     let snippet: String = text.chars().take(300).collect();
     if !status.is_success() {
         let class = match status.as_u16() {
+            // The platform's answer about the token itself.
+            400 | 401 | 403 => return Err(refused(platform, format!("HTTP {status}: {snippet}"))),
             429 => ErrorClass::RateLimited,
             500..=599 => ErrorClass::ServerError,
-            _ => return Err(refused(platform, format!("HTTP {status}: {snippet}"))),
+            // A wrong endpoint (404, 405...) is ours to fix, not the seller's.
+            _ => ErrorClass::Config,
         };
         return Err(CallError::new(
             class,

@@ -336,6 +336,38 @@ async fn an_outage_is_retried_and_recovers(backend: Backend) {
 }
 on_both_backends!(an_outage_is_retried_and_recovers);
 
+/// A token endpoint that is not one (404): ours to fix, not the seller's, so a warning that
+/// does not ask for a new authorisation while the access token still has hours to live.
+async fn a_wrong_token_endpoint_is_not_blamed_on_the_seller(backend: Backend) {
+    let s = setup(backend).await;
+    s.app
+        .connection(
+            &s.token,
+            json!({"name": "UK shop", "connector": "tiktok-shop", "environment": "production",
+                   "settings": {"app_key": "6abcdefgh12", "shop_cipher": "ROW_sim",
+                                "base_url": format!("{}/tiktok", s.sim.address),
+                                "token_endpoint": format!("{}/no-such-endpoint", s.sim.address)},
+                   "credentials": {"app_secret": "tiktok-app-secret", "access_token": "tts-at", "refresh_token": "tts-rt"},
+                   "credential_expires_at": {"access_token": Utc::now() + Duration::minutes(20)}}),
+        )
+        .await;
+    assert_eq!(s.keeper.tick().await.unwrap(), 1);
+    let events = s.events("credential_refresh_failed").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].severity, "warning", "{}", events[0].message);
+    assert!(
+        events[0].message.contains("(config)"),
+        "{}",
+        events[0].message
+    );
+    assert!(
+        !events[0].message.contains("authorise"),
+        "{}",
+        events[0].message
+    );
+}
+on_both_backends!(a_wrong_token_endpoint_is_not_blamed_on_the_seller);
+
 /// A key the seller dated (Shopify here): nothing until 14 days before, then a warning a
 /// day, critical in the last day; rotated credentials without a date end the reminders.
 async fn expiring_credentials_are_announced_daily(backend: Backend) {
