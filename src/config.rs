@@ -57,7 +57,9 @@ pub struct Settings {
     #[serde(deserialize_with = "cidr_list")]
     pub trusted_proxies: Vec<IpNet>,
     pub allow_private_targets: bool,
+    pub outbound: OutboundSettings,
     pub max_json_body_bytes: usize,
+    pub http: HttpSettings,
     pub database: DatabaseSettings,
     pub webhooks: WebhookSettings,
     pub scheduler: SchedulerSettings,
@@ -76,6 +78,22 @@ fn default_env() -> Environment {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub body_read_timeout_seconds: u64,
+}
+
+/// Which private targets tenant-steered calls may reach without `allow_private_targets`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundSettings {
+    #[serde(deserialize_with = "cidr_list")]
+    pub allowed_private_cidrs: Vec<IpNet>,
+    #[serde(deserialize_with = "host_list")]
+    pub hosts: Vec<(String, std::net::IpAddr)>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub max_connections: u32,
 }
@@ -89,6 +107,7 @@ pub struct WebhookSettings {
     pub max_batch: usize,
     pub batch_linger_micros: u64,
     pub cache_ttl_seconds: u64,
+    pub rejection_flush_millis: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,14 +157,15 @@ pub struct RateLimitSettings {
 }
 
 /// Accepts a TOML array or a comma-separated string (as environment variables give it).
-fn cidr_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+/// A list in TOML, or comma-separated text in an environment variable.
+fn text_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
         List(Vec<String>),
         Text(String),
     }
-    let items: Vec<String> = match Raw::deserialize(deserializer)? {
+    Ok(match Raw::deserialize(deserializer)? {
         Raw::List(items) => items,
         Raw::Text(text) => text
             .split(',')
@@ -153,10 +173,24 @@ fn cidr_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Ip
             .filter(|s| !s.is_empty())
             .map(String::from)
             .collect(),
-    };
-    items
+    })
+}
+
+fn cidr_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+    text_list(deserializer)?
         .iter()
         .map(|item| crate::netpolicy::parse_cidr(item).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+fn host_list<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<(String, std::net::IpAddr)>, D::Error> {
+    text_list(deserializer)?
+        .iter()
+        .map(|item| {
+            crate::netpolicy::outbound::parse_host_entry(item).map_err(serde::de::Error::custom)
+        })
         .collect()
 }
 
@@ -219,6 +253,12 @@ impl Settings {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if self.webhooks.rejection_flush_millis == 0 {
+            anyhow::bail!("webhooks.rejection_flush_millis must be greater than 0");
+        }
+        if self.http.body_read_timeout_seconds == 0 {
+            anyhow::bail!("http.body_read_timeout_seconds must be greater than 0");
+        }
         if self.environment == Environment::Production && self.master_key.is_empty() {
             anyhow::bail!(
                 "master_key: SYNCHUB_MASTER_KEY must be set in production (base64 of 32 random bytes)"

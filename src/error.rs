@@ -37,6 +37,8 @@ pub enum Error {
     SourceNotAllowed(String),
     #[error("body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the body did not arrive within {seconds} s")]
+    BodyTimeout { seconds: u64 },
     #[error("this idempotency key was used with a different request")]
     IdempotencyKeyReused,
     #[error("unsupported media type: {0}")]

@@ -26,6 +26,8 @@ use crate::{api, store};
 pub struct AppState {
     pub db: DatabaseConnection,
     pub settings: Arc<Settings>,
+    /// Seals the responses kept for idempotency replays.
+    pub vault: Vault,
     pub registry: Arc<ConnectorRegistry>,
     pub versions: crate::connectors::versions::Versions,
     pub connections: Connections,
@@ -155,18 +157,21 @@ impl Application {
             registry.clone(),
             ingest.cache_handle(),
             &settings,
-        )
+        )?
         .with_limiter(limiter.clone());
         let flows = Flows::new(db.clone(), registry.clone(), runs.clone());
         let deployments = crate::deploy::Deployments::new(db.clone(), versions.clone());
-        let alert_channels = crate::alerts::AlertChannels::new(
+        let outbound = crate::netpolicy::OutboundPolicy::from_settings(&settings);
+        let alert_channels =
+            crate::alerts::AlertChannels::new(db.clone(), vault.clone(), outbound.clone())?;
+        let engine = crate::sync::SyncEngine::new(
             db.clone(),
             vault.clone(),
-            settings.allow_private_targets,
-        );
-        let engine = crate::sync::SyncEngine::new(db.clone(), vault.clone(), registry.clone())?
-            .with_limiter(limiter.clone())
-            .with_lease(Duration::from_secs(settings.workers.lease_seconds));
+            registry.clone(),
+            outbound.clone(),
+        )?
+        .with_limiter(limiter.clone())
+        .with_lease(Duration::from_secs(settings.workers.lease_seconds));
         let shutdown = CancellationToken::new();
         if settings.scheduler.enabled {
             let interval = Duration::from_millis(settings.scheduler.tick_millis);
@@ -204,7 +209,8 @@ impl Application {
                 versions.clone(),
                 limiter.clone(),
                 policy,
-            );
+                outbound.clone(),
+            )?;
             let every = Duration::from_millis(settings.credentials.tick_millis);
             tokio::spawn(keeper.run(every, shutdown.clone()));
         }
@@ -227,6 +233,7 @@ impl Application {
         let state = web::Data::new(AppState {
             db: db.clone(),
             settings: settings.clone(),
+            vault: vault.clone(),
             registry,
             versions,
             connections,

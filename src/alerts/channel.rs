@@ -9,6 +9,7 @@ use super::sender::{self, Destination, Outcome};
 use crate::audit::{self, Actor, Entry};
 use crate::error::{Error, FieldError, Result};
 use crate::ids::{AlertChannelId, TenantId};
+use crate::netpolicy::{OutboundClient, OutboundPolicy};
 use crate::store::entities::alert_channel;
 use crate::vault::Vault;
 
@@ -109,23 +110,21 @@ fn language_code(language: Language) -> &'static str {
 pub struct AlertChannels {
     db: DatabaseConnection,
     vault: Vault,
-    allow_private_targets: bool,
-    http: reqwest::Client,
+    http: OutboundClient,
 }
 
 impl AlertChannels {
-    pub fn new(db: DatabaseConnection, vault: Vault, allow_private_targets: bool) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
-        Self {
-            db,
-            vault,
-            allow_private_targets,
-            http,
-        }
+    pub fn new(
+        db: DatabaseConnection,
+        vault: Vault,
+        outbound: OutboundPolicy,
+    ) -> anyhow::Result<Self> {
+        let http = OutboundClient::new(
+            outbound,
+            std::time::Duration::from_secs(5),
+            std::time::Duration::from_secs(10),
+        )?;
+        Ok(Self { db, vault, http })
     }
 
     pub async fn create(
@@ -139,8 +138,7 @@ impl AlertChannels {
         if name.is_empty() || name.chars().count() > 100 {
             errors.push(FieldError::new("name", "1 to 100 characters"));
         }
-        let url = match crate::netpolicy::guard_outbound_url(&input.url, self.allow_private_targets)
-        {
+        let url = match self.http.policy().parse_url(&input.url) {
             Ok(url) => Some(url),
             Err(message) => {
                 errors.push(FieldError::new("url", message));

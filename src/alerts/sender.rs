@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 
 use super::channel::ChannelKind;
 use super::signing;
+use crate::netpolicy::outbound::read_limited;
+use crate::netpolicy::{OutboundClient, OutboundError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -33,11 +35,44 @@ pub struct Destination<'a> {
     pub secret: Option<&'a str>,
 }
 
-fn snippet(text: &str) -> String {
-    text.chars().take(300).collect()
+/// The most of an answer read: chat platforms answer in a few hundred bytes.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// What of an answer may be shown to the tenant: the status, and the platform's documented
+/// code and message fields (or Slack's one-word error), never the body as such, so a channel
+/// pointed at a server inside the operator's network cannot read its pages out.
+fn shown(status: reqwest::StatusCode, kind: ChannelKind, body: &[u8]) -> String {
+    let clip = |text: &str| text.chars().take(200).collect::<String>();
+    let answer: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let fields: &[&str] = match kind {
+        ChannelKind::Dingtalk | ChannelKind::Wecom => &["errcode", "errmsg"],
+        ChannelKind::Feishu => &["code", "msg"],
+        ChannelKind::Slack | ChannelKind::Webhook => &[],
+    };
+    let mut parts = vec![format!("HTTP {status}")];
+    for field in fields {
+        match answer.get(*field) {
+            Some(Value::String(text)) => parts.push(format!("{field}={}", clip(text))),
+            Some(Value::Number(n)) => parts.push(format!("{field}={n}")),
+            _ => {}
+        }
+    }
+    // Slack answers a word: ok, invalid_payload, no_service, channel_is_archived...
+    // https://docs.slack.dev/messaging/sending-messages-using-incoming-webhooks#handling-errors
+    if kind == ChannelKind::Slack
+        && let Ok(word) = std::str::from_utf8(body)
+        && (1..=64).contains(&word.trim().len())
+        && word
+            .trim()
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'_')
+    {
+        parts.push(word.trim().to_string());
+    }
+    parts.join(" ")
 }
 
-pub async fn send(http: &reqwest::Client, destination: &Destination<'_>, body: Value) -> Outcome {
+pub async fn send(http: &OutboundClient, destination: &Destination<'_>, body: Value) -> Outcome {
     let now = chrono::Utc::now();
     let mut url = match reqwest::Url::parse(destination.url) {
         Ok(url) => url,
@@ -93,13 +128,16 @@ pub async fn send(http: &reqwest::Client, destination: &Destination<'_>, body: V
     for (name, value) in request_headers {
         request = request.header(name, value);
     }
-    let response = match request.send().await {
+    // The guard's errors carry no URL: a robot's URL carries its token.
+    let response = match http.send(request).await {
         Ok(response) => response,
+        Err(OutboundError::Blocked(blocked)) => {
+            return Outcome::Failed { reason: blocked.0 };
+        }
         Err(err) => {
-            // Without the URL: it carries the robot's token.
             return Outcome::Retry {
                 after: Duration::from_secs(5),
-                reason: err.without_url().to_string(),
+                reason: err.to_string(),
             };
         }
     };
@@ -110,25 +148,28 @@ pub async fn send(http: &reqwest::Client, destination: &Destination<'_>, body: V
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let text = response.text().await.unwrap_or_default();
+    let text = read_limited(response, MAX_ANSWER_BYTES)
+        .await
+        .unwrap_or_default();
+    let answer_shown = shown(status, destination.kind, &text);
     if status.as_u16() == 429 {
         return Outcome::Retry {
             after: retry_after.unwrap_or(Duration::from_secs(60)),
-            reason: format!("HTTP 429: {}", snippet(&text)),
+            reason: answer_shown,
         };
     }
     if status.is_server_error() {
         return Outcome::Retry {
             after: Duration::from_secs(10),
-            reason: format!("HTTP {status}: {}", snippet(&text)),
+            reason: answer_shown,
         };
     }
     if !status.is_success() {
         return Outcome::Failed {
-            reason: format!("HTTP {status}: {}", snippet(&text)),
+            reason: answer_shown,
         };
     }
-    let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let answer: Value = serde_json::from_slice(&text).unwrap_or(Value::Null);
     // (code field, the "too fast" codes) per platform.
     let (field, too_fast): (&str, &[i64]) = match destination.kind {
         // 130101: send too fast (20 messages a minute per robot).
@@ -139,23 +180,23 @@ pub async fn send(http: &reqwest::Client, destination: &Destination<'_>, body: V
         ChannelKind::Feishu => ("code", &[11232]),
         ChannelKind::Slack | ChannelKind::Webhook => {
             return Outcome::Delivered {
-                answer: snippet(&text),
+                answer: answer_shown,
             };
         }
     };
     match answer.get(field).and_then(Value::as_i64) {
         Some(0) => Outcome::Delivered {
-            answer: snippet(&text),
+            answer: answer_shown,
         },
         Some(code) if too_fast.contains(&code) => Outcome::Retry {
             after: Duration::from_secs(60),
-            reason: format!("the platform says too fast: {}", snippet(&text)),
+            reason: format!("the platform says too fast: {answer_shown}"),
         },
         Some(_) => Outcome::Failed {
-            reason: format!("the platform refused the message: {}", snippet(&text)),
+            reason: format!("the platform refused the message: {answer_shown}"),
         },
         None => Outcome::Failed {
-            reason: format!("an answer without {field}: {}", snippet(&text)),
+            reason: format!("an answer without {field}: {answer_shown}"),
         },
     }
 }

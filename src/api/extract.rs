@@ -64,8 +64,24 @@ impl FromRequest for Auth {
     }
 }
 
-/// Reads the body up to `limit` bytes; a larger one is 413 before it is all read.
+/// Reads the body up to `limit` bytes; a larger one is 413 before it is all read, and one
+/// that does not arrive within `http.body_read_timeout_seconds` is 408, so a client sending
+/// a byte a second cannot hold a connection (and its worker's memory) for long.
 pub async fn read_body(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    limit: usize,
+) -> Result<web::Bytes, Error> {
+    let seconds = state(req)?.settings.http.body_read_timeout_seconds;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(seconds),
+        read_body_within(req, payload, limit),
+    )
+    .await
+    .unwrap_or(Err(Error::BodyTimeout { seconds }))
+}
+
+async fn read_body_within(
     req: &HttpRequest,
     payload: &mut Payload,
     limit: usize,
@@ -125,7 +141,19 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     }
 }
 
+/// Parses a JSON body. Strings may not hold NUL (`\u0000`): PostgreSQL stores no NUL in
+/// text or jsonb, so it would fail there what SQLite takes; one rule here for every body.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    // Raw control characters are not JSON; a NUL can only come as an escape.
+    if contains_escaped_nul(body)
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(body)
+        && let Some(field) = nul_path(&value, String::new())
+    {
+        return Err(Error::invalid(
+            field,
+            "must not contain the NUL character (\\u0000)",
+        ));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();
@@ -147,9 +175,65 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     Ok(value)
 }
 
+fn contains_escaped_nul(body: &[u8]) -> bool {
+    body.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
+}
+
+/// The path (`settings.shop_domain`, `cidrs[2]`) of the first key or string holding a NUL.
+fn nul_path(value: &serde_json::Value, path: String) -> Option<String> {
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        serde_json::Value::String(text) if text.contains('\0') => {
+            Some(if path.is_empty() { "body".into() } else { path })
+        }
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_path(item, format!("{path}[{i}]"))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(key, item)| {
+            if key.contains('\0') {
+                Some(join(&key.replace('\0', "\\u0000")))
+            } else {
+                nul_path(item, join(key))
+            }
+        }),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_characters_are_refused_with_their_field() {
+        let field = |body: &[u8]| match parse_json::<serde_json::Value>(body) {
+            Err(Error::Invalid(fields)) => Some(fields[0].field.clone()),
+            _ => None,
+        };
+        assert_eq!(field(br#"{"name":"a\u0000b"}"#).as_deref(), Some("name"));
+        assert_eq!(
+            field(br#"{"settings":{"shop_domain":"x\u0000"}}"#).as_deref(),
+            Some("settings.shop_domain")
+        );
+        assert_eq!(
+            field(br#"{"cidrs":["1.2.3.4","\u0000"]}"#).as_deref(),
+            Some("cidrs[1]")
+        );
+        assert_eq!(
+            field(br#"{"settings":{"a\u0000":1}}"#).as_deref(),
+            Some(r"settings.a\u0000")
+        );
+        // An escaped backslash before u0000 is text, not a NUL.
+        assert_eq!(field(br#"{"name":"a\\u0000"}"#), None);
+        assert_eq!(field(br#"{"name":"plain"}"#), None);
+    }
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]

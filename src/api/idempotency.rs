@@ -58,7 +58,7 @@ pub async fn idempotency(
         .map(|p| p.as_str())
         .unwrap_or("/");
     let hash = idempotency::request_hash(http_req.method().as_str(), path, &body);
-    match idempotency::claim(&state.db, &scope, &key, &hash).await {
+    match idempotency::claim(&state.db, &state.vault, &scope, &key, &hash).await {
         Err(err) => Ok(ServiceResponse::from_err(err, http_req)),
         Ok(Claim::Replay(stored)) => Ok(ServiceResponse::new(http_req, replay(stored))),
         Ok(Claim::Claimed) => {
@@ -90,7 +90,7 @@ pub async fn idempotency(
                     content_type,
                     body: bytes.to_vec(),
                 };
-                idempotency::complete(&state.db, &scope, &key, stored).await
+                idempotency::complete(&state.db, &state.vault, &scope, &key, stored).await
             };
             if let Err(err) = outcome {
                 tracing::error!(error = %err, "could not record the idempotency key's outcome");

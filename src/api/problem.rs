@@ -56,6 +56,11 @@ fn parts(err: &Error) -> (StatusCode, &'static str, &'static str) {
             "payload_too_large",
             "Payload too large",
         ),
+        Error::BodyTimeout { .. } => (
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "Request body too slow",
+        ),
         Error::IdempotencyKeyReused => (
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency_key_reused",

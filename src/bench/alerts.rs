@@ -16,6 +16,7 @@ use crate::alerts::events::{Event, emit};
 use crate::alerts::message::Severity;
 use crate::alerts::{AlertChannels, Alerter};
 use crate::ids::TenantId;
+use crate::netpolicy::OutboundPolicy;
 use crate::ratelimit::RateLimiter;
 use crate::sim::Simulator;
 use crate::startup::{Role, resolve_master_key};
@@ -61,7 +62,7 @@ pub async fn run(args: AlertsBenchArgs) -> anyhow::Result<()> {
         .context("the channel's tenant")?;
     let alerter = Alerter::new(
         db.clone(),
-        AlertChannels::new(db.clone(), vault, true),
+        AlertChannels::new(db.clone(), vault, OutboundPolicy::allowing_private())?,
         RateLimiter::new(db.clone()),
         api.base.clone(),
     );

@@ -1,5 +1,7 @@
 //! Benchmarks that run against real processes on this machine. Run them on a release build:
 //! `cargo run --release -- bench webhooks`.
+// Benchmarks load their own local servers, never a tenant's target: no outbound guard.
+#![allow(clippy::disallowed_methods)]
 
 mod alerts;
 mod deploy;

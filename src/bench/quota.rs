@@ -192,9 +192,11 @@ pub async fn worker(args: QuotaWorkerArgs) -> anyhow::Result<()> {
         limit.burst = args.burst;
     }
     let manifest = Arc::new(manifest);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let http = crate::netpolicy::OutboundClient::new(
+        crate::netpolicy::OutboundPolicy::allowing_private(),
+        Duration::from_secs(10),
+        Duration::from_secs(30),
+    )?;
     let settings = json!({"shop_domain": "quota.myshopify.com", "base_url": format!("{}/shopify/{SHOP}", args.sim)});
     let credentials = json!({"access_token": "shpat_quota_benchmark"});
     let limiter = match &args.redis_url {

@@ -61,6 +61,7 @@ pub async fn run(args: ThroughputBenchArgs) -> anyhow::Result<()> {
         db.clone(),
         Vault::new(resolve_master_key(&settings)?),
         std::sync::Arc::new(registry),
+        crate::netpolicy::OutboundPolicy::allowing_private(),
     )?;
     let signal = RunsSignal::new();
     let shutdown = CancellationToken::new();

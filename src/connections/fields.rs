@@ -4,7 +4,8 @@ use serde_json::{Map, Value};
 
 use crate::connectors::{FieldSpec, FieldType};
 use crate::error::FieldError;
-use crate::netpolicy::guard_outbound_url;
+use crate::netpolicy::OutboundPolicy;
+use crate::netpolicy::outbound::is_host_name;
 
 const MAX_VALUE_LEN: usize = 8192;
 
@@ -14,7 +15,7 @@ pub fn validate(
     group: &str,
     specs: &[FieldSpec],
     values: &mut Map<String, Value>,
-    allow_private: bool,
+    outbound: &OutboundPolicy,
     errors: &mut Vec<FieldError>,
 ) {
     for name in values.keys() {
@@ -37,15 +38,15 @@ pub fn validate(
             }
             continue;
         };
-        if let Err(message) = check(spec, value, allow_private) {
+        if let Err(message) = check(spec, value, outbound) {
             errors.push(FieldError::new(path, message));
         }
     }
 }
 
-fn check(spec: &FieldSpec, value: &mut Value, allow_private: bool) -> Result<(), String> {
+fn check(spec: &FieldSpec, value: &mut Value, outbound: &OutboundPolicy) -> Result<(), String> {
     match spec.field_type {
-        FieldType::String | FieldType::Url | FieldType::Enum => {
+        FieldType::String | FieldType::Url | FieldType::Host | FieldType::Enum => {
             let text = value.as_str().ok_or("must be a string")?.trim().to_string();
             if text.is_empty() {
                 return Err("must not be empty".into());
@@ -62,7 +63,15 @@ fn check(spec: &FieldSpec, value: &mut Value, allow_private: bool) -> Result<(),
                 return Err(format!("must be one of: {}", spec.values.join(", ")));
             }
             if spec.field_type == FieldType::Url {
-                guard_outbound_url(&text, allow_private)?;
+                outbound.parse_url(&text)?;
+            }
+            // It is filled into a URL's host: a name, or it could choose any address, port
+            // or path (`169.254.169.254:80/x?.myshopify.com` ends with the right suffix).
+            if spec.field_type == FieldType::Host && !is_host_name(&text) {
+                return Err(format!(
+                    "must be a host name (letters, digits, dashes and dots, no port or path){}",
+                    example(spec)
+                ));
             }
             *value = Value::String(text);
         }

@@ -31,6 +31,7 @@ use crate::audit::{self, Actor, Entry};
 use crate::connectors::client::{CallError, ConnectorClient, ErrorClass};
 use crate::connectors::versions::Versions;
 use crate::error::Result;
+use crate::netpolicy::{OutboundClient, OutboundPolicy};
 use crate::ratelimit::RateLimiter;
 use crate::runtime::Clock;
 use crate::store::entities::connection;
@@ -74,7 +75,7 @@ pub struct CredentialKeeper {
     vault: Vault,
     versions: Versions,
     limiter: RateLimiter,
-    http: reqwest::Client,
+    http: OutboundClient,
     policy: KeeperPolicy,
     clock: Clock,
 }
@@ -95,20 +96,17 @@ impl CredentialKeeper {
         versions: Versions,
         limiter: RateLimiter,
         policy: KeeperPolicy,
-    ) -> Self {
-        Self {
+        outbound: OutboundPolicy,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
             db,
             vault,
             versions,
             limiter,
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(20))
-                .build()
-                .unwrap_or_default(),
+            http: OutboundClient::new(outbound, Duration::from_secs(5), Duration::from_secs(20))?,
             policy,
             clock: Arc::new(Utc::now),
-        }
+        })
     }
 
     pub fn with_clock(mut self, clock: Clock) -> Self {

@@ -18,6 +18,7 @@ use crate::connectors::versions::Versions;
 use crate::connectors::{ConnectorRegistry, Manifest, WebhookScheme, WebhookSpec};
 use crate::error::{Error, FieldError, Result};
 use crate::ids::{ConnectionId, SecretId, TenantId};
+use crate::netpolicy::{OutboundClient, OutboundPolicy};
 use crate::netpolicy::{cidrs_from_json, cidrs_to_json, parse_cidrs};
 use crate::pagination::{Direction, Page, PageRequest, page_query};
 use crate::ratelimit::RateLimiter;
@@ -52,9 +53,8 @@ pub struct Connections {
     versions: Versions,
     /// For connectivity checks: the shared buckets and a client with short timeouts.
     limiter: RateLimiter,
-    http: reqwest::Client,
+    http: OutboundClient,
     webhook_targets: Arc<TargetCache>,
-    allow_private_targets: bool,
     default_grace_seconds: i64,
     public_url: String,
 }
@@ -127,6 +127,7 @@ fn check_secret(
 
 fn check_credentials(
     manifest: &Manifest,
+    outbound: &OutboundPolicy,
     credentials: &Map<String, Value>,
     errors: &mut Vec<FieldError>,
 ) -> Map<String, Value> {
@@ -135,7 +136,7 @@ fn check_credentials(
         "credentials",
         &manifest.credentials,
         &mut credentials,
-        false,
+        outbound,
         errors,
     );
     for (name, value) in &credentials {
@@ -166,23 +167,22 @@ impl Connections {
         registry: Arc<ConnectorRegistry>,
         webhook_targets: Arc<TargetCache>,
         settings: &crate::config::Settings,
-    ) -> Self {
-        Self {
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
             versions: Versions::new(db.clone(), registry.clone()),
             limiter: RateLimiter::new(db.clone()),
-            http: reqwest::Client::builder()
-                .connect_timeout(std::time::Duration::from_secs(5))
-                .timeout(std::time::Duration::from_secs(15))
-                .build()
-                .unwrap_or_default(),
+            http: OutboundClient::new(
+                OutboundPolicy::from_settings(settings),
+                std::time::Duration::from_secs(5),
+                std::time::Duration::from_secs(15),
+            )?,
             db,
             vault,
             registry,
             webhook_targets,
-            allow_private_targets: settings.allow_private_targets,
             default_grace_seconds: settings.webhooks.secret_grace_seconds,
             public_url: settings.effective_public_url(),
-        }
+        })
     }
 
     /// Where the rate-limit buckets live, when not in the database (Redis).
@@ -357,10 +357,15 @@ impl Connections {
             "settings",
             &manifest.settings,
             &mut settings,
-            self.allow_private_targets,
+            self.http.policy(),
             &mut errors,
         );
-        let credentials = check_credentials(&manifest, &input.credentials, &mut errors);
+        let credentials = check_credentials(
+            &manifest,
+            self.http.policy(),
+            &input.credentials,
+            &mut errors,
+        );
         let expiries =
             super::keeper::check_expiries(&input.credential_expires_at, &credentials, &mut errors);
         let scheme = effective_scheme(&manifest, &settings);
@@ -624,7 +629,7 @@ impl Connections {
                 "settings",
                 &manifest.settings,
                 &mut settings,
-                self.allow_private_targets,
+                self.http.policy(),
                 &mut errors,
             );
             active.settings = Set(Value::Object(settings));
@@ -741,7 +746,7 @@ impl Connections {
         let credentials = input
             .credentials
             .as_ref()
-            .map(|c| check_credentials(&manifest, c, &mut errors));
+            .map(|c| check_credentials(&manifest, self.http.policy(), c, &mut errors));
         let expiries = match (&credentials, &input.credential_expires_at) {
             (Some(credentials), given) => Some(super::keeper::check_expiries(
                 &given.clone().unwrap_or_default(),

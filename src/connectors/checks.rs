@@ -9,6 +9,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::client::{CallError, ConnectorClient, ErrorClass, Vars};
+use crate::netpolicy::outbound::ResolveError;
+use crate::netpolicy::{OutboundClient, OutboundError};
 
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -36,6 +38,8 @@ pub enum CheckErrorClass {
     RateLimited,
     ServerError,
     SchemaMismatch,
+    /// The outbound guard refused the address: a private, loopback or link-local target.
+    Blocked,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -97,6 +101,15 @@ fn refuses_the_address(message: &str) -> bool {
         .any(|w| text.contains(w))
 }
 
+/// The outbound guard refused the target: nothing was sent to it.
+fn blocked_failure(message: &str) -> Failure {
+    failure(
+        CheckErrorClass::Blocked,
+        message,
+        "synchub does not call private, loopback or link-local addresses for tenants: give the platform's public address. An on-premises system needs the operator to open its range (outbound.allowed_private_cidrs).",
+    )
+}
+
 /// How a platform call's failure reads as a check failure.
 fn call_failure(err: &CallError, during: &str) -> Failure {
     use CheckErrorClass as C;
@@ -138,6 +151,7 @@ fn call_failure(err: &CallError, during: &str) -> Failure {
             &err.message,
             "The platform's answer is not what this connector version expects: check the settings (API version, region) or deploy a connector version that matches the platform's API.",
         ),
+        ErrorClass::Blocked => blocked_failure(&err.message),
         ErrorClass::Config => failure(
             C::SchemaMismatch,
             &err.message,
@@ -217,7 +231,7 @@ impl Runner {
 /// the platform should send this connection's webhooks.
 pub async fn run(
     client: &ConnectorClient,
-    http: &reqwest::Client,
+    http: &OutboundClient,
     webhook_url: &str,
 ) -> CheckReport {
     let manifest = client.manifest();
@@ -229,7 +243,12 @@ pub async fn run(
     let target = base.as_ref().ok().and_then(|b| url::Url::parse(b).ok());
     let (host, port, tls) = match &target {
         Some(url) => (
-            url.host_str().unwrap_or_default().to_string(),
+            // Without an IPv6 literal's brackets, which no resolver takes.
+            url.host_str()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
             url.port_or_known_default().unwrap_or(443),
             url.scheme() == "https",
         ),
@@ -241,12 +260,14 @@ pub async fn run(
             if let Err(err) = &base {
                 return Err(call_failure(err, "building the base URL"));
             }
-            let lookup = tokio::time::timeout(NETWORK_TIMEOUT, tokio::net::lookup_host((host.as_str(), port))).await;
+            // The guard resolves and checks; the TCP step connects to what it checked.
+            let lookup = tokio::time::timeout(NETWORK_TIMEOUT, http.resolve(&host, port)).await;
             match lookup {
                 Err(_) => Err(failure(CheckErrorClass::Timeout, format!("resolving {host} took over 5 s"), "The DNS server did not answer: check the machine's resolver.")),
-                Ok(Err(err)) => Err(failure(CheckErrorClass::Dns, format!("{host}: {err}"), format!("{host} does not resolve: check the host in the connection's settings (shop domain, region, base URL)."))),
+                Ok(Err(ResolveError::Blocked(blocked))) => Err(blocked_failure(&blocked.0)),
+                Ok(Err(err)) => Err(failure(CheckErrorClass::Dns, err.to_string(), format!("{host} does not resolve: check the host in the connection's settings (shop domain, region, base URL)."))),
                 Ok(Ok(found)) => {
-                    addresses = found.collect();
+                    addresses = found;
                     Ok(Some(format!("{host} resolves to {} address(es)", addresses.len())))
                 }
             }
@@ -273,20 +294,11 @@ pub async fn run(
                 return Ok(None);
             };
             // Any HTTP answer means the handshake and the certificate checked out.
-            match http.get(root).timeout(NETWORK_TIMEOUT).send().await {
+            match http.send(http.get(root).timeout(NETWORK_TIMEOUT)).await {
                 Ok(response) => Ok(Some(format!("TLS handshake done; {root} answered {}", response.status()))),
+                Err(OutboundError::Blocked(blocked)) => Err(blocked_failure(&blocked.0)),
                 Err(err) if err.is_timeout() => Err(failure(CheckErrorClass::Timeout, "the TLS handshake took over 5 s", "Try again; if it persists, check the network path to the platform.")),
-                Err(err) => {
-                    let err = err.without_url();
-                    let mut chain = err.to_string();
-                    let mut source = std::error::Error::source(&err);
-                    while let Some(inner) = source {
-                        chain.push_str(": ");
-                        chain.push_str(&inner.to_string());
-                        source = inner.source();
-                    }
-                    Err(failure(CheckErrorClass::Tls, chain, "The platform's certificate is not trusted or the handshake failed: check the base URL's host and any TLS-intercepting proxy."))
-                }
+                Err(err) => Err(failure(CheckErrorClass::Tls, err.to_string(), "The platform's certificate is not trusted or the handshake failed: check the base URL's host and any TLS-intercepting proxy.")),
             }
         })
         .await;

@@ -12,6 +12,8 @@ use super::manifest::Manifest;
 use super::spec::{AuthSpec, BatchSpec, Method, OperationSpec, Pagination};
 pub use super::template::Vars;
 use super::{lwa, signing, template, token_refresh};
+use crate::netpolicy::outbound::read_limited;
+use crate::netpolicy::{OutboundClient, OutboundError};
 use crate::ratelimit::{Feedback, Limit, RateLimiter};
 
 /// Why a call failed, in terms a retry policy and a seller can act on.
@@ -29,6 +31,8 @@ pub enum ErrorClass {
     NotFound,
     SchemaMismatch,
     Config,
+    /// The outbound guard refused the target (a private address): a setting to fix.
+    Blocked,
 }
 
 impl ErrorClass {
@@ -52,6 +56,7 @@ impl ErrorClass {
             Self::NotFound => "not_found",
             Self::SchemaMismatch => "schema_mismatch",
             Self::Config => "config",
+            Self::Blocked => "blocked",
         }
     }
 }
@@ -64,6 +69,28 @@ pub struct CallError {
     /// It failed while trading credentials for a token (Login with Amazon, a marketplace's
     /// token refresh): alerting tells "the credentials stopped working" from a failed call.
     pub token_exchange: bool,
+}
+
+impl From<OutboundError> for CallError {
+    fn from(err: OutboundError) -> Self {
+        let class = match &err {
+            OutboundError::Blocked(_) => ErrorClass::Blocked,
+            OutboundError::Transport { timeout: true, .. } => ErrorClass::Timeout,
+            OutboundError::Transport { .. } => ErrorClass::Connect,
+            OutboundError::TooLarge { .. } => ErrorClass::SchemaMismatch,
+        };
+        CallError::new(class, err.to_string())
+    }
+}
+
+/// The largest platform answer read: a page of 250 Shopify orders is a few MB.
+const MAX_ANSWER_BYTES: usize = 32 << 20;
+
+/// A platform's answer as text, read up to [`MAX_ANSWER_BYTES`].
+pub async fn answer_text(response: reqwest::Response) -> Result<String, CallError> {
+    let bytes = read_limited(response, MAX_ANSWER_BYTES).await?;
+    Ok(String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 impl CallError {
@@ -120,7 +147,7 @@ pub struct ConnectorClient {
     credentials: Map<String, Value>,
     account: String,
     limiter: RateLimiter,
-    http: reqwest::Client,
+    http: OutboundClient,
 }
 
 impl std::fmt::Debug for ConnectorClient {
@@ -141,7 +168,7 @@ impl ConnectorClient {
         credentials: Map<String, Value>,
         connection_id: &str,
         limiter: RateLimiter,
-        http: reqwest::Client,
+        http: OutboundClient,
     ) -> Self {
         Self {
             manifest,
@@ -622,15 +649,8 @@ impl ConnectorClient {
                 CallError::new(ErrorClass::Config, format!("building the request: {e}"))
             })?;
             self.authenticate(&mut request, api_path).await?;
-            let response = self.http.execute(request).await.map_err(|e| {
-                let class = if e.is_timeout() {
-                    ErrorClass::Timeout
-                } else {
-                    ErrorClass::Connect
-                };
-                // Without the URL: a signed query carries the access token.
-                CallError::new(class, e.without_url().to_string())
-            })?;
+            // The guard's errors carry no URL: a signed query carries the access token.
+            let response = self.http.execute(request).await?;
             let status = response.status();
             let headers = response.headers().clone();
             let feedback = Feedback::from_headers(|name| {
@@ -661,16 +681,7 @@ impl ConnectorClient {
                 }
                 continue;
             }
-            let text = response.text().await.map_err(|e| {
-                CallError::new(
-                    if e.is_timeout() {
-                        ErrorClass::Timeout
-                    } else {
-                        ErrorClass::Connect
-                    },
-                    e.without_url().to_string(),
-                )
-            })?;
+            let text = answer_text(response).await?;
             if !status.is_success() {
                 let class = match status.as_u16() {
                     401 => ErrorClass::Auth,

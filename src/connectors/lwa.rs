@@ -12,7 +12,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
-use super::client::{CallError, ErrorClass};
+use super::client::{CallError, ErrorClass, answer_text};
+use crate::netpolicy::OutboundClient;
 
 pub const DEFAULT_ENDPOINT: &str = "https://api.amazon.com/auth/o2/token";
 /// Refresh this long before the token's stated expiry.
@@ -63,32 +64,24 @@ struct TokenAnswer {
 }
 
 /// A valid access token for the grant: the cached one, or a fresh exchange.
-pub async fn access_token(http: &reqwest::Client, grant: &Grant<'_>) -> Result<String, CallError> {
+pub async fn access_token(http: &OutboundClient, grant: &Grant<'_>) -> Result<String, CallError> {
     let slot = grant.slot();
     let mut cached = slot.lock().await;
     if let Some(token) = cached.as_ref().filter(|c| Instant::now() < c.refresh_at) {
         return Ok(token.token.clone());
     }
-    let response = http
-        .post(grant.endpoint)
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", grant.refresh_token),
-            ("client_id", grant.client_id),
-            ("client_secret", grant.client_secret),
-        ])
-        .send()
-        .await
-        .map_err(|e| {
-            let class = if e.is_timeout() {
-                ErrorClass::Timeout
-            } else {
-                ErrorClass::Connect
-            };
-            CallError::new(class, format!("Login with Amazon: {e}")).in_token_exchange()
-        })?;
+    let context = |e: CallError| {
+        CallError::new(e.class, format!("Login with Amazon: {}", e.message)).in_token_exchange()
+    };
+    let request = http.post(grant.endpoint).form(&[
+        ("grant_type", "refresh_token"),
+        ("refresh_token", grant.refresh_token),
+        ("client_id", grant.client_id),
+        ("client_secret", grant.client_secret),
+    ]);
+    let response = http.send(request).await.map_err(|e| context(e.into()))?;
     let status = response.status();
-    let text = response.text().await.unwrap_or_default();
+    let text = answer_text(response).await.map_err(context)?;
     if !status.is_success() {
         // invalid_grant, invalid_client...: the seller must authorise again; never retried.
         let class = match status.as_u16() {

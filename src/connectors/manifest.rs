@@ -76,6 +76,9 @@ pub enum FieldType {
     String,
     /// An http(s) URL; it passes the outbound guard.
     Url,
+    /// A DNS host name, nothing else (no port, path or address literal): for settings that
+    /// are filled into a base URL's host, such as a shop domain.
+    Host,
     Enum,
     Integer,
     Boolean,

@@ -527,5 +527,55 @@ pub fn lint_operations(manifest: &Manifest) -> Vec<FieldError> {
             "operations need a base URL per environment",
         ));
     }
+    for (environment, template) in &manifest.environments {
+        if let Err(message) = lint_base_url(manifest, template) {
+            problems.push(FieldError::new(
+                format!("environments.{environment}"),
+                message,
+            ));
+        }
+    }
     problems
+}
+
+/// A base URL template is an http(s) URL whose host is fixed, or built only from settings
+/// that cannot carry anything but a host (`type = "host"` or an enum), or is exactly one
+/// `type = "url"` setting. A free-text setting in the host could choose any address, port
+/// or path. Whatever it becomes is checked again by the outbound guard on every call.
+fn lint_base_url(manifest: &Manifest, template: &str) -> Result<(), String> {
+    use super::manifest::FieldType;
+    let field_type = |name: &str| {
+        manifest
+            .settings
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.field_type)
+    };
+    let trimmed = template.trim();
+    if let Some(name) = trimmed.strip_prefix('{').and_then(|t| t.strip_suffix('}'))
+        && !name.contains(['{', '}'])
+    {
+        return match field_type(name) {
+            Some(FieldType::Url) => Ok(()),
+            _ => Err(format!("{{{name}}} must name a settings field of type url")),
+        };
+    }
+    let Some(rest) = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"))
+    else {
+        return Err("must be an http or https URL".into());
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let mut placeholders = authority.split('{').skip(1);
+    placeholders.try_for_each(|part| {
+        let name = part.split('}').next().unwrap_or_default();
+        match field_type(name) {
+            Some(FieldType::Host | FieldType::Enum) => Ok(()),
+            Some(_) => Err(format!(
+                "{{{name}}} is in the host: it must be a settings field of type host or enum"
+            )),
+            None => Err(format!("{{{name}}} is not a settings field")),
+        }
+    })
 }

@@ -15,8 +15,9 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::client::{CallError, ErrorClass};
+use super::client::{CallError, ErrorClass, answer_text};
 use super::signing;
+use crate::netpolicy::OutboundClient;
 
 pub const TIKTOK_DEFAULT_ENDPOINT: &str = "https://auth.tiktok-shops.com/api/v2/token/refresh";
 pub const SHOPEE_PATH: &str = "/api/v2/auth/access_token/get";
@@ -65,22 +66,19 @@ fn unreadable(platform: &str, error: impl std::fmt::Display) -> CallError {
 
 /// Sends the request; network trouble, 429 and 5xx come back as their transient classes,
 /// other HTTP failures as refusals.
-async fn send(platform: &str, request: reqwest::RequestBuilder) -> Result<Value, CallError> {
-    let response = request.send().await.map_err(|e| {
-        let class = if e.is_timeout() {
-            ErrorClass::Timeout
-        } else {
-            ErrorClass::Connect
-        };
-        // Without the URL: TikTok's carries the app secret and the refresh token.
-        CallError::new(
-            class,
-            format!("{platform} token endpoint: {}", e.without_url()),
-        )
-        .in_token_exchange()
-    })?;
+async fn send(
+    http: &OutboundClient,
+    platform: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<Value, CallError> {
+    // The guard's errors carry no URL: TikTok's carries the app secret and refresh token.
+    let context = |e: CallError| {
+        CallError::new(e.class, format!("{platform} token endpoint: {}", e.message))
+            .in_token_exchange()
+    };
+    let response = http.send(request).await.map_err(|e| context(e.into()))?;
     let status = response.status();
-    let text = response.text().await.unwrap_or_default();
+    let text = answer_text(response).await.map_err(context)?;
     let snippet: String = text.chars().take(300).collect();
     if !status.is_success() {
         let class = match status.as_u16() {
@@ -115,7 +113,7 @@ struct ShopeeAnswer {
 }
 
 pub async fn shopee(
-    http: &reqwest::Client,
+    http: &OutboundClient,
     shop: &ShopeeShop<'_>,
     now: DateTime<Utc>,
 ) -> Result<RefreshedTokens, CallError> {
@@ -151,7 +149,7 @@ pub async fn shopee(
             "partner_id": numeric("partner_id", shop.partner_id)?,
             "shop_id": numeric("shop_id", shop.shop_id)?,
         }));
-    let answer: ShopeeAnswer = serde_json::from_value(send("Shopee", request).await?)
+    let answer: ShopeeAnswer = serde_json::from_value(send(http, "Shopee", request).await?)
         .map_err(|e| unreadable("Shopee", e))?;
     if !answer.error.is_empty() {
         return Err(refused(
@@ -199,7 +197,7 @@ fn tiktok_instant(value: i64, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
 }
 
 pub async fn tiktok(
-    http: &reqwest::Client,
+    http: &OutboundClient,
     app: &TiktokApp<'_>,
     now: DateTime<Utc>,
 ) -> Result<RefreshedTokens, CallError> {
@@ -209,7 +207,7 @@ pub async fn tiktok(
         ("refresh_token", app.refresh_token),
         ("grant_type", "refresh_token"),
     ]);
-    let answer: TiktokAnswer = serde_json::from_value(send("TikTok Shop", request).await?)
+    let answer: TiktokAnswer = serde_json::from_value(send(http, "TikTok Shop", request).await?)
         .map_err(|e| unreadable("TikTok Shop", e))?;
     if answer.code != 0 {
         return Err(refused(

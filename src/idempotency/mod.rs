@@ -1,6 +1,8 @@
 //! Idempotency keys for writes. The first request with a key claims it; its response (unless
 //! a 5xx, which may be retried) is stored and replayed to every later request with the same
 //! key and the same content. Keys belong to the API token that sent them and live 24 hours.
+//! A kept response may carry a secret (a newly issued API token, later a connect link), so
+//! every kept body is sealed by the vault like a credential: a database dump shows none.
 
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
@@ -8,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::store::entities::idempotency_key;
+use crate::vault::Vault;
 
 /// How long a key is remembered.
 pub const RETENTION: chrono::Duration = chrono::Duration::hours(24);
@@ -26,6 +29,11 @@ pub enum Claim {
     Claimed,
     /// A finished request had this key: replay its response.
     Replay(StoredResponse),
+}
+
+/// What a kept response is sealed for: its token's scope and its key.
+pub fn binding(scope: &str, key: &str) -> String {
+    format!("idempotency/{scope}/{key}")
 }
 
 pub fn scope_of_token(token: &str) -> String {
@@ -52,7 +60,13 @@ pub fn validate_key(key: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn claim(db: &DatabaseConnection, scope: &str, key: &str, hash: &str) -> Result<Claim> {
+pub async fn claim(
+    db: &DatabaseConnection,
+    vault: &Vault,
+    scope: &str,
+    key: &str,
+    hash: &str,
+) -> Result<Claim> {
     let now = chrono::Utc::now();
     let inserted = idempotency_key::Entity::insert(idempotency_key::ActiveModel {
         scope: Set(scope.to_string()),
@@ -113,26 +127,40 @@ pub async fn claim(db: &DatabaseConnection, scope: &str, key: &str, hash: &str) 
         None => Err(Error::Conflict(
             "a request with this idempotency key is in progress".into(),
         )),
-        Some(status) => Ok(Claim::Replay(StoredResponse {
-            status: u16::try_from(status).unwrap_or(500),
-            content_type: existing.content_type,
-            body: existing.body.unwrap_or_default(),
-        })),
+        Some(status) => {
+            let body = match &existing.body {
+                Some(sealed) => vault
+                    .open_bytes(&binding(scope, key), sealed)
+                    .map_err(|_| {
+                        Error::Conflict(
+                            "the response kept for this idempotency key can no longer be opened (the master key changed); send the request with a new key".into(),
+                        )
+                    })?,
+                None => Vec::new(),
+            };
+            Ok(Claim::Replay(StoredResponse {
+                status: u16::try_from(status).unwrap_or(500),
+                content_type: existing.content_type,
+                body,
+            }))
+        }
     }
 }
 
 pub async fn complete(
     db: &DatabaseConnection,
+    vault: &Vault,
     scope: &str,
     key: &str,
     response: StoredResponse,
 ) -> Result<()> {
+    let body = vault.seal_bytes(&binding(scope, key), &response.body)?;
     let row = idempotency_key::ActiveModel {
         scope: Set(scope.to_string()),
         idempotency_key: Set(key.to_string()),
         status: Set(Some(i32::from(response.status))),
         content_type: Set(response.content_type),
-        body: Set(Some(response.body)),
+        body: Set(Some(body)),
         ..Default::default()
     };
     row.update(db).await?;

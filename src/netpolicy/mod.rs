@@ -1,11 +1,11 @@
-//! Network policy: CIDR allowlists, which client address to believe, and the guard that keeps
-//! user-supplied outbound URLs away from private and loopback addresses.
+//! Network policy: CIDR allowlists, which client address to believe, and the guarded
+//! outbound client that keeps tenant-steered calls out of the operator's network.
 
 mod client_ip;
-mod outbound;
+pub mod outbound;
 
 pub use client_ip::client_ip;
-pub use outbound::guard_outbound_url;
+pub use outbound::{OutboundClient, OutboundError, OutboundPolicy};
 
 use std::net::IpAddr;
 

@@ -19,6 +19,7 @@ use crate::connectors::versions::Versions;
 use crate::error::{Error, Result};
 use crate::flows::Stream;
 use crate::ids::RunId;
+use crate::netpolicy::{OutboundClient, OutboundPolicy};
 use crate::ratelimit::RateLimiter;
 use crate::store::entities::{connection, flow, record, run};
 use crate::vault::Vault;
@@ -73,17 +74,18 @@ pub struct SyncEngine {
     vault: Vault,
     versions: Versions,
     limiter: RateLimiter,
-    http: reqwest::Client,
+    http: OutboundClient,
     lease: chrono::Duration,
 }
 
 impl SyncEngine {
     /// How long one platform call may take before it counts as a timeout (default 30 s).
     pub fn with_call_timeout(mut self, timeout: Duration) -> anyhow::Result<Self> {
-        self.http = reqwest::Client::builder()
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .timeout(timeout)
-            .build()?;
+        self.http = OutboundClient::new(
+            self.http.policy().clone(),
+            timeout.min(Duration::from_secs(10)),
+            timeout,
+        )?;
         Ok(self)
     }
 
@@ -103,12 +105,9 @@ impl SyncEngine {
         db: DatabaseConnection,
         vault: Vault,
         registry: Arc<ConnectorRegistry>,
+        outbound: OutboundPolicy,
     ) -> anyhow::Result<Self> {
-        crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .build()?;
+        let http = OutboundClient::new(outbound, Duration::from_secs(10), Duration::from_secs(30))?;
         Ok(Self {
             limiter: RateLimiter::new(db.clone()),
             versions: Versions::new(db.clone(), registry),

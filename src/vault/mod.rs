@@ -4,6 +4,7 @@
 //! into another tenant's place does not open. Rotating the master key re-wraps data keys only.
 
 pub mod master_key;
+mod sealed;
 
 pub use master_key::MasterKey;
 
@@ -108,7 +109,8 @@ impl Vault {
     }
 }
 
-/// Re-wraps every data key from `old` to `new` in one transaction; ciphertexts are untouched.
+/// Re-wraps every data key from `old` to `new` in one transaction, the secrets' and those of
+/// the sealed responses kept for idempotency replays; ciphertexts are untouched.
 /// Returns how many secrets were re-wrapped. Rows already under `new` are skipped, so an
 /// interrupted rotation can simply be run again.
 pub async fn rotate_master_key(
@@ -139,6 +141,21 @@ pub async fn rotate_master_key(
         active.key_id = Set(new.id().to_string());
         active.update(&txn).await?;
         rewrapped += 1;
+    }
+    let kept = crate::store::entities::idempotency_key::Entity::find()
+        .filter(crate::store::entities::idempotency_key::Column::Body.is_not_null())
+        .all(&txn)
+        .await?;
+    for row in kept {
+        let Some(body) = &row.body else { continue };
+        let binding = crate::idempotency::binding(&row.scope, &row.idempotency_key);
+        if let Some(body) = sealed::rewrap(old, new, &binding, body)
+            .with_context(|| format!("re-wrapping the kept response of {binding}"))?
+        {
+            let mut active: crate::store::entities::idempotency_key::ActiveModel = row.into();
+            active.body = Set(Some(body));
+            active.update(&txn).await?;
+        }
     }
     txn.commit().await?;
     Ok(rewrapped)

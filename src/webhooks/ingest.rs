@@ -8,6 +8,7 @@ use std::time::Duration;
 use sea_orm::{DatabaseConnection, Set};
 use sha2::{Digest, Sha256};
 
+use super::rejections::RejectionTally;
 use super::schemes::{self, Headers};
 use super::target::{Target, TargetCache, Unavailable};
 use super::writer::EventWriter;
@@ -42,6 +43,7 @@ pub struct IngestService {
     registry: Arc<ConnectorRegistry>,
     cache: Arc<TargetCache>,
     writer: EventWriter,
+    rejections: RejectionTally,
     public_url: String,
     tolerance_seconds: i64,
 }
@@ -55,6 +57,10 @@ impl IngestService {
         public_url: String,
         runs: RunsSignal,
     ) -> Self {
+        let rejections = RejectionTally::start(
+            db.clone(),
+            Duration::from_millis(settings.rejection_flush_millis),
+        );
         let writer = EventWriter::start(
             db.clone(),
             settings.max_batch,
@@ -69,6 +75,7 @@ impl IngestService {
                 settings.cache_ttl_seconds,
             ))),
             writer,
+            rejections,
             public_url,
             tolerance_seconds: settings.timestamp_tolerance_seconds,
         }
@@ -112,7 +119,7 @@ impl IngestService {
             Err(Unavailable::NoWebhooks(why)) => return Err(Error::invalid("connection", why)),
         };
         if !crate::netpolicy::allows(&target.allowlist, inbound.source_ip) {
-            self.writer.count_rejection(&target.connection_id);
+            self.rejections.count(&target.connection_id);
             return Err(Error::SourceNotAllowed(inbound.source_ip.to_string()));
         }
         let now = chrono::Utc::now();
@@ -124,8 +131,9 @@ impl IngestService {
             &secrets,
             now.timestamp(),
         ) {
-            self.writer.count_rejection(&target.connection_id);
-            tracing::info!(connection_id = %target.connection_id, reason = rejection.reason(), "webhook rejected");
+            self.rejections.count(&target.connection_id);
+            // Debug only: the tally logs once per connection and interval, whatever the rate.
+            tracing::debug!(connection_id = %target.connection_id, reason = rejection.reason(), "webhook rejected");
             return Err(Error::BadSignature(rejection.reason()));
         }
         let event = build_event(&target, inbound, now);

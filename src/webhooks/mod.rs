@@ -3,6 +3,7 @@
 
 mod events;
 mod ingest;
+mod rejections;
 pub(crate) mod schemes;
 mod target;
 mod writer;

@@ -1,11 +1,9 @@
 //! Group commit. Every verified webhook waits for a durable commit before its 2xx; one writer
 //! task gathers whatever events are queued into one transaction, so a disk flush serves
-//! hundreds of requests instead of one. Rejection counters ride along in the same commit.
+//! hundreds of requests instead of one. (Refusals are tallied apart: `rejections`.)
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue, ColumnTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter,
 };
@@ -13,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::ids::{ConnectionId, RunId};
 use crate::runtime::RunsSignal;
-use crate::store::entities::{connection, flow, webhook_event};
+use crate::store::entities::{flow, webhook_event};
 
 /// The dedupe key of the webhook-triggered run that has not started yet; the engine renames it
 /// when it starts the run, so the next webhook queues a new one.
@@ -24,13 +22,10 @@ const QUEUE_CAPACITY: usize = 16_384;
 /// Rows per INSERT statement (SQLite allows 32,766 bound values; a row binds 9).
 const MAX_ROWS_PER_STATEMENT: usize = 512;
 
-enum Command {
-    Insert(
-        Box<webhook_event::ActiveModel>,
-        oneshot::Sender<Result<(), String>>,
-    ),
-    Rejected(ConnectionId),
-}
+struct Command(
+    Box<webhook_event::ActiveModel>,
+    oneshot::Sender<Result<(), String>>,
+);
 
 #[derive(Clone)]
 pub struct EventWriter {
@@ -54,16 +49,11 @@ impl EventWriter {
     pub async fn insert(&self, event: webhook_event::ActiveModel) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Command::Insert(Box::new(event), done))
+            .send(Command(Box::new(event), done))
             .await
             .map_err(|_| "the event writer has stopped".to_string())?;
         wait.await
             .map_err(|_| "the event writer has stopped".to_string())?
-    }
-
-    /// Counts a refused webhook; best effort, never blocks the request.
-    pub fn count_rejection(&self, id: &ConnectionId) {
-        let _ = self.tx.try_send(Command::Rejected(id.clone()));
     }
 }
 
@@ -96,18 +86,12 @@ async fn run(
 async fn commit(db: &DatabaseConnection, batch: Vec<Command>) -> bool {
     let mut events = Vec::new();
     let mut waiters = Vec::new();
-    let mut rejections: HashMap<ConnectionId, i64> = HashMap::new();
-    for cmd in batch {
-        match cmd {
-            Command::Insert(event, done) => {
-                events.push(*event);
-                waiters.push(done);
-            }
-            Command::Rejected(id) => *rejections.entry(id).or_default() += 1,
-        }
+    for Command(event, done) in batch {
+        events.push(*event);
+        waiters.push(done);
     }
     metrics::histogram!("synchub_webhook_commit_batch_size").record(events.len() as f64);
-    match write(db, events.clone(), &rejections).await {
+    match write(db, events.clone()).await {
         Ok(queued_runs) => {
             for done in waiters {
                 let _ = done.send(Ok(()));
@@ -119,7 +103,7 @@ async fn commit(db: &DatabaseConnection, batch: Vec<Command>) -> bool {
             tracing::warn!(error = %err, size = events.len(), "group commit failed; retrying events one by one");
             let mut queued_runs = false;
             for (event, done) in events.into_iter().zip(waiters) {
-                let result = write(db, vec![event], &HashMap::new())
+                let result = write(db, vec![event])
                     .await
                     .map(|queued| queued_runs |= queued)
                     .map_err(|e| e.to_string());
@@ -136,7 +120,6 @@ async fn commit(db: &DatabaseConnection, batch: Vec<Command>) -> bool {
 async fn write(
     db: &DatabaseConnection,
     events: Vec<webhook_event::ActiveModel>,
-    rejections: &HashMap<ConnectionId, i64>,
 ) -> Result<bool, sea_orm::DbErr> {
     let txn = crate::store::begin_write(db).await?;
     let sources: Vec<ConnectionId> = {
@@ -183,36 +166,6 @@ async fn write(
             .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
             .is_some();
         }
-    }
-    for (id, count) in rejections {
-        if let Some(row) = connection::Entity::find_by_id(id.clone()).one(&txn).await? {
-            crate::alerts::events::emit(
-                &txn,
-                crate::alerts::events::Event {
-                    tenant: &row.tenant_id,
-                    kind: "webhook_rejected",
-                    severity: crate::alerts::message::Severity::Warning,
-                    group_key: row.id.to_string(),
-                    connection_id: Some(row.id.to_string()),
-                    flow_id: None,
-                    message: format!(
-                        "{count} webhook(s) to {} refused: bad signature or a sender not on the allowlist",
-                        row.name
-                    ),
-                    details: serde_json::json!({"count": count}),
-                },
-            )
-            .await
-            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
-        }
-        connection::Entity::update_many()
-            .col_expr(
-                connection::Column::RejectedWebhooks,
-                Expr::col(connection::Column::RejectedWebhooks).add(*count),
-            )
-            .filter(connection::Column::Id.eq(id.clone()))
-            .exec(&txn)
-            .await?;
     }
     txn.commit().await?;
     Ok(queued_runs)

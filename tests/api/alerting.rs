@@ -10,6 +10,7 @@ use synchub::alerts::events::{Event, emit};
 use synchub::alerts::message::Severity;
 use synchub::alerts::{AlertChannels, Alerter};
 use synchub::ids::TenantId;
+use synchub::netpolicy::OutboundPolicy;
 use synchub::ratelimit::RateLimiter;
 use synchub::sim::{Faults, Simulator};
 use synchub::store::entities::{alert_delivery, alert_event};
@@ -34,7 +35,12 @@ async fn setup(backend: Backend) -> Setup {
     let (tenant, token) = app.tenant_with_token(&["read", "write", "admin"]).await;
     let clock = Arc::new(Mutex::new(Utc::now()));
     let read = clock.clone();
-    let channels = AlertChannels::new(app.db.clone(), app.vault(), true);
+    let channels = AlertChannels::new(
+        app.db.clone(),
+        app.vault(),
+        OutboundPolicy::allowing_private(),
+    )
+    .unwrap();
     let other = Alerter::new(
         app.db.clone(),
         channels.clone(),

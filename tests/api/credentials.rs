@@ -42,7 +42,9 @@ async fn setup(backend: Backend) -> Setup {
         Versions::new(app.db.clone(), registry),
         RateLimiter::new(app.db.clone()),
         KeeperPolicy::default(),
+        synchub::netpolicy::OutboundPolicy::allowing_private(),
     )
+    .unwrap()
     .with_clock(Arc::new(move || Utc::now() + *read.lock().unwrap()));
     Setup {
         app,
@@ -280,7 +282,12 @@ async fn a_refused_refresh_raises_a_critical_alert(backend: Backend) {
 
     let alerter = synchub::alerts::Alerter::new(
         s.app.db.clone(),
-        synchub::alerts::AlertChannels::new(s.app.db.clone(), s.app.vault(), true),
+        synchub::alerts::AlertChannels::new(
+            s.app.db.clone(),
+            s.app.vault(),
+            synchub::netpolicy::OutboundPolicy::allowing_private(),
+        )
+        .unwrap(),
         RateLimiter::new(s.app.db.clone()),
         "http://synchub.test".into(),
     );

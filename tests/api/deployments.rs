@@ -58,7 +58,8 @@ async fn setup(backend: Backend, stores: usize) -> Setup {
         Arc::new(ConnectorRegistry::built_in().unwrap()),
         Arc::new(TargetCache::new(Duration::from_secs(5))),
         &app.settings(),
-    );
+    )
+    .unwrap();
     let (_, token) = app.tenant_with_token(&["write", "deploy"]).await;
     let erp = app
         .connection(&token, json!({

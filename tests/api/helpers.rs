@@ -47,6 +47,17 @@ macro_rules! on_both_backends {
     };
 }
 
+/// A guarded client that may reach this machine's servers (the simulator), as the app's own
+/// clients may with SYNCHUB_ALLOW_PRIVATE_TARGETS=true.
+pub fn local_client() -> synchub::netpolicy::OutboundClient {
+    synchub::netpolicy::OutboundClient::new(
+        synchub::netpolicy::OutboundPolicy::allowing_private(),
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(30),
+    )
+    .expect("outbound client")
+}
+
 /// A database that exists for one test and is dropped after it.
 pub struct TestDatabase {
     pub url: String,
@@ -113,6 +124,11 @@ impl TestDatabase {
                 "true".to_string(),
             ),
             ("SYNCHUB_LOG_JSON".to_string(), "false".to_string()),
+            // Refusals are written at once in tests that read the counter.
+            (
+                "SYNCHUB_WEBHOOKS__REJECTION_FLUSH_MILLIS".to_string(),
+                "100".to_string(),
+            ),
         ];
         if !self.url.is_empty() {
             env.push(("DATABASE_URL".to_string(), self.url.clone()));
@@ -268,6 +284,7 @@ impl TestApp {
             std::sync::Arc::new(
                 synchub::connectors::ConnectorRegistry::built_in().expect("registry"),
             ),
+            synchub::netpolicy::OutboundPolicy::allowing_private(),
         )
         .expect("engine")
     }

@@ -69,3 +69,62 @@ async fn retried_writes_with_a_key_happen_once(backend: Backend) {
     assert_eq!(creates, 2, "one per distinct request, none for replays");
 }
 on_both_backends!(retried_writes_with_a_key_happen_once);
+
+/// A token issued under an Idempotency-Key is replayed to the retry, but the kept response
+/// is sealed: neither the idempotency table nor the database files hold the token.
+async fn issued_tokens_are_kept_sealed_for_replays(backend: Backend) {
+    use sea_orm::EntityTrait;
+    let app = TestApp::spawn(backend.clone()).await;
+    let (tenant, _) = app.tenant_with_token(&["read"]).await;
+    let issue = || async {
+        let response = app
+            .client
+            .post(app.url(&format!("/v1/tenants/{tenant}/tokens")))
+            .bearer_auth(crate::helpers::OPERATOR_TOKEN)
+            .header("Idempotency-Key", "issue-ci-token-1")
+            .json(&json!({"name": "ci", "scopes": ["read"]}))
+            .send()
+            .await
+            .unwrap();
+        let replayed = response.headers().get("idempotent-replayed").is_some();
+        (
+            response.status().as_u16(),
+            replayed,
+            response.json::<serde_json::Value>().await.unwrap(),
+        )
+    };
+    let (status, replayed, first) = issue().await;
+    assert_eq!((status, replayed), (201, false), "{first}");
+    let token = first["token"].as_str().unwrap().to_string();
+    let (status, replayed, again) = issue().await;
+    assert_eq!((status, replayed), (201, true), "{again}");
+    assert_eq!(
+        again["token"],
+        token.as_str(),
+        "the retry gets the same token"
+    );
+
+    let kept = synchub::store::entities::idempotency_key::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert!(!kept.is_empty());
+    for row in &kept {
+        let body = row.body.clone().unwrap_or_default();
+        assert!(
+            !crate::helpers::contains(&body, &token),
+            "kept in plaintext"
+        );
+        assert!(
+            !crate::helpers::contains(&body, "\"token\""),
+            "not even the field name"
+        );
+    }
+    if matches!(backend, Backend::Sqlite) {
+        assert!(!crate::helpers::contains(&app.sqlite_bytes(), &token));
+    }
+    // The token works, and is not shown again without the key.
+    let (status, _) = app.get("/v1/connections", &token).await;
+    assert_eq!(status, 200);
+}
+on_both_backends!(issued_tokens_are_kept_sealed_for_replays);

@@ -21,7 +21,7 @@ fn client(app: &TestApp, connector: &str, settings: Value, credentials: Value) -
         credentials.as_object().cloned().unwrap(),
         &format!("con_{connector}"),
         synchub::ratelimit::RateLimiter::new(app.db.clone()),
-        reqwest::Client::new(),
+        crate::helpers::local_client(),
     )
 }
 

@@ -524,7 +524,7 @@ fn erp_client(s: &Setup, settings: Value) -> synchub::connectors::client::Connec
         credentials.as_object().cloned().unwrap(),
         "con_batch",
         synchub::ratelimit::RateLimiter::new(s.app.db.clone()),
-        reqwest::Client::new(),
+        crate::helpers::local_client(),
     )
 }
 
