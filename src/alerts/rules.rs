@@ -12,8 +12,8 @@ use super::events::KINDS;
 use super::message::Severity;
 use crate::audit::{self, Actor, Entry};
 use crate::error::{Error, FieldError, Result};
-use crate::ids::{AlertChannelId, AlertRuleId, TenantId};
-use crate::store::entities::{alert_channel, alert_rule};
+use crate::ids::{AlertChannelId, AlertRuleId, ConnectionId, FlowId, TenantId};
+use crate::store::entities::{alert_channel, alert_rule, connection, flow};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -169,6 +169,34 @@ pub async fn create(
                 format!("channels[{i}]"),
                 "no such alert channel",
             ));
+        }
+    }
+    // A rule watches the tenant's own connection or flow: another tenant's id, or none at
+    // all, would be a rule that never fires and says nothing of why.
+    if let Some(raw) = &input.connection_id {
+        let found = match ConnectionId::parse(raw) {
+            Some(id) => connection::Entity::find_in_tenant(tenant)
+                .filter(connection::Column::Id.eq(id))
+                .one(db)
+                .await?
+                .is_some(),
+            None => false,
+        };
+        if !found {
+            errors.push(FieldError::new("connection_id", "no such connection"));
+        }
+    }
+    if let Some(raw) = &input.flow_id {
+        let found = match FlowId::parse(raw) {
+            Some(id) => flow::Entity::find_in_tenant(tenant)
+                .filter(flow::Column::Id.eq(id))
+                .one(db)
+                .await?
+                .is_some(),
+            None => false,
+        };
+        if !found {
+            errors.push(FieldError::new("flow_id", "no such flow"));
         }
     }
     if !errors.is_empty() {

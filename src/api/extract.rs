@@ -35,13 +35,19 @@ pub fn client_ip(req: &HttpRequest, state: &AppState) -> IpAddr {
     crate::netpolicy::client_ip(peer, forwarded, &state.settings.trusted_proxies)
 }
 
-/// The token of `Authorization: Bearer <token>`, if the header is there.
+/// The token of `Authorization: Bearer <token>`, if the header is there. The scheme is
+/// case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` are the same.
 pub fn bearer_token(headers: &header::HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+    let value = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim_start();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// The caller, from `Authorization: Bearer <token>`.

@@ -83,6 +83,30 @@ impl Setup {
         channel["id"].as_str().unwrap().to_string()
     }
 
+    /// A real flow of the tenant's (rules may watch only their own), disabled so that
+    /// nothing runs it.
+    async fn flow(&self, name: &str) -> String {
+        let shop = self
+            .app
+            .connection(
+                &self.token,
+                crate::helpers::shopify_connection(name, "flow-secret-123456"),
+            )
+            .await;
+        let erp = self
+            .app
+            .connection(&self.token, json!({"name": format!("{name} ERP"), "connector": "generic-rest-erp", "environment": "production",
+                "settings": {"base_url": format!("{}/erp/{name}", self.sim.address)}, "credentials": {"api_key": "erp-key"}}))
+            .await;
+        let (status, flow) = self
+            .app
+            .post("/v1/flows", &self.token, json!({"name": name, "stream": "orders", "source": shop["id"], "destination": erp["id"],
+                "schedule": {"every_seconds": 3600}, "enabled": false}))
+            .await;
+        assert_eq!(status, 201, "{flow}");
+        flow["id"].as_str().unwrap().to_string()
+    }
+
     async fn rule(&self, body: Value) {
         let (status, rule) = self.app.post("/v1/alert-rules", &self.token, body).await;
         assert_eq!(status, 201, "{rule}");
@@ -271,10 +295,11 @@ async fn quiet_hours_hold_warnings_not_critical_alerts(backend: Backend) {
     let ding = s.dingtalk("night-room").await;
     let local = Utc::now().with_timezone(&chrono_tz::Asia::Shanghai);
     let quiet = json!({"start": (local - chrono::Duration::hours(1)).format("%H:%M").to_string(), "end": (local + chrono::Duration::hours(1)).format("%H:%M").to_string()});
-    s.rule(json!({"name": "warnings", "kinds": ["run_failed"], "flow_id": "flow_warn", "severity": "warning", "channels": [ding], "quiet_hours": quiet, "threshold": {"count": 1, "window_seconds": 86400}})).await;
-    s.rule(json!({"name": "critical", "kinds": ["run_failed"], "flow_id": "flow_crit", "severity": "critical", "channels": [ding], "quiet_hours": quiet, "threshold": {"count": 1, "window_seconds": 86400}})).await;
-    s.failed_runs("flow_warn", 1).await;
-    s.failed_runs("flow_crit", 1).await;
+    let (warn, crit) = (s.flow("warn").await, s.flow("crit").await);
+    s.rule(json!({"name": "warnings", "kinds": ["run_failed"], "flow_id": warn, "severity": "warning", "channels": [ding], "quiet_hours": quiet, "threshold": {"count": 1, "window_seconds": 86400}})).await;
+    s.rule(json!({"name": "critical", "kinds": ["run_failed"], "flow_id": crit, "severity": "critical", "channels": [ding], "quiet_hours": quiet, "threshold": {"count": 1, "window_seconds": 86400}})).await;
+    s.failed_runs(&warn, 1).await;
+    s.failed_runs(&crit, 1).await;
     s.drain().await;
     let received = s.sim.state.chat_messages("night-room");
     assert_eq!(received.len(), 1, "only the critical alert");

@@ -147,3 +147,61 @@ async fn refusals_are_read_from_the_platforms_answers(backend: Backend) {
     assert_eq!(status, 400, "{body}");
 }
 on_both_backends!(refusals_are_read_from_the_platforms_answers);
+
+/// A rule may watch only the tenant's own connection or flow: another tenant's id or a
+/// malformed one is a 400 naming the field, and no rule is made.
+async fn rules_refuse_ids_that_are_not_the_tenants(backend: Backend) {
+    let sim = Simulator::start("127.0.0.1:0", 0).unwrap();
+    let app = TestApp::spawn(backend).await;
+    let (_, token) = app.tenant_with_token(&["read", "write", "admin"]).await;
+    let (_, other) = app.tenant_with_token(&["read", "write", "admin"]).await;
+    let theirs = app
+        .connection(
+            &other,
+            crate::helpers::shopify_connection("Theirs", "their-secret-123456"),
+        )
+        .await;
+    let ours = app
+        .connection(
+            &token,
+            crate::helpers::shopify_connection("Ours", "our-secret-1234567"),
+        )
+        .await;
+    sim.state.register_robot("rules", None);
+    let channel_id = channel(
+        &app,
+        &token,
+        json!({"name": "ops", "kind": "slack", "url": url(&sim, "slack", "rules")}),
+    )
+    .await;
+    let rule = |field: &str, value: &Value| {
+        let mut body = json!({"name": "r", "kinds": ["run_failed"], "severity": "warning", "channels": [channel_id]});
+        body[field] = value.clone();
+        body
+    };
+    for (field, value) in [
+        ("connection_id", theirs["id"].clone()),
+        ("connection_id", json!("con_not-an-id")),
+        ("connection_id", json!("garbage")),
+        ("flow_id", json!("flow_01JZZZZZZZZZZZZZZZZZZZZZZZ")),
+        ("flow_id", json!("")),
+    ] {
+        let (status, problem) = app
+            .post("/v1/alert-rules", &token, rule(field, &value))
+            .await;
+        assert_eq!(status, 400, "{field}={value}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    let (status, created) = app
+        .post(
+            "/v1/alert-rules",
+            &token,
+            rule("connection_id", &ours["id"]),
+        )
+        .await;
+    assert_eq!(
+        status, 201,
+        "the tenant's own connection is fine: {created}"
+    );
+}
+on_both_backends!(rules_refuse_ids_that_are_not_the_tenants);

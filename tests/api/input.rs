@@ -192,3 +192,168 @@ async fn no_input_makes_the_server_fail(backend: Backend) {
     );
 }
 on_both_backends!(no_input_makes_the_server_fail);
+
+/// A NUL character in any JSON string, key or value, is a 400 naming the field, on every
+/// endpoint and both databases (PostgreSQL stores no NUL in text or jsonb, and answered 500).
+async fn nul_characters_get_400_naming_the_field(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (tenant, token) = app
+        .tenant_with_token(&["read", "write", "deploy", "admin"])
+        .await;
+    let connection = app
+        .connection(&token, shopify_connection("US", "nul-secret-123456"))
+        .await;
+    let id = connection["id"].as_str().unwrap();
+    let cases: Vec<(reqwest::Method, String, &str, &str, &str)> = vec![
+        (
+            reqwest::Method::POST,
+            "/v1/tenants".into(),
+            OPERATOR_TOKEN,
+            r#"{"name":"a\u0000b","timezone":"UTC"}"#,
+            "name",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/tenants/{tenant}/tokens"),
+            OPERATOR_TOKEN,
+            r#"{"name":"ci\u0000","scopes":["read"]}"#,
+            "name",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/connections".into(),
+            &token,
+            r#"{"name":"US\u0000","connector":"shopify"}"#,
+            "name",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/connections".into(),
+            &token,
+            r#"{"name":"US","settings":{"shop_domain":"a\u0000.myshopify.com"}}"#,
+            "settings.shop_domain",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/connections/check".into(),
+            &token,
+            r#"{"settings":{"tags":["ok","\u0000"]}}"#,
+            "settings.tags[1]",
+        ),
+        (
+            reqwest::Method::PATCH,
+            format!("/v1/connections/{id}"),
+            &token,
+            r#"{"name":"\u0000"}"#,
+            "name",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/flows".into(),
+            &token,
+            r#"{"name":"orders\u0000"}"#,
+            "name",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/alert-channels".into(),
+            &token,
+            r#"{"name":"ops\u0000","kind":"slack"}"#,
+            "name",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/deploy-policy".into(),
+            &token,
+            r#"{"freezes":[{"name":"\u0000"}]}"#,
+            "freezes[0].name",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/connectors/shopify/versions".into(),
+            &token,
+            r#"{"manifest":"name = \"\u0000\""}"#,
+            "manifest",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/deployments".into(),
+            &token,
+            r#"{"connector":"shopify\u0000"}"#,
+            "connector",
+        ),
+    ];
+    for (method, path, bearer, body, field) in cases {
+        let response = app
+            .client
+            .request(method, app.url(&path))
+            .bearer_auth(bearer)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let problem: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(status, 400, "{path}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{path}: {problem}");
+    }
+    let (_, listed) = app.get("/v1/connections", &token).await;
+    assert_eq!(
+        listed["data"].as_array().unwrap().len(),
+        1,
+        "nothing was created"
+    );
+}
+on_both_backends!(nul_characters_get_400_naming_the_field);
+
+/// A body that trickles in (a byte every 300 ms) is cut off with 408 once the configured
+/// time to read it has passed, on the REST API and on webhook ingress alike.
+async fn slow_bodies_get_408(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app =
+        TestApp::spawn_with(backend, &[("SYNCHUB_HTTP__BODY_READ_TIMEOUT_SECONDS", "1")]).await;
+    let (_, token) = app.tenant_with_token(&["write"]).await;
+    let connection = app
+        .connection(&token, shopify_connection("US", "slow-secret-123456"))
+        .await;
+    let id = connection["id"].as_str().unwrap();
+    let address = app.address.trim_start_matches("http://").to_string();
+    for (path, auth) in [
+        (
+            "/v1/connections".to_string(),
+            format!("Authorization: Bearer {token}\r\n"),
+        ),
+        (format!("/v1/hooks/{id}"), String::new()),
+    ] {
+        let stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let (mut reader, mut writer) = stream.into_split();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        );
+        writer.write_all(head.as_bytes()).await.unwrap();
+        let started = std::time::Instant::now();
+        let trickle = async move {
+            for _ in 0..30 {
+                if writer.write_all(b" ").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+        };
+        // Stop trickling once the server has answered.
+        let mut answer = vec![0u8; 1024];
+        let read = async { reader.read(&mut answer).await.unwrap_or(0) };
+        let n = tokio::select! {
+            n = read => n,
+            _ = trickle => 0,
+        };
+        let text = String::from_utf8_lossy(&answer[..n]).to_string();
+        assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text:?}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{path}"
+        );
+    }
+}
+on_both_backends!(slow_bodies_get_408);

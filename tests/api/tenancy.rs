@@ -144,6 +144,33 @@ async fn scopes_are_enforced(backend: Backend) {
         .unwrap();
     assert_eq!(response.status().as_u16(), 401);
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
+
+    // The scheme is case-insensitive (RFC 9110 §11.1); the token itself is not.
+    let (_, reader) = app.tenant_with_token(&["read"]).await;
+    for header in [format!("bearer {reader}"), format!("BEARER  {reader}")] {
+        let response = app
+            .client
+            .get(app.url("/v1/connections"))
+            .header("Authorization", header.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{header}");
+    }
+    for header in [
+        format!("Bearer {}", reader.to_uppercase()),
+        format!("Basic {reader}"),
+        "Bearer ".into(),
+    ] {
+        let response = app
+            .client
+            .get(app.url("/v1/connections"))
+            .header("Authorization", header.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{header}");
+    }
 }
 on_both_backends!(scopes_are_enforced);
 

@@ -489,3 +489,69 @@ async fn hooks_for_unknown_or_webhookless_connections_are_refused(backend: Backe
     assert_eq!(status, 401, "no secret configured: nothing verifies");
 }
 on_both_backends!(hooks_for_unknown_or_webhookless_connections_are_refused);
+
+/// A flood of 5,000 webhooks with bad signatures is refused without the database paying per
+/// request: refusals are tallied in memory and written once per connection per interval,
+/// and the counter still adds up to every refusal.
+async fn a_flood_of_bad_signatures_costs_the_database_little(backend: Backend) {
+    use futures_util::StreamExt;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let app = TestApp::spawn_with(
+        backend,
+        &[("SYNCHUB_WEBHOOKS__REJECTION_FLUSH_MILLIS", "1000")],
+    )
+    .await;
+    let (_, token) = app.tenant_with_token(&["write"]).await;
+    let connection = app
+        .connection(
+            &token,
+            crate::helpers::shopify_connection("US", "flood-secret-123456"),
+        )
+        .await;
+    let id = connection["id"].as_str().unwrap().to_string();
+    let events = || async {
+        synchub::store::entities::alert_event::Entity::find()
+            .filter(synchub::store::entities::alert_event::Column::ConnectionId.eq(id.clone()))
+            .all(&app.db)
+            .await
+            .unwrap()
+    };
+    assert!(events().await.is_empty());
+    let started = std::time::Instant::now();
+    let statuses: Vec<u16> = futures_util::stream::iter(0..5000)
+        .map(|i| {
+            let (client, url) = (app.client.clone(), app.url(&format!("/v1/hooks/{id}")));
+            async move {
+                client
+                    .post(url)
+                    .header("X-Shopify-Hmac-Sha256", "bm90LWEtc2lnbmF0dXJl")
+                    .body(format!(r#"{{"id":{i}}}"#))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let elapsed = started.elapsed().as_secs();
+    assert!(statuses.iter().all(|s| *s == 401), "every one refused");
+    assert_eq!(
+        rejected_count_reaches(&app, &token, &id, 5000).await,
+        5000,
+        "all counted"
+    );
+    let written = events().await;
+    let counted: i64 = written
+        .iter()
+        .map(|e| e.details["count"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(counted, 5000, "the events carry the counts");
+    assert!(
+        written.len() as u64 <= elapsed + 3,
+        "{} events in {elapsed} s: at most one a second",
+        written.len()
+    );
+}
+on_both_backends!(a_flood_of_bad_signatures_costs_the_database_little);
