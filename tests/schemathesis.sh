@@ -6,44 +6,68 @@
 #   pip install schemathesis
 #   tests/schemathesis.sh                       # SQLite, then PostgreSQL if configured
 #   SYNCHUB_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test tests/schemathesis.sh
-#   MAX_EXAMPLES=200 SYNCHUB_BIN=target/debug/synchub tests/schemathesis.sh
+#   MAX_EXAMPLES=200 FUZZ_BIN=target/debug/synchub tests/schemathesis.sh
+#
+# The fuzzer writes URLs into connection settings and alert channels and the server calls
+# them, so both run in a network namespace of their own with only loopback (root, iproute2):
+# no call can leave this machine. PostgreSQL is reached there through its Unix socket
+# (PGSOCKET, default /var/run/postgresql), as user postgres.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [ -z "${INSIDE_FUZZ_NETNS:-}" ]; then
+  ns="synchub-fuzz-$$"
+  ip netns add "$ns"
+  trap 'ip netns del "$ns"' EXIT
+  ip -n "$ns" link set lo up
+  INSIDE_FUZZ_NETNS=1 ip netns exec "$ns" "$0" "$@"
+  exit $?
+fi
+PGSOCKET="${PGSOCKET:-/var/run/postgresql}"
+
 MAX_EXAMPLES="${MAX_EXAMPLES:-50}"
 PORT="${PORT:-18591}"
-BIN="${SYNCHUB_BIN:-target/release/synchub}"
+BIN="${FUZZ_BIN:-target/release/synchub}"
 OPERATOR="shk_schemathesis_operator_token_0123456789"
 command -v st >/dev/null || { echo "schemathesis is not installed: pip install schemathesis" >&2; exit 2; }
 if [ ! -x "$BIN" ]; then
   cargo build --release --locked
 fi
 
-work="$(mktemp -d)"
+# Reports and server logs stay in target/schemathesis/<backend>/ for reading afterwards.
+work="target/schemathesis"
+rm -rf "$work"
 server=""
 cleanup() {
-  [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
-  rm -rf "$work"
+  if [ -n "$server" ]; then kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; fi
+  rm -rf "$work"/*/data
 }
 trap cleanup EXIT
 
 # Runs one backend; prints "<backend>: N requests, M server errors" and fails on any 5xx.
 fuzz() {
   local backend="$1" database_url="$2" dir="$work/$1"
-  mkdir -p "$dir"
+  mkdir -p "$dir/data"
   if [ -n "$database_url" ]; then
     local name="synchub_fuzz_$$_$RANDOM"
-    psql "$database_url" -qc "CREATE DATABASE $name" >/dev/null
-    database_url="${database_url%/*}/$name"
+    psql -h "$PGSOCKET" -U postgres -d postgres -qc "CREATE DATABASE $name" >/dev/null
+    database_url="postgres://postgres@localhost/$name?host=$PGSOCKET"
   fi
-  SYNCHUB_DATA_DIR="$dir" SYNCHUB_LISTEN="127.0.0.1:$PORT" SYNCHUB_BOOTSTRAP_TOKEN="$OPERATOR" \
+  SYNCHUB_DATA_DIR="$dir/data" SYNCHUB_LISTEN="127.0.0.1:$PORT" SYNCHUB_BOOTSTRAP_TOKEN="$OPERATOR" \
     SYNCHUB_LOG_JSON=false RUST_LOG=warn DATABASE_URL="$database_url" \
     "$BIN" serve >"$dir/server.log" 2>&1 &
   server=$!
+  local ready=""
   for _ in $(seq 1 100); do
-    curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null && break
+    if ! kill -0 "$server" 2>/dev/null; then break; fi
+    if curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null; then ready=1; break; fi
     sleep 0.2
   done
+  if [ -z "$ready" ]; then
+    echo "$backend: the server did not become ready (port $PORT taken?):" >&2
+    tail -n 20 "$dir/server.log" >&2
+    return 1
+  fi
   local base="http://127.0.0.1:$PORT" tenant token
   tenant=$(curl -fs -X POST "$base/v1/tenants" -H "authorization: Bearer $OPERATOR" \
     -H 'content-type: application/json' -d '{"name":"fuzz","timezone":"Asia/Shanghai"}' |
@@ -52,19 +76,27 @@ fuzz() {
     -H 'content-type: application/json' -d '{"name":"fuzz","scopes":["read","write","deploy","admin"]}' |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
   # Every check but the server-error one is the contract's business (the pilot-readiness
-  # issue); here any 5xx fails.
-  st run "$base/openapi.json" --url "$base" -H "Authorization: Bearer $token" \
-    --checks not_a_server_error --max-examples "$MAX_EXAMPLES" --workers 2 \
-    --report ndjson --report-ndjson-path "$dir/events.ndjson" --no-color >"$dir/st.log" 2>&1 || true
-  local total errors
-  total=$(grep -c '"ScenarioFinished"\|"status_code"' "$dir/events.ndjson" 2>/dev/null || true)
-  errors=$(grep -o '"status_code": *5[0-9][0-9]' "$dir/events.ndjson" 2>/dev/null | wc -l || true)
-  tail -n 15 "$dir/st.log"
-  echo "$backend: $total recorded interactions, $errors server errors"
+  # issue); here any 5xx fails. Once as the tenant, once as the operator (tenants, tokens).
+  local failed=0 who bearer
+  for who in tenant operator; do
+    bearer="$token"
+    [ "$who" = operator ] && bearer="$OPERATOR"
+    st run "$base/openapi.json" --url "$base" -H "Authorization: Bearer $bearer" \
+      --checks not_a_server_error --max-examples "$MAX_EXAMPLES" --workers 2 --no-color \
+      --report har --report-har-path "$dir/$who.har" >"$dir/$who.log" 2>&1 || failed=1
+    grep -E "generated|failures|Seed" "$dir/$who.log" | sed "s/^/$backend ($who): /"
+    python3 - "$dir/$who.har" "$backend ($who)" <<'PY'
+import collections, json, sys
+entries = json.load(open(sys.argv[1]))["log"]["entries"]
+codes = collections.Counter(e["response"]["status"] for e in entries)
+errors = sum(n for code, n in codes.items() if code >= 500)
+print(f"{sys.argv[2]}: {len(entries)} requests, {errors} server errors; by status: {dict(sorted(codes.items()))}")
+PY
+  done
   kill "$server" 2>/dev/null && wait "$server" 2>/dev/null || true
   server=""
-  grep -i "panicked" "$dir/server.log" && return 1
-  [ "$errors" -eq 0 ]
+  if grep -i "panicked" "$dir/server.log"; then return 1; fi
+  [ "$failed" -eq 0 ]
 }
 
 status=0
