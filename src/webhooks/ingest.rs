@@ -167,7 +167,9 @@ fn build_event(
     let from_json = |pointer: &Option<String>| -> Option<String> {
         let value = json.as_ref()?.pointer(pointer.as_deref()?)?;
         Some(match value {
-            serde_json::Value::String(s) => s.clone(),
+            // Text columns on PostgreSQL hold no NUL; a platform's id with one is still kept,
+            // marked, rather than failing the commit of a verified webhook.
+            serde_json::Value::String(s) => s.replace('\0', "\u{FFFD}"),
             other => other.to_string(),
         })
     };

@@ -178,9 +178,26 @@ async fn tiktok_shop_webhooks(backend: Backend) {
         }),
     )
     .await;
-    let events = app.events(&token, connection["id"].as_str().unwrap()).await;
+    let id = connection["id"].as_str().unwrap();
+    let events = app.events(&token, id).await;
     assert_eq!(events[0]["platform_event_id"], "7327");
     assert_eq!(events[0]["topic"], "1");
+
+    // A verified webhook whose event id holds a NUL is stored (PostgreSQL's text has none).
+    let body = br#"{"tts_notification_id":"73\u00002","type":1}"#;
+    let signed = header(
+        "Authorization",
+        sign::tiktok_shop("tiktok-app-secret-xyz", "6a1b2c3d4e", body),
+    );
+    let (status, ack) = hook(&app, id, &signed, body).await;
+    assert_eq!(status, 200, "{ack}");
+    let events = app.events(&token, id).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["platform_event_id"] == "73\u{FFFD}2"),
+        "{events:?}"
+    );
 }
 on_both_backends!(tiktok_shop_webhooks);
 
