@@ -152,6 +152,11 @@ fn call_failure(err: &CallError, during: &str) -> Failure {
             "The platform's answer is not what this connector version expects: check the settings (API version, region) or deploy a connector version that matches the platform's API.",
         ),
         ErrorClass::Blocked => blocked_failure(&err.message),
+        ErrorClass::Storage => failure(
+            C::ServerError,
+            &err.message,
+            "synchub's own database did not answer: try again; if it persists, tell the operator.",
+        ),
         ErrorClass::Config => failure(
             C::SchemaMismatch,
             &err.message,

@@ -33,6 +33,8 @@ pub enum ErrorClass {
     Config,
     /// The outbound guard refused the target (a private address): a setting to fix.
     Blocked,
+    /// synchub's own database failed (busy, a dropped connection): worth retrying.
+    Storage,
 }
 
 impl ErrorClass {
@@ -40,7 +42,7 @@ impl ErrorClass {
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            Self::Connect | Self::Timeout | Self::RateLimited | Self::ServerError
+            Self::Connect | Self::Timeout | Self::RateLimited | Self::ServerError | Self::Storage
         )
     }
 
@@ -57,6 +59,7 @@ impl ErrorClass {
             Self::SchemaMismatch => "schema_mismatch",
             Self::Config => "config",
             Self::Blocked => "blocked",
+            Self::Storage => "storage",
         }
     }
 }

@@ -44,6 +44,24 @@ fn statistics_stale(before: i64, after: i64) -> bool {
 /// How long the platform ids a lookup found are trusted.
 const LOOKUP_CACHE_AGE: chrono::Duration = chrono::Duration::hours(24);
 
+/// An internal failure during a run. synchub's own database failing (busy, a dropped
+/// connection) is transient, retried with backoff like a platform's 5xx; it never sends a
+/// run to the dead letters on its first try. Anything else is a configuration problem.
+fn internal(err: Error) -> CallError {
+    let class = match &err {
+        Error::Internal(inner) if inner.downcast_ref::<sea_orm::DbErr>().is_some() => {
+            ErrorClass::Storage
+        }
+        Error::Unavailable(_) => ErrorClass::Storage,
+        _ => ErrorClass::Config,
+    };
+    CallError::new(class, err.to_string())
+}
+
+fn storage(err: sea_orm::DbErr) -> CallError {
+    internal(err.into())
+}
+
 /// A flow is disabled after this many runs in a row end in the dead letters.
 pub const DISABLE_AFTER_FAILURES: i32 = 5;
 
@@ -255,7 +273,6 @@ impl SyncEngine {
     }
 
     async fn sync(&self, flow: &flow::Model, run: &run::Model) -> Result<(), CallError> {
-        let internal = |e: Error| CallError::new(ErrorClass::Config, e.to_string());
         let source = connection::Entity::find_by_id(flow.source_connection_id.clone())
             .one(&self.db)
             .await
@@ -431,7 +448,6 @@ impl SyncEngine {
         kind: &str,
         item: &Item,
     ) -> Result<Option<Map<String, Value>>, CallError> {
-        let internal = |e: sea_orm::DbErr| CallError::new(ErrorClass::Config, e.to_string());
         let cache_kind = format!("lookup:{kind}");
         if lookup.cache {
             let cached = record::Entity::find()
@@ -441,7 +457,7 @@ impl SyncEngine {
                 .filter(record::Column::SyncedAt.gt(chrono::Utc::now() - LOOKUP_CACHE_AGE))
                 .one(&self.db)
                 .await
-                .map_err(internal)?;
+                .map_err(storage)?;
             if let Some(Value::Object(fields)) = cached.map(|c| c.data) {
                 return Ok(Some(fields));
             }
@@ -493,7 +509,7 @@ impl SyncEngine {
                 )
                 .exec_without_returning(&self.db)
                 .await
-                .map_err(internal)?;
+                .map_err(storage)?;
         }
         Ok(Some(fields))
     }

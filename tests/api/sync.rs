@@ -137,6 +137,46 @@ on_both_backends!(orders_reach_the_erp_exactly_once);
 
 /// An outage mid-run: the attempt fails after the first page, is rescheduled in storage with
 /// a backoff, and the next attempt resumes at the second page; every order is in the ERP once.
+/// A failure of synchub's own database during a run (here the records table is out of
+/// reach while the run writes) is transient: the run is retried with backoff, not sent to
+/// the dead letters, and succeeds once the database is back.
+async fn a_database_error_during_a_run_is_retried(backend: Backend) {
+    use sea_orm::ConnectionTrait;
+    let s = setup(backend, 30).await;
+    s.app
+        .db
+        .execute_unprepared("ALTER TABLE records RENAME TO records_away")
+        .await
+        .unwrap();
+    let run = s.queue_run().await;
+    let report = s.engine.execute(&run).await.unwrap().expect("claimed");
+    assert_eq!(
+        (report.status.as_str(), report.error_class.as_deref()),
+        ("retrying", Some("storage")),
+        "{report:?}"
+    );
+    s.app
+        .db
+        .execute_unprepared("ALTER TABLE records_away RENAME TO records")
+        .await
+        .unwrap();
+    let shown = s.run(&run).await;
+    let next: chrono::DateTime<chrono::Utc> =
+        shown["next_attempt_at"].as_str().unwrap().parse().unwrap();
+    if let Ok(wait) = (next - chrono::Utc::now()).to_std() {
+        tokio::time::sleep(wait + std::time::Duration::from_millis(20)).await;
+    }
+    let report = s.engine.execute(&run).await.unwrap().expect("claimed");
+    assert_eq!(
+        (report.status.as_str(), report.records_written),
+        ("succeeded", 30),
+        "{report:?}"
+    );
+    let (_, dead) = s.app.get("/v1/dead-letters", &s.token).await;
+    assert_eq!(dead["data"].as_array().unwrap().len(), 0, "{dead}");
+}
+on_both_backends!(a_database_error_during_a_run_is_retried);
+
 async fn failed_attempts_resume_from_their_checkpoint(backend: Backend) {
     let s = setup(backend, 600).await;
     // Page 1 and its batch write go through, and page 2 is read; the outage starts at
