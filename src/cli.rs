@@ -155,7 +155,12 @@ async fn rotate_master_key(args: &ServerArgs) -> anyhow::Result<()> {
         crate::vault::master_key::write_private(&staged, &new.to_base64())?;
     }
     let db = crate::store::connect(&settings).await?;
-    let count = crate::vault::rotate_master_key(&db, &old, &new).await?;
+    // One transaction: the secrets and every other sealed value move together.
+    let txn = crate::store::begin_write(&db).await?;
+    let count = crate::vault::rewrap_secrets(&txn, &old, &new).await?;
+    let kept = crate::idempotency::rewrap_kept(&txn, &old, &new).await?;
+    txn.commit().await?;
+    tracing::info!(secrets = count, kept_responses = kept, "master key rotated");
     if file_based {
         std::fs::rename(&staged, &key_file).context("installing the new master key file")?;
         println!(

@@ -28,6 +28,7 @@ pub mod runtime;
 pub mod schedule;
 pub mod scheduler;
 pub mod secret;
+pub mod signing;
 pub mod sim;
 pub mod startup;
 pub mod store;

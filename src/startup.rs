@@ -12,6 +12,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::AppState;
 use crate::config::Settings;
 use crate::connections::Connections;
 use crate::connectors::ConnectorRegistry;
@@ -22,21 +23,6 @@ use crate::tenancy::{Bootstrap, bootstrap_operator_token};
 use crate::vault::{MasterKey, Vault};
 use crate::webhooks::IngestService;
 use crate::{api, store};
-
-pub struct AppState {
-    pub db: DatabaseConnection,
-    pub settings: Arc<Settings>,
-    /// Seals the responses kept for idempotency replays.
-    pub vault: Vault,
-    pub registry: Arc<ConnectorRegistry>,
-    pub versions: crate::connectors::versions::Versions,
-    pub connections: Connections,
-    pub deployments: crate::deploy::Deployments,
-    pub alert_channels: crate::alerts::AlertChannels,
-    pub flows: Flows,
-    pub ingest: IngestService,
-    pub metrics: PrometheusHandle,
-}
 
 /// Which parts a process runs: `serve` runs all; `api` and `worker` split them so that many
 /// of each scale out over one PostgreSQL.
@@ -134,31 +120,22 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
             .context("registering the built-in connector versions")?;
-        let public_url = settings.effective_public_url();
         // Whatever commits a run wakes this process's dispatcher.
         let runs = RunsSignal::new();
-        let ingest = IngestService::start(
-            db.clone(),
-            vault.clone(),
-            registry.clone(),
-            &settings.webhooks,
-            public_url,
-            runs.clone(),
-        );
         let limiter = match settings.rate_limits.redis_url.expose() {
             "" => crate::ratelimit::RateLimiter::new(db.clone()),
             url => crate::ratelimit::RateLimiter::redis(url)
                 .await
                 .context("connecting to rate_limits.redis_url")?,
         };
-        let connections = Connections::new(
+        let connections = Connections::new(db.clone(), vault.clone(), registry.clone(), &settings)?
+            .with_limiter(limiter.clone());
+        let ingest = IngestService::start(
             db.clone(),
-            vault.clone(),
-            registry.clone(),
-            ingest.cache_handle(),
-            &settings,
-        )?
-        .with_limiter(limiter.clone());
+            connections.clone(),
+            &settings.webhooks,
+            runs.clone(),
+        );
         let flows = Flows::new(db.clone(), registry.clone(), runs.clone());
         let deployments = crate::deploy::Deployments::new(db.clone(), versions.clone());
         let outbound = crate::netpolicy::OutboundPolicy::from_settings(&settings);

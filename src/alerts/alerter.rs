@@ -495,7 +495,7 @@ impl Alerter {
                         self.finish(&delivery, "dead", reason, now).await?;
                         continue;
                     }
-                    let backoff = crate::sync::retry::backoff(
+                    let backoff = crate::runtime::backoff::backoff(
                         attempts as u32,
                         Duration::from_secs(2),
                         Duration::from_secs(3600),

@@ -147,7 +147,7 @@ impl AlertChannels {
         };
         match (input.kind, input.secret.as_deref()) {
             (ChannelKind::Webhook, Some(secret))
-                if crate::webhooks::standard_webhooks_key(secret).is_none() =>
+                if crate::signing::standard_webhooks_key(secret).is_none() =>
             {
                 errors.push(FieldError::new(
                     "secret",

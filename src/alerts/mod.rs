@@ -9,7 +9,6 @@ pub mod events;
 pub mod message;
 pub mod rules;
 pub mod sender;
-pub mod signing;
 pub mod views;
 
 pub use alerter::{Alerter, MAX_ATTEMPTS};

@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::channel::ChannelKind;
-use super::signing;
 use crate::netpolicy::outbound::read_limited;
 use crate::netpolicy::{OutboundClient, OutboundError};
+use crate::signing::chat as signing;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -104,7 +104,7 @@ pub async fn send(http: &OutboundClient, destination: &Destination<'_>, body: Va
             if let Some(object) = body.as_object_mut() {
                 object.insert("timestamp".into(), json!(now.to_rfc3339()));
             }
-            let key = secret.and_then(crate::webhooks::standard_webhooks_key);
+            let key = secret.and_then(crate::signing::standard_webhooks_key);
             let Some(key) = key else {
                 return Outcome::Failed {
                     reason: "a webhook channel needs a whsec_ secret".into(),
@@ -113,7 +113,7 @@ pub async fn send(http: &OutboundClient, destination: &Destination<'_>, body: Va
             let bytes = serde_json::to_vec(&body).unwrap_or_default();
             request_headers.push((
                 "webhook-signature",
-                signing::standard_webhooks(&key, &id, timestamp, &bytes),
+                crate::signing::standard_webhooks(&key, &id, timestamp, &bytes),
             ));
             request_headers.push(("webhook-id", id));
             request_headers.push(("webhook-timestamp", timestamp.to_string()));

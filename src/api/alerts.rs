@@ -1,9 +1,9 @@
 use actix_web::{HttpResponse, get, post, web};
 
+use super::AppState;
 use super::extract::{Auth, Json};
 use crate::alerts::{ChannelView, NewChannel, TestReport};
 use crate::error::Result;
-use crate::startup::AppState;
 use crate::tenancy::Scope;
 
 /// Add an ops-chat channel: Slack, DingTalk, Feishu/Lark, WeCom, or a signed webhook. The

@@ -1,11 +1,11 @@
 use actix_web::{HttpResponse, get, web};
 use serde::Deserialize;
 
+use super::AppState;
 use super::extract::Auth;
 use crate::error::{Error, Result};
 use crate::ids::TenantId;
 use crate::pagination::PageQuery;
-use crate::startup::AppState;
 use crate::tenancy::Scope;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

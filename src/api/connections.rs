@@ -1,12 +1,12 @@
 use actix_web::{HttpResponse, delete, get, patch, post, put, web};
 
+use super::AppState;
 use super::extract::{Auth, Json};
 use crate::connections::{
     AllowlistView, ConnectionPatch, ConnectionView, CredentialsRotation, NewConnection,
 };
 use crate::error::Result;
 use crate::pagination::{Page, PageQuery};
-use crate::startup::AppState;
 use crate::tenancy::Scope;
 
 /// Create a connection; credentials and the webhook secret are encrypted, never returned.

@@ -1,9 +1,9 @@
 use actix_web::{HttpResponse, get, post, web};
 
+use super::AppState;
 use super::extract::{Auth, Json};
 use crate::connectors::versions::{NewVersion, VersionView};
 use crate::error::Result;
-use crate::startup::AppState;
 use crate::tenancy::Scope;
 
 /// The installed connectors, with the settings and credentials each needs.

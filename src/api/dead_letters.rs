@@ -1,10 +1,10 @@
 use actix_web::{HttpResponse, get, post, web};
 
+use super::AppState;
 use super::extract::Auth;
 use crate::error::Result;
 use crate::flows::RunView;
 use crate::pagination::{Page, PageQuery};
-use crate::startup::AppState;
 use crate::tenancy::Scope;
 
 /// Runs that failed for good: a permanent error, or every attempt used.

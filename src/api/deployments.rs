@@ -1,9 +1,9 @@
 use actix_web::{HttpResponse, get, post, put, web};
 
+use super::AppState;
 use super::extract::{Auth, Json};
 use crate::deploy::{DeployPolicy, DeploymentView, NewDeployment, RollbackRequest};
 use crate::error::{Error, Result};
-use crate::startup::AppState;
 use crate::tenancy::Scope;
 
 /// Roll a connector version out to connections: verified first, then switched with the

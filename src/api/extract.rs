@@ -11,9 +11,9 @@ use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
+use super::AppState;
 use super::problem::REQUEST_ID;
 use crate::error::{Error, FieldError};
-use crate::startup::AppState;
 use crate::tenancy::{Principal, authenticate};
 
 fn state(req: &HttpRequest) -> Result<web::Data<AppState>, Error> {

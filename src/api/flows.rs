@@ -1,10 +1,10 @@
 use actix_web::{HttpResponse, delete, get, patch, post, web};
 
+use super::AppState;
 use super::extract::{Auth, Json};
 use crate::error::Result;
 use crate::flows::{FlowPatch, FlowView, NewFlow, RunView};
 use crate::pagination::{Page, PageQuery};
-use crate::startup::AppState;
 use crate::tenancy::Scope;
 
 /// Create a flow: a stream from a source connection to a destination, on a schedule.

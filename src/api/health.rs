@@ -1,7 +1,7 @@
 use actix_web::{HttpResponse, get, web};
 
+use super::AppState;
 use crate::error::Error;
-use crate::startup::AppState;
 
 /// Liveness: the process is up.
 #[utoipa::path(responses((status = 200, description = "alive")), tag = "ops")]

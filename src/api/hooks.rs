@@ -1,9 +1,9 @@
 use actix_web::http::header::HeaderMap;
 use actix_web::{HttpRequest, HttpResponse, post, web};
 
+use super::AppState;
 use super::extract::{client_ip, read_body};
 use crate::error::Result;
-use crate::startup::AppState;
 use crate::webhooks::{Acknowledged, Headers, InboundWebhook};
 
 struct ActixHeaders<'a>(&'a HeaderMap);

@@ -9,10 +9,10 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
 
+use super::AppState;
 use super::extract::{bearer_token, read_body};
 use crate::error::Error;
 use crate::idempotency::{self, Claim, StoredResponse};
-use crate::startup::AppState;
 
 pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";

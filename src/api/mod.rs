@@ -15,7 +15,10 @@ pub mod idempotency;
 pub mod middleware;
 pub mod openapi;
 pub mod problem;
+mod state;
 mod tenants;
+
+pub use state::AppState;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};

@@ -1,10 +1,10 @@
 use actix_web::{HttpResponse, delete, get, post, web};
 
+use super::AppState;
 use super::extract::{Auth, Json};
 use crate::error::{Error, Result};
 use crate::ids::{TenantId, TokenId};
 use crate::pagination::PageQuery;
-use crate::startup::AppState;
 use crate::tenancy::{self, NewTenant, NewToken, Principal, Scope};
 
 /// The tenant a token request is about: the operator may name any tenant, a tenant admin

@@ -204,7 +204,7 @@ impl CredentialKeeper {
                         outcome.failures = row.credential_refresh_failures + 1;
                         // At least half a minute apart, then jittered up to half an hour.
                         let retry = Duration::from_secs(30)
-                            + crate::sync::retry::backoff(
+                            + crate::runtime::backoff::backoff(
                                 outcome.failures as u32,
                                 Duration::from_secs(60),
                                 Duration::from_secs(1800),

@@ -6,9 +6,11 @@ pub mod keeper;
 mod masking;
 mod model;
 mod service;
+mod webhook_target;
 
 pub use model::{
     AllowlistView, ConnectionPatch, ConnectionView, CredentialsRotation, EnvironmentKind,
     NewConnection,
 };
 pub use service::{Connections, current_webhook_secret};
+pub use webhook_target::{SchemeConfig, Target, Unavailable};

@@ -11,6 +11,7 @@ use super::masking::mask;
 use super::model::{
     AllowlistView, ConnectionPatch, ConnectionView, CredentialsRotation, NewConnection,
 };
+use super::webhook_target::{Target, TargetCache, Unavailable};
 use crate::audit::{self, Actor, Entry};
 use crate::connectors::checks::{self, CheckReport, CheckStatus, ShadowReport};
 use crate::connectors::client::ConnectorClient;
@@ -27,7 +28,6 @@ use crate::store::entities::{connection, webhook_event};
 use crate::tenancy::ensure_tenant_exists;
 use crate::timezone::parse_timezone;
 use crate::vault::Vault;
-use crate::webhooks::TargetCache;
 
 const MAX_GRACE_SECONDS: i64 = 7 * 24 * 3600;
 const MAX_SECRET_LEN: usize = 4096;
@@ -54,7 +54,9 @@ pub struct Connections {
     /// For connectivity checks: the shared buckets and a client with short timeouts.
     limiter: RateLimiter,
     http: OutboundClient,
+    /// What webhook ingress verifies against, cached; this service's writes invalidate it.
     webhook_targets: Arc<TargetCache>,
+    timestamp_tolerance_seconds: i64,
     default_grace_seconds: i64,
     public_url: String,
 }
@@ -116,7 +118,7 @@ fn check_secret(
             format!("must be 1 to {MAX_SECRET_LEN} bytes"),
         ));
     } else if scheme == Some(WebhookScheme::StandardWebhooks)
-        && crate::webhooks::standard_webhooks_key(secret).is_none()
+        && crate::signing::standard_webhooks_key(secret).is_none()
     {
         errors.push(FieldError::new(
             field,
@@ -165,7 +167,6 @@ impl Connections {
         db: DatabaseConnection,
         vault: Vault,
         registry: Arc<ConnectorRegistry>,
-        webhook_targets: Arc<TargetCache>,
         settings: &crate::config::Settings,
     ) -> anyhow::Result<Self> {
         Ok(Self {
@@ -179,10 +180,31 @@ impl Connections {
             db,
             vault,
             registry,
-            webhook_targets,
+            webhook_targets: Arc::new(TargetCache::new(std::time::Duration::from_secs(
+                settings.webhooks.cache_ttl_seconds,
+            ))),
+            timestamp_tolerance_seconds: settings.webhooks.timestamp_tolerance_seconds,
             default_grace_seconds: settings.webhooks.secret_grace_seconds,
             public_url: settings.effective_public_url(),
         })
+    }
+
+    /// What verifying `id`'s webhooks needs (scheme, secrets, allowlist), from the cache
+    /// when fresh. Webhook ingress calls this for every request.
+    pub async fn webhook_target(
+        &self,
+        id: &ConnectionId,
+    ) -> Result<std::result::Result<Arc<Target>, Unavailable>> {
+        self.webhook_targets
+            .get(
+                &self.db,
+                &self.vault,
+                &self.registry,
+                &self.public_url,
+                self.timestamp_tolerance_seconds,
+                id,
+            )
+            .await
     }
 
     /// Where the rate-limit buckets live, when not in the database (Redis).

@@ -482,7 +482,7 @@ async fn read_window(
             .records
             .iter()
             .map(|r| {
-                let order = crate::sync::unified::map_order(r, mapping)?;
+                let order = super::unified::map_order(r, mapping)?;
                 Ok((
                     order.platform_id.clone(),
                     serde_json::to_value(order).unwrap_or_default(),

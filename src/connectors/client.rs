@@ -11,10 +11,11 @@ use sha2::{Digest, Sha256};
 use super::manifest::Manifest;
 use super::spec::{AuthSpec, BatchSpec, Method, OperationSpec, Pagination};
 pub use super::template::Vars;
-use super::{lwa, signing, template, token_refresh};
+use super::{lwa, template, token_refresh};
 use crate::netpolicy::outbound::read_limited;
 use crate::netpolicy::{OutboundClient, OutboundError};
 use crate::ratelimit::{Feedback, Limit, RateLimiter};
+use crate::signing::marketplaces as signing;
 
 /// Why a call failed, in terms a retry policy and a seller can act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -7,10 +7,10 @@ pub mod client;
 mod lwa;
 mod manifest;
 mod registry;
-pub mod signing;
 pub mod spec;
 pub mod template;
 pub mod token_refresh;
+pub mod unified;
 pub mod versions;
 
 pub use manifest::{

@@ -16,8 +16,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::client::{CallError, ErrorClass, answer_text};
-use super::signing;
 use crate::netpolicy::OutboundClient;
+use crate::signing::marketplaces as signing;
 
 pub const TIKTOK_DEFAULT_ENDPOINT: &str = "https://auth.tiktok-shops.com/api/v2/token/refresh";
 pub const SHOPEE_PATH: &str = "/api/v2/auth/access_token/get";

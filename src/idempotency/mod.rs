@@ -4,13 +4,17 @@
 //! A kept response may carry a secret (a newly issued API token, later a connect link), so
 //! every kept body is sealed by the vault like a credential: a database dump shows none.
 
+use anyhow::Context;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    Set,
+};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::store::entities::idempotency_key;
-use crate::vault::Vault;
+use crate::vault::{MasterKey, Vault};
 
 /// How long a key is remembered.
 pub const RETENTION: chrono::Duration = chrono::Duration::hours(24);
@@ -173,6 +177,34 @@ pub async fn release(db: &DatabaseConnection, scope: &str, key: &str) -> Result<
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// Re-wraps the kept responses' data keys from `old` to `new` inside the caller's
+/// transaction (the master-key rotation); returns how many were re-wrapped.
+pub async fn rewrap_kept<C: ConnectionTrait>(
+    txn: &C,
+    old: &MasterKey,
+    new: &MasterKey,
+) -> anyhow::Result<usize> {
+    let kept = idempotency_key::Entity::find()
+        .filter(idempotency_key::Column::Body.is_not_null())
+        .all(txn)
+        .await?;
+    let mut rewrapped = 0;
+    for row in kept {
+        let Some(body) = &row.body else { continue };
+        let binding = binding(&row.scope, &row.idempotency_key);
+        let Some(body) = crate::vault::rewrap_sealed(old, new, &binding, body)
+            .with_context(|| format!("re-wrapping the kept response of {binding}"))?
+        else {
+            continue;
+        };
+        let mut active: idempotency_key::ActiveModel = row.into();
+        active.body = Set(Some(body));
+        active.update(txn).await?;
+        rewrapped += 1;
+    }
+    Ok(rewrapped)
 }
 
 /// Deletes keys past their retention; returns how many.

@@ -1,9 +1,11 @@
 //! Background execution. The runs table is the outbox: a run is committed with the change
 //! that causes it (a tick, a manual request, a retry), and the dispatcher hands every run
 //! that is due to the apalis queue (apalis-sqlite, or apalis-postgres on PostgreSQL). apalis
-//! workers execute them through a [`RunExecutor`] (the sync engine), which claims each run with
+//! workers execute them through a [`RunExecutor`] (the sync engine implements it; the runtime
+//! does not know it), which claims each run with
 //! a lease, so a job delivered twice runs once and a dead worker's run is taken over.
 
+pub mod backoff;
 mod dispatch;
 mod queue;
 mod wakeup;
@@ -16,6 +18,7 @@ use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
 pub use queue::{QUEUE, Queue, RunJob, prune_finished};
+pub use wakeup::{RUNS_CHANNEL, RunsSignal};
 
 /// Where a background loop reads the time: the system clock, or a test's.
 pub type Clock = std::sync::Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
@@ -40,10 +43,8 @@ pub async fn repeat<F, Fut, T>(
         }
     }
 }
-pub use wakeup::{RUNS_CHANNEL, RunsSignal};
 
 use crate::ids::RunId;
-use crate::sync::SyncEngine;
 use wakeup::{Ticker, WorkerWaker};
 
 /// Executes one delivery of a run. Implementations record the outcome on the run itself, so
@@ -51,20 +52,6 @@ use wakeup::{Ticker, WorkerWaker};
 /// persisted backoff.
 pub trait RunExecutor: Clone + Send + Sync + 'static {
     fn execute(&self, run: RunId) -> impl Future<Output = ()> + Send;
-}
-
-impl RunExecutor for SyncEngine {
-    async fn execute(&self, id: RunId) {
-        match SyncEngine::execute(self, &id).await {
-            Ok(Some(report)) => {
-                metrics::counter!("synchub_runs_total", "status" => report.status.clone())
-                    .increment(1);
-                tracing::info!(run_id = %id, status = %report.status, read = report.records_read, written = report.records_written, "run attempt finished");
-            }
-            Ok(None) => tracing::debug!(run_id = %id, "run not claimable; skipped"),
-            Err(err) => tracing::error!(run_id = %id, error = %err, "run could not be executed"),
-        }
-    }
 }
 
 async fn execute<E: RunExecutor>(job: RunJob, executor: Data<E>) -> Result<(), BoxDynError> {

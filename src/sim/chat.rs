@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::SimState;
-use crate::alerts::signing;
+use crate::signing::chat as signing;
 
 #[derive(Default)]
 pub struct Robot {
@@ -258,10 +258,10 @@ pub async fn webhook(
         let key = robot
             .secret
             .as_deref()
-            .and_then(crate::webhooks::standard_webhooks_key);
+            .and_then(crate::signing::standard_webhooks_key);
         let valid = match (key, timestamp.parse::<i64>()) {
             (Some(key), Ok(ts)) => {
-                let expected = signing::standard_webhooks(&key, &id, ts, &body);
+                let expected = crate::signing::standard_webhooks(&key, &id, ts, &body);
                 (chrono::Utc::now().timestamp() - ts).abs() <= 300
                     && signature.split_whitespace().any(|s| same(s, &expected))
             }

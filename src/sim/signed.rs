@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::{SimState, catalogue};
-use crate::connectors::signing;
+use crate::signing::marketplaces as signing;
 
 /// How far a signed timestamp may be from the simulator's clock (Shopee: 5 minutes).
 const TIMESTAMP_TOLERANCE: i64 = 300;

@@ -10,7 +10,6 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::retry::backoff;
 use super::streams::{Item, Plan};
 use crate::connectors::ConnectorRegistry;
 use crate::connectors::client::{CallError, ConnectorClient, ErrorClass, NextPage, Vars};
@@ -21,6 +20,7 @@ use crate::flows::Stream;
 use crate::ids::RunId;
 use crate::netpolicy::{OutboundClient, OutboundPolicy};
 use crate::ratelimit::RateLimiter;
+use crate::runtime::backoff::backoff;
 use crate::store::entities::{connection, flow, record, run};
 use crate::vault::Vault;
 
@@ -43,6 +43,21 @@ fn statistics_stale(before: i64, after: i64) -> bool {
 
 /// How long the platform ids a lookup found are trusted.
 const LOOKUP_CACHE_AGE: chrono::Duration = chrono::Duration::hours(24);
+
+/// The runtime's workers hand each delivered run to the engine.
+impl crate::runtime::RunExecutor for SyncEngine {
+    async fn execute(&self, id: RunId) {
+        match SyncEngine::execute(self, &id).await {
+            Ok(Some(report)) => {
+                metrics::counter!("synchub_runs_total", "status" => report.status.clone())
+                    .increment(1);
+                tracing::info!(run_id = %id, status = %report.status, read = report.records_read, written = report.records_written, "run attempt finished");
+            }
+            Ok(None) => tracing::debug!(run_id = %id, "run not claimable; skipped"),
+            Err(err) => tracing::error!(run_id = %id, error = %err, "run could not be executed"),
+        }
+    }
+}
 
 /// An internal failure during a run. synchub's own database failing (busy, a dropped
 /// connection) is transient, retried with backoff like a platform's 5xx; it never sends a
@@ -221,7 +236,7 @@ impl SyncEngine {
         run::Entity::update_many()
             .col_expr(run::Column::DedupeKey, format!("webhook:{run_id}").into())
             .filter(run::Column::Id.eq(run_id.clone()))
-            .filter(run::Column::DedupeKey.eq(crate::webhooks::WEBHOOK_PENDING))
+            .filter(run::Column::DedupeKey.eq(crate::flows::WEBHOOK_PENDING))
             .exec(&self.db)
             .await?;
         let run = run::Entity::find_by_id(run_id.clone())

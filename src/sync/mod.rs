@@ -4,8 +4,6 @@
 //! covers, so a run that dies resumes at the page it was on and delivers nothing twice.
 
 mod engine;
-pub mod retry;
 mod streams;
-pub mod unified;
 
 pub use engine::{RunReport, SyncEngine};

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use super::unified::{Order, map_order, map_shipment, map_stock};
 use crate::connectors::client::{CallError, ConnectorClient, ErrorClass, Vars};
 use crate::connectors::spec::{DetailSpec, OrderMapping, ShipmentMapping, StockMapping, WriteSpec};
+use crate::connectors::unified::{Order, map_order, map_shipment, map_stock};
 use crate::flows::Stream;
 use crate::store::entities::connection;
 

@@ -5,14 +5,15 @@
 
 pub mod master_key;
 mod sealed;
+pub use sealed::rewrap as rewrap_sealed;
 
 pub use master_key::MasterKey;
 
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use anyhow::Context;
+use sea_orm::ColumnTrait;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
-use sea_orm::{ColumnTrait, DatabaseConnection};
 
 use crate::error::{Error, Result};
 use crate::ids::{SecretId, TenantId};
@@ -109,17 +110,16 @@ impl Vault {
     }
 }
 
-/// Re-wraps every data key from `old` to `new` in one transaction, the secrets' and those of
-/// the sealed responses kept for idempotency replays; ciphertexts are untouched.
+/// Re-wraps every secret's data key from `old` to `new`, inside the caller's transaction (the
+/// rotation re-wraps other sealed values in the same one); ciphertexts are untouched.
 /// Returns how many secrets were re-wrapped. Rows already under `new` are skipped, so an
 /// interrupted rotation can simply be run again.
-pub async fn rotate_master_key(
-    db: &DatabaseConnection,
+pub async fn rewrap_secrets<C: ConnectionTrait>(
+    txn: &C,
     old: &MasterKey,
     new: &MasterKey,
 ) -> anyhow::Result<usize> {
-    let txn = crate::store::begin_write(db).await?;
-    let rows = vault_secret::Entity::find().all(&txn).await?;
+    let rows = vault_secret::Entity::find().all(txn).await?;
     let mut rewrapped = 0;
     for row in rows {
         if row.key_id == new.id() {
@@ -139,25 +139,9 @@ pub async fn rotate_master_key(
         let mut active: vault_secret::ActiveModel = row.into();
         active.wrapped_key = Set(wrapped);
         active.key_id = Set(new.id().to_string());
-        active.update(&txn).await?;
+        active.update(txn).await?;
         rewrapped += 1;
     }
-    let kept = crate::store::entities::idempotency_key::Entity::find()
-        .filter(crate::store::entities::idempotency_key::Column::Body.is_not_null())
-        .all(&txn)
-        .await?;
-    for row in kept {
-        let Some(body) = &row.body else { continue };
-        let binding = crate::idempotency::binding(&row.scope, &row.idempotency_key);
-        if let Some(body) = sealed::rewrap(old, new, &binding, body)
-            .with_context(|| format!("re-wrapping the kept response of {binding}"))?
-        {
-            let mut active: crate::store::entities::idempotency_key::ActiveModel = row.into();
-            active.body = Set(Some(body));
-            active.update(&txn).await?;
-        }
-    }
-    txn.commit().await?;
     Ok(rewrapped)
 }
 

@@ -2,7 +2,6 @@
 //! verify the signature, then hand the event to the group-commit writer and wait for it.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::{DatabaseConnection, Set};
@@ -10,15 +9,13 @@ use sha2::{Digest, Sha256};
 
 use super::rejections::RejectionTally;
 use super::schemes::{self, Headers};
-use super::target::{Target, TargetCache, Unavailable};
 use super::writer::EventWriter;
 use crate::config::WebhookSettings;
-use crate::connectors::ConnectorRegistry;
+use crate::connections::{Connections, Target, Unavailable};
 use crate::error::{Error, Result};
 use crate::ids::{ConnectionId, EventId};
 use crate::runtime::RunsSignal;
 use crate::store::entities::webhook_event;
-use crate::vault::Vault;
 
 pub struct InboundWebhook<'a> {
     pub connection_id: &'a str,
@@ -38,23 +35,17 @@ pub struct Acknowledged {
 
 #[derive(Clone)]
 pub struct IngestService {
-    db: DatabaseConnection,
-    vault: Vault,
-    registry: Arc<ConnectorRegistry>,
-    cache: Arc<TargetCache>,
+    /// Owns what each connection's webhooks are verified against.
+    connections: Connections,
     writer: EventWriter,
     rejections: RejectionTally,
-    public_url: String,
-    tolerance_seconds: i64,
 }
 
 impl IngestService {
     pub fn start(
         db: DatabaseConnection,
-        vault: Vault,
-        registry: Arc<ConnectorRegistry>,
+        connections: Connections,
         settings: &WebhookSettings,
-        public_url: String,
         runs: RunsSignal,
     ) -> Self {
         let rejections = RejectionTally::start(
@@ -68,22 +59,10 @@ impl IngestService {
             runs,
         );
         Self {
-            db,
-            vault,
-            registry,
-            cache: Arc::new(TargetCache::new(Duration::from_secs(
-                settings.cache_ttl_seconds,
-            ))),
+            connections,
             writer,
             rejections,
-            public_url,
-            tolerance_seconds: settings.timestamp_tolerance_seconds,
         }
-    }
-
-    /// The verification cache, for the services whose writes must invalidate it.
-    pub fn cache_handle(&self) -> Arc<TargetCache> {
-        self.cache.clone()
     }
 
     pub async fn ingest(&self, inbound: InboundWebhook<'_>) -> Result<Acknowledged> {
@@ -102,18 +81,7 @@ impl IngestService {
 
     async fn ingest_inner(&self, inbound: &InboundWebhook<'_>) -> Result<Acknowledged> {
         let id = ConnectionId::parse(inbound.connection_id).ok_or(Error::NotFound("connection"))?;
-        let target = match self
-            .cache
-            .get(
-                &self.db,
-                &self.vault,
-                &self.registry,
-                &self.public_url,
-                self.tolerance_seconds,
-                &id,
-            )
-            .await?
-        {
+        let target = match self.connections.webhook_target(&id).await? {
             Ok(target) => target,
             Err(Unavailable::NotFound) => return Err(Error::NotFound("connection")),
             Err(Unavailable::NoWebhooks(why)) => return Err(Error::invalid("connection", why)),

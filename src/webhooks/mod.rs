@@ -5,11 +5,9 @@ mod events;
 mod ingest;
 mod rejections;
 pub(crate) mod schemes;
-mod target;
 mod writer;
 
 pub use events::{EventView, list_events};
 pub use ingest::{Acknowledged, InboundWebhook, IngestService};
-pub use schemes::{Headers, Rejection, SchemeConfig, sign, standard_webhooks_key, verify};
-pub use target::TargetCache;
-pub use writer::{EventWriter, WEBHOOK_PENDING};
+pub use schemes::{Headers, Rejection, sign, verify};
+pub use writer::EventWriter;

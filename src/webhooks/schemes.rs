@@ -3,13 +3,10 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{KeyInit, Mac};
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
+use crate::connections::SchemeConfig;
 use crate::connectors::{SignatureEncoding, WebhookScheme};
-
-type HmacSha256 = hmac::Hmac<Sha256>;
+use crate::signing::{hmac_sha256 as hmac, matches, standard_webhooks_key};
 
 /// Header lookup, case-insensitive; implemented by the HTTP layer over its own header type.
 pub trait Headers {
@@ -36,45 +33,11 @@ impl Rejection {
     }
 }
 
-/// Everything a scheme needs besides the request: resolved from the manifest and connection.
-#[derive(Debug, Clone)]
-pub struct SchemeConfig {
-    pub scheme: WebhookScheme,
-    /// Generic HMAC: the header name, its encoding and an optional prefix like `sha256=`.
-    pub signature_header: String,
-    pub encoding: SignatureEncoding,
-    pub prefix: Option<String>,
-    /// Shopee: the callback URL as registered (part of the signed text).
-    pub callback_url: String,
-    /// TikTok Shop: the app key prefixed to the body.
-    pub app_key: String,
-    /// Standard Webhooks: tolerance in seconds, both directions.
-    pub tolerance_seconds: i64,
-}
-
-pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    // HMAC accepts keys of any length, so new_from_slice cannot fail.
-    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().into()
-}
-
 fn decode(encoding: SignatureEncoding, text: &str) -> Option<Vec<u8>> {
     match encoding {
         SignatureEncoding::Hex => hex::decode(text.trim()).ok(),
         SignatureEncoding::Base64 => STANDARD.decode(text.trim()).ok(),
     }
-}
-
-fn matches(expected: &[u8; 32], received: &[u8]) -> bool {
-    received.len() == expected.len() && bool::from(expected.as_slice().ct_eq(received))
-}
-
-/// The Standard Webhooks key: the base64 after `whsec_`.
-pub fn standard_webhooks_key(secret: &str) -> Option<Vec<u8>> {
-    STANDARD.decode(secret.strip_prefix("whsec_")?).ok()
 }
 
 /// Verifies one request against any of `secrets` (the current one, then those in their grace
@@ -227,14 +190,7 @@ pub mod sign {
         body: &[u8],
     ) -> Option<String> {
         let key = standard_webhooks_key(secret)?;
-        let ts = timestamp.to_string();
-        Some(format!(
-            "v1,{}",
-            STANDARD.encode(hmac(
-                &key,
-                &[id.as_bytes(), b".", ts.as_bytes(), b".", body]
-            ))
-        ))
+        Some(crate::signing::standard_webhooks(&key, id, timestamp, body))
     }
 }
 

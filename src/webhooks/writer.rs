@@ -13,10 +13,6 @@ use crate::ids::{ConnectionId, RunId};
 use crate::runtime::RunsSignal;
 use crate::store::entities::{flow, webhook_event};
 
-/// The dedupe key of the webhook-triggered run that has not started yet; the engine renames it
-/// when it starts the run, so the next webhook queues a new one.
-pub const WEBHOOK_PENDING: &str = "webhook:pending";
-
 const QUEUE_CAPACITY: usize = 16_384;
 
 /// Rows per INSERT statement (SQLite allows 32,766 bound values; a row binds 9).
@@ -159,7 +155,7 @@ async fn write(
                 flow,
                 RunId::generate(),
                 "webhook",
-                WEBHOOK_PENDING.to_string(),
+                crate::flows::WEBHOOK_PENDING.to_string(),
                 None,
             )
             .await

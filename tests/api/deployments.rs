@@ -13,7 +13,6 @@ use synchub::deploy::Deployer;
 use synchub::ids::RunId;
 use synchub::sim::{Faults, Simulator};
 use synchub::sync::{RunReport, SyncEngine};
-use synchub::webhooks::TargetCache;
 
 use crate::helpers::{Backend, TestApp};
 use crate::on_both_backends;
@@ -56,7 +55,6 @@ async fn setup(backend: Backend, stores: usize) -> Setup {
         app.db.clone(),
         app.vault(),
         Arc::new(ConnectorRegistry::built_in().unwrap()),
-        Arc::new(TargetCache::new(Duration::from_secs(5))),
         &app.settings(),
     )
     .unwrap();

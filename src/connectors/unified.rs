@@ -3,9 +3,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::connectors::client::{CallError, ErrorClass};
-use crate::connectors::spec::{OrderMapping, ShipmentMapping, StockMapping, TimeFormat};
-use crate::connectors::template::as_text;
+use super::client::{CallError, ErrorClass};
+use super::spec::{OrderMapping, ShipmentMapping, StockMapping, TimeFormat};
+use super::template::as_text;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderLine {

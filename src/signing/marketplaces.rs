@@ -1,7 +1,7 @@
 //! Request signatures of the marketplaces that sign API calls, as their docs specify. Pure
 //! functions: the connector client signs with them and the simulator verifies with them.
 
-use crate::webhooks::schemes::hmac;
+use super::hmac_sha256 as hmac;
 
 /// Shopee Open Platform v2, shop-level APIs: hex HMAC-SHA256 with the partner key over
 /// partner_id, the API path, the timestamp, the access token and the shop id, concatenated.

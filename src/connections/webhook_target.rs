@@ -1,6 +1,7 @@
 //! What verifying one connection's webhooks needs (scheme, secrets, allowlist), loaded from
 //! the database and the vault and cached for a few seconds: ingress must not decrypt secrets
-//! on every request. Changes made through this process invalidate the entry at once.
+//! on every request. Owned by the connections service, whose writes invalidate the entry at
+//! once; ingress asks the service for it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,6 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use sea_orm::{DatabaseConnection, EntityTrait};
 
-use super::schemes::SchemeConfig;
 use crate::connectors::{ConnectorRegistry, SignatureEncoding, WebhookScheme, WebhookSpec};
 use crate::error::Result;
 use crate::ids::{ConnectionId, TenantId};
@@ -19,6 +19,22 @@ use crate::store::entities::connection;
 use crate::vault::Vault;
 
 const MAX_ENTRIES: usize = 100_000;
+
+/// Everything a scheme needs besides the request: resolved from the manifest and connection.
+#[derive(Debug, Clone)]
+pub struct SchemeConfig {
+    pub scheme: WebhookScheme,
+    /// Generic HMAC: the header name, its encoding and an optional prefix like `sha256=`.
+    pub signature_header: String,
+    pub encoding: SignatureEncoding,
+    pub prefix: Option<String>,
+    /// Shopee: the callback URL as registered (part of the signed text).
+    pub callback_url: String,
+    /// TikTok Shop: the app key prefixed to the body.
+    pub app_key: String,
+    /// Standard Webhooks: tolerance in seconds, both directions.
+    pub tolerance_seconds: i64,
+}
 
 #[derive(Debug)]
 pub struct Target {
@@ -168,9 +184,7 @@ async fn load(
     };
 
     let mut secrets = Vec::new();
-    if let Some(current) =
-        crate::connections::current_webhook_secret(db, vault, &row, &spec).await?
-    {
+    if let Some(current) = super::service::current_webhook_secret(db, vault, &row, &spec).await? {
         secrets.push((current, None));
     }
     if let (Some(previous), Some(until)) = (
