@@ -61,17 +61,19 @@ macro_rules! on_every_store {
                 super::$scenario(Store::Database($crate::helpers::Backend::Sqlite)).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[cfg_attr(
+                not(synchub_postgres_tests),
+                ignore = "SYNCHUB_TEST_DATABASE_URL is not set"
+            )]
             async fn postgres() {
-                if let Some(backend) = $crate::helpers::Backend::postgres() {
-                    super::$scenario(Store::Database(backend)).await;
-                }
+                super::$scenario(Store::Database($crate::helpers::Backend::postgres())).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[cfg_attr(not(synchub_redis_tests), ignore = "SYNCHUB_TEST_REDIS_URL is not set")]
             async fn redis() {
-                match std::env::var("SYNCHUB_TEST_REDIS_URL") {
-                    Ok(url) if !url.is_empty() => super::$scenario(Store::Redis(url)).await,
-                    _ => eprintln!("SYNCHUB_TEST_REDIS_URL is not set: Redis variant not run"),
-                }
+                let url = std::env::var("SYNCHUB_TEST_REDIS_URL")
+                    .expect("SYNCHUB_TEST_REDIS_URL was set when the tests were built");
+                super::$scenario(Store::Redis(url)).await;
             }
         }
     };

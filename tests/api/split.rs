@@ -141,10 +141,12 @@ on_both_backends!(a_killed_workers_run_resumes_elsewhere);
 /// On PostgreSQL a run queued by the API process wakes the worker process at once (NOTIFY),
 /// though both poll only every 30 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(synchub_postgres_tests),
+    ignore = "SYNCHUB_TEST_DATABASE_URL is not set"
+)]
 async fn a_run_queued_in_one_process_wakes_the_workers_of_another() {
-    let Some(backend) = Backend::postgres() else {
-        return;
-    };
+    let backend = Backend::postgres();
     let sim = Simulator::start("127.0.0.1:0", 5).unwrap();
     let database = TestDatabase::create(&backend).await;
     let slow_poll = [("SYNCHUB_WORKERS__POLL_MILLIS", "30000")];
