@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::alerts::events::{Event, emit};
 use crate::alerts::message::Severity;
 use crate::audit::{self, Actor, Entry};
-use crate::connectors::client::{CallError, ConnectorClient, ErrorClass};
+use crate::connectors::client::{CallError, ErrorClass};
 use crate::connectors::versions::Versions;
 use crate::error::Result;
 use crate::netpolicy::{OutboundClient, OutboundPolicy};
@@ -161,16 +161,14 @@ impl CredentialKeeper {
         else {
             return self.save(row, None, Outcome::idle(row)).await;
         };
-        let credentials = super::service::load_credentials(&self.db, &self.vault, row).await?;
-        let client = ConnectorClient::new(
-            manifest,
-            &row.environment,
-            row.settings.as_object().cloned().unwrap_or_default(),
-            credentials.clone(),
-            row.id.as_str(),
-            self.limiter.clone(),
-            self.http.clone(),
-        );
+        let deps = super::ClientDeps {
+            db: &self.db,
+            vault: &self.vault,
+            limiter: &self.limiter,
+            http: &self.http,
+        };
+        let client = super::client_for(&deps, row, manifest).await?;
+        let credentials = client.credentials().clone();
         let mut outcome = Outcome::idle(row);
         let refreshable = client.refreshable();
         if let Some(names) = refreshable {

@@ -1,6 +1,7 @@
 //! Connections: a tenant's account on one connector. Settings are validated against the
 //! connector's manifest; credentials and webhook secrets live only in the vault.
 
+mod client_for;
 mod fields;
 pub mod keeper;
 mod masking;
@@ -8,6 +9,7 @@ mod model;
 mod service;
 mod webhook_target;
 
+pub use client_for::{ClientDeps, client_for, load_credentials};
 pub use model::{
     AllowlistView, ConnectionPatch, ConnectionView, CredentialsRotation, EnvironmentKind,
     NewConnection,

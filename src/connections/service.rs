@@ -6,6 +6,7 @@ use sea_orm::{
 };
 use serde_json::{Map, Value};
 
+use super::client_for::{ClientDeps, client_for, load_credentials};
 use super::fields;
 use super::masking::mask;
 use super::model::{
@@ -80,22 +81,6 @@ pub async fn current_webhook_secret<C: ConnectionTrait>(
         .get(field)
         .and_then(Value::as_str)
         .map(SecretString::new))
-}
-
-pub(super) async fn load_credentials<C: ConnectionTrait>(
-    db: &C,
-    vault: &Vault,
-    row: &connection::Model,
-) -> Result<Map<String, Value>> {
-    let text = vault
-        .load(db, &row.tenant_id, &row.credentials_secret_id)
-        .await?;
-    serde_json::from_str(text.expose()).map_err(|_| {
-        Error::Internal(anyhow::anyhow!(
-            "credentials of {} are not a JSON object",
-            row.id
-        ))
-    })
 }
 
 fn check_name(name: &str, errors: &mut Vec<FieldError>) -> String {
@@ -480,21 +465,13 @@ impl Connections {
         row: &connection::Model,
         manifest: Arc<Manifest>,
     ) -> Result<ConnectorClient> {
-        let credentials = self
-            .vault
-            .load(&self.db, &row.tenant_id, &row.credentials_secret_id)
-            .await?;
-        let credentials: Map<String, Value> =
-            serde_json::from_str(credentials.expose()).unwrap_or_default();
-        Ok(ConnectorClient::new(
-            manifest,
-            &row.environment,
-            row.settings.as_object().cloned().unwrap_or_default(),
-            credentials,
-            row.id.as_str(),
-            self.limiter.clone(),
-            self.http.clone(),
-        ))
+        let deps = ClientDeps {
+            db: &self.db,
+            vault: &self.vault,
+            limiter: &self.limiter,
+            http: &self.http,
+        };
+        client_for(&deps, row, manifest).await
     }
 
     /// Blue-green's shadow read: the same window read with the connection's current version

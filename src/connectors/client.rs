@@ -189,6 +189,11 @@ impl ConnectorClient {
         &self.manifest
     }
 
+    /// The credentials the client signs with (the keeper replaces tokens in a copy).
+    pub fn credentials(&self) -> &Map<String, Value> {
+        &self.credentials
+    }
+
     fn setting(&self, name: &str) -> Option<String> {
         match self.settings.get(name) {
             Some(Value::String(s)) => Some(s.clone()),

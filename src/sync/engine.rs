@@ -170,27 +170,13 @@ impl SyncEngine {
                     version.unwrap_or("(built in)")
                 ))
             })?;
-        let credentials = self
-            .vault
-            .load(&self.db, &row.tenant_id, &row.credentials_secret_id)
-            .await?;
-        let credentials: Map<String, Value> =
-            serde_json::from_str(credentials.expose()).map_err(|_| {
-                Error::Internal(anyhow::anyhow!(
-                    "credentials of {} are not an object",
-                    row.id
-                ))
-            })?;
-        let settings = row.settings.as_object().cloned().unwrap_or_default();
-        Ok(ConnectorClient::new(
-            manifest,
-            &row.environment,
-            settings,
-            credentials,
-            row.id.as_str(),
-            self.limiter.clone(),
-            self.http.clone(),
-        ))
+        let deps = crate::connections::ClientDeps {
+            db: &self.db,
+            vault: &self.vault,
+            limiter: &self.limiter,
+            http: &self.http,
+        };
+        crate::connections::client_for(&deps, row, manifest).await
     }
 
     /// Executes one attempt of a run and records its outcome: succeeded, retrying (a transient

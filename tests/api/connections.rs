@@ -256,3 +256,37 @@ async fn pagination_walks_every_connection_once(backend: Backend) {
     );
 }
 on_both_backends!(pagination_walks_every_connection_once);
+
+/// Credentials that no longer read as a JSON object make a check fail loudly (a 500 with the
+/// cause in the log), instead of calling the platform with no credentials at all.
+async fn unreadable_credentials_fail_loudly(backend: Backend) {
+    use sea_orm::{ActiveModelTrait, EntityTrait, Set};
+    use synchub::store::entities::connection;
+    let app = TestApp::spawn(backend).await;
+    let (tenant, token) = app.tenant_with_token(&["read", "write"]).await;
+    let created = app
+        .connection(&token, shopify_connection("US", "unreadable-secret-1"))
+        .await;
+    let id = synchub::ids::ConnectionId::parse(created["id"].as_str().unwrap()).unwrap();
+    let tenant = synchub::ids::TenantId::parse(&tenant).unwrap();
+    let broken = app
+        .vault()
+        .store(&app.db, &tenant, "not a JSON object")
+        .await
+        .unwrap();
+    let row = connection::Entity::find_by_id(id.clone())
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut active: connection::ActiveModel = row.into();
+    active.credentials_secret_id = Set(broken);
+    active.update(&app.db).await.unwrap();
+
+    let (status, problem) = app
+        .post(&format!("/v1/connections/{id}/check"), &token, json!({}))
+        .await;
+    assert_eq!(status, 500, "{problem}");
+    assert_eq!(problem["code"], "internal", "{problem}");
+}
+on_both_backends!(unreadable_credentials_fail_loudly);
