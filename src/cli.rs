@@ -57,6 +57,7 @@ pub enum Command {
     #[command(subcommand)]
     Connector(ConnectorCommand),
     /// Serve the platform simulator (Shopify, generic ERP) for tests, demos and benchmarks.
+    #[cfg(feature = "dev-tools")]
     Sim {
         #[arg(long, default_value = "127.0.0.1:9090")]
         listen: String,
@@ -66,8 +67,10 @@ pub enum Command {
     },
     /// Watch orders flow: the simulator, the service, a tenant, stores, an ERP and flows,
     /// with a live table.
+    #[cfg(feature = "dev-tools")]
     Demo(crate::demo::DemoArgs),
     /// Benchmarks (run on a release build).
+    #[cfg(feature = "dev-tools")]
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
 }
@@ -121,8 +124,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        #[cfg(feature = "dev-tools")]
         Command::Sim { listen, orders } => crate::sim::serve(&listen, orders).await?,
+        #[cfg(feature = "dev-tools")]
         Command::Demo(args) => crate::demo::run(args).await?,
+        #[cfg(feature = "dev-tools")]
         Command::Bench(command) => crate::bench::run(command).await?,
     }
     Ok(())

@@ -4,16 +4,21 @@
 //! (manifests, versions, client, checks), `connections`, `webhooks` (ingress), `flows`,
 //! `sync` (the engine), `runtime` (workers), `scheduler`, `ratelimit`, `deploy`
 //! (deployments), `netpolicy` (allowlists, proxies, outbound guard), `audit`, `store`
-//! (database), `alerts` (ops chats), `sim` (the platform simulator). `api` is the only place that knows HTTP.
+//! (database), `alerts` (ops chats), `signing` (every signature). `api` is the only place that
+//! knows HTTP. ARCHITECTURE.md says which way they depend. The dev tools (`sim`, the platform
+//! simulator; `bench`; `demo`) are behind the default feature `dev-tools`, which production
+//! builds leave out (`--no-default-features`).
 
 pub mod alerts;
 pub mod api;
 pub mod audit;
+#[cfg(feature = "dev-tools")]
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod connections;
 pub mod connectors;
+#[cfg(feature = "dev-tools")]
 pub mod demo;
 pub mod deploy;
 pub mod error;
@@ -29,6 +34,7 @@ pub mod schedule;
 pub mod scheduler;
 pub mod secret;
 pub mod signing;
+#[cfg(feature = "dev-tools")]
 pub mod sim;
 pub mod startup;
 pub mod store;

@@ -112,6 +112,17 @@ fn hhmm(text: &str) -> bool {
     chrono::NaiveTime::parse_from_str(text, "%H:%M").is_ok()
 }
 
+/// Whether the tenant-scoped lookup finds a row; None (an id that does not parse) finds none.
+async fn exists<E: EntityTrait>(
+    db: &DatabaseConnection,
+    query: Option<sea_orm::Select<E>>,
+) -> Result<bool> {
+    Ok(match query {
+        Some(query) => query.one(db).await?.is_some(),
+        None => false,
+    })
+}
+
 pub async fn create(
     db: &DatabaseConnection,
     actor: &Actor,
@@ -156,15 +167,10 @@ pub async fn create(
         errors.push(FieldError::new("channels", "at least one alert channel"));
     }
     for (i, raw) in input.channels.iter().enumerate() {
-        let found = match AlertChannelId::parse(raw) {
-            Some(id) => alert_channel::Entity::find_in_tenant(tenant)
-                .filter(alert_channel::Column::Id.eq(id))
-                .one(db)
-                .await?
-                .is_some(),
-            None => false,
-        };
-        if !found {
+        let query = AlertChannelId::parse(raw).map(|id| {
+            alert_channel::Entity::find_in_tenant(tenant).filter(alert_channel::Column::Id.eq(id))
+        });
+        if !exists(db, query).await? {
             errors.push(FieldError::new(
                 format!("channels[{i}]"),
                 "no such alert channel",
@@ -174,28 +180,17 @@ pub async fn create(
     // A rule watches the tenant's own connection or flow: another tenant's id, or none at
     // all, would be a rule that never fires and says nothing of why.
     if let Some(raw) = &input.connection_id {
-        let found = match ConnectionId::parse(raw) {
-            Some(id) => connection::Entity::find_in_tenant(tenant)
-                .filter(connection::Column::Id.eq(id))
-                .one(db)
-                .await?
-                .is_some(),
-            None => false,
-        };
-        if !found {
+        let query = ConnectionId::parse(raw).map(|id| {
+            connection::Entity::find_in_tenant(tenant).filter(connection::Column::Id.eq(id))
+        });
+        if !exists(db, query).await? {
             errors.push(FieldError::new("connection_id", "no such connection"));
         }
     }
     if let Some(raw) = &input.flow_id {
-        let found = match FlowId::parse(raw) {
-            Some(id) => flow::Entity::find_in_tenant(tenant)
-                .filter(flow::Column::Id.eq(id))
-                .one(db)
-                .await?
-                .is_some(),
-            None => false,
-        };
-        if !found {
+        let query = FlowId::parse(raw)
+            .map(|id| flow::Entity::find_in_tenant(tenant).filter(flow::Column::Id.eq(id)));
+        if !exists(db, query).await? {
             errors.push(FieldError::new("flow_id", "no such flow"));
         }
     }

@@ -96,6 +96,12 @@ fn erp(base_url: &str) -> Value {
         "settings": {"base_url": base_url}, "credentials": {"api_key": "erp-key"}})
 }
 
+/// `POST {path}` on the resource `created` names, with an empty body.
+async fn act_on(app: &TestApp, token: &str, path: &str, created: &Value) -> (u16, Value) {
+    let id = created["id"].as_str().unwrap();
+    app.post(&path.replace("{id}", id), token, json!({})).await
+}
+
 async fn webhook_channel(app: &TestApp, token: &str, url: &str) -> (u16, Value) {
     app.post(
         "/v1/alert-channels",
@@ -151,13 +157,7 @@ async fn names_resolving_to_private_addresses_are_never_called(backend: Backend)
             )),
         )
         .await;
-    let (status, report) = app
-        .post(
-            &format!("/v1/connections/{}/check", saved["id"].as_str().unwrap()),
-            &token,
-            json!({}),
-        )
-        .await;
+    let (status, report) = act_on(&app, &token, "/v1/connections/{id}/check", &saved).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(check(&report, "dns")["error_class"], "blocked", "{report}");
 
@@ -171,16 +171,7 @@ async fn names_resolving_to_private_addresses_are_never_called(backend: Backend)
         status, 201,
         "a public-looking name is accepted when saved: {channel}"
     );
-    let (status, test) = app
-        .post(
-            &format!(
-                "/v1/alert-channels/{}/test",
-                channel["id"].as_str().unwrap()
-            ),
-            &token,
-            json!({}),
-        )
-        .await;
+    let (status, test) = act_on(&app, &token, "/v1/alert-channels/{id}/test", &channel).await;
     assert_eq!(status, 200, "{test}");
     assert_eq!(test["delivered"], false, "{test}");
     assert_eq!(
@@ -237,16 +228,7 @@ async fn redirects_are_checked_at_every_hop(backend: Backend) {
         )
         .await;
         assert_eq!(status, 201, "{channel}");
-        let (_, test) = app
-            .post(
-                &format!(
-                    "/v1/alert-channels/{}/test",
-                    channel["id"].as_str().unwrap()
-                ),
-                &token,
-                json!({}),
-            )
-            .await;
+        let (_, test) = act_on(&app, &token, "/v1/alert-channels/{id}/test", &channel).await;
         assert_eq!(test["delivered"], false, "{test}");
         assert!(
             test["answer"].as_str().unwrap().contains("redirected"),
@@ -322,16 +304,7 @@ async fn hosts_from_settings_and_manifests_are_guarded(backend: Backend) {
             "name": "US", "connector": "shopify", "environment": "production", "version": "1.3.0",
             "settings": {"shop_domain": "acme.myshopify.com"}, "credentials": {"access_token": "shpat_x"}}))
         .await;
-    let (status, report) = app
-        .post(
-            &format!(
-                "/v1/connections/{}/check",
-                connection["id"].as_str().unwrap()
-            ),
-            &token,
-            json!({}),
-        )
-        .await;
+    let (status, report) = act_on(&app, &token, "/v1/connections/{id}/check", &connection).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(check(&report, "dns")["error_class"], "blocked", "{report}");
     assert_eq!(

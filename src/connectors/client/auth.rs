@@ -1,0 +1,243 @@
+//! The auth schemes: headers, request signatures (Shopee v2, TikTok Shop 202309), Login with
+//! Amazon token exchange, and marketplace token refresh.
+
+use super::*;
+
+/// The credential names a token refresh replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenNames<'a> {
+    pub access_token: &'a str,
+    pub refresh_token: &'a str,
+}
+
+impl ConnectorClient {
+    /// The connection's Login with Amazon grant, when its scheme is `amazon_lwa`.
+    pub(super) fn lwa_grant(&self) -> Option<Result<lwa::Grant<'_>, CallError>> {
+        let Some(AuthSpec::AmazonLwa {
+            client_id,
+            client_secret,
+            refresh_token,
+            endpoint_setting,
+        }) = &self.manifest.auth
+        else {
+            return None;
+        };
+        let endpoint = endpoint_setting
+            .as_ref()
+            .and_then(|s| self.settings.get(s.as_str()))
+            .and_then(Value::as_str)
+            .unwrap_or(lwa::DEFAULT_ENDPOINT);
+        let grant = || {
+            Ok(lwa::Grant {
+                endpoint,
+                client_id: self.credential(client_id)?,
+                client_secret: self.credential(client_secret)?,
+                refresh_token: self.credential(refresh_token)?,
+            })
+        };
+        Some(grant())
+    }
+
+    /// Adds the scheme's credentials to a built request: headers, or a signature over the
+    /// API path, the final query and the body, with a fresh timestamp each time it is sent.
+    /// The API path is the operation's, not the URL's: a base URL may carry a prefix (a
+    /// proxy, the simulator) that the platform never sees.
+    pub(super) async fn authenticate(
+        &self,
+        request: &mut reqwest::Request,
+        api_path: &str,
+    ) -> Result<(), CallError> {
+        // Marked sensitive, so no debug output of the request shows them.
+        let header = |value: &str| {
+            let mut value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+                CallError::new(ErrorClass::Auth, "a credential is not a valid header value")
+            })?;
+            value.set_sensitive(true);
+            Ok::<_, CallError>(value)
+        };
+        let timestamp = chrono::Utc::now().timestamp();
+        match &self.manifest.auth {
+            None => {}
+            Some(AuthSpec::ShopifyAccessToken { credential }) => {
+                let value = header(self.credential(credential)?)?;
+                request
+                    .headers_mut()
+                    .insert("X-Shopify-Access-Token", value);
+            }
+            Some(AuthSpec::ApiKeyHeader {
+                header: name,
+                credential,
+            }) => {
+                let name =
+                    reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                        CallError::new(ErrorClass::Config, "auth.header is not a header name")
+                    })?;
+                let value = header(self.credential(credential)?)?;
+                request.headers_mut().insert(name, value);
+            }
+            Some(AuthSpec::Bearer { credential }) => {
+                let value = header(&format!("Bearer {}", self.credential(credential)?))?;
+                request
+                    .headers_mut()
+                    .insert(reqwest::header::AUTHORIZATION, value);
+            }
+            Some(AuthSpec::ShopeeV2 {
+                partner_id_setting,
+                shop_id_setting,
+                partner_key,
+                access_token,
+                ..
+            }) => {
+                let partner_id = self.required_setting(partner_id_setting)?;
+                let shop_id = self.required_setting(shop_id_setting)?;
+                let token = self.credential(access_token)?;
+                let sign = signing::shopee_v2(
+                    self.credential(partner_key)?,
+                    &partner_id,
+                    api_path,
+                    timestamp,
+                    token,
+                    &shop_id,
+                );
+                request
+                    .url_mut()
+                    .query_pairs_mut()
+                    .append_pair("partner_id", &partner_id)
+                    .append_pair("timestamp", &timestamp.to_string())
+                    .append_pair("access_token", token)
+                    .append_pair("shop_id", &shop_id)
+                    .append_pair("sign", &sign);
+            }
+            Some(AuthSpec::TiktokShop {
+                app_key_setting,
+                app_secret,
+                access_token,
+                ..
+            }) => {
+                let app_key = self.required_setting(app_key_setting)?;
+                request
+                    .url_mut()
+                    .query_pairs_mut()
+                    .append_pair("app_key", &app_key)
+                    .append_pair("timestamp", &timestamp.to_string());
+                let query: Vec<(String, String)> = request
+                    .url()
+                    .query_pairs()
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                let body = request
+                    .body()
+                    .and_then(|b| b.as_bytes())
+                    .unwrap_or_default();
+                let sign =
+                    signing::tiktok_shop(self.credential(app_secret)?, api_path, &query, body);
+                request
+                    .url_mut()
+                    .query_pairs_mut()
+                    .append_pair("sign", &sign);
+                let value = header(self.credential(access_token)?)?;
+                request.headers_mut().insert("x-tts-access-token", value);
+            }
+            Some(AuthSpec::AmazonLwa { .. }) => {
+                if let Some(grant) = self.lwa_grant() {
+                    let token = lwa::access_token(&self.http, &grant?).await?;
+                    request
+                        .headers_mut()
+                        .insert("x-amz-access-token", header(&token)?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// For schemes that exchange credentials for a token (Login with Amazon): forgets the
+    /// cached token and exchanges the credentials again, as a connectivity check must.
+    /// Ok(false) for schemes with nothing to exchange.
+    pub async fn exchange_token(&self) -> Result<bool, CallError> {
+        let Some(grant) = self.lwa_grant() else {
+            return Ok(false);
+        };
+        let grant = grant?;
+        lwa::forget(&grant).await;
+        lwa::access_token(&self.http, &grant).await?;
+        Ok(true)
+    }
+
+    /// The credentials a token refresh replaces, (access token, refresh token), for schemes
+    /// whose manifest names a refresh token.
+    pub fn refreshable(&self) -> Option<TokenNames<'_>> {
+        match &self.manifest.auth {
+            Some(AuthSpec::ShopeeV2 {
+                access_token,
+                refresh_token: Some(refresh_token),
+                ..
+            })
+            | Some(AuthSpec::TiktokShop {
+                access_token,
+                refresh_token: Some(refresh_token),
+                ..
+            }) => Some(TokenNames {
+                access_token,
+                refresh_token,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Trades the refresh token for new tokens at the platform; Ok(None) for schemes that
+    /// do not refresh this way.
+    pub async fn refresh_tokens(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<token_refresh::RefreshedTokens>, CallError> {
+        let Some(names) = self.refreshable() else {
+            return Ok(None);
+        };
+        let refresh_token = self.credential(names.refresh_token)?;
+        let refreshed = match &self.manifest.auth {
+            Some(AuthSpec::ShopeeV2 {
+                partner_id_setting,
+                shop_id_setting,
+                partner_key,
+                ..
+            }) => {
+                let shop = token_refresh::ShopeeShop {
+                    base_url: &self.base_url()?,
+                    partner_id: &self.required_setting(partner_id_setting)?,
+                    shop_id: &self.required_setting(shop_id_setting)?,
+                    partner_key: self.credential(partner_key)?,
+                    refresh_token,
+                };
+                token_refresh::shopee(&self.http, &shop, now).await?
+            }
+            Some(AuthSpec::TiktokShop {
+                app_key_setting,
+                app_secret,
+                token_endpoint_setting,
+                ..
+            }) => {
+                let endpoint = token_endpoint_setting
+                    .as_deref()
+                    .and_then(|s| self.setting(s))
+                    .unwrap_or_else(|| token_refresh::TIKTOK_DEFAULT_ENDPOINT.to_string());
+                let app = token_refresh::TiktokApp {
+                    endpoint: &endpoint,
+                    app_key: &self.required_setting(app_key_setting)?,
+                    app_secret: self.credential(app_secret)?,
+                    refresh_token,
+                };
+                token_refresh::tiktok(&self.http, &app, now).await?
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(refreshed))
+    }
+
+    /// After the platform refused the credentials: forget a cached token so the next
+    /// attempt exchanges a fresh one.
+    pub(super) async fn credentials_refused(&self) {
+        if let Some(Ok(grant)) = self.lwa_grant() {
+            lwa::forget(&grant).await;
+        }
+    }
+}

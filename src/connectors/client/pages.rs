@@ -1,0 +1,136 @@
+//! Reading lists page by page, whatever the platform's pagination (Link header, next
+//! token, page number).
+
+use super::*;
+
+/// Where the next page is.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum NextPage {
+    Url(String),
+    Token(String),
+    Number(u32),
+}
+
+pub struct ListPage {
+    pub records: Vec<Value>,
+    pub next: Option<NextPage>,
+}
+
+impl ConnectorClient {
+    /// One page of a list operation: from the start (with the cursor and the call's values)
+    /// or from `next`.
+    pub async fn list_page(
+        &self,
+        operation: &str,
+        vars: &Vars,
+        next: Option<&NextPage>,
+    ) -> Result<ListPage, CallError> {
+        let op = self.operation(operation)?;
+        let api_path = self.api_path(op, vars)?;
+        let mut url = format!("{}{api_path}", self.base_url()?);
+        let mut query = self.query(op, vars);
+        match (next, &op.pagination) {
+            (Some(NextPage::Url(next_url)), _) => {
+                url = next_url.clone();
+                query.clear();
+            }
+            (Some(NextPage::Token(token)), Some(Pagination::Token { param, .. })) => {
+                query.push((param.clone(), token.clone()))
+            }
+            (Some(NextPage::Number(n)), Some(Pagination::PageNumber { param, .. })) => {
+                query.push((param.clone(), n.to_string()))
+            }
+            (None, Some(Pagination::PageNumber { param, start, .. })) => {
+                query.push((param.clone(), start.to_string()))
+            }
+            _ => {}
+        }
+        let body = self.body(op, vars)?;
+        let method = op.method.as_reqwest();
+        let (headers, body) = self
+            .send(op, &api_path, || {
+                let request = self.http.request(method.clone(), &url).query(&query);
+                match &body {
+                    Some(body) => request.json(body),
+                    None => request,
+                }
+            })
+            .await?;
+        let records = records_at(&body, op.records.as_deref()).ok_or_else(|| {
+            CallError::new(
+                ErrorClass::SchemaMismatch,
+                format!("no record list at {:?}", op.records),
+            )
+        })?;
+        let next = match &op.pagination {
+            None => None,
+            Some(Pagination::LinkHeader) => headers
+                .get_all("link")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(next_link)
+                .map(NextPage::Url),
+            Some(Pagination::Token { response, .. }) => body
+                .pointer(response)
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .map(|t| NextPage::Token(t.to_string())),
+            Some(Pagination::PageNumber { start, size, .. }) => {
+                let current = match next {
+                    Some(NextPage::Number(n)) => *n,
+                    _ => *start,
+                };
+                (records.len() as u32 >= *size).then_some(NextPage::Number(current + 1))
+            }
+        };
+        Ok(ListPage { records, next })
+    }
+
+    /// Every record of a list operation, page after page (a detail or lookup call).
+    pub async fn list_all(&self, operation: &str, vars: &Vars) -> Result<Vec<Value>, CallError> {
+        let mut all = Vec::new();
+        let mut next = None;
+        loop {
+            let page = self.list_page(operation, vars, next.as_ref()).await?;
+            all.extend(page.records);
+            match page.next {
+                Some(n) => next = Some(n),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// The operation's query; a parameter whose placeholder has no value is left out (the
+    /// cursor on a first run).
+    pub(super) fn query(&self, op: &OperationSpec, vars: &Vars) -> Vec<(String, String)> {
+        op.query
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), self.fill(v, vars).ok()?)))
+            .collect()
+    }
+}
+/// The records at `pointer` (the whole answer without one): an array, or one object for an
+/// operation that reads a single record.
+pub(super) fn records_at(body: &Value, pointer: Option<&str>) -> Option<Vec<Value>> {
+    match body.pointer(pointer.unwrap_or(""))? {
+        Value::Array(records) => Some(records.clone()),
+        record @ Value::Object(_) => Some(vec![record.clone()]),
+        _ => None,
+    }
+}
+
+/// The `rel="next"` target of one Link header value (RFC 8288).
+pub fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let is_next = params.split(';').any(|p| {
+            p.trim()
+                .replace(' ', "")
+                .eq_ignore_ascii_case("rel=\"next\"")
+                || p.trim().eq_ignore_ascii_case("rel=next")
+        });
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        is_next.then(|| target.to_string())
+    })
+}
