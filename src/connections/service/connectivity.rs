@@ -1,0 +1,149 @@
+//! Connectivity checks of saved and unsaved connections, and blue-green's shadow reads.
+
+use super::*;
+
+impl Connections {
+    /// Runs the connectivity checks of a saved connection, with its pinned version or the
+    /// one named. The read probe spends the shared rate-limit budget like any call.
+    pub async fn check(
+        &self,
+        actor: &Actor,
+        tenant: &TenantId,
+        id: &str,
+        version: Option<&str>,
+    ) -> Result<CheckReport> {
+        let row = self.find(&self.db, tenant, id).await?;
+        let manifest = self
+            .pinned_manifest(tenant, &row.connector, version.or(row.version.as_deref()))
+            .await?;
+        let client = self.client(&row, manifest).await?;
+        let webhook_url = format!("{}/v1/hooks/{}", self.public_url, row.id);
+        let report = checks::run(&client, &self.http, &webhook_url).await;
+        if !report.passed {
+            let failed: Vec<&str> = report
+                .checks
+                .iter()
+                .filter(|c| c.status == CheckStatus::Failed)
+                .map(|c| c.name)
+                .collect();
+            crate::alerts::events::emit(
+                &self.db,
+                crate::alerts::events::Event {
+                    tenant,
+                    kind: "check_failed",
+                    severity: crate::alerts::message::Severity::Warning,
+                    group_key: row.id.to_string(),
+                    connection_id: Some(row.id.to_string()),
+                    flow_id: None,
+                    message: format!(
+                        "the connectivity check of {} failed: {}",
+                        row.name,
+                        failed.join(", ")
+                    ),
+                    details: serde_json::json!({"version": report.version}),
+                },
+            )
+            .await?;
+        }
+        audit::record(
+            &self.db,
+            actor,
+            Entry {
+                tenant_id: Some(tenant),
+                action: "connection.check",
+                resource_type: "connection",
+                resource_id: row.id.as_str(),
+                details: serde_json::json!({
+                    "version": report.version,
+                    "passed": report.passed,
+                    "failed": report.checks.iter().filter(|c| c.status == CheckStatus::Failed).map(|c| c.name).collect::<Vec<_>>(),
+                }),
+            },
+        )
+        .await?;
+        Ok(report)
+    }
+
+    /// A client for a saved connection on `manifest`, with its decrypted credentials.
+    pub(super) async fn client(
+        &self,
+        row: &connection::Model,
+        manifest: Arc<Manifest>,
+    ) -> Result<ConnectorClient> {
+        let deps = ClientDeps {
+            db: &self.db,
+            vault: &self.vault,
+            limiter: &self.limiter,
+            http: &self.http,
+        };
+        client_for(&deps, row, manifest).await
+    }
+
+    /// Blue-green's shadow read: the same window read with the connection's current version
+    /// and with `version`, compared record by record.
+    pub async fn compare_reads(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        version: &str,
+    ) -> Result<ShadowReport> {
+        let row = self.find(&self.db, tenant, id).await?;
+        let current = self
+            .pinned_manifest(tenant, &row.connector, row.version.as_deref())
+            .await?;
+        let new = self
+            .pinned_manifest(tenant, &row.connector, Some(version))
+            .await?;
+        let current = self.client(&row, current).await?;
+        let new = self.client(&row, new).await?;
+        Ok(checks::compare_reads(&current, &new).await)
+    }
+
+    /// Runs the connectivity checks of a connection before it is saved (webhook
+    /// subscriptions need its URL, so they wait until it exists).
+    pub async fn check_unsaved(
+        &self,
+        tenant: &TenantId,
+        input: NewConnection,
+    ) -> Result<CheckReport> {
+        let Validated {
+            manifest,
+            settings,
+            credentials,
+            ..
+        } = self.validate(tenant, &input).await?;
+        let client = ConnectorClient::new(
+            manifest,
+            input.environment.as_str(),
+            settings,
+            credentials,
+            &format!("unsaved:{tenant}"),
+            self.limiter.clone(),
+            self.http.clone(),
+        );
+        Ok(checks::run(&client, &self.http, "").await)
+    }
+
+    /// The manifest of the version a connection is to run: the built-in one, or a
+    /// published version the tenant can see.
+    pub(super) async fn pinned_manifest(
+        &self,
+        tenant: &TenantId,
+        connector: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<Manifest>> {
+        self.manifest(connector)?;
+        self.versions
+            .manifest(tenant, connector, version)
+            .await?
+            .ok_or_else(|| {
+                Error::invalid(
+                    "version",
+                    format!(
+                        "{connector} has no version {:?}; see GET /v1/connectors/{connector}/versions",
+                        version.unwrap_or_default()
+                    ),
+                )
+            })
+    }
+}
