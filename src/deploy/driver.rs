@@ -335,13 +335,17 @@ impl Deployer {
         let runs = run::Entity::find()
             .filter(run::Column::FlowId.is_in(flows))
             .filter(run::Column::StartedAt.gte(since))
-            .filter(run::Column::Status.is_in(["succeeded", "dead", "retrying"]))
+            .filter(run::Column::Status.is_in([
+                run::RunStatus::Succeeded,
+                run::RunStatus::Dead,
+                run::RunStatus::Retrying,
+            ]))
             .all(&self.db)
             .await?;
         Ok(runs
             .into_iter()
             .map(|r| Sample {
-                succeeded: r.status == "succeeded",
+                succeeded: r.status == run::RunStatus::Succeeded,
                 error_class: r.error_class,
                 duration_ms: r
                     .finished_at

@@ -138,8 +138,7 @@ pub struct RunView {
     /// schedule, manual, webhook or replay.
     pub trigger: String,
     pub scheduled_for: Option<chrono::DateTime<chrono::Utc>>,
-    /// queued, running, retrying, succeeded, failed or dead.
-    pub status: String,
+    pub status: crate::store::entities::run::RunStatus,
     pub attempts: i32,
     pub records_read: i64,
     pub records_written: i64,

@@ -477,7 +477,8 @@ impl Flows {
         tenant: &TenantId,
         page: &PageRequest,
     ) -> Result<Page<RunView>> {
-        let query = run::Entity::find_in_tenant(tenant).filter(run::Column::Status.eq("dead"));
+        let query = run::Entity::find_in_tenant(tenant)
+            .filter(run::Column::Status.eq(run::RunStatus::Dead));
         let rows = page_query(query, run::Column::Id, page, Direction::NewestFirst)
             .all(&self.db)
             .await?;
@@ -496,7 +497,7 @@ impl Flows {
         let txn = crate::store::begin_write(&self.db).await?;
         let dead = run::Entity::find_in_tenant(tenant)
             .filter(run::Column::Id.eq(dead_id.clone()))
-            .filter(run::Column::Status.eq("dead"))
+            .filter(run::Column::Status.eq(run::RunStatus::Dead))
             .one(&txn)
             .await?
             .ok_or(Error::NotFound("dead letter"))?;
@@ -563,7 +564,7 @@ pub fn queued_run(
         trigger: Set(trigger.to_string()),
         dedupe_key: Set(dedupe_key),
         scheduled_for: Set(scheduled_for),
-        status: Set("queued".into()),
+        status: Set(run::RunStatus::Queued),
         attempts: Set(0),
         records_read: Set(0),
         records_written: Set(0),

@@ -71,18 +71,7 @@ pub(super) async fn run(
 /// Hands due runs to the queue and marks them handed over. Returns how many.
 async fn dispatch_due(db: &DatabaseConnection, queue: &mut Queue) -> anyhow::Result<usize> {
     let now = chrono::Utc::now();
-    let due = Condition::any()
-        .add(run::Column::Status.eq("queued"))
-        .add(
-            Condition::all()
-                .add(run::Column::Status.eq("retrying"))
-                .add(run::Column::NextAttemptAt.lte(now)),
-        )
-        .add(
-            Condition::all()
-                .add(run::Column::Status.eq("running"))
-                .add(run::Column::LeaseUntil.lt(now)),
-        );
+    let due = run::Entity::due(now);
     let not_handed = Condition::any()
         .add(run::Column::DispatchedAt.is_null())
         .add(run::Column::DispatchedAt.lt(now - REDISPATCH_AFTER));

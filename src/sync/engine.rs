@@ -49,7 +49,7 @@ impl crate::runtime::RunExecutor for SyncEngine {
     async fn execute(&self, id: RunId) {
         match SyncEngine::execute(self, &id).await {
             Ok(Some(report)) => {
-                metrics::counter!("synchub_runs_total", "status" => report.status.clone())
+                metrics::counter!("synchub_runs_total", "status" => report.status.as_str())
                     .increment(1);
                 tracing::info!(run_id = %id, status = %report.status, read = report.records_read, written = report.records_written, "run attempt finished");
             }
@@ -93,8 +93,8 @@ struct Checkpoint {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunReport {
-    /// succeeded, retrying or dead.
-    pub status: String,
+    /// Succeeded, retrying or dead.
+    pub status: run::RunStatus,
     pub records_read: i64,
     pub records_written: i64,
     pub error_class: Option<String>,
@@ -185,24 +185,13 @@ impl SyncEngine {
     /// held by another worker whose lease is still good): job delivery is at-least-once.
     pub async fn execute(&self, run_id: &RunId) -> Result<Option<RunReport>> {
         let now = chrono::Utc::now();
-        let claimable = sea_orm::Condition::any()
-            .add(run::Column::Status.eq("queued"))
-            .add(
-                sea_orm::Condition::all()
-                    .add(run::Column::Status.eq("retrying"))
-                    .add(run::Column::NextAttemptAt.lte(now)),
-            )
-            .add(
-                sea_orm::Condition::all()
-                    .add(run::Column::Status.eq("running"))
-                    .add(run::Column::LeaseUntil.lt(now)),
-            );
+        let claimable = run::Entity::due(now);
         let attempts_plus_one = sea_orm::sea_query::ExprTrait::add(
             sea_orm::sea_query::Expr::col(run::Column::Attempts),
             1,
         );
         let claimed = run::Entity::update_many()
-            .col_expr(run::Column::Status, "running".into())
+            .col_expr(run::Column::Status, run::RunStatus::Running.into())
             .col_expr(run::Column::LeaseUntil, Some(now + self.lease).into())
             // No longer waiting in the queue: if this worker dies, the dispatcher hands the
             // run over as soon as the lease runs out.
@@ -263,7 +252,7 @@ impl SyncEngine {
                         Some(chrono::Utc::now() + lease).into(),
                     )
                     .filter(run::Column::Id.eq(run_id.clone()))
-                    .filter(run::Column::Status.eq("running"))
+                    .filter(run::Column::Status.eq(run::RunStatus::Running))
                     .exec(&db)
                     .await;
                 if let Err(err) = renewed {
@@ -640,7 +629,7 @@ impl SyncEngine {
                 .await?;
         }
         let mut active: run::ActiveModel = run.into();
-        active.status = Set("succeeded".into());
+        active.status = Set(run::RunStatus::Succeeded);
         active.finished_at = Set(Some(chrono::Utc::now()));
         active.error_class = Set(None);
         active.error_message = Set(None);
@@ -674,7 +663,7 @@ impl SyncEngine {
                 Duration::from_secs(flow.retry_base_seconds.max(1) as u64),
                 Duration::from_secs(flow.retry_cap_seconds.max(1) as u64),
             );
-            active.status = Set("retrying".into());
+            active.status = Set(run::RunStatus::Retrying);
             active.next_attempt_at = Set(Some(
                 chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
             ));
@@ -703,7 +692,7 @@ impl SyncEngine {
             )
             .await?;
         } else {
-            active.status = Set("dead".into());
+            active.status = Set(run::RunStatus::Dead);
             active.finished_at = Set(Some(chrono::Utc::now()));
             active.next_attempt_at = Set(None);
             let failures = flow.consecutive_failures + 1;
@@ -813,7 +802,7 @@ async fn deliver_orders(destination: &ConnectorClient, orders: &[Item]) -> Resul
 
 fn report(run: &run::Model) -> RunReport {
     RunReport {
-        status: run.status.clone(),
+        status: run.status,
         records_read: run.records_read,
         records_written: run.records_written,
         error_class: run.error_class.clone(),

@@ -210,11 +210,11 @@ async fn a_broken_canary_rolls_back_at_the_first_gate(backend: Backend) {
     for (shop, flow) in &s.stores {
         let (run, report) = s.run(flow).await;
         if shop == &canary[0] {
-            assert_eq!(report.status, "dead", "{report:?}");
+            assert_eq!(report.status.as_str(), "dead", "{report:?}");
             assert_eq!(report.error_class.as_deref(), Some("schema_mismatch"));
             broken_runs.push(run);
         } else {
-            assert_eq!(report.status, "succeeded");
+            assert_eq!(report.status.as_str(), "succeeded");
         }
     }
     tokio::time::sleep(Duration::from_millis(1_100)).await;
@@ -302,7 +302,7 @@ async fn a_broken_canary_rolls_back_at_the_first_gate(backend: Backend) {
     assert_eq!(status, 202, "{replay}");
     let replayed = RunId::parse(replay["id"].as_str().unwrap()).unwrap();
     let report = s.engine.execute(&replayed).await.unwrap().expect("claimed");
-    assert_eq!(report.status, "succeeded", "{report:?}");
+    assert_eq!(report.status.as_str(), "succeeded", "{report:?}");
     assert_eq!(s.run_view(&replayed).await["connector_version"], "1.0.0");
     assert_eq!(
         s.sim.state.erp_orders("acme").len(),
@@ -496,7 +496,7 @@ async fn a_restart_mid_canary_resumes(backend: Backend) {
     assert_eq!(current["state"], "in_progress");
     drop(first);
     for (_, flow) in &s.stores {
-        assert_eq!(s.run(flow).await.1.status, "succeeded");
+        assert_eq!(s.run(flow).await.1.status.as_str(), "succeeded");
     }
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     let restarted = s.deployer();
@@ -555,7 +555,7 @@ async fn in_flight_runs_finish_on_their_version(backend: Backend) {
     assert_eq!(rolled["state"], "rolled_back");
     assert_eq!(s.connection(shop).await["version"], "1.0.0");
     let report = running.await.unwrap().unwrap().expect("claimed");
-    assert_eq!(report.status, "succeeded");
+    assert_eq!(report.status.as_str(), "succeeded");
     assert_eq!(
         s.run_view(&in_flight).await["connector_version"],
         "1.2.0",
@@ -589,7 +589,7 @@ async fn a_promoted_version_failing_in_its_window_rolls_back(backend: Backend) {
     let current = tick_until_not(&s, &deployer, &deployment["id"], "pending").await;
     assert_eq!(current["state"], "promoted", "{current}");
     let (_, report) = s.run(&s.stores[0].1).await;
-    assert_eq!(report.status, "dead");
+    assert_eq!(report.status.as_str(), "dead");
     let current = tick_until_not(&s, &deployer, &deployment["id"], "promoted").await;
     assert_eq!(current["state"], "rolled_back", "{current}");
     assert!(

@@ -178,7 +178,7 @@ async fn a_revoked_amazon_grant_is_a_credential_failure(backend: Backend) {
     let amazon = s.marketplace("amazon-revoked").await;
     let flow = s.flow("orders", &amazon, &s.erp).await;
     let report = s.run(&flow).await;
-    assert_eq!(report.status, "dead", "{report:?}");
+    assert_eq!(report.status.as_str(), "dead", "{report:?}");
     assert_eq!(report.error_class.as_deref(), Some("auth"));
     let events = alert_event::Entity::find()
         .filter(alert_event::Column::Kind.eq("credential_refresh_failed"))
@@ -324,7 +324,7 @@ async fn errors_in_successful_answers_fail_the_write(backend: Backend) {
         .flow("inventory", &s.erp, connection["id"].as_str().unwrap())
         .await;
     let report = s.run(&flow).await;
-    assert_eq!(report.status, "dead", "{report:?}");
+    assert_eq!(report.status.as_str(), "dead", "{report:?}");
     assert_eq!(report.error_class.as_deref(), Some("client_error"));
     assert!(s.sim.state.marketplace_stock("shopify", "acme").is_empty());
 }
@@ -356,7 +356,7 @@ async fn shipments_fulfil_each_stores_orders_once(backend: Backend) {
         ..Faults::default()
     });
     let report = s.run(&us_shipments).await;
-    assert_eq!(report.status, "retrying", "{report:?}");
+    assert_eq!(report.status.as_str(), "retrying", "{report:?}");
     assert_eq!(s.sim.state.shop_fulfillments("acme").len(), 1);
     s.sim.state.set_faults(Faults::default());
     let (status, runs) = s
@@ -373,7 +373,7 @@ async fn shipments_fulfil_each_stores_orders_once(backend: Backend) {
     .await
     .unwrap();
     let report = s.engine.execute(&run_id).await.unwrap().expect("claimed");
-    assert_eq!(report.status, "succeeded", "{report:?}");
+    assert_eq!(report.status.as_str(), "succeeded", "{report:?}");
 
     let fulfilled = s.sim.state.shop_fulfillments("acme");
     assert_eq!(fulfilled.len(), shipped_us, "every shipped US order, once");

@@ -298,7 +298,7 @@ async fn platform_throttling_is_waited_out(backend: Backend) {
     }
     let run = s.queue_run().await;
     let report = s.engine.execute(&run).await.unwrap().expect("claimed");
-    assert_eq!(report.status, "succeeded", "{report:?}");
+    assert_eq!(report.status.as_str(), "succeeded", "{report:?}");
     assert!(
         s.sim.state.stats().throttled >= 1,
         "the simulator did throttle"
@@ -413,7 +413,8 @@ async fn webhook_bursts_coalesce_into_one_run(backend: Backend) {
             .await
             .unwrap()
             .expect("claimed")
-            .status,
+            .status
+            .as_str(),
         "succeeded"
     );
     assert_eq!(send(11).await.unwrap().status().as_u16(), 200);
@@ -447,7 +448,8 @@ async fn dead_letters_are_listed_and_replayed(backend: Backend) {
             .await
             .unwrap()
             .expect("claimed")
-            .status,
+            .status
+            .as_str(),
         "dead"
     );
     let (_, dead) = s.app.get("/v1/dead-letters", &s.token).await;
@@ -488,7 +490,8 @@ async fn dead_letters_are_listed_and_replayed(backend: Backend) {
             .await
             .unwrap()
             .expect("claimed")
-            .status,
+            .status
+            .as_str(),
         "succeeded"
     );
     assert_eq!(s.sim.state.erp_orders("acme").len(), 30);
@@ -641,7 +644,7 @@ async fn a_short_429_storm_is_waited_out(backend: Backend) {
     let started = std::time::Instant::now();
     let run = s.queue_run().await;
     let report = s.engine.execute(&run).await.unwrap().expect("claimed");
-    assert_eq!(report.status, "succeeded", "{report:?}");
+    assert_eq!(report.status.as_str(), "succeeded", "{report:?}");
     assert!(started.elapsed() >= std::time::Duration::from_millis(2_500));
     let stats = s.sim.state.stats();
     assert!(
@@ -692,7 +695,7 @@ async fn a_long_429_storm_spends_the_budget_then_retries_from_storage(backend: B
         tokio::time::sleep(wait).await;
     }
     let report = s.engine.execute(&run).await.unwrap().expect("claimed");
-    assert_eq!(report.status, "succeeded", "{report:?}");
+    assert_eq!(report.status.as_str(), "succeeded", "{report:?}");
     assert_eq!(s.run(&run).await["attempts"], 2);
     assert_eq!(s.sim.state.stats().orders_written, 600);
 }

@@ -2,6 +2,54 @@ use sea_orm::entity::prelude::*;
 
 use crate::ids::{FlowId, RunId, TenantId};
 
+/// Where a run is in its life: queued (waiting for a worker), running (held under a lease),
+/// retrying (a transient failure, waiting for its next attempt), succeeded, or dead (in the
+/// dead letters). Stored as its snake_case name.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    EnumIter,
+    DeriveActiveEnum,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+#[sea_orm(rs_type = "String", db_type = "Text")]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    #[sea_orm(string_value = "queued")]
+    Queued,
+    #[sea_orm(string_value = "running")]
+    Running,
+    #[sea_orm(string_value = "retrying")]
+    Retrying,
+    #[sea_orm(string_value = "succeeded")]
+    Succeeded,
+    #[sea_orm(string_value = "dead")]
+    Dead,
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Retrying => "retrying",
+            Self::Succeeded => "succeeded",
+            Self::Dead => "dead",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "runs")]
 pub struct Model {
@@ -13,8 +61,7 @@ pub struct Model {
     pub trigger: String,
     pub dedupe_key: String,
     pub scheduled_for: Option<DateTimeUtc>,
-    /// queued, running, retrying, succeeded, failed or dead.
-    pub status: String,
+    pub status: RunStatus,
     pub attempts: i32,
     pub records_read: i64,
     pub records_written: i64,
@@ -39,5 +86,25 @@ impl ActiveModelBehavior for ActiveModel {}
 impl Entity {
     pub fn find_in_tenant(tenant: &TenantId) -> Select<Entity> {
         Self::find().filter(Column::TenantId.eq(tenant.clone()))
+    }
+}
+
+impl Entity {
+    /// The one "due" predicate, shared by the dispatcher (what to hand to the queue) and the
+    /// claim (what a worker may take): queued, retrying whose next attempt has come, or
+    /// running under a lease that ran out (its worker died).
+    pub fn due(now: DateTimeUtc) -> sea_orm::Condition {
+        sea_orm::Condition::any()
+            .add(Column::Status.eq(RunStatus::Queued))
+            .add(
+                sea_orm::Condition::all()
+                    .add(Column::Status.eq(RunStatus::Retrying))
+                    .add(Column::NextAttemptAt.lte(now)),
+            )
+            .add(
+                sea_orm::Condition::all()
+                    .add(Column::Status.eq(RunStatus::Running))
+                    .add(Column::LeaseUntil.lt(now)),
+            )
     }
 }
