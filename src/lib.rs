@@ -29,6 +29,7 @@ pub mod netpolicy;
 pub mod pagination;
 pub mod random;
 pub mod ratelimit;
+pub mod runs;
 pub mod runtime;
 pub mod schedule;
 pub mod scheduler;

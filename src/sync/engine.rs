@@ -3,16 +3,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    Set,
-};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use serde_json::{Map, Value};
 
 use super::streams::{Item, Plan};
 use crate::connectors::ConnectorRegistry;
-use crate::connectors::client::{CallError, ConnectorClient, ErrorClass, NextPage, Vars};
+use crate::connectors::client::{CallError, ConnectorClient, ErrorClass, Vars};
 use crate::connectors::spec::{LookupSpec, WriteSpec};
 use crate::connectors::versions::Versions;
 use crate::error::{Error, Result};
@@ -20,7 +16,7 @@ use crate::flows::Stream;
 use crate::ids::RunId;
 use crate::netpolicy::{OutboundClient, OutboundPolicy};
 use crate::ratelimit::RateLimiter;
-use crate::runtime::backoff::backoff;
+use crate::runs::{self, Checkpoint, Claimed, RunReport};
 use crate::store::entities::{connection, flow, record, run};
 use crate::vault::Vault;
 
@@ -77,30 +73,6 @@ fn storage(err: sea_orm::DbErr) -> CallError {
     internal(err.into())
 }
 
-/// A flow is disabled after this many runs in a row end in the dead letters.
-pub const DISABLE_AFTER_FAILURES: i32 = 5;
-
-/// How long a claim on a run lasts, by default; the attempt's heartbeat renews it. A run
-/// whose worker died is taken over after this.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
-
-/// Where a run is: the next page to read and the newest version seen so far.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Checkpoint {
-    next: Option<NextPage>,
-    max_version: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunReport {
-    /// Succeeded, retrying or dead.
-    pub status: run::RunStatus,
-    pub records_read: i64,
-    pub records_written: i64,
-    pub error_class: Option<String>,
-    pub next_attempt_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
 #[derive(Clone)]
 pub struct SyncEngine {
     db: DatabaseConnection,
@@ -147,7 +119,7 @@ impl SyncEngine {
             db,
             vault,
             http,
-            lease: chrono::Duration::from_std(DEFAULT_LEASE).unwrap_or_default(),
+            lease: chrono::Duration::from_std(runs::DEFAULT_LEASE).unwrap_or_default(),
         })
     }
 
@@ -184,82 +156,19 @@ impl SyncEngine {
     /// Returns None when the run is not this worker's to execute (finished, not due yet, or
     /// held by another worker whose lease is still good): job delivery is at-least-once.
     pub async fn execute(&self, run_id: &RunId) -> Result<Option<RunReport>> {
-        let now = chrono::Utc::now();
-        let claimable = run::Entity::due(now);
-        let attempts_plus_one = sea_orm::sea_query::ExprTrait::add(
-            sea_orm::sea_query::Expr::col(run::Column::Attempts),
-            1,
-        );
-        let claimed = run::Entity::update_many()
-            .col_expr(run::Column::Status, run::RunStatus::Running.into())
-            .col_expr(run::Column::LeaseUntil, Some(now + self.lease).into())
-            // No longer waiting in the queue: if this worker dies, the dispatcher hands the
-            // run over as soon as the lease runs out.
-            .col_expr(
-                run::Column::DispatchedAt,
-                Option::<chrono::DateTime<chrono::Utc>>::None.into(),
-            )
-            .col_expr(run::Column::Attempts, attempts_plus_one)
-            .filter(run::Column::Id.eq(run_id.clone()))
-            .filter(claimable)
-            .exec(&self.db)
-            .await?;
-        if claimed.rows_affected == 0 {
+        let Some(Claimed { run, flow }) = runs::claim(&self.db, run_id, self.lease).await? else {
             return Ok(None);
-        }
-        // A started webhook run no longer absorbs new webhooks: they queue the next run.
-        run::Entity::update_many()
-            .col_expr(run::Column::DedupeKey, format!("webhook:{run_id}").into())
-            .filter(run::Column::Id.eq(run_id.clone()))
-            .filter(run::Column::DedupeKey.eq(crate::flows::WEBHOOK_PENDING))
-            .exec(&self.db)
-            .await?;
-        let run = run::Entity::find_by_id(run_id.clone())
-            .one(&self.db)
-            .await?
-            .ok_or(Error::NotFound("run"))?;
-        let flow = flow::Entity::find_by_id(run.flow_id.clone())
-            .one(&self.db)
-            .await?
-            .ok_or(Error::NotFound("flow"))?;
-        let run = if run.started_at.is_none() {
-            let mut active: run::ActiveModel = run.into();
-            active.started_at = Set(Some(now));
-            active.update(&self.db).await?
-        } else {
-            run
         };
         // Keep the lease while the attempt is alive, however long a page takes.
-        let heartbeat = self.keep_lease(run_id.clone());
+        let heartbeat = runs::keep_lease(self.db.clone(), run_id.clone(), self.lease);
         let outcome = self.sync(&flow, &run).await;
         heartbeat.abort();
         match outcome {
-            Ok(()) => self.succeed(&flow, run_id).await.map(Some),
-            Err(failure) => self.fail(&flow, run_id, failure).await.map(Some),
+            Ok(()) => runs::succeed(&self.db, &flow, run_id).await.map(Some),
+            Err(failure) => runs::fail(&self.db, &flow, run_id, &failure)
+                .await
+                .map(Some),
         }
-    }
-
-    /// Renews the run's lease every third of its length until aborted.
-    fn keep_lease(&self, run_id: RunId) -> tokio::task::JoinHandle<()> {
-        let (db, lease) = (self.db.clone(), self.lease);
-        let every = lease.to_std().unwrap_or(DEFAULT_LEASE) / 3;
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let renewed = run::Entity::update_many()
-                    .col_expr(
-                        run::Column::LeaseUntil,
-                        Some(chrono::Utc::now() + lease).into(),
-                    )
-                    .filter(run::Column::Id.eq(run_id.clone()))
-                    .filter(run::Column::Status.eq(run::RunStatus::Running))
-                    .exec(&db)
-                    .await;
-                if let Err(err) = renewed {
-                    tracing::warn!(run_id = %run_id, error = %err, "could not renew the run's lease");
-                }
-            }
-        })
     }
 
     async fn sync(&self, flow: &flow::Model, run: &run::Model) -> Result<(), CallError> {
@@ -604,178 +513,6 @@ impl SyncEngine {
         txn.commit().await?;
         Ok(())
     }
-
-    async fn succeed(&self, flow: &flow::Model, run_id: &RunId) -> Result<RunReport> {
-        let txn = crate::store::begin_write(&self.db).await?;
-        let run = run::Entity::find_by_id(run_id.clone())
-            .one(&txn)
-            .await?
-            .ok_or(Error::NotFound("run"))?;
-        let checkpoint: Checkpoint = run
-            .checkpoint
-            .clone()
-            .and_then(|c| serde_json::from_value(c).ok())
-            .unwrap_or_default();
-        if let Some(version) = checkpoint.max_version {
-            // The cursor moves only with the records it covers, all committed by now.
-            flow::Entity::update_many()
-                .col_expr(
-                    flow::Column::Cursor,
-                    Some(json!({ "updated_at_min": version })).into(),
-                )
-                .col_expr(flow::Column::ConsecutiveFailures, 0.into())
-                .filter(flow::Column::Id.eq(flow.id.clone()))
-                .exec(&txn)
-                .await?;
-        }
-        let mut active: run::ActiveModel = run.into();
-        active.status = Set(run::RunStatus::Succeeded);
-        active.finished_at = Set(Some(chrono::Utc::now()));
-        active.error_class = Set(None);
-        active.error_message = Set(None);
-        active.next_attempt_at = Set(None);
-        active.lease_until = Set(None);
-        let run = active.update(&txn).await?;
-        txn.commit().await?;
-        Ok(report(&run))
-    }
-
-    async fn fail(
-        &self,
-        flow: &flow::Model,
-        run_id: &RunId,
-        failure: CallError,
-    ) -> Result<RunReport> {
-        let txn = crate::store::begin_write(&self.db).await?;
-        let run = run::Entity::find_by_id(run_id.clone())
-            .one(&txn)
-            .await?
-            .ok_or(Error::NotFound("run"))?;
-        let retry = failure.class.is_transient() && run.attempts < flow.max_attempts;
-        let mut active: run::ActiveModel = run.clone().into();
-        active.lease_until = Set(None);
-        active.dispatched_at = Set(None);
-        active.error_class = Set(Some(failure.class.as_str().to_string()));
-        active.error_message = Set(Some(failure.message.chars().take(2000).collect()));
-        if retry {
-            let delay = backoff(
-                run.attempts.max(1) as u32,
-                Duration::from_secs(flow.retry_base_seconds.max(1) as u64),
-                Duration::from_secs(flow.retry_cap_seconds.max(1) as u64),
-            );
-            active.status = Set(run::RunStatus::Retrying);
-            active.next_attempt_at = Set(Some(
-                chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
-            ));
-            let kind = match failure.class {
-                ErrorClass::RateLimited => "rate_limited",
-                _ => "platform_errors",
-            };
-            crate::alerts::events::emit(
-                &txn,
-                crate::alerts::events::Event {
-                    tenant: &flow.tenant_id,
-                    kind,
-                    severity: crate::alerts::message::Severity::Warning,
-                    group_key: flow.id.to_string(),
-                    connection_id: Some(flow.source_connection_id.to_string()),
-                    flow_id: Some(flow.id.to_string()),
-                    message: format!(
-                        "attempt {} of a run of {} failed ({}): {}",
-                        run.attempts,
-                        flow.name,
-                        failure.class.as_str(),
-                        failure.message
-                    ),
-                    details: json!({"run_id": run_id.to_string(), "error_class": failure.class.as_str()}),
-                },
-            )
-            .await?;
-        } else {
-            active.status = Set(run::RunStatus::Dead);
-            active.finished_at = Set(Some(chrono::Utc::now()));
-            active.next_attempt_at = Set(None);
-            let failures = flow.consecutive_failures + 1;
-            let mut flow_update: flow::ActiveModel = flow.clone().into();
-            flow_update.consecutive_failures = Set(failures);
-            if failures >= DISABLE_AFTER_FAILURES {
-                flow_update.enabled = Set(false);
-                flow_update.next_run_at = Set(None);
-                flow_update.disabled_reason = Set(Some(format!(
-                    "disabled after {failures} failed runs in a row; last error ({}): {}",
-                    failure.class.as_str(),
-                    failure.message.chars().take(300).collect::<String>()
-                )));
-            }
-            let disabled = failures >= DISABLE_AFTER_FAILURES;
-            flow_update.update(&txn).await?;
-            let (kind, severity, message) = if disabled {
-                (
-                    "flow_disabled",
-                    crate::alerts::message::Severity::Critical,
-                    format!(
-                        "flow {} was disabled after {failures} failed runs in a row",
-                        flow.name
-                    ),
-                )
-            } else {
-                (
-                    "run_failed",
-                    crate::alerts::message::Severity::Warning,
-                    format!(
-                        "a run of {} failed after {} attempt(s)",
-                        flow.name, run.attempts
-                    ),
-                )
-            };
-            crate::alerts::events::emit(
-                &txn,
-                crate::alerts::events::Event {
-                    tenant: &flow.tenant_id,
-                    kind,
-                    severity,
-                    group_key: flow.id.to_string(),
-                    connection_id: Some(flow.source_connection_id.to_string()),
-                    flow_id: Some(flow.id.to_string()),
-                    message: format!("{message} ({}): {}", failure.class.as_str(), failure.message),
-                    details: json!({"run_id": run_id.to_string(), "error_class": failure.class.as_str()}),
-                },
-            )
-            .await?;
-        }
-        if failure.token_exchange {
-            // Login with Amazon would not trade the refresh token: every call of the flow
-            // fails until the seller authorises again (refused) or the endpoint answers.
-            let refused = matches!(failure.class, ErrorClass::Auth | ErrorClass::Forbidden);
-            crate::alerts::events::emit(
-                &txn,
-                crate::alerts::events::Event {
-                    tenant: &flow.tenant_id,
-                    kind: "credential_refresh_failed",
-                    severity: if refused {
-                        crate::alerts::message::Severity::Critical
-                    } else {
-                        crate::alerts::message::Severity::Warning
-                    },
-                    group_key: format!("{}:refresh", flow.id),
-                    connection_id: None,
-                    flow_id: Some(flow.id.to_string()),
-                    message: format!(
-                        "a run of {} could not get an access token ({}): {}",
-                        flow.name,
-                        failure.class.as_str(),
-                        failure.message
-                    ),
-                    details: json!({"run_id": run_id.to_string(), "error_class": failure.class.as_str()}),
-                },
-            )
-            .await?;
-        }
-        let run = active.update(&txn).await?;
-        txn.commit().await?;
-        tracing::warn!(run_id = %run.id, class = failure.class.as_str(), status = %run.status, "run attempt failed");
-        Ok(report(&run))
-    }
 }
 
 /// Writes orders to the destination: in batches where its connector has a batch operation,
@@ -798,16 +535,6 @@ async fn deliver_orders(destination: &ConnectorClient, orders: &[Item]) -> Resul
             .await?;
     }
     Ok(())
-}
-
-fn report(run: &run::Model) -> RunReport {
-    RunReport {
-        status: run.status,
-        records_read: run.records_read,
-        records_written: run.records_written,
-        error_class: run.error_class.clone(),
-        next_attempt_at: run.next_attempt_at,
-    }
 }
 
 #[cfg(test)]

@@ -6,4 +6,5 @@
 mod engine;
 mod streams;
 
-pub use engine::{RunReport, SyncEngine};
+pub use crate::runs::RunReport;
+pub use engine::SyncEngine;

@@ -1,0 +1,320 @@
+//! The run state machine: a run is claimed under a lease (one attempt at a time, a dead
+//! worker's run taken over when its lease runs out), kept alive by a heartbeat, and ends an
+//! attempt succeeded, retrying (persisted backoff) or dead (the dead letters, which count
+//! toward disabling the flow). The sync engine runs the pages in between; statuses and the
+//! one "due" predicate live on the run entity.
+
+use std::time::Duration;
+
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::connectors::client::{CallError, ErrorClass, NextPage};
+use crate::error::{Error, Result};
+use crate::ids::RunId;
+use crate::runtime::backoff::backoff;
+use crate::store::entities::{flow, run};
+
+/// A flow is disabled after this many runs in a row end in the dead letters.
+pub const DISABLE_AFTER_FAILURES: i32 = 5;
+
+/// How long a claim on a run lasts, by default; the attempt's heartbeat renews it. A run
+/// whose worker died is taken over after this.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
+
+/// Where a run is: the next page to read and the newest version seen so far.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub next: Option<NextPage>,
+    pub max_version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunReport {
+    /// Succeeded, retrying or dead.
+    pub status: run::RunStatus,
+    pub records_read: i64,
+    pub records_written: i64,
+    pub error_class: Option<String>,
+    pub next_attempt_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A claimed run and its flow.
+pub struct Claimed {
+    pub run: run::Model,
+    pub flow: flow::Model,
+}
+
+/// Claims the run for one attempt if it is due (queued, a retry whose time has come, or a
+/// dead worker's run whose lease ran out): marks it running under a lease, counts the
+/// attempt, and stamps its start. None when it is not this worker's to execute; job delivery
+/// is at-least-once, so a second delivery of the same run finds nothing to claim.
+pub async fn claim(
+    db: &DatabaseConnection,
+    run_id: &RunId,
+    lease: chrono::Duration,
+) -> Result<Option<Claimed>> {
+    let now = chrono::Utc::now();
+    let claimable = run::Entity::due(now);
+    let attempts_plus_one =
+        sea_orm::sea_query::ExprTrait::add(sea_orm::sea_query::Expr::col(run::Column::Attempts), 1);
+    let claimed = run::Entity::update_many()
+        .col_expr(run::Column::Status, run::RunStatus::Running.into())
+        .col_expr(run::Column::LeaseUntil, Some(now + lease).into())
+        // No longer waiting in the queue: if this worker dies, the dispatcher hands the
+        // run over as soon as the lease runs out.
+        .col_expr(
+            run::Column::DispatchedAt,
+            Option::<chrono::DateTime<chrono::Utc>>::None.into(),
+        )
+        .col_expr(run::Column::Attempts, attempts_plus_one)
+        .filter(run::Column::Id.eq(run_id.clone()))
+        .filter(claimable)
+        .exec(db)
+        .await?;
+    if claimed.rows_affected == 0 {
+        return Ok(None);
+    }
+    // A started webhook run no longer absorbs new webhooks: they queue the next run.
+    run::Entity::update_many()
+        .col_expr(run::Column::DedupeKey, format!("webhook:{run_id}").into())
+        .filter(run::Column::Id.eq(run_id.clone()))
+        .filter(run::Column::DedupeKey.eq(crate::flows::WEBHOOK_PENDING))
+        .exec(db)
+        .await?;
+    let run = run::Entity::find_by_id(run_id.clone())
+        .one(db)
+        .await?
+        .ok_or(Error::NotFound("run"))?;
+    let flow = flow::Entity::find_by_id(run.flow_id.clone())
+        .one(db)
+        .await?
+        .ok_or(Error::NotFound("flow"))?;
+    let run = if run.started_at.is_none() {
+        let mut active: run::ActiveModel = run.into();
+        active.started_at = Set(Some(now));
+        active.update(db).await?
+    } else {
+        run
+    };
+    Ok(Some(Claimed { run, flow }))
+}
+
+/// Renews the run's lease every third of its length until aborted: the attempt's heartbeat.
+pub fn keep_lease(
+    db: DatabaseConnection,
+    run_id: RunId,
+    lease: chrono::Duration,
+) -> tokio::task::JoinHandle<()> {
+    let every = lease.to_std().unwrap_or(DEFAULT_LEASE) / 3;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let renewed = run::Entity::update_many()
+                .col_expr(
+                    run::Column::LeaseUntil,
+                    Some(chrono::Utc::now() + lease).into(),
+                )
+                .filter(run::Column::Id.eq(run_id.clone()))
+                .filter(run::Column::Status.eq(run::RunStatus::Running))
+                .exec(&db)
+                .await;
+            if let Err(err) = renewed {
+                tracing::warn!(run_id = %run_id, error = %err, "could not renew the run's lease");
+            }
+        }
+    })
+}
+
+/// Ends the run as succeeded; the flow's cursor moves to the newest version the run
+/// committed, in the same transaction.
+pub async fn succeed(
+    db: &DatabaseConnection,
+    flow: &flow::Model,
+    run_id: &RunId,
+) -> Result<RunReport> {
+    let txn = crate::store::begin_write(db).await?;
+    let run = run::Entity::find_by_id(run_id.clone())
+        .one(&txn)
+        .await?
+        .ok_or(Error::NotFound("run"))?;
+    let checkpoint: Checkpoint = run
+        .checkpoint
+        .clone()
+        .and_then(|c| serde_json::from_value(c).ok())
+        .unwrap_or_default();
+    if let Some(version) = checkpoint.max_version {
+        // The cursor moves only with the records it covers, all committed by now.
+        flow::Entity::update_many()
+            .col_expr(
+                flow::Column::Cursor,
+                Some(json!({ "updated_at_min": version })).into(),
+            )
+            .col_expr(flow::Column::ConsecutiveFailures, 0.into())
+            .filter(flow::Column::Id.eq(flow.id.clone()))
+            .exec(&txn)
+            .await?;
+    }
+    let mut active: run::ActiveModel = run.into();
+    active.status = Set(run::RunStatus::Succeeded);
+    active.finished_at = Set(Some(chrono::Utc::now()));
+    active.error_class = Set(None);
+    active.error_message = Set(None);
+    active.next_attempt_at = Set(None);
+    active.lease_until = Set(None);
+    let run = active.update(&txn).await?;
+    txn.commit().await?;
+    Ok(report(&run))
+}
+
+/// Records a failed attempt: a transient failure with attempts left is rescheduled in
+/// storage after a backoff (retrying); anything else ends the run in the dead letters and
+/// counts toward disabling its flow. Either way an alert event says so, in the same
+/// transaction.
+pub async fn fail(
+    db: &DatabaseConnection,
+    flow: &flow::Model,
+    run_id: &RunId,
+    failure: &CallError,
+) -> Result<RunReport> {
+    let txn = crate::store::begin_write(db).await?;
+    let run = run::Entity::find_by_id(run_id.clone())
+        .one(&txn)
+        .await?
+        .ok_or(Error::NotFound("run"))?;
+    let retry = failure.class.is_transient() && run.attempts < flow.max_attempts;
+    let mut active: run::ActiveModel = run.clone().into();
+    active.lease_until = Set(None);
+    active.dispatched_at = Set(None);
+    active.error_class = Set(Some(failure.class.as_str().to_string()));
+    active.error_message = Set(Some(failure.message.chars().take(2000).collect()));
+    if retry {
+        let delay = backoff(
+            run.attempts.max(1) as u32,
+            Duration::from_secs(flow.retry_base_seconds.max(1) as u64),
+            Duration::from_secs(flow.retry_cap_seconds.max(1) as u64),
+        );
+        active.status = Set(run::RunStatus::Retrying);
+        active.next_attempt_at = Set(Some(
+            chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
+        ));
+        let kind = match failure.class {
+            ErrorClass::RateLimited => "rate_limited",
+            _ => "platform_errors",
+        };
+        crate::alerts::events::emit(
+            &txn,
+            crate::alerts::events::Event {
+                tenant: &flow.tenant_id,
+                kind,
+                severity: crate::alerts::message::Severity::Warning,
+                group_key: flow.id.to_string(),
+                connection_id: Some(flow.source_connection_id.to_string()),
+                flow_id: Some(flow.id.to_string()),
+                message: format!(
+                    "attempt {} of a run of {} failed ({}): {}",
+                    run.attempts,
+                    flow.name,
+                    failure.class.as_str(),
+                    failure.message
+                ),
+                details: json!({"run_id": run_id.to_string(), "error_class": failure.class.as_str()}),
+            },
+        )
+        .await?;
+    } else {
+        active.status = Set(run::RunStatus::Dead);
+        active.finished_at = Set(Some(chrono::Utc::now()));
+        active.next_attempt_at = Set(None);
+        let failures = flow.consecutive_failures + 1;
+        let mut flow_update: flow::ActiveModel = flow.clone().into();
+        flow_update.consecutive_failures = Set(failures);
+        if failures >= DISABLE_AFTER_FAILURES {
+            flow_update.enabled = Set(false);
+            flow_update.next_run_at = Set(None);
+            flow_update.disabled_reason = Set(Some(format!(
+                "disabled after {failures} failed runs in a row; last error ({}): {}",
+                failure.class.as_str(),
+                failure.message.chars().take(300).collect::<String>()
+            )));
+        }
+        let disabled = failures >= DISABLE_AFTER_FAILURES;
+        flow_update.update(&txn).await?;
+        let (kind, severity, message) = if disabled {
+            (
+                "flow_disabled",
+                crate::alerts::message::Severity::Critical,
+                format!(
+                    "flow {} was disabled after {failures} failed runs in a row",
+                    flow.name
+                ),
+            )
+        } else {
+            (
+                "run_failed",
+                crate::alerts::message::Severity::Warning,
+                format!(
+                    "a run of {} failed after {} attempt(s)",
+                    flow.name, run.attempts
+                ),
+            )
+        };
+        crate::alerts::events::emit(
+            &txn,
+            crate::alerts::events::Event {
+                tenant: &flow.tenant_id,
+                kind,
+                severity,
+                group_key: flow.id.to_string(),
+                connection_id: Some(flow.source_connection_id.to_string()),
+                flow_id: Some(flow.id.to_string()),
+                message: format!("{message} ({}): {}", failure.class.as_str(), failure.message),
+                details: json!({"run_id": run_id.to_string(), "error_class": failure.class.as_str()}),
+            },
+        )
+        .await?;
+    }
+    if failure.token_exchange {
+        // Login with Amazon would not trade the refresh token: every call of the flow
+        // fails until the seller authorises again (refused) or the endpoint answers.
+        let refused = matches!(failure.class, ErrorClass::Auth | ErrorClass::Forbidden);
+        crate::alerts::events::emit(
+            &txn,
+            crate::alerts::events::Event {
+                tenant: &flow.tenant_id,
+                kind: "credential_refresh_failed",
+                severity: if refused {
+                    crate::alerts::message::Severity::Critical
+                } else {
+                    crate::alerts::message::Severity::Warning
+                },
+                group_key: format!("{}:refresh", flow.id),
+                connection_id: None,
+                flow_id: Some(flow.id.to_string()),
+                message: format!(
+                    "a run of {} could not get an access token ({}): {}",
+                    flow.name,
+                    failure.class.as_str(),
+                    failure.message
+                ),
+                details: json!({"run_id": run_id.to_string(), "error_class": failure.class.as_str()}),
+            },
+        )
+        .await?;
+    }
+    let run = active.update(&txn).await?;
+    txn.commit().await?;
+    tracing::warn!(run_id = %run.id, class = failure.class.as_str(), status = %run.status, "run attempt failed");
+    Ok(report(&run))
+}
+
+fn report(run: &run::Model) -> RunReport {
+    RunReport {
+        status: run.status,
+        records_read: run.records_read,
+        records_written: run.records_written,
+        error_class: run.error_class.clone(),
+        next_attempt_at: run.next_attempt_at,
+    }
+}
