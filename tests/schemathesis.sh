@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the REST API from its own /openapi.json with schemathesis, as an attacker with a
-# tenant token would, against a real `synchub serve` on SQLite and (when a server is named)
+# tenant token would (private targets closed, as in production; the development overlay
+# would open them), against a real `synchub serve` on SQLite and (when a server is named)
 # PostgreSQL. Passes only if no request got a 5xx. Not part of CI: it runs for minutes.
 #
 #   pip install schemathesis
@@ -55,6 +56,7 @@ fuzz() {
   fi
   SYNCHUB_DATA_DIR="$dir/data" SYNCHUB_LISTEN="127.0.0.1:$PORT" SYNCHUB_BOOTSTRAP_TOKEN="$OPERATOR" \
     SYNCHUB_LOG_JSON=false RUST_LOG=warn DATABASE_URL="$database_url" \
+    SYNCHUB_ALLOW_PRIVATE_TARGETS=false \
     "$BIN" serve >"$dir/server.log" 2>&1 &
   server=$!
   local ready=""

@@ -147,20 +147,12 @@ async fn scopes_are_enforced(backend: Backend) {
 
     // The scheme is case-insensitive (RFC 9110 §11.1); the token itself is not.
     let (_, reader) = app.tenant_with_token(&["read"]).await;
-    for header in [format!("bearer {reader}"), format!("BEARER  {reader}")] {
-        let response = app
-            .client
-            .get(app.url("/v1/connections"))
-            .header("Authorization", header.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 200, "{header}");
-    }
-    for header in [
-        format!("Bearer {}", reader.to_uppercase()),
-        format!("Basic {reader}"),
-        "Bearer ".into(),
+    for (header, expected) in [
+        (format!("bearer {reader}"), 200),
+        (format!("BEARER  {reader}"), 200),
+        (format!("Bearer {}", reader.to_uppercase()), 401),
+        (format!("Basic {reader}"), 401),
+        ("Bearer ".to_string(), 401),
     ] {
         let response = app
             .client
@@ -169,7 +161,7 @@ async fn scopes_are_enforced(backend: Backend) {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status().as_u16(), 401, "{header}");
+        assert_eq!(response.status().as_u16(), expected, "{header}");
     }
 }
 on_both_backends!(scopes_are_enforced);
