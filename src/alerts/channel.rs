@@ -1,7 +1,7 @@
 //! Alert channels: a tenant's ops chats. The URL (it carries the robot's token) and the
 //! signing secret go through the vault; the URL passes the outbound guard.
 
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, QueryFilter, QueryOrder, Set};
+use sea_orm::{ActiveModelTrait, DatabaseConnection, QueryOrder, Set};
 use serde::{Deserialize, Serialize};
 
 use super::message::{Language, Message, Severity};
@@ -220,12 +220,7 @@ impl AlertChannels {
     }
 
     async fn find(&self, tenant: &TenantId, id: &str) -> Result<alert_channel::Model> {
-        let id = AlertChannelId::parse(id).ok_or(Error::NotFound("alert channel"))?;
-        alert_channel::Entity::find_in_tenant(tenant)
-            .filter(alert_channel::Column::Id.eq(id))
-            .one(&self.db)
-            .await?
-            .ok_or(Error::NotFound("alert channel"))
+        crate::store::find_owned::<alert_channel::Entity>(&self.db, tenant, id).await
     }
 
     /// Sends one message to a channel now and reports what the platform answered.

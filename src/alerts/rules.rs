@@ -12,8 +12,9 @@ use super::events::KINDS;
 use super::message::Severity;
 use crate::audit::{self, Actor, Entry};
 use crate::error::{Error, FieldError, Result};
-use crate::ids::{AlertChannelId, AlertRuleId, ConnectionId, FlowId, TenantId};
+use crate::ids::{AlertRuleId, TenantId};
 use crate::store::entities::{alert_channel, alert_rule, connection, flow};
+use crate::store::{TenantOwned, find_owned};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -112,15 +113,18 @@ fn hhmm(text: &str) -> bool {
     chrono::NaiveTime::parse_from_str(text, "%H:%M").is_ok()
 }
 
-/// Whether the tenant-scoped lookup finds a row; None (an id that does not parse) finds none.
-async fn exists<E: EntityTrait>(
+/// Whether the tenant owns a row with this raw id (another tenant's id or a malformed one
+/// is no).
+async fn owned<E: TenantOwned>(
     db: &DatabaseConnection,
-    query: Option<sea_orm::Select<E>>,
+    tenant: &TenantId,
+    raw: &str,
 ) -> Result<bool> {
-    Ok(match query {
-        Some(query) => query.one(db).await?.is_some(),
-        None => false,
-    })
+    match find_owned::<E>(db, tenant, raw).await {
+        Ok(_) => Ok(true),
+        Err(Error::NotFound(_)) => Ok(false),
+        Err(err) => Err(err),
+    }
 }
 
 pub async fn create(
@@ -167,10 +171,7 @@ pub async fn create(
         errors.push(FieldError::new("channels", "at least one alert channel"));
     }
     for (i, raw) in input.channels.iter().enumerate() {
-        let query = AlertChannelId::parse(raw).map(|id| {
-            alert_channel::Entity::find_in_tenant(tenant).filter(alert_channel::Column::Id.eq(id))
-        });
-        if !exists(db, query).await? {
+        if !owned::<alert_channel::Entity>(db, tenant, raw).await? {
             errors.push(FieldError::new(
                 format!("channels[{i}]"),
                 "no such alert channel",
@@ -179,20 +180,15 @@ pub async fn create(
     }
     // A rule watches the tenant's own connection or flow: another tenant's id, or none at
     // all, would be a rule that never fires and says nothing of why.
-    if let Some(raw) = &input.connection_id {
-        let query = ConnectionId::parse(raw).map(|id| {
-            connection::Entity::find_in_tenant(tenant).filter(connection::Column::Id.eq(id))
-        });
-        if !exists(db, query).await? {
-            errors.push(FieldError::new("connection_id", "no such connection"));
-        }
+    if let Some(raw) = &input.connection_id
+        && !owned::<connection::Entity>(db, tenant, raw).await?
+    {
+        errors.push(FieldError::new("connection_id", "no such connection"));
     }
-    if let Some(raw) = &input.flow_id {
-        let query = FlowId::parse(raw)
-            .map(|id| flow::Entity::find_in_tenant(tenant).filter(flow::Column::Id.eq(id)));
-        if !exists(db, query).await? {
-            errors.push(FieldError::new("flow_id", "no such flow"));
-        }
+    if let Some(raw) = &input.flow_id
+        && !owned::<flow::Entity>(db, tenant, raw).await?
+    {
+        errors.push(FieldError::new("flow_id", "no such flow"));
     }
     if !errors.is_empty() {
         return Err(Error::Invalid(errors));

@@ -143,12 +143,7 @@ impl Connections {
         tenant: &TenantId,
         id: &str,
     ) -> Result<connection::Model> {
-        let id = ConnectionId::parse(id).ok_or(Error::NotFound("connection"))?;
-        connection::Entity::find_in_tenant(tenant)
-            .filter(connection::Column::Id.eq(id))
-            .one(db)
-            .await?
-            .ok_or(Error::NotFound("connection"))
+        crate::store::find_owned::<connection::Entity>(db, tenant, id).await
     }
 
     async fn view(&self, row: connection::Model) -> Result<ConnectionView> {

@@ -430,12 +430,7 @@ impl Deployments {
         tenant: &TenantId,
         id: &str,
     ) -> Result<deployment::Model> {
-        let id = DeploymentId::parse(id).ok_or(Error::NotFound("deployment"))?;
-        deployment::Entity::find_in_tenant(tenant)
-            .filter(deployment::Column::Id.eq(id))
-            .one(db)
-            .await?
-            .ok_or(Error::NotFound("deployment"))
+        crate::store::find_owned::<deployment::Entity>(db, tenant, id).await
     }
 
     pub async fn get(&self, tenant: &TenantId, id: &str) -> Result<DeploymentView> {

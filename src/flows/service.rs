@@ -115,12 +115,7 @@ impl Flows {
         tenant: &TenantId,
         id: &str,
     ) -> Result<flow::Model> {
-        let id = FlowId::parse(id).ok_or(Error::NotFound("flow"))?;
-        flow::Entity::find_in_tenant(tenant)
-            .filter(flow::Column::Id.eq(id))
-            .one(db)
-            .await?
-            .ok_or(Error::NotFound("flow"))
+        crate::store::find_owned::<flow::Entity>(db, tenant, id).await
     }
 
     /// Resolves a connection of the tenant and checks it can play its part in the stream.
@@ -539,13 +534,9 @@ impl Flows {
     }
 
     pub async fn run(&self, tenant: &TenantId, id: &str) -> Result<RunView> {
-        let id = RunId::parse(id).ok_or(Error::NotFound("run"))?;
-        run::Entity::find_in_tenant(tenant)
-            .filter(run::Column::Id.eq(id))
-            .one(&self.db)
-            .await?
+        crate::store::find_owned::<run::Entity>(&self.db, tenant, id)
+            .await
             .map(RunView::from)
-            .ok_or(Error::NotFound("run"))
     }
 }
 

@@ -1,6 +1,9 @@
 //! Storage: the connection to SQLite or PostgreSQL, migrations, and the entities.
 
 pub mod entities;
+mod owned;
+
+pub use owned::{TenantOwned, find_owned};
 
 use std::time::Duration;
 
