@@ -28,7 +28,6 @@ use crate::store::entities::{deployment, deployment_target, flow, run};
 
 pub use crate::runtime::Clock;
 
-const DUE: [&str; 4] = ["pending", "waiting_for_window", "in_progress", "promoted"];
 const LEASE: chrono::Duration = chrono::Duration::seconds(120);
 
 #[derive(Clone)]
@@ -66,7 +65,7 @@ impl Deployer {
     pub async fn tick(&self) -> Result<usize> {
         let now = (self.clock)();
         let due = deployment::Entity::find()
-            .filter(deployment::Column::State.is_in(DUE))
+            .filter(deployment::Column::State.is_in(deployment::DeploymentState::DUE))
             .filter(deployment::Column::NextActionAt.lte(now))
             .all(&self.db)
             .await?;
@@ -104,10 +103,11 @@ impl Deployer {
     }
 
     async fn advance(&self, row: deployment::Model, now: DateTime<Utc>) -> Result<()> {
-        match row.state.as_str() {
-            "pending" | "waiting_for_window" => self.start(row, now).await,
-            "in_progress" => self.gate(row, now).await,
-            "promoted" => self.watch(row, now).await,
+        match row.state {
+            deployment::DeploymentState::Pending
+            | deployment::DeploymentState::WaitingForWindow => self.start(row, now).await,
+            deployment::DeploymentState::InProgress => self.gate(row, now).await,
+            deployment::DeploymentState::Promoted => self.watch(row, now).await,
             _ => Ok(()),
         }
     }
@@ -140,10 +140,10 @@ impl Deployer {
                 }
             };
             if let Some((until, details)) = wait {
-                let first = row.state != "waiting_for_window";
+                let first = row.state != deployment::DeploymentState::WaitingForWindow;
                 let row = self
                     .set(&row, |a| {
-                        a.state = Set("waiting_for_window".into());
+                        a.state = Set(deployment::DeploymentState::WaitingForWindow);
                         a.next_action_at = Set(until);
                     })
                     .await?;
@@ -166,7 +166,7 @@ impl Deployer {
         let actor = Actor::system(&format!("deployer ({})", row.created_by));
         let targets = deployment_target::Entity::find()
             .filter(deployment_target::Column::DeploymentId.eq(row.id.clone()))
-            .filter(deployment_target::Column::State.eq("pending"))
+            .filter(deployment_target::Column::State.eq(deployment_target::TargetState::Pending))
             .all(&self.db)
             .await?;
         let mut failed = Vec::new();
@@ -209,11 +209,10 @@ impl Deployer {
             }
             let mut update: deployment_target::ActiveModel = target.into();
             update.state = Set(if passed {
-                "verified"
+                deployment_target::TargetState::Verified
             } else {
-                "verification_failed"
-            }
-            .into());
+                deployment_target::TargetState::VerificationFailed
+            });
             update.verification = Set(Some(json!({"checks": report, "shadow": shadow})));
             update.update(&self.db).await?;
         }
@@ -234,7 +233,7 @@ impl Deployer {
         );
         let row = self
             .set(row, |a| {
-                a.state = Set("failed".into());
+                a.state = Set(deployment::DeploymentState::Failed);
                 a.reason = Set(Some(reason.clone()));
                 a.finished_at = Set(Some(now));
             })
@@ -260,8 +259,8 @@ impl Deployer {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let upto = steps.get(step).copied().unwrap_or(usize::MAX);
-        let expected = row.state.clone();
-        let switched = switch(&self.db, &row, &expected, step as i32, upto, now).await?;
+        let expected = row.state;
+        let switched = switch(&self.db, &row, expected, step as i32, upto, now).await?;
         let last = step + 1 >= steps.len();
         let gate = gate_of(&row);
         let row = self
@@ -269,12 +268,12 @@ impl Deployer {
                 a.current_step = Set(step as i32);
                 a.step_started_at = Set(Some(now));
                 if last {
-                    a.state = Set("promoted".into());
+                    a.state = Set(deployment::DeploymentState::Promoted);
                     a.promoted_at = Set(Some(now));
                     a.next_action_at =
                         Set(now + chrono::Duration::seconds(gate.interval_seconds.min(60)));
                 } else {
-                    a.state = Set("in_progress".into());
+                    a.state = Set(deployment::DeploymentState::InProgress);
                     a.next_action_at = Set(now + chrono::Duration::seconds(gate.interval_seconds));
                 }
             })
@@ -299,7 +298,7 @@ impl Deployer {
         Ok(targets
             .into_iter()
             .fold((Vec::new(), Vec::new()), |(mut on, mut off), t| {
-                if t.state == "switched" {
+                if t.state == deployment_target::TargetState::Switched {
                     on.push(t.connection_id);
                 } else {
                     off.push(t.connection_id);
@@ -416,7 +415,7 @@ impl Deployer {
         if now >= promoted_at + chrono::Duration::seconds(row.rollback_window_seconds) {
             let row = self
                 .set(&row, |a| {
-                    a.state = Set("completed".into());
+                    a.state = Set(deployment::DeploymentState::Completed);
                     a.finished_at = Set(Some(now));
                 })
                 .await?;

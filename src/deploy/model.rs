@@ -80,8 +80,7 @@ pub struct RollbackRequest {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TargetView {
     pub connection_id: String,
-    /// pending, verified, verification_failed, switched or rolled_back.
-    pub state: String,
+    pub state: crate::store::entities::deployment_target::TargetState,
     pub step: Option<i32>,
     pub previous_version: Option<String>,
     #[schema(value_type = Option<Object>)]
@@ -105,9 +104,7 @@ pub struct DeploymentView {
     pub connector: String,
     pub to_version: String,
     pub strategy: String,
-    /// pending, waiting_for_window, in_progress, promoted, completed, paused, rolled_back or
-    /// failed.
-    pub state: String,
+    pub state: crate::store::entities::deployment::DeploymentState,
     pub current_step: i32,
     /// How many connections are switched once each step is done.
     pub steps: Vec<usize>,

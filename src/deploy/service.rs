@@ -24,15 +24,6 @@ use crate::store::entities::{
     connection, deployment, deployment_event, deployment_target, flow, tenant,
 };
 
-/// States in which a deployment still holds its connections.
-pub const ACTIVE: [&str; 5] = [
-    "pending",
-    "waiting_for_window",
-    "in_progress",
-    "promoted",
-    "paused",
-];
-
 /// A connection pinned by a deployment says which.
 pub fn pinned_by(id: &DeploymentId) -> String {
     format!("deployment:{id}")
@@ -344,7 +335,7 @@ impl Deployments {
             let active = deployment::Entity::find_in_tenant(tenant)
                 .filter(deployment::Column::Id.is_in(busy_deployments))
                 .filter(deployment::Column::Connector.eq(input.connector.clone()))
-                .filter(deployment::Column::State.is_in(ACTIVE))
+                .filter(deployment::Column::State.is_in(deployment::DeploymentState::ACTIVE))
                 .one(&txn)
                 .await?;
             if let Some(active) = active {
@@ -368,7 +359,7 @@ impl Deployments {
             connector: Set(input.connector.clone()),
             to_version: Set(input.version.clone()),
             strategy: Set(input.strategy.as_str().into()),
-            state: Set("pending".into()),
+            state: Set(deployment::DeploymentState::Pending),
             steps: Set(json!(steps)),
             gate: Set(serde_json::to_value(&gate).unwrap_or_default()),
             window: Set(input
@@ -403,7 +394,7 @@ impl Deployments {
                 previous_version: Set(None),
                 previous_pinned_by: Set(None),
                 snapshot: Set(None),
-                state: Set("pending".into()),
+                state: Set(deployment_target::TargetState::Pending),
                 verification: Set(None),
                 switched_at: Set(None),
             }
@@ -465,17 +456,21 @@ impl Deployments {
         let txn = crate::store::begin_write(&self.db).await?;
         let row = self.find(&txn, tenant, id).await?;
         let mut active: deployment::ActiveModel = row.clone().into();
-        match (action, row.state.as_str()) {
-            ("pause", state) if ACTIVE.contains(&state) && state != "paused" => {
-                active.paused_from = Set(Some(row.state.clone()));
-                active.state = Set("paused".into());
+        match (action, row.state) {
+            ("pause", state)
+                if state.is_active() && state != deployment::DeploymentState::Paused =>
+            {
+                active.paused_from = Set(Some(row.state));
+                active.state = Set(deployment::DeploymentState::Paused);
             }
-            ("resume", "paused") => {
-                active.state = Set(row.paused_from.clone().unwrap_or_else(|| "pending".into()));
+            ("resume", deployment::DeploymentState::Paused) => {
+                active.state = Set(row
+                    .paused_from
+                    .unwrap_or(deployment::DeploymentState::Pending));
                 active.paused_from = Set(None);
                 active.next_action_at = Set(now);
             }
-            ("promote", "in_progress") => {
+            ("promote", deployment::DeploymentState::InProgress) => {
                 // The gate's wait is skipped once: the next step switches on the deployer's
                 // next tick (a failing gate still rolls back).
                 active.next_action_at = Set(now);
@@ -627,7 +622,7 @@ async fn flows_of(
 pub async fn switch(
     db: &DatabaseConnection,
     row: &deployment::Model,
-    expected_state: &str,
+    expected_state: deployment::DeploymentState,
     step: i32,
     upto: usize,
     now: chrono::DateTime<chrono::Utc>,
@@ -645,7 +640,7 @@ pub async fn switch(
     let targets = deployment_target::Entity::find()
         .filter(deployment_target::Column::DeploymentId.eq(row.id.clone()))
         .filter(deployment_target::Column::Position.lt(upto as i32))
-        .filter(deployment_target::Column::State.eq("verified"))
+        .filter(deployment_target::Column::State.eq(deployment_target::TargetState::Verified))
         .all(&txn)
         .await?;
     let mut switched = Vec::with_capacity(targets.len());
@@ -669,7 +664,7 @@ pub async fn switch(
         target_update.previous_version = Set(connection_row.version.clone());
         target_update.previous_pinned_by = Set(connection_row.pinned_by.clone());
         target_update.snapshot = Set(Some(snapshot));
-        target_update.state = Set("switched".into());
+        target_update.state = Set(deployment_target::TargetState::Switched);
         target_update.step = Set(Some(step));
         target_update.switched_at = Set(Some(now));
         target_update.update(&txn).await?;
@@ -697,12 +692,15 @@ pub async fn rollback(
 ) -> Result<bool> {
     let txn = crate::store::begin_write(db).await?;
     let ended = deployment::Entity::update_many()
-        .col_expr(deployment::Column::State, "rolled_back".into())
+        .col_expr(
+            deployment::Column::State,
+            deployment::DeploymentState::RolledBack.into(),
+        )
         .col_expr(deployment::Column::Reason, Some(reason.to_string()).into())
         .col_expr(deployment::Column::FinishedAt, Some(now).into())
         .col_expr(deployment::Column::UpdatedAt, now.into())
         .filter(deployment::Column::Id.eq(row.id.clone()))
-        .filter(deployment::Column::State.is_in(ACTIVE))
+        .filter(deployment::Column::State.is_in(deployment::DeploymentState::ACTIVE))
         .exec(&txn)
         .await?;
     if ended.rows_affected == 0 {
@@ -710,7 +708,7 @@ pub async fn rollback(
     }
     let targets = deployment_target::Entity::find()
         .filter(deployment_target::Column::DeploymentId.eq(row.id.clone()))
-        .filter(deployment_target::Column::State.eq("switched"))
+        .filter(deployment_target::Column::State.eq(deployment_target::TargetState::Switched))
         .all(&txn)
         .await?;
     let mut restored = Vec::new();
@@ -749,7 +747,7 @@ pub async fn rollback(
         }
         restored.push(target.connection_id.to_string());
         let mut update: deployment_target::ActiveModel = target.into();
-        update.state = Set("rolled_back".into());
+        update.state = Set(deployment_target::TargetState::RolledBack);
         update.update(&txn).await?;
     }
     let details = json!({"automatic": automatic, "reason": reason, "connections": restored, "restore_cursors": restore_cursors});

@@ -2,6 +2,86 @@ use sea_orm::entity::prelude::*;
 
 use crate::ids::{DeploymentId, TenantId};
 
+/// Where a deployment is: pending (verifying its connections), waiting_for_window (outside
+/// the tenant's deploy window), in_progress (between steps), promoted (all switched, watched
+/// for the rollback window), paused, completed, failed (verification refused it; nothing
+/// switched) or rolled_back. Stored as its snake_case name.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    EnumIter,
+    DeriveActiveEnum,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+#[sea_orm(rs_type = "String", db_type = "Text")]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentState {
+    #[sea_orm(string_value = "pending")]
+    Pending,
+    #[sea_orm(string_value = "waiting_for_window")]
+    WaitingForWindow,
+    #[sea_orm(string_value = "in_progress")]
+    InProgress,
+    #[sea_orm(string_value = "promoted")]
+    Promoted,
+    #[sea_orm(string_value = "paused")]
+    Paused,
+    #[sea_orm(string_value = "completed")]
+    Completed,
+    #[sea_orm(string_value = "failed")]
+    Failed,
+    #[sea_orm(string_value = "rolled_back")]
+    RolledBack,
+}
+
+impl DeploymentState {
+    /// States in which a deployment still holds its connections.
+    pub const ACTIVE: [Self; 5] = [
+        Self::Pending,
+        Self::WaitingForWindow,
+        Self::InProgress,
+        Self::Promoted,
+        Self::Paused,
+    ];
+    /// States in which the deployer has something to do.
+    pub const DUE: [Self; 4] = [
+        Self::Pending,
+        Self::WaitingForWindow,
+        Self::InProgress,
+        Self::Promoted,
+    ];
+
+    pub fn is_active(self) -> bool {
+        Self::ACTIVE.contains(&self)
+    }
+}
+
+impl DeploymentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::WaitingForWindow => "waiting_for_window",
+            Self::InProgress => "in_progress",
+            Self::Promoted => "promoted",
+            Self::Paused => "paused",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::RolledBack => "rolled_back",
+        }
+    }
+}
+
+impl std::fmt::Display for DeploymentState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A roll-out of a connector version to a set of connections: the persisted state machine.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "deployments")]
@@ -12,7 +92,7 @@ pub struct Model {
     pub connector: String,
     pub to_version: String,
     pub strategy: String,
-    pub state: String,
+    pub state: DeploymentState,
     #[sea_orm(column_type = "JsonBinary")]
     pub steps: Json,
     #[sea_orm(column_type = "JsonBinary")]
@@ -26,7 +106,7 @@ pub struct Model {
     pub lease_until: Option<DateTimeUtc>,
     pub rollback_window_seconds: i64,
     pub promoted_at: Option<DateTimeUtc>,
-    pub paused_from: Option<String>,
+    pub paused_from: Option<DeploymentState>,
     /// Promote the current step at the next look, without waiting for its gate.
     pub promote_requested: bool,
     pub changelog: String,
