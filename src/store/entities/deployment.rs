@@ -2,41 +2,21 @@ use sea_orm::entity::prelude::*;
 
 use crate::ids::{DeploymentId, TenantId};
 
-/// Where a deployment is: pending (verifying its connections), waiting_for_window (outside
-/// the tenant's deploy window), in_progress (between steps), promoted (all switched, watched
-/// for the rollback window), paused, completed, failed (verification refused it; nothing
-/// switched) or rolled_back. Stored as its snake_case name.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    EnumIter,
-    DeriveActiveEnum,
-    serde::Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
-)]
-#[sea_orm(rs_type = "String", db_type = "Text")]
-#[serde(rename_all = "snake_case")]
-pub enum DeploymentState {
-    #[sea_orm(string_value = "pending")]
-    Pending,
-    #[sea_orm(string_value = "waiting_for_window")]
-    WaitingForWindow,
-    #[sea_orm(string_value = "in_progress")]
-    InProgress,
-    #[sea_orm(string_value = "promoted")]
-    Promoted,
-    #[sea_orm(string_value = "paused")]
-    Paused,
-    #[sea_orm(string_value = "completed")]
-    Completed,
-    #[sea_orm(string_value = "failed")]
-    Failed,
-    #[sea_orm(string_value = "rolled_back")]
-    RolledBack,
+text_enum! {
+    /// Where a deployment is: pending (verifying its connections), waiting_for_window (outside
+    /// the tenant's deploy window), in_progress (between steps), promoted (all switched, watched
+    /// for the rollback window), paused, completed, failed (verification refused it; nothing
+    /// switched) or rolled_back. Stored as its snake_case name.
+    DeploymentState {
+        Pending = "pending",
+        WaitingForWindow = "waiting_for_window",
+        InProgress = "in_progress",
+        Promoted = "promoted",
+        Paused = "paused",
+        Completed = "completed",
+        Failed = "failed",
+        RolledBack = "rolled_back",
+    }
 }
 
 impl DeploymentState {
@@ -58,27 +38,6 @@ impl DeploymentState {
 
     pub fn is_active(self) -> bool {
         Self::ACTIVE.contains(&self)
-    }
-}
-
-impl DeploymentState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::WaitingForWindow => "waiting_for_window",
-            Self::InProgress => "in_progress",
-            Self::Promoted => "promoted",
-            Self::Paused => "paused",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-            Self::RolledBack => "rolled_back",
-        }
-    }
-}
-
-impl std::fmt::Display for DeploymentState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -2,51 +2,16 @@ use sea_orm::entity::prelude::*;
 
 use crate::ids::{FlowId, RunId, TenantId};
 
-/// Where a run is in its life: queued (waiting for a worker), running (held under a lease),
-/// retrying (a transient failure, waiting for its next attempt), succeeded, or dead (in the
-/// dead letters). Stored as its snake_case name.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    EnumIter,
-    DeriveActiveEnum,
-    serde::Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
-)]
-#[sea_orm(rs_type = "String", db_type = "Text")]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    #[sea_orm(string_value = "queued")]
-    Queued,
-    #[sea_orm(string_value = "running")]
-    Running,
-    #[sea_orm(string_value = "retrying")]
-    Retrying,
-    #[sea_orm(string_value = "succeeded")]
-    Succeeded,
-    #[sea_orm(string_value = "dead")]
-    Dead,
-}
-
-impl std::fmt::Display for RunStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Retrying => "retrying",
-            Self::Succeeded => "succeeded",
-            Self::Dead => "dead",
-        }
+text_enum! {
+    /// Where a run is in its life: queued (waiting for a worker), running (held under a lease),
+    /// retrying (a transient failure, waiting for its next attempt), succeeded, or dead (in the
+    /// dead letters). Stored as its snake_case name.
+    RunStatus {
+        Queued = "queued",
+        Running = "running",
+        Retrying = "retrying",
+        Succeeded = "succeeded",
+        Dead = "dead",
     }
 }
 
