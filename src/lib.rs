@@ -15,6 +15,7 @@ pub mod audit;
 #[cfg(feature = "dev-tools")]
 pub mod bench;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod connectors;

@@ -13,6 +13,7 @@ use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::AppState;
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::connections::Connections;
 use crate::connectors::ConnectorRegistry;
@@ -70,7 +71,17 @@ impl Application {
         Self::build_role(settings, Role::All).await
     }
 
-    pub async fn build_role(mut settings: Settings, role: Role) -> anyhow::Result<Self> {
+    pub async fn build_role(settings: Settings, role: Role) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, role, Clock::system()).await
+    }
+
+    /// As `build_role`, with every time-dependent decision read from `clock`: tests move it
+    /// forward instead of sleeping.
+    pub async fn build_with_clock(
+        mut settings: Settings,
+        role: Role,
+        clock: Clock,
+    ) -> anyhow::Result<Self> {
         match role {
             Role::All => {}
             Role::Api => {
@@ -129,18 +140,22 @@ impl Application {
                 .context("connecting to rate_limits.redis_url")?,
         };
         let connections = Connections::new(db.clone(), vault.clone(), registry.clone(), &settings)?
-            .with_limiter(limiter.clone());
+            .with_limiter(limiter.clone())
+            .with_clock(clock.clone());
         let ingest = IngestService::start(
             db.clone(),
             connections.clone(),
             &settings.webhooks,
             runs.clone(),
         );
-        let flows = Flows::new(db.clone(), registry.clone(), runs.clone());
-        let deployments = crate::deploy::Deployments::new(db.clone(), versions.clone());
+        let flows =
+            Flows::new(db.clone(), registry.clone(), runs.clone()).with_clock(clock.clone());
+        let deployments = crate::deploy::Deployments::new(db.clone(), versions.clone())
+            .with_clock(clock.clone());
         let outbound = crate::netpolicy::OutboundPolicy::from_settings(&settings);
         let alert_channels =
-            crate::alerts::AlertChannels::new(db.clone(), vault.clone(), outbound.clone())?;
+            crate::alerts::AlertChannels::new(db.clone(), vault.clone(), outbound.clone())?
+                .with_clock(clock.clone());
         let engine = crate::sync::SyncEngine::new(
             db.clone(),
             vault.clone(),
@@ -148,18 +163,21 @@ impl Application {
             outbound.clone(),
         )?
         .with_limiter(limiter.clone())
-        .with_lease(Duration::from_secs(settings.workers.lease_seconds));
+        .with_lease(Duration::from_secs(settings.workers.lease_seconds))
+        .with_clock(clock.clone());
         let shutdown = CancellationToken::new();
         if settings.scheduler.enabled {
             let interval = Duration::from_millis(settings.scheduler.tick_millis);
             tokio::spawn(
                 Scheduler::new(db.clone())
                     .with_signal(runs.clone())
+                    .with_clock(clock.clone())
                     .run(interval, shutdown.clone()),
             );
         }
         if settings.deployments.enabled {
-            let deployer = crate::deploy::Deployer::new(db.clone(), connections.clone());
+            let deployer = crate::deploy::Deployer::new(db.clone(), connections.clone())
+                .with_clock(clock.clone());
             let every = Duration::from_millis(settings.deployments.tick_millis);
             tokio::spawn(deployer.run(every, shutdown.clone()));
         }
@@ -169,7 +187,8 @@ impl Application {
                 alert_channels.clone(),
                 limiter.clone(),
                 settings.effective_public_url(),
-            );
+            )
+            .with_clock(clock.clone());
             let every = Duration::from_millis(settings.alerts.tick_millis);
             tokio::spawn(alerter.run(every, shutdown.clone()));
         }
@@ -187,7 +206,8 @@ impl Application {
                 limiter.clone(),
                 policy,
                 outbound.clone(),
-            )?;
+            )?
+            .with_clock(clock.clone());
             let every = Duration::from_millis(settings.credentials.tick_millis);
             tokio::spawn(keeper.run(every, shutdown.clone()));
         }
@@ -196,6 +216,7 @@ impl Application {
             let options = RuntimeOptions {
                 concurrency: settings.workers.concurrency,
                 poll: Duration::from_millis(settings.workers.poll_millis),
+                clock: clock.clone(),
             };
             tokio::spawn(async move {
                 if let Err(err) = crate::runtime::run(db, engine, runs, options, shutdown).await {
@@ -205,7 +226,7 @@ impl Application {
         }
         let metrics = crate::telemetry::metrics_handle()?;
         spawn_metrics_upkeep(metrics.clone());
-        spawn_idempotency_pruning(db.clone());
+        spawn_idempotency_pruning(db.clone(), clock.clone());
 
         let state = web::Data::new(AppState {
             db: db.clone(),
@@ -219,6 +240,7 @@ impl Application {
             flows,
             ingest,
             metrics,
+            clock: clock.clone(),
         });
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("listening on {}", settings.listen))?;
@@ -271,10 +293,10 @@ fn spawn_metrics_upkeep(handle: PrometheusHandle) {
 }
 
 /// Forgets idempotency keys past their retention, hourly.
-fn spawn_idempotency_pruning(db: DatabaseConnection) {
+fn spawn_idempotency_pruning(db: DatabaseConnection, clock: Clock) {
     tokio::spawn(async move {
         loop {
-            match crate::idempotency::prune(&db).await {
+            match crate::idempotency::prune(&db, clock.now()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(pruned = n, "expired idempotency keys removed"),
                 Err(err) => tracing::warn!(error = %err, "pruning idempotency keys failed"),

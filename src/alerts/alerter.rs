@@ -7,7 +7,6 @@
 //! `MAX_ATTEMPTS`, from where it can be replayed.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveTime, TimeZone, Utc};
@@ -110,7 +109,7 @@ impl Alerter {
             channels,
             limiter,
             public_url,
-            clock: Arc::new(Utc::now),
+            clock: Clock::system(),
         }
     }
 
@@ -135,7 +134,7 @@ impl Alerter {
     /// An alert with no new event for its rule's window has recovered: it says so, once,
     /// on the rule's channels.
     async fn resolve(&self) -> Result<()> {
-        let now = (self.clock)();
+        let now = self.clock.now();
         let firing = alert::Entity::find()
             .filter(alert::Column::State.eq("firing"))
             .filter(alert::Column::LastNotifiedAt.is_not_null())
@@ -214,7 +213,7 @@ impl Alerter {
     }
 
     async fn evaluate(&self) -> Result<usize> {
-        let now = (self.clock)();
+        let now = self.clock.now();
         let free = || {
             sea_orm::Condition::any()
                 .add(alert_event::Column::ClaimedUntil.is_null())
@@ -424,7 +423,7 @@ impl Alerter {
 
     /// Sends the due deliveries, each channel paced to its platform's limit.
     async fn deliver(&self) -> Result<usize> {
-        let now = (self.clock)();
+        let now = self.clock.now();
         let due = alert_delivery::Entity::find()
             .filter(alert_delivery::Column::Status.eq("pending"))
             .filter(alert_delivery::Column::NextAttemptAt.lte(now))

@@ -111,6 +111,7 @@ pub struct AlertChannels {
     db: DatabaseConnection,
     vault: Vault,
     http: OutboundClient,
+    clock: crate::clock::Clock,
 }
 
 impl AlertChannels {
@@ -124,7 +125,17 @@ impl AlertChannels {
             std::time::Duration::from_secs(5),
             std::time::Duration::from_secs(10),
         )?;
-        Ok(Self { db, vault, http })
+        Ok(Self {
+            db,
+            vault,
+            http,
+            clock: crate::clock::Clock::system(),
+        })
+    }
+
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub async fn create(
@@ -193,7 +204,7 @@ impl AlertChannels {
             secret_id: Set(secret_id),
             url_hint: Set(url_hint),
             language: Set(language_code(input.language).into()),
-            created_at: Set(chrono::Utc::now()),
+            created_at: Set(self.clock.now()),
         }
         .insert(&txn)
         .await?;
@@ -263,7 +274,7 @@ impl AlertChannels {
             severity: Severity::Info,
             what: format!("{} asked for a test message to {}", actor.name, row.name),
             location: vec![("Tenant".into(), tenant.to_string())],
-            since: Some(chrono::Utc::now()),
+            since: Some(self.clock.now()),
             count: 1,
             last_error: None,
             link: None,

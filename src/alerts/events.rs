@@ -46,6 +46,8 @@ pub struct Event<'a> {
     pub flow_id: Option<String>,
     pub message: String,
     pub details: Value,
+    /// When it happened, by the emitter's clock: rule windows are judged by it.
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 pub async fn emit(db: &impl ConnectionTrait, event: Event<'_>) -> Result<()> {
@@ -64,7 +66,7 @@ pub async fn emit(db: &impl ConnectionTrait, event: Event<'_>) -> Result<()> {
         details: Set(event.details),
         processed: Set(false),
         claimed_until: Set(None),
-        at: Set(chrono::Utc::now()),
+        at: Set(event.at),
     }
     .insert(db)
     .await?;

@@ -58,7 +58,15 @@ pub async fn idempotency(
         .map(|p| p.as_str())
         .unwrap_or("/");
     let hash = idempotency::request_hash(http_req.method().as_str(), path, &body);
-    match idempotency::claim(&state.db, &state.vault, &scope, &key, &hash).await {
+    match idempotency::claim(
+        &state.db,
+        &state.vault,
+        &scope,
+        &key,
+        &hash,
+        state.clock.now(),
+    )
+    .await {
         Err(err) => Ok(ServiceResponse::from_err(err, http_req)),
         Ok(Claim::Replay(stored)) => Ok(ServiceResponse::new(http_req, replay(stored))),
         Ok(Claim::Claimed) => {

@@ -25,4 +25,6 @@ pub struct AppState {
     pub flows: Flows,
     pub ingest: IngestService,
     pub metrics: PrometheusHandle,
+    /// The time every request-level decision reads (token expiry, idempotency windows).
+    pub clock: crate::clock::Clock,
 }

@@ -43,7 +43,14 @@ pub async fn create_token(
     Json(input): Json<NewToken>,
 ) -> Result<HttpResponse> {
     let tenant = token_tenant(&principal, &path)?;
-    let created = tenancy::create_token(&state.db, &principal.actor(), &tenant, input).await?;
+    let created = tenancy::create_token(
+        &state.db,
+        &principal.actor(),
+        &tenant,
+        input,
+        state.clock.now(),
+    )
+    .await?;
     Ok(HttpResponse::Created().json(created))
 }
 

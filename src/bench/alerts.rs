@@ -156,6 +156,7 @@ async fn emit_batch(
         emit(
             &txn,
             Event {
+                at: chrono::Utc::now(),
                 tenant,
                 kind: "run_failed",
                 severity: Severity::Critical,

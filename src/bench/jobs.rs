@@ -223,13 +223,14 @@ impl Setup {
             let txn = self.db.begin().await?;
             for _ in chunk {
                 let id = RunId::generate();
-                crate::flows::enqueue_run(
+                crate::runs::enqueue_run(
                     &txn,
                     &self.flow,
                     id.clone(),
                     "manual",
                     format!("bench:{id}"),
                     None,
+                    chrono::Utc::now(),
                 )
                 .await?;
                 ids.push(id);
@@ -294,6 +295,7 @@ async fn measure_ours(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Figu
     let options = RuntimeOptions {
         concurrency: args.concurrency,
         poll: Duration::from_millis(args.poll_millis),
+        clock: crate::clock::Clock::system(),
     };
     let began = Instant::now();
     let runtime = tokio::spawn(crate::runtime::run(
@@ -308,13 +310,14 @@ async fn measure_ours(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Figu
     let pickup = pickup_delays(args.samples, &mut started, || async {
         let id = RunId::generate();
         let txn = setup.db.begin().await?;
-        crate::flows::enqueue_run(
+        crate::runs::enqueue_run(
             &txn,
             &setup.flow,
             id.clone(),
             "manual",
             format!("bench:{id}"),
             None,
+            chrono::Utc::now(),
         )
         .await?;
         txn.commit().await?;
@@ -388,13 +391,14 @@ async fn measure_stock(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Fig
         let push = &push;
         async move {
             let id = RunId::generate();
-            crate::flows::enqueue_run(
+            crate::runs::enqueue_run(
                 &setup.db,
                 &setup.flow,
                 id.clone(),
                 "manual",
                 format!("bench:{id}"),
                 None,
+                chrono::Utc::now(),
             )
             .await?;
             push(RunJob {

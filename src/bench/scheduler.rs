@@ -17,7 +17,7 @@ use sea_orm::{
 use serde_json::json;
 
 use super::fixture::{ApiSession, ScratchDatabase, Server, free_port, wait_until_up};
-use crate::flows::parse_flow_schedule;
+use crate::scheduler::flow_schedule;
 use crate::ids::FlowId;
 use crate::sim::Simulator;
 use crate::startup::Role;
@@ -82,7 +82,7 @@ pub async fn run(args: SchedulerBenchArgs) -> anyhow::Result<()> {
                 row.name = format!("flow {i}");
                 row.timezone = ZONES[i % ZONES.len()].to_string();
                 row.schedule = Some(json!({"cron": format!("{}-59/15 * * * *", i % 15)}));
-                row.next_run_at = parse_flow_schedule(&row)?.next_after(now);
+                row.next_run_at = flow_schedule(&row)?.next_after(now);
                 // Every column set: a new row.
                 Some(flow::ActiveModel::from(row).reset_all())
             })

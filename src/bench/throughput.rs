@@ -68,6 +68,7 @@ pub async fn run(args: ThroughputBenchArgs) -> anyhow::Result<()> {
     let options = RuntimeOptions {
         concurrency: settings.workers.concurrency,
         poll: Duration::from_millis(settings.workers.poll_millis),
+        clock: crate::clock::Clock::system(),
     };
     let runtime = tokio::spawn(crate::runtime::run(
         db.clone(),

@@ -23,6 +23,7 @@ pub struct ClientDeps<'a, C> {
     pub vault: &'a Vault,
     pub limiter: &'a RateLimiter,
     pub http: &'a OutboundClient,
+    pub clock: &'a crate::clock::Clock,
 }
 
 pub async fn client_for<C: ConnectionTrait>(
@@ -39,7 +40,8 @@ pub async fn client_for<C: ConnectionTrait>(
         row.id.as_str(),
         deps.limiter.clone(),
         deps.http.clone(),
-    ))
+    )
+    .with_clock(deps.clock.clone()))
 }
 
 /// The connection's credentials, decrypted.

@@ -15,7 +15,6 @@
 //! tokens at once (a refresh token is spent by its first use).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -105,7 +104,7 @@ impl CredentialKeeper {
             limiter,
             http: OutboundClient::new(outbound, Duration::from_secs(5), Duration::from_secs(20))?,
             policy,
-            clock: Arc::new(Utc::now),
+            clock: Clock::system(),
         })
     }
 
@@ -120,7 +119,7 @@ impl CredentialKeeper {
 
     /// Looks after every connection that is due; returns how many it looked at.
     pub async fn tick(&self) -> Result<usize> {
-        let now = (self.clock)();
+        let now = self.clock.now();
         // A read first: most ticks find nothing due, and on SQLite a write takes the lock.
         let any = connection::Entity::find()
             .filter(connection::Column::CredentialsDueAt.lte(now))
@@ -163,6 +162,7 @@ impl CredentialKeeper {
         };
         let deps = super::ClientDeps {
             db: &self.db,
+            clock: &self.clock,
             vault: &self.vault,
             limiter: &self.limiter,
             http: &self.http,
@@ -322,6 +322,7 @@ impl CredentialKeeper {
             emit(
                 &txn,
                 Event {
+                    at: now.unwrap_or_else(|| self.clock.now()),
                     tenant: &row.tenant_id,
                     kind,
                     severity,

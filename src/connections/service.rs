@@ -54,6 +54,8 @@ pub struct Connections {
     timestamp_tolerance_seconds: i64,
     default_grace_seconds: i64,
     public_url: String,
+    /// Secret grace periods and credential expiry dates are read against it.
+    clock: crate::clock::Clock,
 }
 
 /// The secret that signs a connection's webhooks: its own `webhook_secret`, or the credential
@@ -101,7 +103,18 @@ impl Connections {
             timestamp_tolerance_seconds: settings.webhooks.timestamp_tolerance_seconds,
             default_grace_seconds: settings.webhooks.secret_grace_seconds,
             public_url: settings.effective_public_url(),
+            clock: crate::clock::Clock::system(),
         })
+    }
+
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock this service reads; webhook ingress judges grace periods by it too.
+    pub fn clock(&self) -> &crate::clock::Clock {
+        &self.clock
     }
 
     /// What verifying `id`'s webhooks needs (scheme, secrets, allowlist), from the cache
@@ -175,7 +188,7 @@ impl Connections {
                 .map(|m| m.version.clone())
                 .unwrap_or_default(),
         };
-        let now = chrono::Utc::now();
+        let now = self.clock.now();
         let credential_expiry = super::keeper::expiries(&row);
         Ok(ConnectionView {
             webhook_url: format!("{}/v1/hooks/{}", self.public_url, row.id),

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -17,12 +16,12 @@ use crate::netpolicy::OutboundClient;
 
 pub const DEFAULT_ENDPOINT: &str = "https://api.amazon.com/auth/o2/token";
 /// Refresh this long before the token's stated expiry.
-const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+const REFRESH_MARGIN: chrono::Duration = chrono::Duration::seconds(300);
 
 #[derive(Clone)]
 struct Cached {
     token: String,
-    refresh_at: Instant,
+    refresh_at: chrono::DateTime<chrono::Utc>,
 }
 
 type Slot = Arc<Mutex<Option<Cached>>>;
@@ -64,10 +63,14 @@ struct TokenAnswer {
 }
 
 /// A valid access token for the grant: the cached one, or a fresh exchange.
-pub async fn access_token(http: &OutboundClient, grant: &Grant<'_>) -> Result<String, CallError> {
+pub async fn access_token(
+    http: &OutboundClient,
+    grant: &Grant<'_>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<String, CallError> {
     let slot = grant.slot();
     let mut cached = slot.lock().await;
-    if let Some(token) = cached.as_ref().filter(|c| Instant::now() < c.refresh_at) {
+    if let Some(token) = cached.as_ref().filter(|c| now < c.refresh_at) {
         return Ok(token.token.clone());
     }
     let context = |e: CallError| {
@@ -104,10 +107,11 @@ pub async fn access_token(http: &OutboundClient, grant: &Grant<'_>) -> Result<St
         )
         .in_token_exchange()
     })?;
-    let lifetime = Duration::from_secs(answer.expires_in);
+    // LWA says 3600; a year bounds whatever else an endpoint claims.
+    let lifetime = chrono::Duration::seconds(answer.expires_in.min(365 * 86_400) as i64);
     *cached = Some(Cached {
         token: answer.access_token.clone(),
-        refresh_at: Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN),
+        refresh_at: now + (lifetime - REFRESH_MARGIN).max(chrono::Duration::zero()),
     });
     Ok(answer.access_token)
 }

@@ -8,7 +8,6 @@
 //! in `failed` with nothing switched; a failed gate, or a promoted version failing within
 //! its rollback window, rolls back on its own.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -42,14 +41,14 @@ impl Deployer {
         Self {
             db,
             connections,
-            clock: Arc::new(Utc::now),
+            clock: Clock::system(),
         }
     }
 
     /// The deployer's time now: timeline entries carry when they happened, not when the
     /// tick began.
     fn at(&self) -> DateTime<Utc> {
-        (self.clock)()
+        self.clock.now()
     }
 
     pub fn with_clock(mut self, clock: Clock) -> Self {
@@ -63,7 +62,7 @@ impl Deployer {
 
     /// Advances every due deployment once; returns how many moved.
     pub async fn tick(&self) -> Result<usize> {
-        let now = (self.clock)();
+        let now = self.clock.now();
         let due = deployment::Entity::find()
             .filter(deployment::Column::State.is_in(deployment::DeploymentState::DUE))
             .filter(deployment::Column::NextActionAt.lte(now))
@@ -74,13 +73,13 @@ impl Deployer {
             let leased = deployment::Entity::update_many()
                 .col_expr(
                     deployment::Column::LeaseUntil,
-                    Some(Utc::now() + LEASE).into(),
+                    Some(now + LEASE).into(),
                 )
                 .filter(deployment::Column::Id.eq(row.id.clone()))
                 .filter(
                     sea_orm::Condition::any()
                         .add(deployment::Column::LeaseUntil.is_null())
-                        .add(deployment::Column::LeaseUntil.lt(Utc::now())),
+                        .add(deployment::Column::LeaseUntil.lt(now)),
                 )
                 .exec(&self.db)
                 .await?;

@@ -33,6 +33,8 @@ pub fn pinned_by(id: &DeploymentId) -> String {
 pub struct Deployments {
     db: DatabaseConnection,
     versions: Versions,
+    /// Windows, freezes and timeline stamps are judged by it.
+    clock: crate::clock::Clock,
 }
 
 /// Records one timeline entry (the typed event the ops alerts will deliver) and, for the
@@ -92,6 +94,7 @@ async fn record(
         crate::alerts::events::emit(
             db,
             crate::alerts::events::Event {
+                at,
                 tenant: &row.tenant_id,
                 kind: &format!("deployment.{kind}"),
                 severity,
@@ -224,7 +227,16 @@ pub async fn tenant_policy(
 
 impl Deployments {
     pub fn new(db: DatabaseConnection, versions: Versions) -> Self {
-        Self { db, versions }
+        Self {
+            db,
+            versions,
+            clock: crate::clock::Clock::system(),
+        }
+    }
+
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub async fn create(
@@ -233,7 +245,7 @@ impl Deployments {
         tenant: &TenantId,
         input: NewDeployment,
     ) -> Result<DeploymentView> {
-        let now = chrono::Utc::now();
+        let now = self.clock.now();
         let mut errors = Vec::new();
         let gate = input.gate.clone().unwrap_or_default();
         gate.validate(&mut errors);
@@ -452,7 +464,7 @@ impl Deployments {
         id: &str,
         action: &str,
     ) -> Result<DeploymentView> {
-        let now = chrono::Utc::now();
+        let now = self.clock.now();
         let txn = crate::store::begin_write(&self.db).await?;
         let row = self.find(&txn, tenant, id).await?;
         let mut active: deployment::ActiveModel = row.clone().into();
@@ -524,7 +536,7 @@ impl Deployments {
             &reason,
             request.restore_cursors,
             false,
-            chrono::Utc::now(),
+            self.clock.now(),
         )
         .await?;
         if !rolled {

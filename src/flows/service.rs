@@ -21,6 +21,8 @@ pub struct Flows {
     db: DatabaseConnection,
     registry: Arc<ConnectorRegistry>,
     runs: RunsSignal,
+    /// Next scheduled instants are computed from it.
+    clock: crate::clock::Clock,
 }
 
 /// One end of a flow as given, and what kind of system the stream needs there.
@@ -29,12 +31,6 @@ struct Endpoint<'a> {
     raw: &'a str,
     wanted: ConnectorKind,
     stream: Stream,
-}
-
-/// The schedule a stored flow runs on, if any.
-pub fn parse_flow_schedule(row: &flow::Model) -> Option<Schedule> {
-    let spec: ScheduleSpec = serde_json::from_value(row.schedule.clone()?).ok()?;
-    Schedule::parse(&spec, &row.timezone).ok()
 }
 
 fn retry_of(row: &flow::Model) -> RetryPolicy {
@@ -106,7 +102,17 @@ fn view(row: flow::Model) -> FlowView {
 
 impl Flows {
     pub fn new(db: DatabaseConnection, registry: Arc<ConnectorRegistry>, runs: RunsSignal) -> Self {
-        Self { db, registry, runs }
+        Self {
+            db,
+            registry,
+            runs,
+            clock: crate::clock::Clock::system(),
+        }
+    }
+
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     async fn find(
@@ -208,7 +214,7 @@ impl Flows {
         if !errors.is_empty() {
             return Err(Error::Invalid(errors));
         }
-        let now = chrono::Utc::now();
+        let now = self.clock.now();
         let next_run_at = if input.enabled {
             schedule.as_ref().and_then(|s| s.next_after(now))
         } else {
@@ -364,13 +370,13 @@ impl Flows {
                 ..row.clone()
             };
             let next = if enabled {
-                parse_flow_schedule(&probe).and_then(|s| s.next_after(chrono::Utc::now()))
+                crate::scheduler::flow_schedule(&probe).and_then(|s| s.next_after(self.clock.now()))
             } else {
                 None
             };
             active.next_run_at = Set(next);
         }
-        active.updated_at = Set(chrono::Utc::now());
+        active.updated_at = Set(self.clock.now());
         let updated = active.update(&txn).await?;
         audit::record(
             &txn,
@@ -420,13 +426,14 @@ impl Flows {
         let txn = crate::store::begin_write(&self.db).await?;
         let row = self.find(&txn, tenant, id).await?;
         let run_id = RunId::generate();
-        let run = enqueue_run(
+        let run = crate::runs::enqueue_run(
             &txn,
             &row,
             run_id.clone(),
             "manual",
             format!("manual:{run_id}"),
             None,
+            self.clock.now(),
         )
         .await?;
         audit::record(
@@ -501,13 +508,14 @@ impl Flows {
             .await?
             .ok_or(Error::NotFound("flow"))?;
         let run_id = RunId::generate();
-        let replay = enqueue_run(
+        let replay = crate::runs::enqueue_run(
             &txn,
             &flow,
             run_id.clone(),
             "replay",
             format!("replay:{dead_id}"),
             None,
+            self.clock.now(),
         )
         .await?
         .ok_or_else(|| Error::Conflict("this dead letter was replayed already".into()))?;
@@ -537,73 +545,6 @@ impl Flows {
         crate::store::find_owned::<run::Entity>(&self.db, tenant, id)
             .await
             .map(RunView::from)
-    }
-}
-
-/// A new queued run of `flow`, not yet inserted.
-pub fn queued_run(
-    flow: &flow::Model,
-    id: RunId,
-    trigger: &str,
-    dedupe_key: String,
-    scheduled_for: Option<chrono::DateTime<chrono::Utc>>,
-) -> run::ActiveModel {
-    run::ActiveModel {
-        id: Set(id),
-        tenant_id: Set(flow.tenant_id.clone()),
-        flow_id: Set(flow.id.clone()),
-        trigger: Set(trigger.to_string()),
-        dedupe_key: Set(dedupe_key),
-        scheduled_for: Set(scheduled_for),
-        status: Set(run::RunStatus::Queued),
-        attempts: Set(0),
-        records_read: Set(0),
-        records_written: Set(0),
-        error_class: Set(None),
-        error_message: Set(None),
-        connector_version: Set(None),
-        next_attempt_at: Set(None),
-        checkpoint: Set(None),
-        dispatched_at: Set(None),
-        lease_until: Set(None),
-        created_at: Set(chrono::Utc::now()),
-        started_at: Set(None),
-        finished_at: Set(None),
-    }
-}
-
-/// Inserts queued runs in one statement, skipping any whose flow has a run with the same
-/// dedupe key already. Returns how many were new.
-pub async fn enqueue_runs<C: ConnectionTrait>(db: &C, runs: Vec<run::ActiveModel>) -> Result<u64> {
-    let mut new = 0;
-    // About 300 bytes a row as sent.
-    for chunk in crate::store::statement_chunks(runs, db.get_database_backend(), 500, |_| 300) {
-        let inserted = run::Entity::insert_many(chunk)
-            .on_conflict_do_nothing_on([run::Column::FlowId, run::Column::DedupeKey])
-            .exec_without_returning(db)
-            .await?;
-        if let sea_orm::TryInsertResult::Inserted(n) = inserted {
-            new += n;
-        }
-    }
-    Ok(new)
-}
-
-/// Inserts a queued run unless the flow has one with this dedupe key already (a tick another
-/// scheduler enqueued, a webhook burst already waiting). Returns the run if it was new.
-pub async fn enqueue_run<C: ConnectionTrait>(
-    db: &C,
-    flow: &flow::Model,
-    id: RunId,
-    trigger: &str,
-    dedupe_key: String,
-    scheduled_for: Option<chrono::DateTime<chrono::Utc>>,
-) -> Result<Option<run::Model>> {
-    let model = queued_run(flow, id.clone(), trigger, dedupe_key, scheduled_for);
-    if enqueue_runs(db, vec![model]).await? > 0 {
-        Ok(run::Entity::find_by_id(id).one(db).await?)
-    } else {
-        Ok(None)
     }
 }
 

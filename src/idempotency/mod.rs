@@ -70,8 +70,8 @@ pub async fn claim(
     scope: &str,
     key: &str,
     hash: &str,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Claim> {
-    let now = chrono::Utc::now();
     let inserted = idempotency_key::Entity::insert(idempotency_key::ActiveModel {
         scope: Set(scope.to_string()),
         idempotency_key: Set(key.to_string()),
@@ -208,8 +208,8 @@ pub async fn rewrap_kept<C: ConnectionTrait>(
 }
 
 /// Deletes keys past their retention; returns how many.
-pub async fn prune(db: &DatabaseConnection) -> Result<u64> {
-    let cutoff = chrono::Utc::now() - RETENTION;
+pub async fn prune(db: &DatabaseConnection, now: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+    let cutoff = now - RETENTION;
     Ok(idempotency_key::Entity::delete_many()
         .filter(idempotency_key::Column::CreatedAt.lt(cutoff))
         .exec(db)

@@ -4,6 +4,8 @@
 //! toward disabling the flow). The sync engine runs the pages in between; statuses and the
 //! one "due" predicate live on the run entity.
 
+mod enqueue;
+
 use std::time::Duration;
 
 use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
@@ -15,6 +17,8 @@ use crate::error::{Error, Result};
 use crate::ids::RunId;
 use crate::runtime::backoff::backoff;
 use crate::store::entities::{flow, run};
+
+pub use enqueue::{WEBHOOK_PENDING, enqueue_run, enqueue_runs, queued_run};
 
 /// A flow is disabled after this many runs in a row end in the dead letters.
 pub const DISABLE_AFTER_FAILURES: i32 = 5;
@@ -54,8 +58,8 @@ pub async fn claim(
     db: &DatabaseConnection,
     run_id: &RunId,
     lease: chrono::Duration,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<Claimed>> {
-    let now = chrono::Utc::now();
     let claimable = run::Entity::due(now);
     let attempts_plus_one =
         sea_orm::sea_query::ExprTrait::add(sea_orm::sea_query::Expr::col(run::Column::Attempts), 1);
@@ -80,7 +84,7 @@ pub async fn claim(
     run::Entity::update_many()
         .col_expr(run::Column::DedupeKey, format!("webhook:{run_id}").into())
         .filter(run::Column::Id.eq(run_id.clone()))
-        .filter(run::Column::DedupeKey.eq(crate::flows::WEBHOOK_PENDING))
+        .filter(run::Column::DedupeKey.eq(WEBHOOK_PENDING))
         .exec(db)
         .await?;
     let run = run::Entity::find_by_id(run_id.clone())
@@ -106,6 +110,7 @@ pub fn keep_lease(
     db: DatabaseConnection,
     run_id: RunId,
     lease: chrono::Duration,
+    clock: crate::clock::Clock,
 ) -> tokio::task::JoinHandle<()> {
     let every = lease.to_std().unwrap_or(DEFAULT_LEASE) / 3;
     tokio::spawn(async move {
@@ -114,7 +119,7 @@ pub fn keep_lease(
             let renewed = run::Entity::update_many()
                 .col_expr(
                     run::Column::LeaseUntil,
-                    Some(chrono::Utc::now() + lease).into(),
+                    Some(clock.now() + lease).into(),
                 )
                 .filter(run::Column::Id.eq(run_id.clone()))
                 .filter(run::Column::Status.eq(run::RunStatus::Running))
@@ -133,6 +138,7 @@ pub async fn succeed(
     db: &DatabaseConnection,
     flow: &flow::Model,
     run_id: &RunId,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<RunReport> {
     let txn = crate::store::begin_write(db).await?;
     let run = run::Entity::find_by_id(run_id.clone())
@@ -158,7 +164,7 @@ pub async fn succeed(
     }
     let mut active: run::ActiveModel = run.into();
     active.status = Set(run::RunStatus::Succeeded);
-    active.finished_at = Set(Some(chrono::Utc::now()));
+    active.finished_at = Set(Some(now));
     active.error_class = Set(None);
     active.error_message = Set(None);
     active.next_attempt_at = Set(None);
@@ -177,6 +183,7 @@ pub async fn fail(
     flow: &flow::Model,
     run_id: &RunId,
     failure: &CallError,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<RunReport> {
     let txn = crate::store::begin_write(db).await?;
     let run = run::Entity::find_by_id(run_id.clone())
@@ -197,7 +204,7 @@ pub async fn fail(
         );
         active.status = Set(run::RunStatus::Retrying);
         active.next_attempt_at = Set(Some(
-            chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
+            now + chrono::Duration::from_std(delay).unwrap_or_default(),
         ));
         let kind = match failure.class {
             ErrorClass::RateLimited => "rate_limited",
@@ -206,6 +213,7 @@ pub async fn fail(
         crate::alerts::events::emit(
             &txn,
             crate::alerts::events::Event {
+                at: now,
                 tenant: &flow.tenant_id,
                 kind,
                 severity: crate::alerts::message::Severity::Warning,
@@ -225,7 +233,7 @@ pub async fn fail(
         .await?;
     } else {
         active.status = Set(run::RunStatus::Dead);
-        active.finished_at = Set(Some(chrono::Utc::now()));
+        active.finished_at = Set(Some(now));
         active.next_attempt_at = Set(None);
         let failures = flow.consecutive_failures + 1;
         let mut flow_update: flow::ActiveModel = flow.clone().into();
@@ -263,6 +271,7 @@ pub async fn fail(
         crate::alerts::events::emit(
             &txn,
             crate::alerts::events::Event {
+                at: now,
                 tenant: &flow.tenant_id,
                 kind,
                 severity,
@@ -282,6 +291,7 @@ pub async fn fail(
         crate::alerts::events::emit(
             &txn,
             crate::alerts::events::Event {
+                at: now,
                 tenant: &flow.tenant_id,
                 kind: "credential_refresh_failed",
                 severity: if refused {

@@ -27,6 +27,7 @@ pub(super) async fn run(
     signal: RunsSignal,
     waker: WorkerWaker,
     poll: Duration,
+    clock: crate::clock::Clock,
     shutdown: CancellationToken,
 ) {
     let mut timer = tokio::time::interval(poll);
@@ -40,7 +41,7 @@ pub(super) async fn run(
         }
         // A full batch means more are waiting: keep going without waiting for a wake-up.
         loop {
-            match dispatch_due(&db, &mut queue).await {
+            match dispatch_due(&db, &mut queue, clock.now()).await {
                 Ok(0) => break,
                 Ok(n) => {
                     waker.wake();
@@ -69,8 +70,11 @@ pub(super) async fn run(
 }
 
 /// Hands due runs to the queue and marks them handed over. Returns how many.
-async fn dispatch_due(db: &DatabaseConnection, queue: &mut Queue) -> anyhow::Result<usize> {
-    let now = chrono::Utc::now();
+async fn dispatch_due(
+    db: &DatabaseConnection,
+    queue: &mut Queue,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<usize> {
     let due = run::Entity::due(now);
     let not_handed = Condition::any()
         .add(run::Column::DispatchedAt.is_null())

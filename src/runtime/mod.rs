@@ -20,8 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub use queue::{QUEUE, Queue, RunJob, prune_finished};
 pub use wakeup::{RUNS_CHANNEL, RunsSignal};
 
-/// Where a background loop reads the time: the system clock, or a test's.
-pub type Clock = std::sync::Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
+pub use crate::clock::Clock;
 
 /// Runs `tick` every `every` until `shutdown`; a failed tick is logged and the loop goes on.
 pub async fn repeat<F, Fut, T>(
@@ -63,11 +62,13 @@ async fn execute<E: RunExecutor>(job: RunJob, executor: Data<E>) -> Result<(), B
 }
 
 /// How the runtime runs: worker slots and the fallback poll.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RuntimeOptions {
     pub concurrency: usize,
     /// The dispatcher and the workers also look for work this often, whatever the wake-ups.
     pub poll: Duration,
+    /// What "due" is judged by.
+    pub clock: Clock,
 }
 
 /// Runs the dispatcher and an apalis worker with `concurrency` slots until cancelled.
@@ -87,6 +88,7 @@ pub async fn run<E: RunExecutor>(
         signal,
         waker.clone(),
         options.poll,
+        options.clock.clone(),
         shutdown.clone(),
     ));
     // A worker that stops on an error (a busy database, a lost connection) is started again:

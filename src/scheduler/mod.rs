@@ -19,9 +19,10 @@ use sea_orm::{
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
-use crate::flows::{enqueue_runs, parse_flow_schedule, queued_run};
+use crate::runs::{enqueue_runs, queued_run};
 use crate::ids::{FlowId, RunId};
 use crate::runtime::RunsSignal;
+use crate::schedule::{Schedule, ScheduleSpec};
 use crate::store::entities::flow;
 
 /// How many due flows one transaction claims.
@@ -43,10 +44,17 @@ pub struct TickReport {
 /// A flow's move from this tick to its next one (none when the schedule has no more).
 type Advance = (DateTime<Utc>, Option<DateTime<Utc>>);
 
+/// The schedule a stored flow runs on, if any.
+pub fn flow_schedule(row: &flow::Model) -> Option<Schedule> {
+    let spec: ScheduleSpec = serde_json::from_value(row.schedule.clone()?).ok()?;
+    Schedule::parse(&spec, &row.timezone).ok()
+}
+
 #[derive(Clone)]
 pub struct Scheduler {
     db: DatabaseConnection,
     runs: RunsSignal,
+    clock: crate::clock::Clock,
 }
 
 impl Scheduler {
@@ -54,7 +62,13 @@ impl Scheduler {
         Self {
             db,
             runs: RunsSignal::new(),
+            clock: crate::clock::Clock::system(),
         }
+    }
+
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Wakes this process's dispatcher when a tick queued runs.
@@ -108,11 +122,12 @@ impl Scheduler {
                     "schedule",
                     key,
                     Some(scheduled),
+                    now,
                 ));
             }
             // On time: the next tick after this one. After downtime: the next one after now.
             let from = if missed { now } else { scheduled };
-            let next = parse_flow_schedule(row).and_then(|s| s.next_after(from));
+            let next = flow_schedule(row).and_then(|s| s.next_after(from));
             advances
                 .entry((scheduled, next))
                 .or_default()
@@ -148,7 +163,7 @@ impl Scheduler {
                 _ = shutdown.cancelled() => return,
                 _ = timer.tick() => {}
             }
-            match self.tick(Utc::now()).await {
+            match self.tick(self.clock.now()).await {
                 Ok(report) if report.enqueued + report.skipped > 0 => {
                     metrics::counter!("synchub_scheduler_runs_enqueued_total")
                         .increment(report.enqueued as u64);

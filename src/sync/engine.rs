@@ -81,6 +81,8 @@ pub struct SyncEngine {
     limiter: RateLimiter,
     http: OutboundClient,
     lease: chrono::Duration,
+    /// Claims, leases, backoff and the lookup cache's age are judged by it.
+    clock: crate::clock::Clock,
 }
 
 impl SyncEngine {
@@ -120,7 +122,13 @@ impl SyncEngine {
             vault,
             http,
             lease: chrono::Duration::from_std(runs::DEFAULT_LEASE).unwrap_or_default(),
+            clock: crate::clock::Clock::system(),
         })
+    }
+
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// A client for the connection, on `version` when given (the run's own), else on the
@@ -144,6 +152,7 @@ impl SyncEngine {
             })?;
         let deps = crate::connections::ClientDeps {
             db: &self.db,
+            clock: &self.clock,
             vault: &self.vault,
             limiter: &self.limiter,
             http: &self.http,
@@ -156,16 +165,23 @@ impl SyncEngine {
     /// Returns None when the run is not this worker's to execute (finished, not due yet, or
     /// held by another worker whose lease is still good): job delivery is at-least-once.
     pub async fn execute(&self, run_id: &RunId) -> Result<Option<RunReport>> {
-        let Some(Claimed { run, flow }) = runs::claim(&self.db, run_id, self.lease).await? else {
+        let Some(Claimed { run, flow }) = runs::claim(&self.db, run_id, self.lease, self.clock.now()).await? else {
             return Ok(None);
         };
         // Keep the lease while the attempt is alive, however long a page takes.
-        let heartbeat = runs::keep_lease(self.db.clone(), run_id.clone(), self.lease);
+        let heartbeat = runs::keep_lease(
+            self.db.clone(),
+            run_id.clone(),
+            self.lease,
+            self.clock.clone(),
+        );
         let outcome = self.sync(&flow, &run).await;
         heartbeat.abort();
         match outcome {
-            Ok(()) => runs::succeed(&self.db, &flow, run_id).await.map(Some),
-            Err(failure) => runs::fail(&self.db, &flow, run_id, &failure)
+            Ok(()) => runs::succeed(&self.db, &flow, run_id, self.clock.now())
+                .await
+                .map(Some),
+            Err(failure) => runs::fail(&self.db, &flow, run_id, &failure, self.clock.now())
                 .await
                 .map(Some),
         }
@@ -353,7 +369,7 @@ impl SyncEngine {
                 .filter(record::Column::ConnectionId.eq(owner.id.clone()))
                 .filter(record::Column::Kind.eq(cache_kind.clone()))
                 .filter(record::Column::PlatformId.eq(item.platform_id.clone()))
-                .filter(record::Column::SyncedAt.gt(chrono::Utc::now() - LOOKUP_CACHE_AGE))
+                .filter(record::Column::SyncedAt.gt(self.clock.now() - LOOKUP_CACHE_AGE))
                 .one(&self.db)
                 .await
                 .map_err(storage)?;
@@ -394,7 +410,7 @@ impl SyncEngine {
                 platform_id: Set(item.platform_id.clone()),
                 version: Set(String::new()),
                 data: Set(Value::Object(fields.clone())),
-                synced_at: Set(chrono::Utc::now()),
+                synced_at: Set(self.clock.now()),
             };
             record::Entity::insert(row)
                 .on_conflict(
@@ -463,7 +479,7 @@ impl SyncEngine {
         written: i64,
     ) -> Result<()> {
         let txn = crate::store::begin_write(&self.db).await?;
-        let now = chrono::Utc::now();
+        let now = self.clock.now();
         let rows: Vec<(record::ActiveModel, &Value)> = delivered
             .iter()
             .map(|item| {

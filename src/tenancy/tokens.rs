@@ -115,6 +115,7 @@ pub async fn create_token(
     actor: &Actor,
     tenant: &TenantId,
     input: NewToken,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<CreatedToken> {
     let mut errors = Vec::new();
     let name = input.name.trim();
@@ -129,7 +130,7 @@ pub async fn create_token(
     }
     let cidrs = parse_cidrs(&input.allowed_cidrs, "allowed_cidrs", &mut errors);
     if let Some(at) = input.expires_at
-        && at <= chrono::Utc::now()
+        && at <= now
     {
         errors.push(FieldError::new("expires_at", "must be in the future"));
     }
@@ -235,6 +236,7 @@ pub async fn authenticate(
     bearer: &str,
     client_ip: IpAddr,
     request_id: Option<String>,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Principal> {
     if !bearer.starts_with(TOKEN_PREFIX) || bearer.len() > 128 {
         return Err(Error::Unauthenticated);
@@ -244,7 +246,6 @@ pub async fn authenticate(
         .one(db)
         .await?
         .ok_or(Error::Unauthenticated)?;
-    let now = chrono::Utc::now();
     if model.revoked_at.is_some() || model.expires_at.is_some_and(|at| at <= now) {
         return Err(Error::Unauthenticated);
     }

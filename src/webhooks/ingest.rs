@@ -51,12 +51,14 @@ impl IngestService {
         let rejections = RejectionTally::start(
             db.clone(),
             Duration::from_millis(settings.rejection_flush_millis),
+            connections.clock().clone(),
         );
         let writer = EventWriter::start(
             db.clone(),
             settings.max_batch,
             Duration::from_micros(settings.batch_linger_micros),
             runs,
+            connections.clock().clone(),
         );
         Self {
             connections,
@@ -90,7 +92,7 @@ impl IngestService {
             self.rejections.count(&target.connection_id);
             return Err(Error::SourceNotAllowed(inbound.source_ip.to_string()));
         }
-        let now = chrono::Utc::now();
+        let now = self.connections.clock().now();
         let secrets = target.valid_secrets(now.timestamp());
         if let Err(rejection) = schemes::verify(
             &target.scheme,

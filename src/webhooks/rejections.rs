@@ -22,9 +22,9 @@ pub struct RejectionTally {
 }
 
 impl RejectionTally {
-    pub fn start(db: DatabaseConnection, every: Duration) -> Self {
+    pub fn start(db: DatabaseConnection, every: Duration, clock: crate::clock::Clock) -> Self {
         let counts = Arc::new(Counts::default());
-        tokio::spawn(flush_loop(db, Arc::downgrade(&counts), every));
+        tokio::spawn(flush_loop(db, Arc::downgrade(&counts), every, clock));
         Self { counts }
     }
 
@@ -36,7 +36,12 @@ impl RejectionTally {
     }
 }
 
-async fn flush_loop(db: DatabaseConnection, counts: Weak<Counts>, every: Duration) {
+async fn flush_loop(
+    db: DatabaseConnection,
+    counts: Weak<Counts>,
+    every: Duration,
+    clock: crate::clock::Clock,
+) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -53,7 +58,7 @@ async fn flush_loop(db: DatabaseConnection, counts: Weak<Counts>, every: Duratio
         if taken.is_empty() {
             continue;
         }
-        if let Err(err) = flush(&db, &taken).await {
+        if let Err(err) = flush(&db, &taken, clock.now()).await {
             tracing::warn!(error = %err, connections = taken.len(), "could not record refused webhooks");
         }
     }
@@ -62,6 +67,7 @@ async fn flush_loop(db: DatabaseConnection, counts: Weak<Counts>, every: Duratio
 async fn flush(
     db: &DatabaseConnection,
     counts: &HashMap<ConnectionId, i64>,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> crate::error::Result<()> {
     let txn = crate::store::begin_write(db).await?;
     for (id, count) in counts {
@@ -72,6 +78,7 @@ async fn flush(
         crate::alerts::events::emit(
             &txn,
             crate::alerts::events::Event {
+                at: now,
                 tenant: &row.tenant_id,
                 kind: "webhook_rejected",
                 severity: crate::alerts::message::Severity::Warning,

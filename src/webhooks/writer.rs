@@ -35,9 +35,10 @@ impl EventWriter {
         max_batch: usize,
         linger: Duration,
         runs: RunsSignal,
+        clock: crate::clock::Clock,
     ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run(db, rx, max_batch, linger, runs));
+        tokio::spawn(run(db, rx, max_batch, linger, runs, clock));
         Self { tx }
     }
 
@@ -59,6 +60,7 @@ async fn run(
     max_batch: usize,
     linger: Duration,
     runs: RunsSignal,
+    clock: crate::clock::Clock,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     while let Some(first) = rx.recv().await {
@@ -72,14 +74,18 @@ async fn run(
                 Err(_) => break,
             }
         }
-        if commit(&db, std::mem::take(&mut batch)).await {
+        if commit(&db, std::mem::take(&mut batch), clock.now()).await {
             runs.notify();
         }
     }
 }
 
 /// Commits a batch; true when it queued a run (after the commit, so the dispatcher sees it).
-async fn commit(db: &DatabaseConnection, batch: Vec<Command>) -> bool {
+async fn commit(
+    db: &DatabaseConnection,
+    batch: Vec<Command>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
     let mut events = Vec::new();
     let mut waiters = Vec::new();
     for Command(event, done) in batch {
@@ -87,7 +93,7 @@ async fn commit(db: &DatabaseConnection, batch: Vec<Command>) -> bool {
         waiters.push(done);
     }
     metrics::histogram!("synchub_webhook_commit_batch_size").record(events.len() as f64);
-    match write(db, events.clone()).await {
+    match write(db, events.clone(), now).await {
         Ok(queued_runs) => {
             for done in waiters {
                 let _ = done.send(Ok(()));
@@ -99,7 +105,7 @@ async fn commit(db: &DatabaseConnection, batch: Vec<Command>) -> bool {
             tracing::warn!(error = %err, size = events.len(), "group commit failed; retrying events one by one");
             let mut queued_runs = false;
             for (event, done) in events.into_iter().zip(waiters) {
-                let result = write(db, vec![event])
+                let result = write(db, vec![event], now)
                     .await
                     .map(|queued| queued_runs |= queued)
                     .map_err(|e| e.to_string());
@@ -116,6 +122,7 @@ async fn commit(db: &DatabaseConnection, batch: Vec<Command>) -> bool {
 async fn write(
     db: &DatabaseConnection,
     events: Vec<webhook_event::ActiveModel>,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<bool, sea_orm::DbErr> {
     let txn = crate::store::begin_write(db).await?;
     let sources: Vec<ConnectionId> = {
@@ -150,13 +157,14 @@ async fn write(
             .all(&txn)
             .await?;
         for flow in &flows {
-            queued_runs |= crate::flows::enqueue_run(
+            queued_runs |= crate::runs::enqueue_run(
                 &txn,
                 flow,
                 RunId::generate(),
                 "webhook",
-                crate::flows::WEBHOOK_PENDING.to_string(),
+                crate::runs::WEBHOOK_PENDING.to_string(),
                 None,
+                now,
             )
             .await
             .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?

@@ -53,7 +53,7 @@ async fn setup(backend: Backend) -> Setup {
         RateLimiter::new(app.db.clone()),
         "http://synchub.test".into(),
     )
-    .with_clock(Arc::new(move || *read.lock().unwrap()));
+    .with_clock(synchub::clock::Clock::from_fn(move || *read.lock().unwrap()));
     Setup {
         other,
         app,
@@ -130,6 +130,7 @@ impl Setup {
                     flow_id: Some(flow.to_string()),
                     message: format!("a run of {flow} failed (server_error): HTTP 500 #{i}"),
                     details: json!({}),
+                    at: Utc::now(),
                 },
             )
             .await

@@ -14,7 +14,7 @@ use synchub::ids::RunId;
 use synchub::sim::{Faults, Simulator};
 use synchub::sync::{RunReport, SyncEngine};
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, TestApp, eventually};
 use crate::on_both_backends;
 
 const SHOPIFY: &str = include_str!("../../connectors/shopify.toml");
@@ -57,7 +57,8 @@ async fn setup(backend: Backend, stores: usize) -> Setup {
         Arc::new(ConnectorRegistry::built_in().unwrap()),
         &app.settings(),
     )
-    .unwrap();
+    .unwrap()
+    .with_clock(app.time.clock());
     let (_, token) = app.tenant_with_token(&["write", "deploy"]).await;
     let erp = app
         .connection(&token, json!({
@@ -94,6 +95,7 @@ async fn setup(backend: Backend, stores: usize) -> Setup {
 impl Setup {
     fn deployer(&self) -> Deployer {
         Deployer::new(self.app.db.clone(), self.connections.clone())
+            .with_clock(self.app.time.clock())
     }
 
     async fn publish(&self, manifest: &str) {
@@ -164,15 +166,12 @@ fn kinds(deployment: &Value) -> Vec<String> {
 
 /// Ticks until the deployment leaves `state` or the deadline passes.
 async fn tick_until_not(s: &Setup, deployer: &Deployer, id: &Value, state: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("the deployment moves on", Duration::from_secs(20), || async {
         deployer.tick().await.unwrap();
         let current = s.deployment(id).await;
-        if current["state"] != state || std::time::Instant::now() > deadline {
-            return current;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if current["state"] != state { Ok(current) } else { Err(current) }
+    })
+    .await
 }
 
 /// A canary of a broken version (its mapping reads a field the platform does not send) is
@@ -217,7 +216,8 @@ async fn a_broken_canary_rolls_back_at_the_first_gate(backend: Backend) {
             assert_eq!(report.status.as_str(), "succeeded");
         }
     }
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // Past the gate's one-second interval.
+    s.app.time.advance(chrono::Duration::milliseconds(1_100));
     let current = tick_until_not(&s, &deployer, id, "in_progress").await;
     assert_eq!(current["state"], "rolled_back", "{current}");
     assert!(
@@ -314,6 +314,7 @@ async fn a_broken_canary_rolls_back_at_the_first_gate(backend: Backend) {
         0,
         "no order written twice"
     );
+    s.app.drain_runs(&s.engine).await;
 }
 on_both_backends!(a_broken_canary_rolls_back_at_the_first_gate);
 
@@ -410,7 +411,7 @@ async fn windows_hold_deployments_and_freezes_refuse_them(backend: Backend) {
     let read = clock.clone();
     let deployer = s
         .deployer()
-        .with_clock(Arc::new(move || *read.lock().unwrap()));
+        .with_clock(synchub::clock::Clock::from_fn(move || *read.lock().unwrap()));
     // A window every day, opening two hours from now (UTC), for an hour.
     let opens = now + chrono::Duration::hours(2);
     let window = json!({"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
@@ -498,7 +499,8 @@ async fn a_restart_mid_canary_resumes(backend: Backend) {
     for (_, flow) in &s.stores {
         assert_eq!(s.run(flow).await.1.status.as_str(), "succeeded");
     }
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // Past the gate's one-second interval.
+    s.app.time.advance(chrono::Duration::milliseconds(1_100));
     let restarted = s.deployer();
     let current = tick_until_not(&s, &restarted, &deployment["id"], "in_progress").await;
     assert_eq!(current["state"], "promoted", "{current}");
@@ -533,13 +535,12 @@ async fn in_flight_runs_finish_on_their_version(backend: Backend) {
         let id = in_flight.clone();
         tokio::spawn(async move { engine.execute(&id).await })
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     // In flight: claimed, and its version read (the first page is on its way, 400 ms).
-    while s.run_view(&in_flight).await["connector_version"].is_null()
-        && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the run is claimed", Duration::from_secs(10), || async {
+        let shown = s.run_view(&in_flight).await;
+        if shown["connector_version"].is_null() { Err(shown) } else { Ok(()) }
+    })
+    .await;
     let (status, rolled) = s
         .app
         .post(
@@ -606,6 +607,7 @@ async fn a_promoted_version_failing_in_its_window_rolls_back(backend: Backend) {
         .unwrap();
     assert_eq!(rolled["details"]["automatic"], true);
     assert_eq!(s.connection(&s.stores[0].0).await["version"], "1.0.0");
+    s.app.drain_runs(&s.engine).await;
 }
 on_both_backends!(a_promoted_version_failing_in_its_window_rolls_back);
 
@@ -629,7 +631,8 @@ async fn pause_resume_and_promote_by_hand(backend: Backend) {
         .post(&format!("/v1/deployments/{id}/pause"), &s.token, json!({}))
         .await;
     assert_eq!((status, paused["state"].as_str()), (200, Some("paused")));
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // Past the gate's one-second interval.
+    s.app.time.advance(chrono::Duration::milliseconds(1_100));
     deployer.tick().await.unwrap();
     assert_eq!(
         s.deployment(&deployment["id"]).await["state"],

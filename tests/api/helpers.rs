@@ -50,6 +50,26 @@ macro_rules! on_both_backends {
     };
 }
 
+/// Polls `probe` until it answers Ok, for what other tasks or processes finish on their own
+/// time; fails the test with the last answer after `limit`.
+pub async fn eventually<T, E, F, Fut>(what: &str, limit: std::time::Duration, mut probe: F) -> T
+where
+    E: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(last) if std::time::Instant::now() > deadline => {
+                panic!("{what}: not within {limit:?}; last seen: {last:?}")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+}
+
 /// A guarded client that may reach this machine's servers (the simulator), as the app's own
 /// clients may with SYNCHUB_ALLOW_PRIVATE_TARGETS=true.
 pub fn local_client() -> synchub::netpolicy::OutboundClient {
@@ -168,6 +188,8 @@ impl Drop for TestDatabase {
 
 pub struct TestApp {
     pub address: String,
+    /// The app's clock: `time.advance(..)` moves every time-dependent decision forward.
+    pub time: synchub::clock::Offset,
     /// The app's own database handle, for tests that set up state the API does not expose.
     pub db: sea_orm::DatabaseConnection,
     pub client: reqwest::Client,
@@ -190,12 +212,17 @@ impl TestApp {
         env.push(("SYNCHUB_LISTEN".into(), "127.0.0.1:0".into()));
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let settings = Settings::from_layers(&env, &Overrides::default()).expect("settings");
-        let app = Application::build(settings).await.expect("app builds");
+        let time = synchub::clock::Offset::default();
+        let app =
+            Application::build_with_clock(settings, synchub::startup::Role::All, time.clock())
+                .await
+                .expect("app builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let db = app.db.clone();
         tokio::spawn(app.run_until_stopped());
         Self {
             address,
+            time,
             db,
             client: reqwest::Client::builder()
                 .no_proxy()
@@ -203,6 +230,22 @@ impl TestApp {
                 .expect("client"),
             database,
         }
+    }
+
+    /// Moves the app's clock just past `at` (never back).
+    pub fn advance_past(&self, at: chrono::DateTime<chrono::Utc>) {
+        let ahead = at - self.time.clock().now();
+        self.time.advance(ahead.max(chrono::Duration::zero()) + chrono::Duration::milliseconds(1));
+    }
+
+    /// Moves the clock past the retry time the API shows for run `id`.
+    pub async fn advance_past_retry(&self, token: &str, id: &str) {
+        let (_, shown) = self.get(&format!("/v1/runs/{id}"), token).await;
+        let next: chrono::DateTime<chrono::Utc> = shown["next_attempt_at"]
+            .as_str()
+            .and_then(|at| at.parse().ok())
+            .unwrap_or_else(|| panic!("run {id} has no retry time: {shown}"));
+        self.advance_past(next);
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -290,6 +333,41 @@ impl TestApp {
             synchub::netpolicy::OutboundPolicy::allowing_private(),
         )
         .expect("engine")
+        .with_clock(self.time.clock())
+    }
+
+    /// Executes every run that is due, again until none is, and asserts that nothing is left
+    /// queued or running: a test that drives the engine by hand ends with no stray run.
+    /// Returns how many attempts it made.
+    pub async fn drain_runs(&self, engine: &synchub::sync::SyncEngine) -> usize {
+        use sea_orm::{EntityTrait, QueryFilter};
+        use synchub::store::entities::run;
+        let mut attempts = 0;
+        loop {
+            let due = run::Entity::find()
+                .filter(run::Entity::due(self.time.clock().now()))
+                .all(&self.db)
+                .await
+                .expect("due runs");
+            if due.is_empty() {
+                break;
+            }
+            for row in due {
+                engine.execute(&row.id).await.expect("run executes");
+                attempts += 1;
+            }
+            assert!(attempts < 10_000, "the run queue does not drain");
+        }
+        let left = run::Entity::find()
+            .filter(sea_orm::ColumnTrait::is_in(
+                &run::Column::Status,
+                [run::RunStatus::Queued, run::RunStatus::Running],
+            ))
+            .all(&self.db)
+            .await
+            .expect("runs");
+        assert!(left.is_empty(), "runs left in the queue: {left:?}");
+        attempts
     }
 
     /// A new tenant and a token for it with the given scopes; returns (tenant id, token).

@@ -23,6 +23,7 @@ fn client(app: &TestApp, connector: &str, settings: Value, credentials: Value) -
         synchub::ratelimit::RateLimiter::new(app.db.clone()),
         crate::helpers::local_client(),
     )
+    .with_clock(app.time.clock())
 }
 
 /// Every record of `list_orders`, page by page; returns them and the number of pages.
@@ -53,10 +54,8 @@ async fn list_all(
 /// and exchanged again before the token expires; a revoked grant is an auth error.
 async fn amazon_orders_with_login_with_amazon(backend: Backend) {
     let sim = Simulator::start("127.0.0.1:0", 250).unwrap();
-    let mut apps = crate::helpers::sim_apps();
-    // Tokens that live 301 s are refreshed 300 s early, so after a second.
-    apps.lwa_lifetime_seconds = Some(301);
-    sim.state.register_apps(apps);
+    // Tokens live an hour, as LWA documents, and are refreshed five minutes early.
+    sim.state.register_apps(crate::helpers::sim_apps());
     let app = TestApp::spawn(backend).await;
     let settings = json!({
         "region": "na", "marketplace_ids": ["ATVPDKIKX0DER"], "seller_id": "A2SELLER",
@@ -78,7 +77,10 @@ async fn amazon_orders_with_login_with_amazon(backend: Backend) {
     assert!(orders[0]["AmazonOrderId"].as_str().is_some());
     assert_eq!(sim.state.lwa_exchanges(), 1, "one token for every page");
 
-    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    app.time.advance(chrono::Duration::minutes(54));
+    list_all(&amazon, None).await.unwrap();
+    assert_eq!(sim.state.lwa_exchanges(), 1, "still well within its hour");
+    app.time.advance(chrono::Duration::minutes(1) + chrono::Duration::seconds(1));
     list_all(&amazon, None).await.unwrap();
     assert_eq!(sim.state.lwa_exchanges(), 2, "refreshed before it expired");
 

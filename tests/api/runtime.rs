@@ -7,7 +7,7 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
 use serde_json::json;
 use synchub::sim::Simulator;
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, TestApp, eventually};
 use crate::on_both_backends;
 
 /// A poll far longer than any test waits: only a wake-up can start a run in time.
@@ -44,17 +44,12 @@ async fn run_until_done(app: &TestApp, token: &str, flow: &str, limit: Duration)
     assert_eq!(status, 202, "{run}");
     let started = Instant::now();
     let path = format!("/v1/runs/{}", run["id"].as_str().expect("run id"));
-    loop {
+    eventually("the run is picked up and succeeds", limit, || async {
         let (_, shown) = app.get(&path, token).await;
-        if shown["status"] == "succeeded" {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < limit,
-            "not picked up within {limit:?}: {shown}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        if shown["status"] == "succeeded" { Ok(()) } else { Err(shown) }
+    })
+    .await;
+    started.elapsed()
 }
 
 /// Queuing a run wakes the dispatcher and the workers: with a 30 s poll, every run of an
@@ -106,17 +101,16 @@ async fn finished_jobs_are_pruned_from_the_queue(backend: Backend) {
         "the jobs went through the queue"
     );
     // The dispatcher prunes jobs finished more than a few seconds ago; prune now instead.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while jobs_in_queue(&app.db).await > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "finished jobs stayed in the queue"
-        );
+    eventually("finished jobs leave the queue", Duration::from_secs(10), || async {
         synchub::runtime::prune_finished(&app.db, Duration::ZERO)
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        match jobs_in_queue(&app.db).await {
+            0 => Ok(()),
+            left => Err(left),
+        }
+    })
+    .await;
     // A later run still goes through.
     run_until_done(&app, &token, &flow, Duration::from_secs(30)).await;
 }

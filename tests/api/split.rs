@@ -1,12 +1,12 @@
 //! `synchub api` and `synchub worker` as separate processes over one database.
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use synchub::sim::{Faults, Simulator};
 
 use crate::durability::{free_port, start_role};
-use crate::helpers::{Backend, RemoteTenant, TestDatabase};
+use crate::helpers::{Backend, RemoteTenant, TestDatabase, eventually};
 use crate::on_both_backends;
 
 /// Polls a run until `done` says so, failing with `what` after `limit`.
@@ -17,15 +17,11 @@ async fn wait_for(
     what: impl Fn() -> String,
     done: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + limit;
-    loop {
+    eventually(&what(), limit, || async {
         let shown = remote.get(run).await;
-        if done(&shown) {
-            return shown;
-        }
-        assert!(Instant::now() < deadline, "{}: {shown}", what());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        if done(&shown) { Ok(shown) } else { Err(shown) }
+    })
+    .await
 }
 
 /// The API process queues a run; the worker process, which serves no API, executes it.

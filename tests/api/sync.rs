@@ -8,7 +8,9 @@ use synchub::ids::RunId;
 use synchub::sim::{Faults, Simulator};
 use synchub::sync::SyncEngine;
 
-use crate::helpers::{Backend, TestApp};
+use std::time::Duration;
+
+use crate::helpers::{Backend, TestApp, eventually};
 use crate::on_both_backends;
 
 struct Setup {
@@ -132,6 +134,7 @@ async fn orders_reach_the_erp_exactly_once(backend: Backend) {
         605,
         "no order was written twice"
     );
+    assert_eq!(s.app.drain_runs(&s.engine).await, 0, "no run left behind");
 }
 on_both_backends!(orders_reach_the_erp_exactly_once);
 
@@ -160,12 +163,9 @@ async fn a_database_error_during_a_run_is_retried(backend: Backend) {
         .execute_unprepared("ALTER TABLE records_away RENAME TO records")
         .await
         .unwrap();
-    let shown = s.run(&run).await;
-    let next: chrono::DateTime<chrono::Utc> =
-        shown["next_attempt_at"].as_str().unwrap().parse().unwrap();
-    if let Ok(wait) = (next - chrono::Utc::now()).to_std() {
-        tokio::time::sleep(wait + std::time::Duration::from_millis(20)).await;
-    }
+    s.app
+        .advance_past_retry(&s.token, &run.to_string())
+        .await;
     let report = s.engine.execute(&run).await.unwrap().expect("claimed");
     assert_eq!(
         (report.status.as_str(), report.records_written),
@@ -174,6 +174,7 @@ async fn a_database_error_during_a_run_is_retried(backend: Backend) {
     );
     let (_, dead) = s.app.get("/v1/dead-letters", &s.token).await;
     assert_eq!(dead["data"].as_array().unwrap().len(), 0, "{dead}");
+    assert_eq!(s.app.drain_runs(&s.engine).await, 0, "no run left behind");
 }
 on_both_backends!(a_database_error_during_a_run_is_retried);
 
@@ -215,15 +216,13 @@ async fn failed_attempts_resume_from_their_checkpoint(backend: Backend) {
     // Claimed only once due: a backoff drawn near zero may already have passed.
     let early = s.engine.execute(&run).await.unwrap();
     assert!(
-        early.is_none() || next <= chrono::Utc::now(),
+        early.is_none() || next <= s.app.time.clock().now(),
         "not before its time"
     );
     let report = match early {
         Some(report) => report,
         None => {
-            if let Ok(wait) = (next - chrono::Utc::now()).to_std() {
-                tokio::time::sleep(wait + std::time::Duration::from_millis(20)).await;
-            }
+            s.app.advance_past(next);
             s.engine.execute(&run).await.unwrap().expect("claimed")
         }
     };
@@ -249,6 +248,7 @@ async fn failed_attempts_resume_from_their_checkpoint(backend: Backend) {
         600,
         "no order was written twice"
     );
+    assert_eq!(s.app.drain_runs(&s.engine).await, 0, "no run left behind");
 }
 on_both_backends!(failed_attempts_resume_from_their_checkpoint);
 
@@ -340,15 +340,11 @@ async fn workers_execute_queued_runs(backend: Backend) {
         )
         .await;
     let run_id = run["id"].as_str().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let shown = loop {
+    let shown = eventually("the workers finish the run", Duration::from_secs(30), || async {
         let (_, shown) = app.get(&format!("/v1/runs/{run_id}"), &token).await;
-        if shown["status"] == "succeeded" || std::time::Instant::now() > deadline {
-            break shown;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
-    assert_eq!(shown["status"], "succeeded", "{shown}");
+        if shown["status"] == "succeeded" { Ok(shown) } else { Err(shown) }
+    })
+    .await;
     assert_eq!(shown["records_written"], 120);
     assert_eq!(sim.state.erp_orders("acme").len(), 120);
 }
@@ -430,6 +426,11 @@ async fn webhook_bursts_coalesce_into_one_run(backend: Backend) {
         runs.len(),
         2,
         "a webhook after the run started queues the next one"
+    );
+    assert_eq!(
+        s.app.drain_runs(&s.engine).await,
+        1,
+        "that one run, and nothing else"
     );
 }
 on_both_backends!(webhook_bursts_coalesce_into_one_run);
@@ -541,15 +542,14 @@ async fn upstream_timeouts_are_retried_from_storage(backend: Backend) {
     );
 
     s.sim.state.set_faults(Faults::default());
-    if let Ok(wait) = (next - chrono::Utc::now()).to_std() {
-        tokio::time::sleep(wait + std::time::Duration::from_millis(20)).await;
-    }
+    s.app.advance_past(next);
     let report = s.engine.execute(&run).await.unwrap().expect("claimed");
     assert_eq!(
         (report.status.as_str(), report.records_written),
         ("succeeded", 20),
         "{report:?}"
     );
+    assert_eq!(s.app.drain_runs(&s.engine).await, 0, "no run left behind");
 }
 on_both_backends!(upstream_timeouts_are_retried_from_storage);
 
@@ -667,7 +667,6 @@ on_both_backends!(a_short_429_storm_is_waited_out);
 /// after the storm, delivers every order once.
 async fn a_long_429_storm_spends_the_budget_then_retries_from_storage(backend: Backend) {
     let s = setup(backend, 600).await;
-    let storm_ends = std::time::Instant::now() + std::time::Duration::from_secs(8);
     s.sim.state.set_faults(Faults {
         storm_seconds: 8.0,
         ..Default::default()
@@ -689,14 +688,13 @@ async fn a_long_429_storm_spends_the_budget_then_retries_from_storage(backend: B
         .unwrap()
         .parse()
         .unwrap();
-    // Past the storm, and past the time the retry was scheduled for.
-    tokio::time::sleep_until((storm_ends + std::time::Duration::from_millis(200)).into()).await;
-    if let Ok(wait) = (next - chrono::Utc::now()).to_std() {
-        tokio::time::sleep(wait).await;
-    }
+    // The storm passes, and the clock moves past the time the retry was scheduled for.
+    s.sim.state.set_faults(Faults::default());
+    s.app.advance_past(next);
     let report = s.engine.execute(&run).await.unwrap().expect("claimed");
     assert_eq!(report.status.as_str(), "succeeded", "{report:?}");
     assert_eq!(s.run(&run).await["attempts"], 2);
     assert_eq!(s.sim.state.stats().orders_written, 600);
+    assert_eq!(s.app.drain_runs(&s.engine).await, 0, "no run left behind");
 }
 on_both_backends!(a_long_429_storm_spends_the_budget_then_retries_from_storage);

@@ -30,7 +30,7 @@ impl Connections {
         let before = row.allowed_cidrs.clone();
         let mut active: connection::ActiveModel = row.into();
         active.allowed_cidrs = Set(cidrs_to_json(&cidrs));
-        active.updated_at = Set(chrono::Utc::now());
+        active.updated_at = Set(self.clock.now());
         let updated = active.update(&txn).await?;
         audit::record(
             &txn,

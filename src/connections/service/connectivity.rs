@@ -29,6 +29,7 @@ impl Connections {
             crate::alerts::events::emit(
                 &self.db,
                 crate::alerts::events::Event {
+                    at: self.clock.now(),
                     tenant,
                     kind: "check_failed",
                     severity: crate::alerts::message::Severity::Warning,
@@ -72,6 +73,7 @@ impl Connections {
     ) -> Result<ConnectorClient> {
         let deps = ClientDeps {
             db: &self.db,
+            clock: &self.clock,
             vault: &self.vault,
             limiter: &self.limiter,
             http: &self.http,

@@ -77,7 +77,7 @@ impl Connections {
             active.credentials_due_at = Set(crate::connections::keeper::first_look(
                 &manifest,
                 &expiries,
-                chrono::Utc::now(),
+                self.clock.now(),
             ));
             active.credential_expiry = Set(Some(serde_json::json!(expiries)));
             active.credential_refresh_failures = Set(0);
@@ -86,7 +86,7 @@ impl Connections {
             active.webhook_secret_id = Set(Some(self.vault.store(&txn, tenant, secret).await?));
             retired.extend(row.webhook_secret_id.clone());
         }
-        active.updated_at = Set(chrono::Utc::now());
+        active.updated_at = Set(self.clock.now());
         let updated = active.update(&txn).await?;
         let new_signing = match &manifest.webhook {
             Some(spec) => current_webhook_secret(&txn, &self.vault, &updated, spec).await?,
@@ -99,7 +99,7 @@ impl Connections {
         if signing_changed {
             retired.extend(row.previous_webhook_secret_id.clone());
             if let (Some(old), true) = (&old_signing, grace > 0) {
-                let until = chrono::Utc::now() + chrono::Duration::seconds(grace);
+                let until = self.clock.now() + chrono::Duration::seconds(grace);
                 active.previous_webhook_secret_id =
                     Set(Some(self.vault.store(&txn, tenant, old.expose()).await?));
                 active.previous_webhook_secret_expires_at = Set(Some(until));

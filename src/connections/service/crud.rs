@@ -110,7 +110,7 @@ impl Connections {
             Some(secret) => Some(self.vault.store(&txn, tenant, secret).await?),
             None => None,
         };
-        let now = chrono::Utc::now();
+        let now = self.clock.now();
         let row = connection::ActiveModel {
             id: Set(ConnectionId::generate()),
             tenant_id: Set(tenant.clone()),
@@ -323,7 +323,7 @@ impl Connections {
         if changed.is_empty() {
             return Err(Error::invalid("body", "name at least one field to change"));
         }
-        active.updated_at = Set(chrono::Utc::now());
+        active.updated_at = Set(self.clock.now());
         let updated = active.update(&txn).await?;
         audit::record(
             &txn,

@@ -140,7 +140,7 @@ impl ConnectorClient {
             }
             Some(AuthSpec::AmazonLwa { .. }) => {
                 if let Some(grant) = self.lwa_grant() {
-                    let token = lwa::access_token(&self.http, &grant?).await?;
+                    let token = lwa::access_token(&self.http, &grant?, self.clock.now()).await?;
                     request
                         .headers_mut()
                         .insert("x-amz-access-token", header(&token)?);
@@ -159,7 +159,7 @@ impl ConnectorClient {
         };
         let grant = grant?;
         lwa::forget(&grant).await;
-        lwa::access_token(&self.http, &grant).await?;
+        lwa::access_token(&self.http, &grant, self.clock.now()).await?;
         Ok(true)
     }
 

@@ -36,6 +36,8 @@ pub struct ConnectorClient {
     account: String,
     limiter: RateLimiter,
     http: OutboundClient,
+    /// Cached access tokens expire by it.
+    clock: crate::clock::Clock,
 }
 
 impl std::fmt::Debug for ConnectorClient {
@@ -66,7 +68,13 @@ impl ConnectorClient {
             account: connection_id.to_string(),
             limiter,
             http,
+            clock: crate::clock::Clock::system(),
         }
+    }
+
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn manifest(&self) -> &Manifest {
