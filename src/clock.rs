@@ -48,7 +48,8 @@ pub struct Offset(Arc<AtomicI64>);
 
 impl Offset {
     pub fn advance(&self, by: chrono::Duration) {
-        self.0.fetch_add(by.num_milliseconds().max(0), Ordering::SeqCst);
+        self.0
+            .fetch_add(by.num_milliseconds().max(0), Ordering::SeqCst);
     }
 
     pub fn clock(&self) -> Clock {
@@ -72,6 +73,9 @@ mod tests {
         assert!(a.now() - before >= chrono::Duration::hours(2));
         assert!(b.now() - before >= chrono::Duration::hours(2));
         offset.advance(chrono::Duration::hours(-5));
-        assert!(a.now() - before >= chrono::Duration::hours(2), "never backwards");
+        assert!(
+            a.now() - before >= chrono::Duration::hours(2),
+            "never backwards"
+        );
     }
 }

@@ -124,6 +124,9 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     pub poll_millis: u64,
     pub lease_seconds: u64,
+    /// Worker slots one connector version may hold at once; 0 = three quarters of
+    /// `concurrency`, at least one kept back.
+    pub per_version_slots: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -278,6 +281,11 @@ impl Settings {
         }
         if !(1..=256).contains(&self.workers.concurrency) {
             anyhow::bail!("workers.concurrency must be between 1 and 256");
+        }
+        if self.workers.per_version_slots > self.workers.concurrency {
+            anyhow::bail!(
+                "workers.per_version_slots must be at most workers.concurrency (0 = three quarters of it)"
+            );
         }
         if !(1..=3600).contains(&self.workers.lease_seconds) {
             anyhow::bail!("workers.lease_seconds must be between 1 and 3600");

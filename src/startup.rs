@@ -150,8 +150,8 @@ impl Application {
         );
         let flows =
             Flows::new(db.clone(), registry.clone(), runs.clone()).with_clock(clock.clone());
-        let deployments = crate::deploy::Deployments::new(db.clone(), versions.clone())
-            .with_clock(clock.clone());
+        let deployments =
+            crate::deploy::Deployments::new(db.clone(), versions.clone()).with_clock(clock.clone());
         let outbound = crate::netpolicy::OutboundPolicy::from_settings(&settings);
         let alert_channels =
             crate::alerts::AlertChannels::new(db.clone(), vault.clone(), outbound.clone())?
@@ -164,6 +164,10 @@ impl Application {
         )?
         .with_limiter(limiter.clone())
         .with_lease(Duration::from_secs(settings.workers.lease_seconds))
+        .with_slots(match settings.workers.per_version_slots {
+            0 => crate::sync::VersionSlots::for_concurrency(settings.workers.concurrency),
+            n => crate::sync::VersionSlots::new(n),
+        })
         .with_clock(clock.clone());
         let shutdown = CancellationToken::new();
         if settings.scheduler.enabled {

@@ -64,7 +64,8 @@ impl FromRequest for Auth {
             let bearer = bearer_token(req.headers()).ok_or(Error::Unauthenticated)?;
             let ip = client_ip(&req, &state);
             let request_id = REQUEST_ID.try_with(Clone::clone).ok();
-            let principal = authenticate(&state.db, bearer, ip, request_id, state.clock.now()).await?;
+            let principal =
+                authenticate(&state.db, bearer, ip, request_id, state.clock.now()).await?;
             Ok(Auth(principal))
         })
     }

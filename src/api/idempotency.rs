@@ -66,7 +66,8 @@ pub async fn idempotency(
         &hash,
         state.clock.now(),
     )
-    .await {
+    .await
+    {
         Err(err) => Ok(ServiceResponse::from_err(err, http_req)),
         Ok(Claim::Replay(stored)) => Ok(ServiceResponse::new(http_req, replay(stored))),
         Ok(Claim::Claimed) => {

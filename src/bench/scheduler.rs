@@ -17,8 +17,8 @@ use sea_orm::{
 use serde_json::json;
 
 use super::fixture::{ApiSession, ScratchDatabase, Server, free_port, wait_until_up};
-use crate::scheduler::flow_schedule;
 use crate::ids::FlowId;
+use crate::scheduler::flow_schedule;
 use crate::sim::Simulator;
 use crate::startup::Role;
 use crate::store::entities::{flow, run};

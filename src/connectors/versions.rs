@@ -246,6 +246,11 @@ impl Versions {
 
     /// The manifest a connection runs: its pinned version, or the built-in one. None when
     /// the tenant cannot see that version.
+    /// The version a connection without a pin runs: the built-in manifest's.
+    pub fn built_in_version(&self, connector: &str) -> Option<String> {
+        self.registry.get(connector).map(|m| m.version.clone())
+    }
+
     pub async fn manifest(
         &self,
         tenant: &TenantId,

@@ -71,10 +71,7 @@ impl Deployer {
         let mut moved = 0;
         for row in due {
             let leased = deployment::Entity::update_many()
-                .col_expr(
-                    deployment::Column::LeaseUntil,
-                    Some(now + LEASE).into(),
-                )
+                .col_expr(deployment::Column::LeaseUntil, Some(now + LEASE).into())
                 .filter(deployment::Column::Id.eq(row.id.clone()))
                 .filter(
                     sea_orm::Condition::any()

@@ -105,6 +105,25 @@ pub async fn claim(
     Ok(Some(Claimed { run, flow }))
 }
 
+/// Puts a due run back without claiming it (its version's worker slots are all in use): it
+/// is handed to the queue again after `wait`, and no attempt is counted.
+pub async fn defer(
+    db: &DatabaseConnection,
+    run_id: &RunId,
+    now: chrono::DateTime<chrono::Utc>,
+    wait: chrono::Duration,
+) -> Result<()> {
+    run::Entity::update_many()
+        .col_expr(
+            run::Column::DispatchedAt,
+            Some(now - run::REDISPATCH_AFTER + wait).into(),
+        )
+        .filter(run::Column::Id.eq(run_id.clone()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// Renews the run's lease every third of its length until aborted: the attempt's heartbeat.
 pub fn keep_lease(
     db: DatabaseConnection,
@@ -117,10 +136,7 @@ pub fn keep_lease(
         loop {
             tokio::time::sleep(every).await;
             let renewed = run::Entity::update_many()
-                .col_expr(
-                    run::Column::LeaseUntil,
-                    Some(clock.now() + lease).into(),
-                )
+                .col_expr(run::Column::LeaseUntil, Some(clock.now() + lease).into())
                 .filter(run::Column::Id.eq(run_id.clone()))
                 .filter(run::Column::Status.eq(run::RunStatus::Running))
                 .exec(&db)

@@ -13,9 +13,8 @@ use tokio_util::sync::CancellationToken;
 use super::queue::{Queue, RunJob, prune_finished};
 use super::wakeup::{RunsSignal, WorkerWaker};
 use crate::store::entities::run;
+use crate::store::entities::run::REDISPATCH_AFTER;
 
-/// A run handed to the queue and not picked up within this is handed over again.
-const REDISPATCH_AFTER: chrono::Duration = chrono::Duration::seconds(60);
 const DISPATCH_BATCH: u64 = 500;
 /// Finished jobs are deleted this long after they finished, checked this often.
 const PRUNE_AGE: Duration = Duration::from_secs(10);

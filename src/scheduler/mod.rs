@@ -19,8 +19,8 @@ use sea_orm::{
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
-use crate::runs::{enqueue_runs, queued_run};
 use crate::ids::{FlowId, RunId};
+use crate::runs::{enqueue_runs, queued_run};
 use crate::runtime::RunsSignal;
 use crate::schedule::{Schedule, ScheduleSpec};
 use crate::store::entities::flow;

@@ -58,6 +58,9 @@ pub struct Faults {
     pub storm_seconds: f64,
     /// Every request is refused with 403 because the caller's IP is not whitelisted.
     pub forbidden_ip: bool,
+    /// Requests whose path contains this hang for 60 s: an endpoint that never answers
+    /// (say, a connector version calling an API version a proxy black-holes).
+    pub hang_path: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -500,6 +503,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
+/// Holds requests whose path matches `Faults::hang_path` for a minute before answering.
+async fn hang_matching(
+    request: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let hangs = request
+        .app_data::<web::Data<SimState>>()
+        .and_then(|state| state.faults().hang_path)
+        .is_some_and(|pattern| request.path().contains(&pattern));
+    if hangs {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    next.call(request).await
+}
+
 /// A running simulator: its address and state.
 pub struct Simulator {
     pub address: String,
@@ -514,11 +532,15 @@ impl Simulator {
         let listener = TcpListener::bind(listen)?;
         let address = format!("http://{}", listener.local_addr()?);
         let data = state.clone();
-        let server =
-            HttpServer::new(move || App::new().app_data(data.clone()).configure(configure))
-                .listen(listener)?
-                .workers(2)
-                .run();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .wrap(actix_web::middleware::from_fn(hang_matching))
+                .configure(configure)
+        })
+        .listen(listener)?
+        .workers(2)
+        .run();
         let handle = server.handle();
         tokio::spawn(server);
         Ok(Self {

@@ -6,6 +6,7 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
 use serde_json::{Map, Value};
 
+use super::slots::{VersionKey, VersionSlots};
 use super::streams::{Item, Plan};
 use crate::connectors::ConnectorRegistry;
 use crate::connectors::client::{CallError, ConnectorClient, ErrorClass, Vars};
@@ -37,6 +38,9 @@ fn statistics_stale(before: i64, after: i64) -> bool {
     false
 }
 
+/// How long a run waits before it is handed over again when its version's slots are busy.
+const DEFER_WHILE_BUSY: chrono::Duration = chrono::Duration::seconds(1);
+
 /// How long the platform ids a lookup found are trusted.
 const LOOKUP_CACHE_AGE: chrono::Duration = chrono::Duration::hours(24);
 
@@ -45,8 +49,6 @@ impl crate::runtime::RunExecutor for SyncEngine {
     async fn execute(&self, id: RunId) {
         match SyncEngine::execute(self, &id).await {
             Ok(Some(report)) => {
-                metrics::counter!("synchub_runs_total", "status" => report.status.as_str())
-                    .increment(1);
                 tracing::info!(run_id = %id, status = %report.status, read = report.records_read, written = report.records_written, "run attempt finished");
             }
             Ok(None) => tracing::debug!(run_id = %id, "run not claimable; skipped"),
@@ -83,6 +85,8 @@ pub struct SyncEngine {
     lease: chrono::Duration,
     /// Claims, leases, backoff and the lookup cache's age are judged by it.
     clock: crate::clock::Clock,
+    /// Each connector version's share of this process's worker slots.
+    slots: VersionSlots,
 }
 
 impl SyncEngine {
@@ -123,7 +127,14 @@ impl SyncEngine {
             http,
             lease: chrono::Duration::from_std(runs::DEFAULT_LEASE).unwrap_or_default(),
             clock: crate::clock::Clock::system(),
+            slots: VersionSlots::for_concurrency(4),
         })
+    }
+
+    /// Each connector version's share of the worker slots (`workers.per_version_slots`).
+    pub fn with_slots(mut self, slots: VersionSlots) -> Self {
+        self.slots = slots;
+        self
     }
 
     pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
@@ -165,7 +176,76 @@ impl SyncEngine {
     /// Returns None when the run is not this worker's to execute (finished, not due yet, or
     /// held by another worker whose lease is still good): job delivery is at-least-once.
     pub async fn execute(&self, run_id: &RunId) -> Result<Option<RunReport>> {
-        let Some(Claimed { run, flow }) = runs::claim(&self.db, run_id, self.lease, self.clock.now()).await? else {
+        let Some(key) = self.version_key(run_id).await? else {
+            return Ok(None);
+        };
+        let Some(_slot) = self.slots.try_take(&key) else {
+            runs::defer(&self.db, run_id, self.clock.now(), DEFER_WHILE_BUSY).await?;
+            metrics::counter!("synchub_runs_deferred_total", "connector" => key.connector.clone(), "version" => key.version.clone())
+                .increment(1);
+            tracing::debug!(run_id = %run_id, version = %key, "the version's worker slots are in use; run put back");
+            return Ok(None);
+        };
+        let started = std::time::Instant::now();
+        let report = self.attempt(run_id).await?;
+        if let Some(report) = &report {
+            let labels = [
+                ("connector", key.connector.clone()),
+                ("version", key.version.clone()),
+                ("status", report.status.as_str().to_string()),
+            ];
+            metrics::counter!("synchub_runs_total", &labels).increment(1);
+            metrics::histogram!("synchub_run_duration_seconds", &labels)
+                .record(started.elapsed().as_secs_f64());
+        }
+        Ok(report)
+    }
+
+    /// The connector version a run calls: the marketplace end of its flow, at the version
+    /// the run started on, else the connection's pin, else the built-in one. None when the
+    /// run or its flow is gone.
+    async fn version_key(&self, run_id: &RunId) -> Result<Option<VersionKey>> {
+        let Some(run) = run::Entity::find_by_id(run_id.clone())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(flow) = flow::Entity::find_by_id(run.flow_id.clone())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let marketplace = match Stream::parse(&flow.stream) {
+            Some(Stream::Orders) => flow.source_connection_id,
+            _ => flow.destination_connection_id,
+        };
+        let Some(connection) = connection::Entity::find_by_id(marketplace)
+            .one(&self.db)
+            .await?
+        else {
+            // The attempt reports the missing connection.
+            return Ok(Some(VersionKey {
+                connector: "unknown".into(),
+                version: "unknown".into(),
+            }));
+        };
+        let version = run
+            .connector_version
+            .or(connection.version)
+            .or_else(|| self.versions.built_in_version(&connection.connector))
+            .unwrap_or_else(|| "unknown".into());
+        Ok(Some(VersionKey {
+            connector: connection.connector,
+            version,
+        }))
+    }
+
+    async fn attempt(&self, run_id: &RunId) -> Result<Option<RunReport>> {
+        let Some(Claimed { run, flow }) =
+            runs::claim(&self.db, run_id, self.lease, self.clock.now()).await?
+        else {
             return Ok(None);
         };
         // Keep the lease while the attempt is alive, however long a page takes.

@@ -4,7 +4,9 @@
 //! covers, so a run that dies resumes at the page it was on and delivers nothing twice.
 
 mod engine;
+mod slots;
 mod streams;
 
 pub use crate::runs::RunReport;
 pub use engine::SyncEngine;
+pub use slots::{VersionKey, VersionSlots};

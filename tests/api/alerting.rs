@@ -53,7 +53,9 @@ async fn setup(backend: Backend) -> Setup {
         RateLimiter::new(app.db.clone()),
         "http://synchub.test".into(),
     )
-    .with_clock(synchub::clock::Clock::from_fn(move || *read.lock().unwrap()));
+    .with_clock(synchub::clock::Clock::from_fn(move || {
+        *read.lock().unwrap()
+    }));
     Setup {
         other,
         app,

@@ -45,7 +45,9 @@ async fn setup(backend: Backend) -> Setup {
         synchub::netpolicy::OutboundPolicy::allowing_private(),
     )
     .unwrap()
-    .with_clock(synchub::clock::Clock::from_fn(move || Utc::now() + *read.lock().unwrap()));
+    .with_clock(synchub::clock::Clock::from_fn(move || {
+        Utc::now() + *read.lock().unwrap()
+    }));
     Setup {
         app,
         sim,

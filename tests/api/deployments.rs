@@ -166,11 +166,19 @@ fn kinds(deployment: &Value) -> Vec<String> {
 
 /// Ticks until the deployment leaves `state` or the deadline passes.
 async fn tick_until_not(s: &Setup, deployer: &Deployer, id: &Value, state: &str) -> Value {
-    eventually("the deployment moves on", Duration::from_secs(20), || async {
-        deployer.tick().await.unwrap();
-        let current = s.deployment(id).await;
-        if current["state"] != state { Ok(current) } else { Err(current) }
-    })
+    eventually(
+        "the deployment moves on",
+        Duration::from_secs(20),
+        || async {
+            deployer.tick().await.unwrap();
+            let current = s.deployment(id).await;
+            if current["state"] != state {
+                Ok(current)
+            } else {
+                Err(current)
+            }
+        },
+    )
     .await
 }
 
@@ -411,7 +419,9 @@ async fn windows_hold_deployments_and_freezes_refuse_them(backend: Backend) {
     let read = clock.clone();
     let deployer = s
         .deployer()
-        .with_clock(synchub::clock::Clock::from_fn(move || *read.lock().unwrap()));
+        .with_clock(synchub::clock::Clock::from_fn(move || {
+            *read.lock().unwrap()
+        }));
     // A window every day, opening two hours from now (UTC), for an hour.
     let opens = now + chrono::Duration::hours(2);
     let window = json!({"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
@@ -538,7 +548,11 @@ async fn in_flight_runs_finish_on_their_version(backend: Backend) {
     // In flight: claimed, and its version read (the first page is on its way, 400 ms).
     eventually("the run is claimed", Duration::from_secs(10), || async {
         let shown = s.run_view(&in_flight).await;
-        if shown["connector_version"].is_null() { Err(shown) } else { Ok(()) }
+        if shown["connector_version"].is_null() {
+            Err(shown)
+        } else {
+            Ok(())
+        }
     })
     .await;
     let (status, rolled) = s

@@ -235,7 +235,8 @@ impl TestApp {
     /// Moves the app's clock just past `at` (never back).
     pub fn advance_past(&self, at: chrono::DateTime<chrono::Utc>) {
         let ahead = at - self.time.clock().now();
-        self.time.advance(ahead.max(chrono::Duration::zero()) + chrono::Duration::milliseconds(1));
+        self.time
+            .advance(ahead.max(chrono::Duration::zero()) + chrono::Duration::milliseconds(1));
     }
 
     /// Moves the clock past the retry time the API shows for run `id`.

@@ -80,7 +80,8 @@ async fn amazon_orders_with_login_with_amazon(backend: Backend) {
     app.time.advance(chrono::Duration::minutes(54));
     list_all(&amazon, None).await.unwrap();
     assert_eq!(sim.state.lwa_exchanges(), 1, "still well within its hour");
-    app.time.advance(chrono::Duration::minutes(1) + chrono::Duration::seconds(1));
+    app.time
+        .advance(chrono::Duration::minutes(1) + chrono::Duration::seconds(1));
     list_all(&amazon, None).await.unwrap();
     assert_eq!(sim.state.lwa_exchanges(), 2, "refreshed before it expired");
 

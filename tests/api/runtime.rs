@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
 use serde_json::json;
-use synchub::sim::Simulator;
+use synchub::sim::{Faults, Simulator};
 
 use crate::helpers::{Backend, TestApp, eventually};
 use crate::on_both_backends;
@@ -46,7 +46,11 @@ async fn run_until_done(app: &TestApp, token: &str, flow: &str, limit: Duration)
     let path = format!("/v1/runs/{}", run["id"].as_str().expect("run id"));
     eventually("the run is picked up and succeeds", limit, || async {
         let (_, shown) = app.get(&path, token).await;
-        if shown["status"] == "succeeded" { Ok(()) } else { Err(shown) }
+        if shown["status"] == "succeeded" {
+            Ok(())
+        } else {
+            Err(shown)
+        }
     })
     .await;
     started.elapsed()
@@ -59,9 +63,10 @@ async fn a_queued_run_is_picked_up_without_waiting_for_the_poll(backend: Backend
     let app = TestApp::spawn_with(backend, &SLOW_POLL).await;
     let (_, token) = app.tenant_with_token(&["write"]).await;
     let flow = orders_flow(&app, &sim, &token).await;
+    // Idle long enough for the start-up polls to be over: from here only a wake-up can
+    // start a run within the 30 s poll.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     for _ in 0..3 {
-        // Idle long enough for the start-up polls to be over.
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
         run_until_done(&app, &token, &flow, Duration::from_secs(5)).await;
     }
     assert_eq!(sim.state.erp_orders("acme").len(), 3);
@@ -101,17 +106,154 @@ async fn finished_jobs_are_pruned_from_the_queue(backend: Backend) {
         "the jobs went through the queue"
     );
     // The dispatcher prunes jobs finished more than a few seconds ago; prune now instead.
-    eventually("finished jobs leave the queue", Duration::from_secs(10), || async {
-        synchub::runtime::prune_finished(&app.db, Duration::ZERO)
-            .await
-            .unwrap();
-        match jobs_in_queue(&app.db).await {
-            0 => Ok(()),
-            left => Err(left),
-        }
-    })
+    eventually(
+        "finished jobs leave the queue",
+        Duration::from_secs(10),
+        || async {
+            synchub::runtime::prune_finished(&app.db, Duration::ZERO)
+                .await
+                .unwrap();
+            match jobs_in_queue(&app.db).await {
+                0 => Ok(()),
+                left => Err(left),
+            }
+        },
+    )
     .await;
     // A later run still goes through.
     run_until_done(&app, &token, &flow, Duration::from_secs(30)).await;
 }
 on_both_backends!(finished_jobs_are_pruned_from_the_queue);
+
+/// A store and the ERP on the simulator, and an orders flow between them; returns the flow
+/// and the store's connection id.
+async fn store_flow(app: &TestApp, sim: &Simulator, token: &str, shop: &str) -> (String, String) {
+    let store = app
+        .connection(token, json!({
+            "name": shop, "connector": "shopify", "environment": "production",
+            "settings": {"shop_domain": format!("{shop}.myshopify.com"), "base_url": format!("{}/shopify/{shop}", sim.address)},
+            "credentials": {"access_token": "shpat_simulated_0123456789"},
+        }))
+        .await;
+    let erp = app
+        .connection(token, json!({
+            "name": format!("ERP for {shop}"), "connector": "generic-rest-erp", "environment": "production",
+            "settings": {"base_url": format!("{}/erp/{shop}", sim.address)}, "credentials": {"api_key": "k"},
+        }))
+        .await;
+    let (status, flow) = app
+        .post("/v1/flows", token, json!({"name": format!("orders of {shop}"), "stream": "orders", "source": store["id"], "destination": erp["id"]}))
+        .await;
+    assert_eq!(status, 201, "{flow}");
+    (
+        flow["id"].as_str().expect("flow id").to_string(),
+        store["id"].as_str().expect("store id").to_string(),
+    )
+}
+
+/// A canary version whose every call hangs holds no more than its share of the worker
+/// slots: with six of its runs queued first, the stable version's runs still finish in
+/// seconds, and the run metrics tell the two versions apart. Without the share, the four
+/// slots all wait on the canary's 30 s call timeouts.
+async fn a_hanging_canary_leaves_the_stable_versions_runs_on_time(backend: Backend) {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use synchub::store::entities::{connection, run};
+    let sim = Simulator::start("127.0.0.1:0", 5).unwrap();
+    // The canary calls an Admin API version that never answers.
+    sim.state.set_faults(Faults {
+        hang_path: Some("/admin/api/2099-01/".into()),
+        ..Default::default()
+    });
+    let app = TestApp::spawn_with(
+        backend,
+        &[
+            ("SYNCHUB_SCHEDULER__ENABLED", "false"),
+            ("SYNCHUB_WORKERS__CONCURRENCY", "4"),
+        ],
+    )
+    .await;
+    let (_, token) = app.tenant_with_token(&["write", "deploy"]).await;
+    let canary = include_str!("../../connectors/shopify.toml")
+        .replace("version = \"1.0.0\"", "version = \"1.3.0\"")
+        .replace("default = \"2025-07\"", "default = \"2099-01\"");
+    let (status, body) = app
+        .post(
+            "/v1/connectors/shopify/versions",
+            &token,
+            json!({"manifest": canary, "changelog": "calls an API version that hangs"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (canary_flow, canary_store) = store_flow(&app, &sim, &token, "canary").await;
+    let (stable_flow, _) = store_flow(&app, &sim, &token, "stable").await;
+    // The canary step of a deployment pins the store to the new version.
+    connection::Entity::update_many()
+        .col_expr(
+            connection::Column::Version,
+            Some("1.3.0".to_string()).into(),
+        )
+        .filter(connection::Column::Id.eq(canary_store.as_str()))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    for _ in 0..6 {
+        let (status, _) = app
+            .post(&format!("/v1/flows/{canary_flow}/run"), &token, json!({}))
+            .await;
+        assert_eq!(status, 202);
+    }
+    let running = || async {
+        run::Entity::find()
+            .filter(run::Column::Status.eq(run::RunStatus::Running))
+            .all(&app.db)
+            .await
+            .unwrap()
+            .len()
+    };
+    eventually(
+        "the canary's runs take their slots",
+        Duration::from_secs(10),
+        || async {
+            match running().await {
+                n if n >= 3 => Ok(()),
+                n => Err(n),
+            }
+        },
+    )
+    .await;
+
+    let started = Instant::now();
+    for _ in 0..3 {
+        run_until_done(&app, &token, &stable_flow, Duration::from_secs(15)).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the stable version's runs were held up: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        running().await,
+        3,
+        "the canary still holds three slots, no more"
+    );
+
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = |name: &str, version: &str| {
+        metrics.lines().any(|l| {
+            l.starts_with(name)
+                && l.contains("connector=\"shopify\"")
+                && l.contains(&format!("version=\"{version}\""))
+        })
+    };
+    assert!(line("synchub_runs_total", "1.0.0"), "{metrics}");
+    assert!(line("synchub_runs_deferred_total", "1.3.0"), "{metrics}");
+}
+on_both_backends!(a_hanging_canary_leaves_the_stable_versions_runs_on_time);

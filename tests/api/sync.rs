@@ -163,9 +163,7 @@ async fn a_database_error_during_a_run_is_retried(backend: Backend) {
         .execute_unprepared("ALTER TABLE records_away RENAME TO records")
         .await
         .unwrap();
-    s.app
-        .advance_past_retry(&s.token, &run.to_string())
-        .await;
+    s.app.advance_past_retry(&s.token, &run.to_string()).await;
     let report = s.engine.execute(&run).await.unwrap().expect("claimed");
     assert_eq!(
         (report.status.as_str(), report.records_written),
@@ -340,10 +338,18 @@ async fn workers_execute_queued_runs(backend: Backend) {
         )
         .await;
     let run_id = run["id"].as_str().unwrap();
-    let shown = eventually("the workers finish the run", Duration::from_secs(30), || async {
-        let (_, shown) = app.get(&format!("/v1/runs/{run_id}"), &token).await;
-        if shown["status"] == "succeeded" { Ok(shown) } else { Err(shown) }
-    })
+    let shown = eventually(
+        "the workers finish the run",
+        Duration::from_secs(30),
+        || async {
+            let (_, shown) = app.get(&format!("/v1/runs/{run_id}"), &token).await;
+            if shown["status"] == "succeeded" {
+                Ok(shown)
+            } else {
+                Err(shown)
+            }
+        },
+    )
     .await;
     assert_eq!(shown["records_written"], 120);
     assert_eq!(sim.state.erp_orders("acme").len(), 120);

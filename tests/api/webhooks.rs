@@ -32,11 +32,15 @@ async fn rejected_count_reaches(app: &TestApp, token: &str, id: &str, expected: 
         "the refusals are counted",
         std::time::Duration::from_secs(5),
         || async {
-            let count = app.get(&format!("/v1/connections/{id}"), token).await.1
-                ["rejected_webhooks"]
-                .as_i64()
-                .unwrap();
-            if count >= expected { Ok(count) } else { Err(count) }
+            let count =
+                app.get(&format!("/v1/connections/{id}"), token).await.1["rejected_webhooks"]
+                    .as_i64()
+                    .unwrap();
+            if count >= expected {
+                Ok(count)
+            } else {
+                Err(count)
+            }
         },
     )
     .await

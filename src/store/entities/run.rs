@@ -54,6 +54,9 @@ impl Entity {
     }
 }
 
+/// A run handed to the queue and not picked up within this is handed over again.
+pub const REDISPATCH_AFTER: chrono::Duration = chrono::Duration::seconds(60);
+
 impl Entity {
     /// The one "due" predicate, shared by the dispatcher (what to hand to the queue) and the
     /// claim (what a worker may take): queued, retrying whose next attempt has come, or
