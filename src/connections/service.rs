@@ -6,38 +6,25 @@ mod credentials;
 mod crud;
 
 // Checks that creating and rotating share.
-use crud::{Validated, check_credentials, check_secret, effective_scheme};
 
 use std::sync::Arc;
 
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, QueryFilter, Set,
-};
-use serde_json::{Map, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+use serde_json::Value;
 
-use super::client_for::{ClientDeps, client_for, load_credentials};
-use super::fields;
+use super::client_for::load_credentials;
 use super::masking::mask;
-use super::model::{
-    AllowlistView, ConnectionPatch, ConnectionView, CredentialsRotation, NewConnection,
-};
+use super::model::ConnectionView;
 use super::webhook_target::{Target, TargetCache, Unavailable};
-use crate::audit::{self, Actor, Entry};
-use crate::connectors::checks::{self, CheckReport, CheckStatus, ShadowReport};
-use crate::connectors::client::ConnectorClient;
 use crate::connectors::versions::Versions;
-use crate::connectors::{ConnectorRegistry, Manifest, WebhookScheme, WebhookSpec};
-use crate::error::{Error, FieldError, Result};
-use crate::ids::{ConnectionId, SecretId, TenantId};
+use crate::connectors::{ConnectorRegistry, Manifest, WebhookSpec};
+use crate::error::{Error, Result};
+use crate::ids::{ConnectionId, TenantId};
+use crate::netpolicy::cidrs_from_json;
 use crate::netpolicy::{OutboundClient, OutboundPolicy};
-use crate::netpolicy::{cidrs_from_json, cidrs_to_json, parse_cidrs};
-use crate::pagination::{Direction, Page, PageRequest, page_query};
 use crate::ratelimit::RateLimiter;
 use crate::secret::SecretString;
-use crate::store::entities::{connection, webhook_event};
-use crate::tenancy::ensure_tenant_exists;
-use crate::timezone::parse_timezone;
+use crate::store::entities::connection;
 use crate::vault::Vault;
 
 #[derive(Clone)]

@@ -15,9 +15,12 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, Qu
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::gate::gate_of;
 use super::gate::{self, Sample, Verdict};
 use super::model::Strategy;
-use super::service::{gate_of, record_move, rollback, switch, tenant_policy};
+use super::service::tenant_policy;
+use super::switching::{rollback, switch};
+use super::timeline::record_move;
 use super::window::{self, Decision, DeployWindow};
 use crate::audit::Actor;
 use crate::connections::Connections;

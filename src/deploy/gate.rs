@@ -190,6 +190,11 @@ pub fn evaluate(
     (Verdict::Promote, figures)
 }
 
+/// The gate settings of a deployment row.
+pub fn gate_of(row: &crate::store::entities::deployment::Model) -> GateSpec {
+    serde_json::from_value(row.gate.clone()).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,10 +6,14 @@
 mod driver;
 pub mod gate;
 mod model;
+mod plan;
 mod service;
+mod switching;
+mod timeline;
 pub mod window;
 
 pub use driver::{Clock, Deployer};
 pub use model::{DeploymentView, EventView, NewDeployment, RollbackRequest, Strategy, TargetView};
 pub use service::Deployments;
+pub use switching::pinned_by;
 pub use window::{DeployPolicy, DeployWindow, Freeze};

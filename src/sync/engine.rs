@@ -1,16 +1,15 @@
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
-use serde_json::{Map, Value};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use serde_json::Value;
 
+use super::records::statistics_stale;
 use super::slots::{VersionKey, VersionSlots};
 use super::streams::{Item, Plan};
 use crate::connectors::ConnectorRegistry;
 use crate::connectors::client::{CallError, ConnectorClient, ErrorClass, Vars};
-use crate::connectors::spec::{LookupSpec, WriteSpec};
+use crate::connectors::spec::WriteSpec;
 use crate::connectors::versions::Versions;
 use crate::error::{Error, Result};
 use crate::flows::Stream;
@@ -18,31 +17,15 @@ use crate::ids::RunId;
 use crate::netpolicy::{OutboundClient, OutboundPolicy};
 use crate::ratelimit::RateLimiter;
 use crate::runs::{self, Checkpoint, Claimed, RunReport};
-use crate::store::entities::{connection, flow, record, run};
+use crate::store::entities::{connection, flow, run};
 use crate::vault::Vault;
 
 /// The destination operations an orders flow writes with: the batch one where declared.
 const BATCH_WRITE: &str = "create_orders";
 const SINGLE_WRITE: &str = "create_order";
 
-/// True when a run's written count passed 1,000, 4,000, 16,000, ... records: a big first
-/// sync refreshes the records table's statistics as it grows, a small run never.
-fn statistics_stale(before: i64, after: i64) -> bool {
-    let mut threshold = 1_000i64;
-    while threshold <= after {
-        if threshold > before {
-            return true;
-        }
-        threshold = threshold.saturating_mul(4);
-    }
-    false
-}
-
 /// How long a run waits before it is handed over again when its version's slots are busy.
 const DEFER_WHILE_BUSY: chrono::Duration = chrono::Duration::seconds(1);
-
-/// How long the platform ids a lookup found are trusted.
-const LOOKUP_CACHE_AGE: chrono::Duration = chrono::Duration::hours(24);
 
 /// The runtime's workers hand each delivered run to the engine.
 impl crate::runtime::RunExecutor for SyncEngine {
@@ -71,22 +54,22 @@ fn internal(err: Error) -> CallError {
     CallError::new(class, err.to_string())
 }
 
-fn storage(err: sea_orm::DbErr) -> CallError {
+pub(super) fn storage(err: sea_orm::DbErr) -> CallError {
     internal(err.into())
 }
 
 #[derive(Clone)]
 pub struct SyncEngine {
-    db: DatabaseConnection,
-    vault: Vault,
-    versions: Versions,
-    limiter: RateLimiter,
-    http: OutboundClient,
-    lease: chrono::Duration,
+    pub(super) db: DatabaseConnection,
+    pub(super) vault: Vault,
+    pub(super) versions: Versions,
+    pub(super) limiter: RateLimiter,
+    pub(super) http: OutboundClient,
+    pub(super) lease: chrono::Duration,
     /// Claims, leases, backoff and the lookup cache's age are judged by it.
-    clock: crate::clock::Clock,
+    pub(super) clock: crate::clock::Clock,
     /// Each connector version's share of this process's worker slots.
-    slots: VersionSlots,
+    pub(super) slots: VersionSlots,
 }
 
 impl SyncEngine {
@@ -432,183 +415,6 @@ impl SyncEngine {
         }
         Ok(delivered)
     }
-
-    /// The platform ids a write needs for `item`, from the lookup operation (or from the
-    /// day-old cache in the records table). None when the platform does not know the item.
-    async fn lookup(
-        &self,
-        destination: &ConnectorClient,
-        lookup: &LookupSpec,
-        owner: &connection::Model,
-        kind: &str,
-        item: &Item,
-    ) -> Result<Option<Map<String, Value>>, CallError> {
-        let cache_kind = format!("lookup:{kind}");
-        if lookup.cache {
-            let cached = record::Entity::find()
-                .filter(record::Column::ConnectionId.eq(owner.id.clone()))
-                .filter(record::Column::Kind.eq(cache_kind.clone()))
-                .filter(record::Column::PlatformId.eq(item.platform_id.clone()))
-                .filter(record::Column::SyncedAt.gt(self.clock.now() - LOOKUP_CACHE_AGE))
-                .one(&self.db)
-                .await
-                .map_err(storage)?;
-            if let Some(Value::Object(fields)) = cached.map(|c| c.data) {
-                return Ok(Some(fields));
-            }
-        }
-        let page = match destination
-            .list_page(&lookup.operation, &item.vars, None)
-            .await
-        {
-            Err(e) if e.class == ErrorClass::NotFound => return Ok(None),
-            other => other?,
-        };
-        let Some(first) = page.records.iter().find(|record| {
-            lookup
-                .only
-                .iter()
-                .all(|(pointer, value)| record.pointer(pointer) == Some(value))
-        }) else {
-            return Ok(None);
-        };
-        let mut fields = Map::new();
-        for (name, pointer) in &lookup.fields {
-            let value = first.pointer(pointer).cloned().ok_or_else(|| {
-                CallError::new(
-                    ErrorClass::SchemaMismatch,
-                    format!("the {} answer has no {name} at {pointer}", lookup.operation),
-                )
-            })?;
-            fields.insert(name.clone(), value);
-        }
-        if lookup.cache {
-            let row = record::ActiveModel {
-                tenant_id: Set(owner.tenant_id.clone()),
-                connection_id: Set(owner.id.clone()),
-                kind: Set(cache_kind),
-                platform_id: Set(item.platform_id.clone()),
-                version: Set(String::new()),
-                data: Set(Value::Object(fields.clone())),
-                synced_at: Set(self.clock.now()),
-            };
-            record::Entity::insert(row)
-                .on_conflict(
-                    OnConflict::columns([
-                        record::Column::ConnectionId,
-                        record::Column::Kind,
-                        record::Column::PlatformId,
-                    ])
-                    .update_columns([record::Column::Data, record::Column::SyncedAt])
-                    .to_owned(),
-                )
-                .exec_without_returning(&self.db)
-                .await
-                .map_err(storage)?;
-        }
-        Ok(Some(fields))
-    }
-
-    /// PostgreSQL plans the known-versions lookup from table statistics; during a first
-    /// sync that loads 100,000 orders in minutes they still say "empty", and the lookup
-    /// filters the whole connection instead of seeking each id (measured: 300 ms a page at
-    /// 30,000 rows instead of 0.1 ms). Autovacuum would catch up only a minute later.
-    async fn refresh_statistics(&self) {
-        if self.db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
-            return;
-        }
-        // The key columns only: sampling the JSON documents would cost 0.4 s at 30,000 rows.
-        let analyze = "ANALYZE records (connection_id, kind, platform_id)";
-        if let Err(err) = self.db.execute_unprepared(analyze).await {
-            tracing::warn!(error = %err, "could not refresh the records table's statistics");
-        }
-    }
-
-    async fn known_versions(
-        &self,
-        owner: &connection::Model,
-        kind: &str,
-        items: &[Item],
-    ) -> Result<HashMap<String, String>> {
-        if items.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let ids: Vec<String> = items.iter().map(|i| i.platform_id.clone()).collect();
-        let rows = record::Entity::find()
-            .filter(record::Column::ConnectionId.eq(owner.id.clone()))
-            .filter(record::Column::Kind.eq(kind))
-            .filter(record::Column::PlatformId.is_in(ids))
-            .all(&self.db)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.platform_id, r.version))
-            .collect())
-    }
-
-    /// The records a page delivered and the checkpoint after it, in one transaction.
-    #[allow(clippy::too_many_arguments)]
-    async fn commit_page(
-        &self,
-        owner: &connection::Model,
-        kind: &str,
-        run: &run::Model,
-        delivered: &[Item],
-        checkpoint: &Checkpoint,
-        read: i64,
-        written: i64,
-    ) -> Result<()> {
-        let txn = crate::store::begin_write(&self.db).await?;
-        let now = self.clock.now();
-        let rows: Vec<(record::ActiveModel, &Value)> = delivered
-            .iter()
-            .map(|item| {
-                let row = record::ActiveModel {
-                    tenant_id: Set(owner.tenant_id.clone()),
-                    connection_id: Set(owner.id.clone()),
-                    kind: Set(kind.to_string()),
-                    platform_id: Set(item.platform_id.clone()),
-                    version: Set(item.version.clone()),
-                    data: Set(item.stored.clone()),
-                    synced_at: Set(now),
-                };
-                (row, &item.stored)
-            })
-            .collect();
-        // SQLite allows 32,766 bound values a statement: 7 a row.
-        let backend = self.db.get_database_backend();
-        let size = |r: &(record::ActiveModel, &Value)| r.1.to_string().len() + 160;
-        for chunk in crate::store::statement_chunks(rows, backend, 1_000, size) {
-            record::Entity::insert_many(chunk.into_iter().map(|(row, _)| row))
-                .on_conflict(
-                    OnConflict::columns([
-                        record::Column::ConnectionId,
-                        record::Column::Kind,
-                        record::Column::PlatformId,
-                    ])
-                    .update_columns([
-                        record::Column::Version,
-                        record::Column::Data,
-                        record::Column::SyncedAt,
-                    ])
-                    .to_owned(),
-                )
-                .exec_without_returning(&txn)
-                .await?;
-        }
-        run::Entity::update_many()
-            .col_expr(
-                run::Column::Checkpoint,
-                Some(serde_json::to_value(checkpoint).unwrap_or_default()).into(),
-            )
-            .col_expr(run::Column::RecordsRead, read.into())
-            .col_expr(run::Column::RecordsWritten, written.into())
-            .filter(run::Column::Id.eq(run.id.clone()))
-            .exec(&txn)
-            .await?;
-        txn.commit().await?;
-        Ok(())
-    }
 }
 
 /// Writes orders to the destination: in batches where its connector has a batch operation,
@@ -631,20 +437,4 @@ async fn deliver_orders(destination: &ConnectorClient, orders: &[Item]) -> Resul
             .await?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::statistics_stale;
-
-    #[test]
-    fn statistics_are_refreshed_as_a_big_sync_grows_and_never_for_a_small_one() {
-        assert!(!statistics_stale(0, 999));
-        assert!(statistics_stale(750, 1_000));
-        assert!(!statistics_stale(1_000, 3_999));
-        assert!(statistics_stale(3_750, 4_000));
-        assert!(statistics_stale(15_900, 16_150));
-        assert!(!statistics_stale(16_150, 63_000));
-        assert!(statistics_stale(0, 100_000));
-    }
 }

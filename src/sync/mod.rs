@@ -4,6 +4,7 @@
 //! covers, so a run that dies resumes at the page it was on and delivers nothing twice.
 
 mod engine;
+mod records;
 mod slots;
 mod streams;
 

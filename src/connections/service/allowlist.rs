@@ -1,6 +1,14 @@
 //! Who may send a connection's webhooks: its inbound CIDR allowlist.
 
-use super::*;
+use sea_orm::{ActiveModelTrait, Set};
+
+use super::Connections;
+use crate::audit::{self, Actor, Entry};
+use crate::connections::model::AllowlistView;
+use crate::error::{Error, Result};
+use crate::ids::TenantId;
+use crate::netpolicy::{cidrs_from_json, cidrs_to_json, parse_cidrs};
+use crate::store::entities::connection;
 
 impl Connections {
     pub async fn allowlist(&self, tenant: &TenantId, id: &str) -> Result<AllowlistView> {

@@ -1,6 +1,18 @@
 //! Connectivity checks of saved and unsaved connections, and blue-green's shadow reads.
 
-use super::*;
+use std::sync::Arc;
+
+use super::Connections;
+use super::crud::Validated;
+use crate::audit::{self, Actor, Entry};
+use crate::connections::client_for::{ClientDeps, client_for};
+use crate::connections::model::NewConnection;
+use crate::connectors::Manifest;
+use crate::connectors::checks::{self, CheckReport, CheckStatus, ShadowReport};
+use crate::connectors::client::ConnectorClient;
+use crate::error::{Error, Result};
+use crate::ids::TenantId;
+use crate::store::entities::connection;
 
 impl Connections {
     /// Runs the connectivity checks of a saved connection, with its pinned version or the

@@ -1,7 +1,16 @@
 //! Rotating a connection's credentials and webhook secret, with a grace period for the
 //! old secret so the platform's retries in flight still verify.
 
-use super::*;
+use sea_orm::{ActiveModelTrait, Set};
+use serde_json::Value;
+
+use super::crud::{check_credentials, check_secret, effective_scheme};
+use super::{Connections, current_webhook_secret};
+use crate::audit::{self, Actor, Entry};
+use crate::connections::model::{ConnectionView, CredentialsRotation};
+use crate::error::{Error, FieldError, Result};
+use crate::ids::{SecretId, TenantId};
+use crate::store::entities::connection;
 
 pub(super) const MAX_GRACE_SECONDS: i64 = 7 * 24 * 3600;
 

@@ -1,7 +1,24 @@
 //! Creating, reading, changing and deleting connections: settings and credentials checked
 //! against the manifest, names unique per tenant, every change audited.
 
-use super::*;
+use std::sync::Arc;
+
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, Set};
+use serde_json::{Map, Value};
+
+use super::Connections;
+use crate::audit::{self, Actor, Entry};
+use crate::connections::fields;
+use crate::connections::model::{ConnectionPatch, ConnectionView, NewConnection};
+use crate::connectors::{Manifest, WebhookScheme};
+use crate::error::{Error, FieldError, Result};
+use crate::ids::{ConnectionId, SecretId, TenantId};
+use crate::netpolicy::OutboundPolicy;
+use crate::netpolicy::{cidrs_to_json, parse_cidrs};
+use crate::pagination::{Direction, Page, PageRequest, page_query};
+use crate::store::entities::{connection, webhook_event};
+use crate::tenancy::ensure_tenant_exists;
+use crate::timezone::parse_timezone;
 
 pub(super) const MAX_SECRET_LEN: usize = 4096;
 

@@ -1,7 +1,13 @@
 //! The auth schemes: headers, request signatures (Shopee v2, TikTok Shop 202309), Login with
 //! Amazon token exchange, and marketplace token refresh.
 
-use super::*;
+use serde_json::Value;
+
+use super::ConnectorClient;
+use super::errors::{CallError, ErrorClass};
+use crate::connectors::spec::AuthSpec;
+use crate::connectors::{lwa, token_refresh};
+use crate::signing::marketplaces as signing;
 
 /// The credential names a token refresh replaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

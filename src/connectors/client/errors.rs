@@ -1,7 +1,8 @@
 //! Why a call failed, in classes a retry policy and a seller can act on, and reading an
 //! answer within its size limit.
 
-use super::*;
+use crate::netpolicy::OutboundError;
+use crate::netpolicy::outbound::read_limited;
 
 /// Why a call failed, in terms a retry policy and a seller can act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

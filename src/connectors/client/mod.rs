@@ -3,10 +3,8 @@
 //! a retry can help. `Retry-After` is honoured inside the call.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 mod auth;
 mod errors;
@@ -20,13 +18,10 @@ pub use errors::{CallError, ErrorClass, answer_text};
 pub use pages::{ListPage, NextPage, next_link};
 
 use super::manifest::Manifest;
-use super::spec::{AuthSpec, BatchSpec, Method, OperationSpec, Pagination};
+use super::spec::OperationSpec;
 pub use super::template::Vars;
-use super::{lwa, template, token_refresh};
-use crate::netpolicy::outbound::read_limited;
-use crate::netpolicy::{OutboundClient, OutboundError};
-use crate::ratelimit::{Feedback, Limit, RateLimiter};
-use crate::signing::marketplaces as signing;
+use crate::netpolicy::OutboundClient;
+use crate::ratelimit::{Limit, RateLimiter};
 
 pub struct ConnectorClient {
     manifest: Arc<Manifest>,

@@ -1,7 +1,12 @@
 //! Reading lists page by page, whatever the platform's pagination (Link header, next
 //! token, page number).
 
-use super::*;
+use serde_json::Value;
+
+use super::ConnectorClient;
+use super::errors::{CallError, ErrorClass};
+use crate::connectors::spec::{OperationSpec, Pagination};
+use crate::connectors::template::Vars;
 
 /// Where the next page is.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

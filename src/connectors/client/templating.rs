@@ -1,7 +1,13 @@
 //! Filling a manifest's templates: placeholders from the call, the cursor and the
 //! connection's settings, into the base URL, the path (each value a path segment) and the body.
 
-use super::*;
+use serde_json::Value;
+
+use super::ConnectorClient;
+use super::errors::{CallError, ErrorClass};
+use crate::connectors::spec::OperationSpec;
+use crate::connectors::template;
+use crate::connectors::template::Vars;
 
 impl ConnectorClient {
     pub(super) fn setting(&self, name: &str) -> Option<String> {

@@ -1,7 +1,14 @@
 //! Sending one request: the shared rate-limit bucket and concurrency slots, quick retries
 //! of network errors and 5xx, and 429s waited out as the platform asks.
 
-use super::*;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::ConnectorClient;
+use super::errors::{CallError, ErrorClass, answer_text};
+use crate::connectors::spec::OperationSpec;
+use crate::ratelimit::Feedback;
 
 /// How many times one call waits out a 429 before giving the error to the run.
 const MAX_THROTTLE_WAITS: u32 = 5;

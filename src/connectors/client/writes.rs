@@ -1,6 +1,12 @@
 //! Writes to a platform: one record, a templated call, or a batch.
 
-use super::*;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::ConnectorClient;
+use super::errors::{CallError, ErrorClass};
+use crate::connectors::spec::{BatchSpec, Method};
+use crate::connectors::template::Vars;
 
 impl ConnectorClient {
     /// A write with an idempotency key, so that a retried call is a no-op at the platform.
