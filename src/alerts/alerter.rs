@@ -24,6 +24,7 @@ use super::sender::Outcome;
 use crate::error::Result;
 use crate::ids::{AlertDeliveryId, AlertId};
 use crate::ratelimit::{Limit, RateLimiter, Take};
+use crate::store::entities::alert_delivery::DeliveryStatus;
 use crate::store::entities::{
     alert, alert_channel, alert_delivery, alert_event, alert_rule, tenant,
 };
@@ -197,7 +198,7 @@ impl Alerter {
                 alert_id: Set(row.id.clone()),
                 channel_id: Set(channel_id),
                 message: Set(serde_json::to_value(message).unwrap_or_default()),
-                status: Set("pending".into()),
+                status: Set(DeliveryStatus::Pending),
                 attempts: Set(0),
                 next_attempt_at: Set(hold.unwrap_or(now)),
                 last_answer: Set(hold.map(|until| format!("held for quiet hours until {until}"))),
@@ -425,7 +426,7 @@ impl Alerter {
     async fn deliver(&self) -> Result<usize> {
         let now = self.clock.now();
         let due = alert_delivery::Entity::find()
-            .filter(alert_delivery::Column::Status.eq("pending"))
+            .filter(alert_delivery::Column::Status.eq(DeliveryStatus::Pending))
             .filter(alert_delivery::Column::NextAttemptAt.lte(now))
             .order_by_asc(alert_delivery::Column::NextAttemptAt)
             .limit(200)
@@ -441,7 +442,7 @@ impl Alerter {
                     (now + chrono::Duration::seconds(60)).into(),
                 )
                 .filter(alert_delivery::Column::Id.eq(delivery.id.clone()))
-                .filter(alert_delivery::Column::Status.eq("pending"))
+                .filter(alert_delivery::Column::Status.eq(DeliveryStatus::Pending))
                 .filter(alert_delivery::Column::NextAttemptAt.lte(now))
                 .exec(&self.db)
                 .await?;
@@ -452,8 +453,13 @@ impl Alerter {
                 .one(&self.db)
                 .await?
             else {
-                self.finish(&delivery, "dead", "the channel is gone".into(), now)
-                    .await?;
+                self.finish(
+                    &delivery,
+                    DeliveryStatus::Dead,
+                    "the channel is gone".into(),
+                    now,
+                )
+                .await?;
                 continue;
             };
             let kind = ChannelKind::parse(&channel.kind).unwrap_or(ChannelKind::Webhook);
@@ -471,7 +477,7 @@ impl Alerter {
             let Ok(message) = serde_json::from_value::<Message>(delivery.message.clone()) else {
                 self.finish(
                     &delivery,
-                    "dead",
+                    DeliveryStatus::Dead,
                     "the stored message is unreadable".into(),
                     now,
                 )
@@ -485,13 +491,18 @@ impl Alerter {
                 .await?
             {
                 Outcome::Delivered { answer } => {
-                    self.finish(&delivery, "delivered", answer, now).await?
+                    self.finish(&delivery, DeliveryStatus::Delivered, answer, now)
+                        .await?
                 }
-                Outcome::Failed { reason } => self.finish(&delivery, "dead", reason, now).await?,
+                Outcome::Failed { reason } => {
+                    self.finish(&delivery, DeliveryStatus::Dead, reason, now)
+                        .await?
+                }
                 Outcome::Retry { after, reason } => {
                     let attempts = delivery.attempts + 1;
                     if attempts >= MAX_ATTEMPTS {
-                        self.finish(&delivery, "dead", reason, now).await?;
+                        self.finish(&delivery, DeliveryStatus::Dead, reason, now)
+                            .await?;
                         continue;
                     }
                     let backoff = crate::runtime::backoff::backoff(
@@ -515,15 +526,15 @@ impl Alerter {
     async fn finish(
         &self,
         delivery: &alert_delivery::Model,
-        status: &str,
+        status: DeliveryStatus,
         answer: String,
         now: DateTime<Utc>,
     ) -> Result<()> {
         let mut done: alert_delivery::ActiveModel = delivery.clone().into();
-        done.status = Set(status.into());
+        done.status = Set(status);
         done.attempts = Set(delivery.attempts + 1);
         done.last_answer = Set(Some(answer.chars().take(1000).collect()));
-        if status == "delivered" {
+        if status == DeliveryStatus::Delivered {
             done.delivered_at = Set(Some(now));
         }
         done.update(&self.db).await?;

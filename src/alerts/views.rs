@@ -9,15 +9,15 @@ use serde::Serialize;
 
 use crate::audit::{self, Actor, Entry};
 use crate::error::{Error, Result};
-use crate::ids::{AlertDeliveryId, TenantId};
+use crate::ids::TenantId;
+use crate::store::entities::alert_delivery::DeliveryStatus;
 use crate::store::entities::{alert, alert_delivery};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     pub id: String,
     pub channel_id: String,
-    /// pending, delivered or dead.
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempts: i64,
     pub next_attempt_at: chrono::DateTime<chrono::Utc>,
     pub last_answer: Option<String>,
@@ -88,21 +88,15 @@ pub async fn replay(
     tenant: &TenantId,
     id: &str,
 ) -> Result<DeliveryView> {
-    let id = AlertDeliveryId::parse(id).ok_or(Error::NotFound("alert delivery"))?;
-    let row = alert_delivery::Entity::find()
-        .filter(alert_delivery::Column::TenantId.eq(tenant.clone()))
-        .filter(alert_delivery::Column::Id.eq(id))
-        .one(db)
-        .await?
-        .ok_or(Error::NotFound("alert delivery"))?;
-    if row.status != "dead" {
+    let row = crate::store::find_owned::<alert_delivery::Entity>(db, tenant, id).await?;
+    if row.status != DeliveryStatus::Dead {
         return Err(Error::Conflict(format!(
             "delivery {} is {}: only dead ones are replayed",
             row.id, row.status
         )));
     }
     let mut active: alert_delivery::ActiveModel = row.into();
-    active.status = Set("pending".into());
+    active.status = Set(DeliveryStatus::Pending);
     active.attempts = Set(0);
     active.next_attempt_at = Set(chrono::Utc::now());
     let row = active.update(db).await?;

@@ -3,7 +3,7 @@ use actix_web::{HttpResponse, delete, get, post, web};
 use super::AppState;
 use super::extract::{Auth, Json};
 use crate::error::{Error, Result};
-use crate::ids::{TenantId, TokenId};
+use crate::ids::TenantId;
 use crate::pagination::PageQuery;
 use crate::tenancy::{self, NewTenant, NewToken, Principal, Scope};
 
@@ -78,7 +78,6 @@ pub async fn revoke_token(
 ) -> Result<HttpResponse> {
     let (tenant, token) = path.into_inner();
     let tenant = token_tenant(&principal, &tenant)?;
-    let token = TokenId::parse(&token).ok_or(Error::NotFound("token"))?;
     let revoked = tenancy::revoke_token(&state.db, &principal.actor(), &tenant, &token).await?;
     Ok(HttpResponse::Ok().json(revoked))
 }

@@ -85,7 +85,7 @@ pub async fn run(args: AlertsBenchArgs) -> anyhow::Result<()> {
     let alerts = loop {
         let alerts = alert::Entity::find().all(&db).await?;
         let delivered = alert_delivery::Entity::find()
-            .filter(alert_delivery::Column::Status.eq("delivered"))
+            .filter(alert_delivery::Column::Status.eq(alert_delivery::DeliveryStatus::Delivered))
             .all(&db)
             .await?;
         if alerts.len() >= args.flows.min(sent) && delivered.len() >= alerts.len()

@@ -495,14 +495,14 @@ impl Flows {
     /// Queues a new run for a dead letter's flow, from where the dead run's checkpoint left
     /// it. A dead letter is replayed once; asking again returns 409.
     pub async fn replay(&self, actor: &Actor, tenant: &TenantId, id: &str) -> Result<RunView> {
-        let dead_id = RunId::parse(id).ok_or(Error::NotFound("dead letter"))?;
         let txn = crate::store::begin_write(&self.db).await?;
-        let dead = run::Entity::find_in_tenant(tenant)
-            .filter(run::Column::Id.eq(dead_id.clone()))
-            .filter(run::Column::Status.eq(run::RunStatus::Dead))
-            .one(&txn)
-            .await?
-            .ok_or(Error::NotFound("dead letter"))?;
+        // Any run but a dead one is no dead letter: the same 404 as a missing id.
+        let dead = match crate::store::find_owned::<run::Entity>(&txn, tenant, id).await {
+            Ok(run) if run.status == run::RunStatus::Dead => run,
+            Ok(_) | Err(Error::NotFound(_)) => return Err(Error::NotFound("dead letter")),
+            Err(err) => return Err(err),
+        };
+        let dead_id = dead.id.clone();
         let flow = flow::Entity::find_by_id(dead.flow_id.clone())
             .one(&txn)
             .await?

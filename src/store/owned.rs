@@ -4,9 +4,13 @@
 
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
-use super::entities::{alert_channel, connection, deployment, flow, run};
+use super::entities::{
+    alert_channel, alert_delivery, api_token, connection, deployment, flow, run,
+};
 use crate::error::{Error, Result};
-use crate::ids::{AlertChannelId, ConnectionId, DeploymentId, FlowId, RunId, TenantId};
+use crate::ids::{
+    AlertChannelId, AlertDeliveryId, ConnectionId, DeploymentId, FlowId, RunId, TenantId, TokenId,
+};
 
 /// An entity whose rows each belong to one tenant and are found by a typed id.
 pub trait TenantOwned: EntityTrait {
@@ -56,3 +60,5 @@ tenant_owned!(flow, FlowId, "flow");
 tenant_owned!(run, RunId, "run");
 tenant_owned!(deployment, DeploymentId, "deployment");
 tenant_owned!(alert_channel, AlertChannelId, "alert channel");
+tenant_owned!(alert_delivery, AlertDeliveryId, "alert delivery");
+tenant_owned!(api_token, TokenId, "token");

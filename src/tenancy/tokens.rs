@@ -197,14 +197,10 @@ pub async fn revoke_token(
     db: &DatabaseConnection,
     actor: &Actor,
     tenant: &TenantId,
-    token: &TokenId,
+    token: &str,
 ) -> Result<TokenView> {
     let txn = crate::store::begin_write(db).await?;
-    let model = api_token::Entity::find_in_tenant(tenant)
-        .filter(api_token::Column::Id.eq(token.clone()))
-        .one(&txn)
-        .await?
-        .ok_or(Error::NotFound("token"))?;
+    let model = crate::store::find_owned::<api_token::Entity>(&txn, tenant, token).await?;
     let model = if model.revoked_at.is_none() {
         let mut active: api_token::ActiveModel = model.into();
         active.revoked_at = Set(Some(chrono::Utc::now()));

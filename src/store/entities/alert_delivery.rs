@@ -2,6 +2,16 @@ use sea_orm::entity::prelude::*;
 
 use crate::ids::{AlertChannelId, AlertDeliveryId, AlertId, TenantId};
 
+text_enum! {
+    /// Where one message to one channel is: pending (in the outbox), delivered (the
+    /// platform took it) or dead (refused for good; a replay makes it pending again).
+    DeliveryStatus {
+        Pending = "pending",
+        Delivered = "delivered",
+        Dead = "dead",
+    }
+}
+
 /// One message to one channel: the outbox row, until the platform took it or it is dead.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "alert_deliveries")]
@@ -13,8 +23,7 @@ pub struct Model {
     pub channel_id: AlertChannelId,
     #[sea_orm(column_type = "JsonBinary")]
     pub message: Json,
-    /// pending, delivered or dead.
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempts: i64,
     pub next_attempt_at: DateTimeUtc,
     pub last_answer: Option<String>,

@@ -69,7 +69,10 @@ pub mod webhook_event;
 mod tests {
     use sea_orm::Iterable;
 
-    use super::{deployment::DeploymentState, deployment_target::TargetState, run::RunStatus};
+    use super::{
+        alert_delivery::DeliveryStatus, deployment::DeploymentState,
+        deployment_target::TargetState, run::RunStatus,
+    };
 
     /// The database text, the API's JSON and `as_str` agree for every state.
     fn agree<E>()
@@ -86,6 +89,7 @@ mod tests {
         agree::<RunStatus>();
         agree::<DeploymentState>();
         agree::<TargetState>();
+        agree::<DeliveryStatus>();
         assert_eq!(RunStatus::Dead.as_str(), "dead");
         assert_eq!(
             DeploymentState::WaitingForWindow.to_string(),
