@@ -205,6 +205,15 @@ pub struct Overrides {
 }
 
 impl Settings {
+    /// What tenants' outbound calls may reach, as configured.
+    pub fn outbound_policy(&self) -> crate::netpolicy::OutboundPolicy {
+        crate::netpolicy::OutboundPolicy::new(
+            self.allow_private_targets,
+            self.outbound.allowed_private_cidrs.clone(),
+            self.outbound.hosts.clone(),
+        )
+    }
+
     /// Reads the layers from the process environment.
     pub fn load(overrides: &Overrides) -> anyhow::Result<Self> {
         let env: Vec<(String, String)> = std::env::vars().collect();

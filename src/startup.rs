@@ -152,7 +152,7 @@ impl Application {
             Flows::new(db.clone(), registry.clone(), runs.clone()).with_clock(clock.clone());
         let deployments =
             crate::deploy::Deployments::new(db.clone(), versions.clone()).with_clock(clock.clone());
-        let outbound = crate::netpolicy::OutboundPolicy::from_settings(&settings);
+        let outbound = settings.outbound_policy();
         let alert_channels =
             crate::alerts::AlertChannels::new(db.clone(), vault.clone(), outbound.clone())?
                 .with_clock(clock.clone());

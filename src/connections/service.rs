@@ -20,8 +20,8 @@ use crate::connectors::versions::Versions;
 use crate::connectors::{ConnectorRegistry, Manifest, WebhookSpec};
 use crate::error::{Error, Result};
 use crate::ids::{ConnectionId, TenantId};
+use crate::netpolicy::OutboundClient;
 use crate::netpolicy::cidrs_from_json;
-use crate::netpolicy::{OutboundClient, OutboundPolicy};
 use crate::ratelimit::RateLimiter;
 use crate::secret::SecretString;
 use crate::store::entities::connection;
@@ -77,7 +77,7 @@ impl Connections {
             versions: Versions::new(db.clone(), registry.clone()),
             limiter: RateLimiter::new(db.clone()),
             http: OutboundClient::new(
-                OutboundPolicy::from_settings(settings),
+                settings.outbound_policy(),
                 std::time::Duration::from_secs(5),
                 std::time::Duration::from_secs(15),
             )?,

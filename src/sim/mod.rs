@@ -14,7 +14,8 @@
 //! robots (`chat`): DingTalk, Feishu, WeCom, Slack and Standard Webhooks receivers.
 //!
 //! Control: `PUT /_sim/faults` {error_rate, latency_ms, timeout_rate, malformed_rate,
-//! schema_change}, `POST /_sim/shopify/{shop}/orders` {count} (new orders),
+//! schema_change, fail_after_requests, storm_seconds, forbidden_ip, hang_path},
+//! `POST /_sim/shopify/{shop}/orders` {count} (new orders),
 //! `PUT /_sim/erp/{account}/stock` {sku: units}, `POST /_sim/erp/{account}/ship` {count},
 //! `GET /_sim/stock/{platform}/{account}` (what a marketplace was told), `GET /_sim/stats`.
 

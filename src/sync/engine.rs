@@ -4,7 +4,6 @@ use std::time::Duration;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use serde_json::Value;
 
-use super::records::statistics_stale;
 use super::slots::{VersionKey, VersionSlots};
 use super::streams::{Item, Plan};
 use crate::connectors::ConnectorRegistry;
@@ -365,9 +364,8 @@ impl SyncEngine {
             )
             .await
             .map_err(internal)?;
-            if statistics_stale(written - delivered.len() as i64, written) {
-                self.refresh_statistics().await;
-            }
+            self.refresh_statistics_as_it_grows(written - delivered.len() as i64, written)
+                .await;
             if page.next.is_none() {
                 return Ok(());
             }

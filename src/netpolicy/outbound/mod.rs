@@ -71,14 +71,6 @@ impl OutboundPolicy {
         Self::new(true, Vec::new(), Vec::new())
     }
 
-    pub fn from_settings(settings: &crate::config::Settings) -> Self {
-        Self::new(
-            settings.allow_private_targets,
-            settings.outbound.allowed_private_cidrs.clone(),
-            settings.outbound.hosts.clone(),
-        )
-    }
-
     pub fn allows_private(&self) -> bool {
         self.allow_private
     }
