@@ -249,6 +249,17 @@ impl TestApp {
         self.advance_past(next);
     }
 
+    /// The Prometheus text the app serves on /metrics.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        response.text().await.expect("metrics text")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

@@ -71,15 +71,7 @@ async fn ops_surface_is_served(backend: Backend) {
 
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("synchub_http_requests_total"), "{metrics}");
     assert!(metrics.contains("route=\"/v1/hooks/{connection_id}\""));
     assert!(metrics.contains("synchub_http_request_duration_seconds_bucket"));

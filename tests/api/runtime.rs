@@ -237,15 +237,7 @@ async fn a_hanging_canary_leaves_the_stable_versions_runs_on_time(backend: Backe
         "the canary still holds three slots, no more"
     );
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let line = |name: &str, version: &str| {
         metrics.lines().any(|l| {
             l.starts_with(name)
