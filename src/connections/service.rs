@@ -5,8 +5,6 @@ mod connectivity;
 mod credentials;
 mod crud;
 
-// Checks that creating and rotating share.
-
 use std::sync::Arc;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection};
