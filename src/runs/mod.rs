@@ -34,6 +34,16 @@ pub struct Checkpoint {
     pub max_version: Option<String>,
 }
 
+impl Checkpoint {
+    /// The checkpoint stored on a run; none yet (or unreadable) is the start.
+    pub fn of(run: &run::Model) -> Self {
+        run.checkpoint
+            .clone()
+            .and_then(|c| serde_json::from_value(c).ok())
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunReport {
     /// Succeeded, retrying or dead.
@@ -161,12 +171,7 @@ pub async fn succeed(
         .one(&txn)
         .await?
         .ok_or(Error::NotFound("run"))?;
-    let checkpoint: Checkpoint = run
-        .checkpoint
-        .clone()
-        .and_then(|c| serde_json::from_value(c).ok())
-        .unwrap_or_default();
-    if let Some(version) = checkpoint.max_version {
+    if let Some(version) = Checkpoint::of(&run).max_version {
         // The cursor moves only with the records it covers, all committed by now.
         flow::Entity::update_many()
             .col_expr(

@@ -298,11 +298,7 @@ impl SyncEngine {
                 .await;
         }
 
-        let mut checkpoint: Checkpoint = run
-            .checkpoint
-            .clone()
-            .and_then(|c| serde_json::from_value(c).ok())
-            .unwrap_or_default();
+        let mut checkpoint = Checkpoint::of(run);
         let mut vars = Vars::new();
         if let Some(cursor) = flow
             .cursor
