@@ -67,6 +67,7 @@ pub struct Settings {
     pub deployments: DeploymentSettings,
     pub alerts: AlertSettings,
     pub credentials: CredentialSettings,
+    pub connect: ConnectSettings,
     pub rate_limits: RateLimitSettings,
     #[serde(skip, default = "default_env")]
     pub environment: Environment,
@@ -145,6 +146,19 @@ pub struct CredentialSettings {
     pub expiry_warning_days: i64,
 }
 
+/// Connect links: how long they stay valid and who may frame the seller's page.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectSettings {
+    /// A link made through the API, unless the request asks for another lifetime.
+    pub link_ttl_seconds: i64,
+    /// The link an alert carries when a refresh was refused.
+    pub reauthorization_link_ttl_seconds: i64,
+    /// Origins allowed to embed the connect page in a frame; empty: none may.
+    #[serde(deserialize_with = "text_list")]
+    pub frame_ancestors: Vec<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentSettings {
@@ -159,7 +173,6 @@ pub struct RateLimitSettings {
     pub redis_url: SecretString,
 }
 
-/// Accepts a TOML array or a comma-separated string (as environment variables give it).
 /// A list in TOML, or comma-separated text in an environment variable.
 fn text_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
@@ -265,6 +278,27 @@ impl Settings {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        for (name, ttl) in [
+            ("connect.link_ttl_seconds", self.connect.link_ttl_seconds),
+            (
+                "connect.reauthorization_link_ttl_seconds",
+                self.connect.reauthorization_link_ttl_seconds,
+            ),
+        ] {
+            if !(60..=30 * 24 * 3600).contains(&ttl) {
+                anyhow::bail!("{name} must be between 60 and 2592000");
+            }
+        }
+        for origin in &self.connect.frame_ancestors {
+            let parsed = url::Url::parse(origin).ok();
+            if !parsed.is_some_and(|u| {
+                matches!(u.scheme(), "https" | "http") && u.path() == "/" && u.query().is_none()
+            }) {
+                anyhow::bail!(
+                    "connect.frame_ancestors: {origin:?} is not an origin (https://host[:port])"
+                );
+            }
+        }
         if self.webhooks.rejection_flush_millis == 0 {
             anyhow::bail!("webhooks.rejection_flush_millis must be greater than 0");
         }

@@ -67,6 +67,16 @@ typed_id!(AlertEventId, "aev");
 typed_id!(AlertRuleId, "arl");
 typed_id!(AlertId, "alt");
 typed_id!(AlertDeliveryId, "adl");
+typed_id!(PlatformAppId, "pap");
+typed_id!(ConnectSessionId, "cns");
+
+impl TenantId {
+    /// Owns what the operator sets for every tenant (default platform apps). No tenant is
+    /// ever generated with it: generated ids are UUIDv7s, never all zeros.
+    pub fn operator() -> Self {
+        Self(format!("{}_{}", Self::PREFIX, "0".repeat(32)))
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -17,6 +17,7 @@ pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connect;
 pub mod connections;
 pub mod connectors;
 #[cfg(feature = "dev-tools")]

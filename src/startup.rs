@@ -142,6 +142,20 @@ impl Application {
         let connections = Connections::new(db.clone(), vault.clone(), registry.clone(), &settings)?
             .with_limiter(limiter.clone())
             .with_clock(clock.clone());
+        let connect = crate::connect::Connect::new(
+            db.clone(),
+            vault.clone(),
+            registry.clone(),
+            connections.clone(),
+            crate::netpolicy::OutboundClient::new(
+                settings.outbound_policy(),
+                Duration::from_secs(5),
+                Duration::from_secs(15),
+            )?,
+            clock.clone(),
+            settings.effective_public_url(),
+            settings.connect.clone(),
+        );
         let ingest = IngestService::start(
             db.clone(),
             connections.clone(),
@@ -211,7 +225,8 @@ impl Application {
                 policy,
                 outbound.clone(),
             )?
-            .with_clock(clock.clone());
+            .with_clock(clock.clone())
+            .with_reauthorization(std::sync::Arc::new(connect.clone()));
             let every = Duration::from_millis(settings.credentials.tick_millis);
             tokio::spawn(keeper.run(every, shutdown.clone()));
         }
@@ -239,6 +254,7 @@ impl Application {
             registry,
             versions,
             connections,
+            connect,
             deployments,
             alert_channels,
             flows,

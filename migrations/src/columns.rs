@@ -19,6 +19,10 @@ pub fn text(name: &str) -> ColumnDef {
     column(name).text().not_null().to_owned()
 }
 
+pub fn text_or_null(name: &str) -> ColumnDef {
+    column(name).text().null().to_owned()
+}
+
 pub fn json(name: &str) -> ColumnDef {
     column(name).json_binary().not_null().to_owned()
 }

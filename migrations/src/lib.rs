@@ -15,6 +15,7 @@ mod m20261127_000008_deployments;
 mod m20261127_000009_alert_channels;
 mod m20261127_000010_alerts;
 mod m20261128_000011_credential_lifecycle;
+mod m20261202_000012_connect;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000009_alert_channels::Migration),
             Box::new(m20261127_000010_alerts::Migration),
             Box::new(m20261128_000011_credential_lifecycle::Migration),
+            Box::new(m20261202_000012_connect::Migration),
         ]
     }
 }

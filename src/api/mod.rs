@@ -3,6 +3,7 @@
 
 mod alerts;
 mod audit;
+mod connect;
 mod connections;
 mod connectors;
 mod dead_letters;
@@ -56,6 +57,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(connections::get_allowlist)
         .service(connections::put_allowlist)
         .service(connections::list_events)
+        .service(connect::put_app)
+        .service(connect::get_app)
+        .service(connect::delete_app)
+        .service(connect::create_session)
+        .service(connect::get_session)
+        .service(connect::link_page)
+        .service(connect::start)
+        .service(connect::callback)
+        .service(connect::choose_shop)
         .service(flows::create)
         .service(flows::list)
         .service(flows::get)

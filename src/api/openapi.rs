@@ -5,8 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    alerts, audit, connections, connectors, dead_letters, deployments, flows, health, hooks,
-    tenants,
+    alerts, audit, connect, connections, connectors, dead_letters, deployments, flows, health,
+    hooks, tenants,
 };
 
 struct BearerAuth;
@@ -31,6 +31,8 @@ impl Modify for BearerAuth {
         connections::create, connections::list, connections::get, connections::update, connections::delete,
         connections::rotate_credentials, connections::get_allowlist, connections::put_allowlist, connections::list_events,
         connections::check, connections::check_unsaved,
+        connect::put_app, connect::get_app, connect::delete_app, connect::create_session, connect::get_session,
+        connect::link_page, connect::start, connect::callback, connect::choose_shop,
         flows::create, flows::list, flows::get, flows::update, flows::delete, flows::trigger, flows::runs, flows::run, dead_letters::list, dead_letters::replay,
         deployments::create, deployments::list, deployments::get, deployments::act, deployments::get_policy, deployments::put_policy,
         alerts::create_channel, alerts::list_channels, alerts::test_channel,

@@ -20,6 +20,7 @@ pub struct AppState {
     pub registry: Arc<ConnectorRegistry>,
     pub versions: crate::connectors::versions::Versions,
     pub connections: Connections,
+    pub connect: crate::connect::Connect,
     pub deployments: crate::deploy::Deployments,
     pub alert_channels: crate::alerts::AlertChannels,
     pub flows: Flows,

@@ -17,9 +17,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait,
 };
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
@@ -33,7 +37,7 @@ use crate::error::Result;
 use crate::netpolicy::{OutboundClient, OutboundPolicy};
 use crate::ratelimit::RateLimiter;
 use crate::runtime::Clock;
-use crate::store::entities::connection;
+use crate::store::entities::connection::{self, AuthorizationStatus};
 use crate::vault::Vault;
 
 /// Known expiry of each credential, by credential name.
@@ -68,6 +72,24 @@ impl Default for KeeperPolicy {
     }
 }
 
+/// Makes the link a seller follows to authorise a connection again: connect links live
+/// above this folder, so the keeper is handed them (startup wires `connect::Connect`).
+pub trait ReauthorizationLinks: Send + Sync {
+    /// A fresh link for `row`, written in `txn` beside the alert event that carries it, and
+    /// until when it is valid; None for connectors without an authorisation flow.
+    fn link<'a>(
+        &'a self,
+        txn: &'a DatabaseTransaction,
+        row: &'a connection::Model,
+    ) -> BoxFuture<'a, Result<Option<ReauthorizationLink>>>;
+}
+
+/// A link to authorise a connection again, and until when it works.
+pub struct ReauthorizationLink {
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
 #[derive(Clone)]
 pub struct CredentialKeeper {
     db: DatabaseConnection,
@@ -77,6 +99,7 @@ pub struct CredentialKeeper {
     http: OutboundClient,
     policy: KeeperPolicy,
     clock: Clock,
+    links: Option<Arc<dyn ReauthorizationLinks>>,
 }
 
 /// What one look at a connection decided.
@@ -86,6 +109,8 @@ struct Outcome {
     failures: i64,
     due: Option<DateTime<Utc>>,
     events: Vec<(&'static str, Severity, String, String, Value)>,
+    /// The platform refused the refresh token: only the seller can help.
+    refused: bool,
 }
 
 impl CredentialKeeper {
@@ -105,7 +130,14 @@ impl CredentialKeeper {
             http: OutboundClient::new(outbound, Duration::from_secs(5), Duration::from_secs(20))?,
             policy,
             clock: Clock::system(),
+            links: None,
         })
+    }
+
+    /// Alerts of a refused refresh carry a link to authorise the connection again.
+    pub fn with_reauthorization(mut self, links: Arc<dyn ReauthorizationLinks>) -> Self {
+        self.links = Some(links);
+        self
     }
 
     pub fn with_clock(mut self, clock: Clock) -> Self {
@@ -297,6 +329,12 @@ impl CredentialKeeper {
                     now.unwrap_or(row.updated_at).into(),
                 );
         }
+        if outcome.refused {
+            update = update.col_expr(
+                connection::Column::AuthorizationStatus,
+                Some(AuthorizationStatus::ReauthorizationRequired.as_str()).into(),
+            );
+        }
         if update.exec(&txn).await?.rows_affected == 0 {
             // Rotated by hand since the read: the rotation set its own next look.
             return Ok(());
@@ -318,7 +356,20 @@ impl CredentialKeeper {
             )
             .await?;
         }
-        for (kind, severity, credential, message, details) in outcome.events {
+        let link = match (&self.links, outcome.refused) {
+            (Some(links), true) => links.link(&txn, row).await?,
+            _ => None,
+        };
+        for (kind, severity, credential, mut message, mut details) in outcome.events {
+            if let (Some(link), "credential_refresh_failed") = (&link, kind) {
+                message.push_str(&format!(
+                    ". Send the seller this link to authorise again (valid until {}): {}",
+                    link.expires_at.format("%Y-%m-%d %H:%M UTC"),
+                    link.url
+                ));
+                details["reauthorize_url"] = json!(link.url);
+                details["reauthorize_url_expires_at"] = json!(link.expires_at);
+            }
             emit(
                 &txn,
                 Event {
@@ -348,6 +399,7 @@ impl Outcome {
             failures: row.credential_refresh_failures,
             due: None,
             events: Vec::new(),
+            refused: false,
         }
     }
 
@@ -367,6 +419,7 @@ impl Outcome {
         // Refused: only the seller authorising again helps. Unreachable: calls fail once
         // the access token is gone, which may be before the retry.
         let refused = matches!(error.class, ErrorClass::Auth | ErrorClass::Forbidden);
+        self.refused = refused;
         let gone_first = access_expiry.is_none_or(|at| at <= retry_at.max(now));
         let severity = if refused || gone_first {
             Severity::Critical

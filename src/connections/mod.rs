@@ -4,15 +4,15 @@
 mod client_for;
 mod fields;
 pub mod keeper;
-mod masking;
 mod model;
 mod service;
 mod webhook_target;
 
 pub use client_for::{ClientDeps, client_for, load_credentials};
+pub use fields::validate as validate_fields;
 pub use model::{
-    AllowlistView, ConnectionPatch, ConnectionView, CredentialsRotation, EnvironmentKind,
-    NewConnection,
+    AllowlistView, Authorization, AuthorizationView, ConnectionPatch, ConnectionView,
+    CredentialsRotation, EnvironmentKind, NewConnection, Reauthorization,
 };
 pub use service::{Connections, current_webhook_secret};
 pub use webhook_target::{SchemeConfig, Target, Unavailable};

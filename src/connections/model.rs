@@ -78,6 +78,35 @@ pub struct CredentialsRotation {
     pub grace_seconds: Option<i64>,
 }
 
+/// Who sent the connect link a seller authorised a connection through, and which settings
+/// name the account (a new consent must be for the same one).
+pub struct Authorization {
+    pub by: String,
+    pub account_settings: &'static [&'static str],
+}
+
+/// What a seller's new consent gives a connection: settings the platform told, and the new
+/// credentials with their expiry dates.
+pub struct Reauthorization {
+    pub settings: Map<String, Value>,
+    pub credentials: Map<String, Value>,
+    pub expiries: BTreeMap<String, chrono::DateTime<chrono::Utc>>,
+    pub webhook_secret: Option<String>,
+}
+
+/// Where a connection's authorisation stands, for connections a seller authorised through a
+/// connect link (pasted credentials have none).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuthorizationView {
+    pub status: crate::store::entities::connection::AuthorizationStatus,
+    pub authorized_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the seller must authorise again at the latest: the refresh token's expiry, else
+    /// the access token's, where the platform stated one.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Who sent the link.
+    pub by: Option<String>,
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConnectionView {
     pub id: String,
@@ -96,6 +125,8 @@ pub struct ConnectionView {
     pub credential_expiry: BTreeMap<String, chrono::DateTime<chrono::Utc>>,
     /// Token refreshes that failed in a row (0 when the last one worked).
     pub credential_refresh_failures: i64,
+    /// Set when a seller authorised the connection through a connect link.
+    pub authorization: Option<AuthorizationView>,
     /// Until when the previous webhook secret still verifies, after a rotation.
     pub previous_webhook_secret_valid_until: Option<chrono::DateTime<chrono::Utc>>,
     /// The URL to register with the platform for this connection's webhooks.

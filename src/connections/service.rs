@@ -11,8 +11,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection};
 use serde_json::Value;
 
 use super::client_for::load_credentials;
-use super::masking::mask;
-use super::model::ConnectionView;
+use super::model::{AuthorizationView, ConnectionView};
 use super::webhook_target::{Target, TargetCache, Unavailable};
 use crate::connectors::versions::Versions;
 use crate::connectors::{ConnectorRegistry, Manifest, WebhookSpec};
@@ -22,6 +21,7 @@ use crate::netpolicy::OutboundClient;
 use crate::netpolicy::cidrs_from_json;
 use crate::ratelimit::RateLimiter;
 use crate::secret::SecretString;
+use crate::secret::mask;
 use crate::store::entities::connection;
 use crate::vault::Vault;
 
@@ -175,6 +175,15 @@ impl Connections {
         };
         let now = self.clock.now();
         let credential_expiry = super::keeper::expiries(&row);
+        let authorization = row.authorization_status.map(|status| AuthorizationView {
+            status,
+            authorized_at: row.authorized_at,
+            expires_at: credential_expiry
+                .get("refresh_token")
+                .or_else(|| credential_expiry.get("access_token"))
+                .copied(),
+            by: row.authorized_by.clone(),
+        });
         Ok(ConnectionView {
             webhook_url: format!("{}/v1/hooks/{}", self.public_url, row.id),
             id: row.id.to_string(),
@@ -187,6 +196,7 @@ impl Connections {
             webhook_secret,
             credential_expiry,
             credential_refresh_failures: row.credential_refresh_failures,
+            authorization,
             previous_webhook_secret_valid_until: row
                 .previous_webhook_secret_expires_at
                 .filter(|until| *until > now),

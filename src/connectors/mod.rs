@@ -4,7 +4,7 @@
 
 pub mod checks;
 pub mod client;
-mod lwa;
+pub mod lwa;
 mod manifest;
 mod registry;
 pub mod spec;

@@ -66,7 +66,7 @@ fn unreadable(platform: &str, error: impl std::fmt::Display) -> CallError {
 
 /// Sends the request; network trouble, 429 and 5xx come back as their transient classes,
 /// other HTTP failures as refusals.
-async fn send(
+pub async fn send(
     http: &OutboundClient,
     platform: &str,
     request: reqwest::RequestBuilder,
@@ -186,7 +186,7 @@ struct TiktokTokens {
 
 /// TikTok's `*_expire_in` are Unix timestamps in its docs' examples; a small number is read
 /// as seconds from now, so an answer in either form lands on the right instant.
-fn tiktok_instant(value: i64, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub fn tiktok_instant(value: i64, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     if value > 1_000_000_000 {
         DateTime::from_timestamp(value, 0)
     } else if value > 0 {

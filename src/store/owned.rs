@@ -5,11 +5,12 @@
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
 use super::entities::{
-    alert_channel, alert_delivery, api_token, connection, deployment, flow, run,
+    alert_channel, alert_delivery, api_token, connect_session, connection, deployment, flow, run,
 };
 use crate::error::{Error, Result};
 use crate::ids::{
-    AlertChannelId, AlertDeliveryId, ConnectionId, DeploymentId, FlowId, RunId, TenantId, TokenId,
+    AlertChannelId, AlertDeliveryId, ConnectSessionId, ConnectionId, DeploymentId, FlowId, RunId,
+    TenantId, TokenId,
 };
 
 /// An entity whose rows each belong to one tenant and are found by a typed id.
@@ -56,6 +57,7 @@ macro_rules! tenant_owned {
 }
 
 tenant_owned!(connection, ConnectionId, "connection");
+tenant_owned!(connect_session, ConnectSessionId, "connect session");
 tenant_owned!(flow, FlowId, "flow");
 tenant_owned!(run, RunId, "run");
 tenant_owned!(deployment, DeploymentId, "deployment");

@@ -2,15 +2,17 @@
 //! old secret so the platform's retries in flight still verify.
 
 use sea_orm::{ActiveModelTrait, Set};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::crud::{check_credentials, check_secret, effective_scheme};
 use super::{Connections, current_webhook_secret};
 use crate::audit::{self, Actor, Entry};
-use crate::connections::model::{ConnectionView, CredentialsRotation};
+use crate::connections::model::{
+    Authorization, ConnectionView, CredentialsRotation, Reauthorization,
+};
 use crate::error::{Error, FieldError, Result};
-use crate::ids::{SecretId, TenantId};
-use crate::store::entities::connection;
+use crate::ids::{ConnectionId, SecretId, TenantId};
+use crate::store::entities::connection::{self, AuthorizationStatus};
 
 pub(super) const MAX_GRACE_SECONDS: i64 = 7 * 24 * 3600;
 
@@ -24,9 +26,66 @@ impl Connections {
         id: &str,
         input: CredentialsRotation,
     ) -> Result<ConnectionView> {
+        self.rotate(actor, tenant, id, input, None).await
+    }
+
+    /// A seller's new consent for the connection: its credentials rotated (audited as a
+    /// re-authorisation), the settings the platform told updated, the authorisation dated.
+    /// A consent for another account (another shop) is refused and changes nothing.
+    pub async fn reauthorize(
+        &self,
+        actor: &Actor,
+        tenant: &TenantId,
+        id: &ConnectionId,
+        grant: Reauthorization,
+        authorization: Authorization,
+    ) -> Result<ConnectionView> {
+        let rotation = CredentialsRotation {
+            credentials: Some(grant.credentials),
+            credential_expires_at: Some(grant.expiries),
+            webhook_secret: grant.webhook_secret,
+            grace_seconds: None,
+        };
+        self.rotate(
+            actor,
+            tenant,
+            id.as_str(),
+            rotation,
+            Some((grant.settings, authorization)),
+        )
+        .await
+    }
+
+    async fn rotate(
+        &self,
+        actor: &Actor,
+        tenant: &TenantId,
+        id: &str,
+        mut input: CredentialsRotation,
+        reauthorizing: Option<(Map<String, Value>, Authorization)>,
+    ) -> Result<ConnectionView> {
         let txn = crate::store::begin_write(&self.db).await?;
         let row = self.find(&txn, tenant, id).await?;
         let manifest = self.manifest(&row.connector)?;
+        if let Some((told, authorization)) = &reauthorizing {
+            for name in authorization.account_settings {
+                if let (Some(new), Some(old)) = (told.get(*name), row.settings.get(*name))
+                    && new != old
+                {
+                    return Err(Error::Forbidden(format!(
+                        "the seller authorised {name} {new}, but this connection is for {old}"
+                    )));
+                }
+            }
+            // The same secret again (Shopify's client secret) is no rotation.
+            let current = match &manifest.webhook {
+                Some(spec) => current_webhook_secret(&txn, &self.vault, &row, spec).await?,
+                None => None,
+            };
+            if input.webhook_secret.as_deref() == current.as_ref().map(|s| s.expose()) {
+                input.webhook_secret = None;
+            }
+        }
         let mut errors = Vec::new();
         if input.credentials.is_none() && input.webhook_secret.is_none() {
             errors.push(FieldError::new(
@@ -96,6 +155,14 @@ impl Connections {
             retired.extend(row.webhook_secret_id.clone());
         }
         active.updated_at = Set(self.clock.now());
+        if let Some((told, authorization)) = &reauthorizing {
+            let mut settings = row.settings.as_object().cloned().unwrap_or_default();
+            settings.extend(told.clone());
+            active.settings = Set(Value::Object(settings));
+            active.authorized_at = Set(Some(self.clock.now()));
+            active.authorized_by = Set(Some(authorization.by.clone()));
+            active.authorization_status = Set(Some(AuthorizationStatus::Authorized));
+        }
         let updated = active.update(&txn).await?;
         let new_signing = match &manifest.webhook {
             Some(spec) => current_webhook_secret(&txn, &self.vault, &updated, spec).await?,
@@ -127,7 +194,11 @@ impl Connections {
             actor,
             Entry {
                 tenant_id: Some(tenant),
-                action: "connection.rotate_credentials",
+                action: if reauthorizing.is_some() {
+                    "connection.reauthorize"
+                } else {
+                    "connection.rotate_credentials"
+                },
                 resource_type: "connection",
                 resource_id: updated.id.as_str(),
                 details: serde_json::json!({

@@ -16,6 +16,7 @@ use crate::ids::{ConnectionId, SecretId, TenantId};
 use crate::netpolicy::OutboundPolicy;
 use crate::netpolicy::{cidrs_to_json, parse_cidrs};
 use crate::pagination::{Direction, Page, PageRequest, page_query};
+use crate::store::entities::connection::AuthorizationStatus;
 use crate::store::entities::{connection, webhook_event};
 use crate::tenancy::ensure_tenant_exists;
 use crate::timezone::parse_timezone;
@@ -109,6 +110,27 @@ impl Connections {
         tenant: &TenantId,
         input: NewConnection,
     ) -> Result<ConnectionView> {
+        self.insert(actor, tenant, input, None).await
+    }
+
+    /// Creates a connection a seller authorised through a connect link sent by `by`.
+    pub async fn create_authorized(
+        &self,
+        actor: &Actor,
+        tenant: &TenantId,
+        input: NewConnection,
+        by: &str,
+    ) -> Result<ConnectionView> {
+        self.insert(actor, tenant, input, Some(by)).await
+    }
+
+    async fn insert(
+        &self,
+        actor: &Actor,
+        tenant: &TenantId,
+        input: NewConnection,
+        authorized_by: Option<&str>,
+    ) -> Result<ConnectionView> {
         let Validated {
             manifest,
             name,
@@ -149,6 +171,9 @@ impl Connections {
             )),
             credential_expiry: Set(Some(serde_json::json!(expiries))),
             credential_refresh_failures: Set(0),
+            authorized_at: Set(authorized_by.map(|_| now)),
+            authorized_by: Set(authorized_by.map(String::from)),
+            authorization_status: Set(authorized_by.map(|_| AuthorizationStatus::Authorized)),
             created_at: Set(now),
             updated_at: Set(now),
         }
@@ -168,6 +193,7 @@ impl Connections {
                     "environment": row.environment,
                     "settings": row.settings,
                     "webhook_secret_set": row.webhook_secret_id.is_some(),
+                    "authorized_through_connect_link": authorized_by.is_some(),
                 }),
             },
         )

@@ -33,9 +33,24 @@ pub struct Model {
     pub credentials_due_at: Option<DateTimeUtc>,
     /// Token refreshes that failed in a row (the keeper's backoff).
     pub credential_refresh_failures: i64,
+    /// When a seller last authorised this connection through a connect link, and who sent it.
+    pub authorized_at: Option<DateTimeUtc>,
+    pub authorized_by: Option<String>,
+    /// None: credentials pasted by hand; else an [`AuthorizationStatus`].
+    pub authorization_status: Option<AuthorizationStatus>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }
+
+text_enum!(
+    /// Where a connection's authorisation stands.
+    AuthorizationStatus {
+        /// Credentials that came from the platform's consent flow and still refresh.
+        Authorized = "authorized",
+        /// The platform refused a refresh: only the seller authorising again helps.
+        ReauthorizationRequired = "reauthorization_required",
+    }
+);
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {}

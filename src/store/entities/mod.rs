@@ -4,7 +4,7 @@
 /// A state column stored as text: each variant's text is written once and serves the
 /// database (sea-orm), `as_str` and `Display`; the API's serde name is the same text.
 macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(
             Clone,
@@ -24,6 +24,7 @@ macro_rules! text_enum {
         #[serde(rename_all = "snake_case")]
         pub enum $name {
             $(
+                $(#[$vmeta])*
                 #[sea_orm(string_value = $text)]
                 $variant,
             )+
@@ -52,6 +53,7 @@ pub mod alert_event;
 pub mod alert_rule;
 pub mod api_token;
 pub mod audit_event;
+pub mod connect_session;
 pub mod connection;
 pub mod connector_version;
 pub mod deployment;
@@ -59,6 +61,7 @@ pub mod deployment_event;
 pub mod deployment_target;
 pub mod flow;
 pub mod idempotency_key;
+pub mod platform_app;
 pub mod record;
 pub mod run;
 pub mod tenant;
@@ -70,7 +73,8 @@ mod tests {
     use sea_orm::Iterable;
 
     use super::{
-        alert_delivery::DeliveryStatus, deployment::DeploymentState,
+        alert_delivery::DeliveryStatus, connect_session::SessionStatus,
+        connection::AuthorizationStatus, deployment::DeploymentState,
         deployment_target::TargetState, run::RunStatus,
     };
 
@@ -90,6 +94,8 @@ mod tests {
         agree::<DeploymentState>();
         agree::<TargetState>();
         agree::<DeliveryStatus>();
+        agree::<SessionStatus>();
+        agree::<AuthorizationStatus>();
         assert_eq!(RunStatus::Dead.as_str(), "dead");
         assert_eq!(
             DeploymentState::WaitingForWindow.to_string(),
