@@ -154,6 +154,9 @@ pub struct ConnectSettings {
     pub link_ttl_seconds: i64,
     /// The link an alert carries when a refresh was refused.
     pub reauthorization_link_ttl_seconds: i64,
+    /// How long a code trade with the platform may take before the seller is told it did
+    /// not answer.
+    pub exchange_timeout_seconds: u64,
     /// Origins allowed to embed the connect page in a frame; empty: none may.
     #[serde(deserialize_with = "text_list")]
     pub frame_ancestors: Vec<String>,
@@ -288,6 +291,9 @@ impl Settings {
             if !(60..=30 * 24 * 3600).contains(&ttl) {
                 anyhow::bail!("{name} must be between 60 and 2592000");
             }
+        }
+        if !(1..=120).contains(&self.connect.exchange_timeout_seconds) {
+            anyhow::bail!("connect.exchange_timeout_seconds must be between 1 and 120");
         }
         for origin in &self.connect.frame_ancestors {
             let parsed = url::Url::parse(origin).ok();

@@ -100,6 +100,13 @@ impl Application {
             }
         }
         crate::install_crypto_provider();
+        // Bound first: with port 0 (tests) the links and webhook URLs this process hands out
+        // must name the port it really listens on.
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("listening on {}", settings.listen))?;
+        if settings.public_url.trim().is_empty() {
+            settings.public_url = format!("http://{}", listener.local_addr()?);
+        }
         let settings = Arc::new(settings);
         let db = store::connect(&settings).await?;
         store::migrate(&db).await?;
@@ -150,7 +157,7 @@ impl Application {
             crate::netpolicy::OutboundClient::new(
                 settings.outbound_policy(),
                 Duration::from_secs(5),
-                Duration::from_secs(15),
+                Duration::from_secs(settings.connect.exchange_timeout_seconds),
             )?,
             clock.clone(),
             settings.effective_public_url(),
@@ -262,8 +269,6 @@ impl Application {
             metrics,
             clock: clock.clone(),
         });
-        let listener = TcpListener::bind(settings.listen)
-            .with_context(|| format!("listening on {}", settings.listen))?;
         let port = listener.local_addr()?.port();
         let server = HttpServer::new(move || {
             App::new()

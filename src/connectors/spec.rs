@@ -13,8 +13,16 @@ use crate::error::FieldError;
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(tag = "scheme", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthSpec {
-    /// `X-Shopify-Access-Token: <credential>`.
-    ShopifyAccessToken { credential: String },
+    /// `X-Shopify-Access-Token: <credential>`. With an expiring offline token (public apps
+    /// from 2026), the credential keeper trades its refresh token, with the app's client id
+    /// and secret, for a new pair before the hour is up; a connection whose credentials hold
+    /// no refresh token (a non-expiring token) is left alone.
+    ShopifyAccessToken {
+        credential: String,
+        refresh_token: Option<String>,
+        client_id: Option<String>,
+        client_secret: Option<String>,
+    },
     /// A header carrying a credential as is.
     ApiKeyHeader { header: String, credential: String },
     /// `Authorization: Bearer <credential>`.
@@ -54,9 +62,22 @@ pub enum AuthSpec {
 impl AuthSpec {
     pub fn credentials(&self) -> Vec<&str> {
         match self {
-            Self::ShopifyAccessToken { credential } | Self::Bearer { credential } => {
-                vec![credential]
-            }
+            Self::ShopifyAccessToken {
+                credential,
+                refresh_token,
+                client_id,
+                client_secret,
+            } => [
+                Some(credential),
+                refresh_token.as_ref(),
+                client_id.as_ref(),
+                client_secret.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect(),
+            Self::Bearer { credential } => vec![credential],
             Self::ApiKeyHeader { credential, .. } => vec![credential],
             // The app's signing key, the shop's access token and its refresh token.
             Self::ShopeeV2 {
@@ -92,6 +113,9 @@ impl AuthSpec {
                 refresh_token: Some(_),
                 ..
             } | Self::TiktokShop {
+                refresh_token: Some(_),
+                ..
+            } | Self::ShopifyAccessToken {
                 refresh_token: Some(_),
                 ..
             }

@@ -6,6 +6,13 @@
 //!   path + timestamp), body `{refresh_token, partner_id, shop_id}`; the access token lives
 //!   `expire_in` seconds (4 hours), the refresh token 30 days.
 //!   https://open.shopee.com/developer-guide/ ("Authorization and Authentication")
+//! - Shopify (expiring offline tokens): `POST https://{shop}/admin/oauth/access_token` with
+//!   JSON {client_id, client_secret, grant_type: "refresh_token", refresh_token}; the answer
+//!   holds a new access token (`expires_in`, 1 hour) and a new refresh token
+//!   (`refresh_token_expires_in`, 90 days), which replaces the old one (Shopify honours the
+//!   previous one until the new pair is in use).
+//!   https://shopify.dev/docs/apps/build/authentication-authorization/access-tokens/offline-access-tokens
+//!   (request shape: the Ruby SDK's `auth/refresh_token.rb`, the JS SDK's `refresh-token.ts`)
 //! - TikTok Shop: `GET https://auth.tiktok-shops.com/api/v2/token/refresh` with app_key,
 //!   app_secret, refresh_token and grant_type=refresh_token; `data` holds both tokens with
 //!   their expiry as Unix timestamps.
@@ -38,6 +45,13 @@ pub struct ShopeeShop<'a> {
     pub partner_id: &'a str,
     pub shop_id: &'a str,
     pub partner_key: &'a str,
+    pub refresh_token: &'a str,
+}
+
+pub struct ShopifyApp<'a> {
+    pub base_url: &'a str,
+    pub client_id: &'a str,
+    pub client_secret: &'a str,
     pub refresh_token: &'a str,
 }
 
@@ -225,6 +239,43 @@ pub async fn tiktok(
         refresh_token: tokens.refresh_token,
         access_expires_at,
         refresh_expires_at: tiktok_instant(tokens.refresh_token_expire_in, now),
+    })
+}
+
+#[derive(Deserialize)]
+struct ShopifyAnswer {
+    access_token: String,
+    expires_in: i64,
+    refresh_token: String,
+    refresh_token_expires_in: Option<i64>,
+}
+
+pub async fn shopify(
+    http: &OutboundClient,
+    app: &ShopifyApp<'_>,
+    now: DateTime<Utc>,
+) -> Result<RefreshedTokens, CallError> {
+    let request = http
+        .post(format!("{}/admin/oauth/access_token", app.base_url))
+        .json(&serde_json::json!({
+            "client_id": app.client_id,
+            "client_secret": app.client_secret,
+            "grant_type": "refresh_token",
+            "refresh_token": app.refresh_token,
+        }));
+    let answer: ShopifyAnswer = serde_json::from_value(send(http, "Shopify", request).await?)
+        .map_err(|e| unreadable("Shopify", e))?;
+    if answer.access_token.is_empty() || answer.refresh_token.is_empty() || answer.expires_in <= 0 {
+        return Err(unreadable("Shopify", "no tokens in the answer"));
+    }
+    Ok(RefreshedTokens {
+        access_token: answer.access_token,
+        refresh_token: answer.refresh_token,
+        access_expires_at: now + Duration::seconds(answer.expires_in),
+        refresh_expires_at: answer
+            .refresh_token_expires_in
+            .filter(|s| *s > 0)
+            .map(|s| now + Duration::seconds(s)),
     })
 }
 

@@ -28,6 +28,11 @@ pub fn matches(expected: &[u8; 32], received: &[u8]) -> bool {
     received.len() == expected.len() && bool::from(expected.as_slice().ct_eq(received))
 }
 
+/// Two byte strings are equal, compared in constant time (for texts: signs, secrets).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
 /// The Standard Webhooks key: the base64 after `whsec_`.
 /// https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md
 pub fn standard_webhooks_key(secret: &str) -> Option<Vec<u8>> {

@@ -13,7 +13,10 @@
 //! Every marketplace lists the same catalogue (`catalogue`: SKU-0 to SKU-999). Ops-chat
 //! robots (`chat`): DingTalk, Feishu, WeCom, Slack and Standard Webhooks receivers.
 //!
-//! Control: `PUT /_sim/faults` {error_rate, latency_ms, timeout_rate, malformed_rate,
+//! - the platforms' consent pages and code trades (`consent`), for connect links.
+//!
+//! Control: `PUT /_sim/consent` {deny, refuse, timeout, advance_seconds, ...},
+//! `PUT /_sim/faults` {error_rate, latency_ms, timeout_rate, malformed_rate,
 //! schema_change, fail_after_requests, storm_seconds, forbidden_ip, hang_path},
 //! `POST /_sim/shopify/{shop}/orders` {count} (new orders),
 //! `PUT /_sim/erp/{account}/stock` {sku: units}, `POST /_sim/erp/{account}/ship` {count},
@@ -24,6 +27,7 @@
 
 pub mod catalogue;
 mod chat;
+pub mod consent;
 mod erp;
 mod shopify;
 pub mod signed;
@@ -94,6 +98,7 @@ pub struct SimState {
     stock: Mutex<catalogue::Stock>,
     chat: Mutex<HashMap<String, chat::Robot>>,
     tokens: Mutex<tokens::ShopTokens>,
+    consents: Mutex<consent::Consents>,
 }
 
 impl SimState {
@@ -109,6 +114,7 @@ impl SimState {
             stock: Mutex::new(catalogue::Stock::default()),
             chat: Mutex::new(HashMap::new()),
             tokens: Mutex::new(tokens::ShopTokens::default()),
+            consents: Mutex::new(consent::Consents::default()),
         }
     }
 
@@ -138,10 +144,29 @@ impl SimState {
     }
 
     /// Registers apps whose signatures and tokens the simulated platforms accept.
-    pub fn register_apps(&self, registration: signed::AppRegistration) {
+    pub fn register_apps(&self, mut registration: signed::AppRegistration) {
+        let consent = std::mem::take(&mut registration.consent);
+        if let Ok(mut consents) = self.consents.lock() {
+            consents.register(consent);
+        }
         if let Ok(mut apps) = self.apps.lock() {
             apps.register(registration);
         }
+    }
+
+    /// Sets what the simulated platforms do with consents and code trades.
+    pub fn set_consent(&self, switches: consent::Switches) {
+        if let Ok(mut consents) = self.consents.lock() {
+            consents.set(switches);
+        }
+    }
+
+    /// How many code trades (and Shopify refreshes) the platforms answered.
+    pub fn consent_trades(&self) -> (u64, u64) {
+        self.consents
+            .lock()
+            .map(|c| (c.trades, c.shopify_refreshes))
+            .unwrap_or_default()
     }
 
     /// How many Login with Amazon token exchanges were made.
@@ -481,6 +506,40 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(signed::tiktok_update_inventory),
         )
         .route("/_sim/apps", web::put().to(signed::put_apps))
+        .route("/_sim/consent", web::put().to(consent::put_consent))
+        .route("/_sim/consent/decide", web::post().to(consent::decide))
+        .route(
+            "/shopify/{shop}/admin/oauth/authorize",
+            web::get().to(consent::shopify_authorize),
+        )
+        .route(
+            "/shopify/{shop}/admin/oauth/access_token",
+            web::post().to(consent::shopify_access_token),
+        )
+        .route(
+            "/amazon/apps/authorize/consent",
+            web::get().to(consent::amazon_consent),
+        )
+        .route(
+            "/shopee/api/v2/shop/auth_partner",
+            web::get().to(consent::shopee_auth_partner),
+        )
+        .route(
+            "/shopee/api/v2/auth/token/get",
+            web::post().to(consent::shopee_token_get),
+        )
+        .route(
+            "/tiktok/open/authorize",
+            web::get().to(consent::tiktok_authorize),
+        )
+        .route(
+            "/tiktok-auth/api/v2/token/get",
+            web::get().to(consent::tiktok_token_get),
+        )
+        .route(
+            "/tiktok/authorization/202309/shops",
+            web::get().to(consent::tiktok_authorized_shops),
+        )
         .route(
             "/shopee/api/v2/auth/access_token/get",
             web::post().to(tokens::shopee_refresh),

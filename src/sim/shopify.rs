@@ -170,11 +170,21 @@ fn with_shop<T>(
             "Internal Server Error",
         )
     })?;
+    // A token from a seller's consent is the shop's only live token, until it expires.
+    let consented = state
+        .consents
+        .lock()
+        .ok()
+        .and_then(|mut c| c.shopify_token_ok(shop_name, token));
+    if consented == Some(false) {
+        return Err(unauthorized());
+    }
     let shop = shops
         .entry(shop_name.to_string())
         .or_insert_with(|| Shop::seeded(shop_name, state.seed_orders));
-    // The first token a shop sees is its token from then on.
+    // Otherwise the first token a shop sees is its token from then on.
     match &shop.token {
+        _ if consented == Some(true) => {}
         Some(known) if known != token => return Err(unauthorized()),
         None => shop.token = Some(token.to_string()),
         _ => {}

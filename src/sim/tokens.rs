@@ -75,6 +75,33 @@ impl SimState {
         }
     }
 
+    /// Tokens for a shop that has just authorised the app (a code trade): an access token
+    /// living `access_lifetime` and an unspent refresh token for it.
+    pub(super) fn mint_shop_tokens(
+        &self,
+        platform: Platform,
+        access_lifetime: Duration,
+    ) -> Option<(String, String)> {
+        let mut tokens = self.tokens.lock().ok()?;
+        if tokens.down {
+            return None;
+        }
+        let id = uuid::Uuid::now_v7().simple();
+        let access = format!("sim-granted-access-{id}");
+        let refresh = format!("sim-granted-refresh-{id}");
+        tokens
+            .issued
+            .insert(access.clone(), Utc::now() + access_lifetime);
+        tokens.grants.insert(
+            refresh.clone(),
+            Grant {
+                platform,
+                access_lifetime,
+            },
+        );
+        Some((access, refresh))
+    }
+
     pub fn token_refreshes(&self) -> u64 {
         self.tokens.lock().map(|t| t.refreshes).unwrap_or_default()
     }

@@ -9,6 +9,7 @@ mod alerts;
 mod allowlist;
 mod checks;
 mod cli;
+mod connect;
 mod connections;
 mod credentials;
 mod deployments;

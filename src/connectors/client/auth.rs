@@ -64,7 +64,7 @@ impl ConnectorClient {
         let timestamp = chrono::Utc::now().timestamp();
         match &self.manifest.auth {
             None => {}
-            Some(AuthSpec::ShopifyAccessToken { credential }) => {
+            Some(AuthSpec::ShopifyAccessToken { credential, .. }) => {
                 let value = header(self.credential(credential)?)?;
                 request
                     .headers_mut()
@@ -186,6 +186,15 @@ impl ConnectorClient {
                 access_token,
                 refresh_token,
             }),
+            // Only an expiring token comes with a refresh token; a non-expiring one stays.
+            Some(AuthSpec::ShopifyAccessToken {
+                credential,
+                refresh_token: Some(refresh_token),
+                ..
+            }) if self.credentials.contains_key(refresh_token.as_str()) => Some(TokenNames {
+                access_token: credential,
+                refresh_token,
+            }),
             _ => None,
         }
     }
@@ -233,6 +242,19 @@ impl ConnectorClient {
                     refresh_token,
                 };
                 token_refresh::tiktok(&self.http, &app, now).await?
+            }
+            Some(AuthSpec::ShopifyAccessToken {
+                client_id: Some(client_id),
+                client_secret: Some(client_secret),
+                ..
+            }) => {
+                let app = token_refresh::ShopifyApp {
+                    base_url: &self.base_url()?,
+                    client_id: self.credential(client_id)?,
+                    client_secret: self.credential(client_secret)?,
+                    refresh_token,
+                };
+                token_refresh::shopify(&self.http, &app, now).await?
             }
             _ => return Ok(None),
         };

@@ -60,6 +60,9 @@ pub struct AppRegistration {
     #[serde(default)]
     pub lwa: HashMap<String, LwaClient>,
     pub lwa_lifetime_seconds: Option<i64>,
+    /// The apps the consent pages know (Shopify, Amazon, TikTok services).
+    #[serde(flatten)]
+    pub consent: crate::sim::consent::ConsentApps,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +72,10 @@ pub struct LwaClient {
 }
 
 impl Apps {
+    pub(crate) fn shopee_key(&self, partner_id: &str) -> Option<String> {
+        self.shopee.get(partner_id).cloned()
+    }
+
     pub fn register(&mut self, registration: AppRegistration) {
         self.shopee.extend(registration.shopee);
         self.tiktok.extend(registration.tiktok);
@@ -142,20 +149,36 @@ pub async fn put_apps(
 pub struct TokenForm {
     grant_type: String,
     refresh_token: Option<String>,
+    code: Option<String>,
+    redirect_uri: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
 }
 
-/// Login with Amazon token endpoint: the refresh-token grant.
+/// Login with Amazon token endpoint: the refresh-token grant, and the authorization-code
+/// grant of a seller's consent (`consent::lwa_code_grant`).
 pub async fn lwa_token(state: web::Data<SimState>, form: web::Form<TokenForm>) -> HttpResponse {
     if let Some(response) = crate::sim::inject(&state).await {
         return response;
     }
+    if form.grant_type == "authorization_code" {
+        crate::sim::consent::lwa_hold(&state).await;
+    }
+    let consent_grant = match form.grant_type.as_str() {
+        "authorization_code" => None,
+        _ => form.refresh_token.as_deref(),
+    }
+    .is_some_and(|refresh| {
+        state
+            .consents
+            .lock()
+            .is_ok_and(|c| c.lwa_granted(form.client_id.as_deref().unwrap_or_default(), refresh))
+    });
     let Ok(mut apps) = state.apps.lock() else {
         return HttpResponse::InternalServerError().finish();
     };
-    if form.grant_type != "refresh_token" {
-        return HttpResponse::BadRequest().json(json!({"error": "unsupported_grant_type", "error_description": "grant_type must be refresh_token"}));
+    if form.grant_type != "refresh_token" && form.grant_type != "authorization_code" {
+        return HttpResponse::BadRequest().json(json!({"error": "unsupported_grant_type", "error_description": "grant_type must be refresh_token or authorization_code"}));
     }
     let client = form
         .client_id
@@ -172,9 +195,19 @@ pub async fn lwa_token(state: web::Data<SimState>, form: web::Form<TokenForm>) -
             json!({"error": "invalid_client", "error_description": "Client authentication failed"}),
         );
     }
-    if form.refresh_token.as_deref() != Some(granted.as_str()) {
+    let granted = if form.grant_type == "authorization_code" {
+        let client = form.client_id.as_deref().unwrap_or_default();
+        let code = form.code.as_deref().unwrap_or_default();
+        let redirect = form.redirect_uri.as_deref().unwrap_or_default();
+        match crate::sim::consent::lwa_code_grant(&state, client, code, redirect) {
+            Ok(refresh) => refresh,
+            Err(refused) => return refused,
+        }
+    } else if form.refresh_token.as_deref() == Some(granted.as_str()) || consent_grant {
+        form.refresh_token.clone().unwrap_or_default()
+    } else {
         return HttpResponse::BadRequest().json(json!({"error": "invalid_grant", "error_description": "The request has an invalid grant parameter : refresh_token"}));
-    }
+    };
     apps.lwa_exchanges += 1;
     let lifetime = if apps.lwa_lifetime_seconds > 0 {
         apps.lwa_lifetime_seconds

@@ -19,7 +19,7 @@ fn tiktok_ok(data: Value) -> HttpResponse {
 
 /// Verifies app key, timestamp, sign and token of a TikTok Shop 202309 call; returns the
 /// query pairs.
-fn tiktok_verified(
+pub(crate) fn tiktok_verified(
     state: &SimState,
     req: &HttpRequest,
     body: &[u8],
