@@ -142,6 +142,15 @@ fn html(state: &AppState, status: u16, form_targets: &str, body: String) -> Http
 }
 
 fn refused(state: &AppState, req: &HttpRequest, refusal: &Refusal) -> HttpResponse {
+    refused_with(state, req, refusal, None)
+}
+
+fn refused_with(
+    state: &AppState,
+    req: &HttpRequest,
+    refusal: &Refusal,
+    back_to: Option<&str>,
+) -> HttpResponse {
     let status = match refusal.code {
         "unknown_link" => 404,
         "link_expired" | "link_used" | "state_expired" | "state_used" => 410,
@@ -153,7 +162,7 @@ fn refused(state: &AppState, req: &HttpRequest, refusal: &Refusal) -> HttpRespon
         state,
         status,
         "'none'",
-        page::refusal_page(lang(req), refusal),
+        page::refusal_page(lang(req), refusal, back_to),
     )
 }
 
@@ -210,12 +219,18 @@ fn outcome(
     outcome: CallbackOutcome,
 ) -> HttpResponse {
     match outcome {
-        CallbackOutcome::ReturnTo { url, .. } if !url.is_empty() => see_other(&url),
+        // A failure is explained here first; the return URL learns of it from the link.
         CallbackOutcome::ReturnTo {
+            url,
             refusal: Some(refusal),
-            ..
-        }
-        | CallbackOutcome::Refused(refusal) => refused(state, req, &refusal),
+        } => refused_with(
+            state,
+            req,
+            &refusal,
+            Some(&url).filter(|u| !u.is_empty()).map(String::as_str),
+        ),
+        CallbackOutcome::ReturnTo { url, .. } if !url.is_empty() => see_other(&url),
+        CallbackOutcome::Refused(refusal) => refused(state, req, &refusal),
         CallbackOutcome::ReturnTo { refusal: None, .. } => {
             html(state, 200, "'none'", page::done_page(lang(req)))
         }

@@ -207,11 +207,21 @@ fn explain(lang: Lang, code: &str) -> (&'static str, &'static str) {
     }
 }
 
-/// How a flow ended when there is no return URL to send the seller to, or it must stop.
-pub fn refusal_page(lang: Lang, refusal: &Refusal) -> String {
+/// How a flow stopped: what happened, what to do, and (when the link has a return URL,
+/// which then learns the error code) the way back.
+pub fn refusal_page(lang: Lang, refusal: &Refusal, back_to: Option<&str>) -> String {
     let (title, what_to_do) = explain(lang, refusal.code);
+    let back = back_to
+        .map(|url| {
+            format!(
+                "<p><a id=\"continue\" href=\"{}\">{}</a></p>",
+                esc(url),
+                lang.pick("Continue", "继续")
+            )
+        })
+        .unwrap_or_default();
     let body = format!(
-        "<h1 class=\"error\">{}</h1><p>{}</p><p class=\"muted\">{} <code>{}</code></p>",
+        "<h1 class=\"error\">{}</h1><p>{}</p>{back}<p class=\"muted\">{} <code>{}</code></p>",
         esc(title),
         esc(what_to_do),
         lang.pick("Reference:", "参考代码："),
@@ -279,7 +289,11 @@ mod tests {
 
     #[test]
     fn text_from_the_tenant_is_escaped() {
-        let page = refusal_page(Lang::En, &Refusal::new("x\"><script>", "d"));
+        let page = refusal_page(
+            Lang::En,
+            &Refusal::new("x\"><script>", "d"),
+            Some("https://s.example/?a=\"><script>"),
+        );
         assert!(!page.contains("<script>"));
         assert!(page.contains("&lt;script&gt;"));
     }

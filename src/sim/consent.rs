@@ -306,6 +306,16 @@ fn denied(state: &SimState, redirect_to: &str, state_param: Option<&str>) -> Opt
     })
 }
 
+/// A seller's app's return page, for connect links to land on.
+pub async fn landing(req: HttpRequest) -> HttpResponse {
+    let pairs = query_pairs(&req);
+    let status = param(&pairs, "status").unwrap_or("none");
+    page(
+        "Welcome back",
+        &format!("<p id=\"status\">{}</p>", escape(status)),
+    )
+}
+
 pub async fn put_consent(state: web::Data<SimState>, body: web::Json<Switches>) -> HttpResponse {
     match state.consents.lock() {
         Ok(mut consents) => {

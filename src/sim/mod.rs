@@ -508,6 +508,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/_sim/apps", web::put().to(signed::put_apps))
         .route("/_sim/consent", web::put().to(consent::put_consent))
         .route("/_sim/consent/decide", web::post().to(consent::decide))
+        .route("/_sim/landing", web::get().to(consent::landing))
         .route(
             "/shopify/{shop}/admin/oauth/authorize",
             web::get().to(consent::shopify_authorize),
