@@ -357,7 +357,7 @@ impl Connect {
             Err(refusal) => return Ok(Err(refusal)),
         };
         let now = self.clock.now();
-        connect_session::Entity::update_many()
+        let minted = connect_session::Entity::update_many()
             .col_expr(
                 connect_session::Column::StateHash,
                 Some(digest(&state)).into(),
@@ -377,6 +377,13 @@ impl Connect {
             ]))
             .exec(&self.db)
             .await?;
+        if minted.rows_affected == 0 {
+            // Finished, or waiting for the seller's pick of a shop, since it was read.
+            return Ok(Err(Refusal::new(
+                "link_used",
+                "this link was used; ask for a new one",
+            )));
+        }
         Ok(Ok(url))
     }
 }

@@ -455,14 +455,19 @@ impl Outcome {
 }
 
 /// When a connection saved with these credentials needs its first look: at once if its
-/// tokens refresh or any expiry is known (the keeper then works out the rest), never
-/// otherwise.
+/// tokens refresh (its credentials hold the refresh token the scheme trades) or any expiry
+/// is known (the keeper then works out the rest), never otherwise.
 pub fn first_look(
     manifest: &crate::connectors::Manifest,
+    credentials: &Map<String, Value>,
     expiries: &Expiries,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    let refreshes = manifest.auth.as_ref().is_some_and(|a| a.refreshes());
+    let refreshes = manifest
+        .auth
+        .as_ref()
+        .and_then(|a| a.refresh_credential())
+        .is_some_and(|name| credentials.contains_key(name));
     (refreshes || !expiries.is_empty()).then_some(now)
 }
 

@@ -105,21 +105,14 @@ impl AuthSpec {
         }
     }
 
-    /// Whether the credential keeper trades a refresh token for new tokens.
-    pub fn refreshes(&self) -> bool {
-        matches!(
-            self,
-            Self::ShopeeV2 {
-                refresh_token: Some(_),
-                ..
-            } | Self::TiktokShop {
-                refresh_token: Some(_),
-                ..
-            } | Self::ShopifyAccessToken {
-                refresh_token: Some(_),
-                ..
-            }
-        )
+    /// The credential the keeper trades for new tokens, for schemes that refresh.
+    pub fn refresh_credential(&self) -> Option<&str> {
+        match self {
+            Self::ShopeeV2 { refresh_token, .. }
+            | Self::TiktokShop { refresh_token, .. }
+            | Self::ShopifyAccessToken { refresh_token, .. } => refresh_token.as_deref(),
+            _ => None,
+        }
     }
 
     /// The settings the scheme reads.

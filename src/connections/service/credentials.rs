@@ -137,13 +137,18 @@ impl Connections {
         if let Some(credentials) = credentials {
             let new_id = self
                 .vault
-                .store(&txn, tenant, &Value::Object(credentials).to_string())
+                .store(
+                    &txn,
+                    tenant,
+                    &Value::Object(credentials.clone()).to_string(),
+                )
                 .await?;
             active.credentials_secret_id = Set(new_id);
             retired.push(row.credentials_secret_id.clone());
             let expiries = expiries.unwrap_or_default();
             active.credentials_due_at = Set(crate::connections::keeper::first_look(
                 &manifest,
+                &credentials,
                 &expiries,
                 self.clock.now(),
             ));

@@ -143,7 +143,7 @@ impl Connections {
         let txn = crate::store::begin_write(&self.db).await?;
         ensure_tenant_exists(&txn, tenant).await?;
         self.ensure_name_free(&txn, tenant, &name, None).await?;
-        let credentials_text = Value::Object(credentials).to_string();
+        let credentials_text = Value::Object(credentials.clone()).to_string();
         let credentials_secret_id = self.vault.store(&txn, tenant, &credentials_text).await?;
         let webhook_secret_id = match &input.webhook_secret {
             Some(secret) => Some(self.vault.store(&txn, tenant, secret).await?),
@@ -167,7 +167,10 @@ impl Connections {
             version: Set(input.version),
             rejected_webhooks: Set(0),
             credentials_due_at: Set(crate::connections::keeper::first_look(
-                &manifest, &expiries, now,
+                &manifest,
+                &credentials,
+                &expiries,
+                now,
             )),
             credential_expiry: Set(Some(serde_json::json!(expiries))),
             credential_refresh_failures: Set(0),
