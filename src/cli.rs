@@ -135,7 +135,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run_role(args: &ServerArgs, role: Role) -> anyhow::Result<()> {
-    let settings = Settings::load(&args.overrides())?;
+    let mut settings = Settings::load(&args.overrides())?;
+    // A worker beside an api on one host: its own port, unless told where to listen.
+    if role == Role::Worker && args.listen.is_none() && std::env::var_os("SYNCHUB_LISTEN").is_none()
+    {
+        settings.listen = settings.worker_listen;
+    }
     crate::telemetry::init_logging(settings.log_json);
     let app = Application::build_role(settings, role).await?;
     app.run_until_stopped().await?;

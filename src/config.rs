@@ -48,6 +48,8 @@ impl Environment {
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// Where a worker process listens (health and metrics) unless told otherwise.
+    pub worker_listen: SocketAddr,
     pub public_url: String,
     pub data_dir: PathBuf,
     pub database_url: String,

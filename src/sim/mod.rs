@@ -624,7 +624,24 @@ pub async fn serve(listen: &str, seed_orders: usize) -> anyhow::Result<()> {
         "  Shopify base_url: {}/shopify/<shop>   ERP base_url: {}/erp/<account>",
         sim.address, sim.address
     );
-    tokio::signal::ctrl_c().await?;
+    shutdown_signal().await?;
     sim.stop().await;
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM as systemd, `docker stop` and CI cleanup send it.
+async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result,
+            _ = terminate.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
 }

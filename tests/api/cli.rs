@@ -244,3 +244,80 @@ fn the_demo_moves_every_order_once() {
         "both stores' seeded orders arrived: {summary}"
     );
 }
+
+/// `synchub sim` stops on SIGTERM (systemd, `docker stop` and CI cleanup send it), not only
+/// on Ctrl-C.
+#[tokio::test]
+async fn the_simulator_stops_on_sigterm() {
+    let port = free_port();
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_synchub"))
+        .args(["sim", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stats = format!("http://127.0.0.1:{port}/_sim/stats");
+    crate::helpers::eventually(
+        "the simulator answers",
+        std::time::Duration::from_secs(20),
+        || {
+            let stats = stats.clone();
+            async move {
+                reqwest::get(&stats)
+                    .await
+                    .and_then(|r| r.error_for_status())
+            }
+        },
+    )
+    .await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &sim.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exited = crate::helpers::eventually(
+        "the simulator exits",
+        std::time::Duration::from_secs(10),
+        || {
+            let status = sim.try_wait();
+            async move {
+                match status {
+                    Ok(Some(status)) => Ok(status),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    assert!(exited.success(), "{exited}");
+}
+
+/// A worker with no address given listens on `worker_listen`, so it does not take the api's
+/// port on a shared host.
+#[tokio::test]
+async fn a_worker_listens_on_its_own_port() {
+    let database = TestDatabase::create(&Backend::Sqlite).await;
+    let port = free_port();
+    let mut worker = synchub(&database)
+        .arg("worker")
+        .env("SYNCHUB_WORKER_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    crate::helpers::eventually(
+        "the worker answers on worker_listen",
+        std::time::Duration::from_secs(30),
+        || {
+            let ready = ready.clone();
+            async move {
+                reqwest::get(&ready)
+                    .await
+                    .and_then(|r| r.error_for_status())
+            }
+        },
+    )
+    .await;
+    let _ = worker.kill();
+    let _ = worker.wait();
+}
