@@ -112,18 +112,22 @@ pub async fn send(
     serde_json::from_str(&text).map_err(|e| unreadable(platform, e))
 }
 
+/// Shopee's token answer, to a refresh or (with `shop_id_list` for a main account) to a
+/// code trade; errors come inside a 200 as `error` and `message`.
 #[derive(Deserialize)]
-struct ShopeeAnswer {
+pub struct ShopeeAnswer {
     #[serde(default)]
-    error: String,
+    pub error: String,
     #[serde(default)]
-    message: String,
+    pub message: String,
     #[serde(default)]
-    access_token: String,
+    pub access_token: String,
     #[serde(default)]
-    refresh_token: String,
+    pub refresh_token: String,
     #[serde(default)]
-    expire_in: i64,
+    pub expire_in: i64,
+    #[serde(default)]
+    pub shop_id_list: Vec<u64>,
 }
 
 pub async fn shopee(

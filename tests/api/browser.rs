@@ -86,6 +86,28 @@ impl Setup {
     }
 }
 
+/// Opens the link, presses its button and answers the platform's consent page with the
+/// button of that id (`approve` or `deny`).
+async fn consent_in_browser(client: &Client, link: &str, decision: &str) {
+    client.goto(link).await.unwrap();
+    client
+        .find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // Clicks do not wait out the redirects that follow: wait for the page.
+    client
+        .wait()
+        .for_element(Locator::Id(decision))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 /// Open a link, press the button, approve on Shopify's and then Shopee's consent page, land
 /// on the return URL; each connection then exists, holds its tokens encrypted and passed
 /// its check.
@@ -108,23 +130,7 @@ async fn a_seller_connects_shopify_and_shopee_in_a_browser(backend: Backend) {
             .await,
     ];
     for session in sessions {
-        client.goto(session["url"].as_str().unwrap()).await.unwrap();
-        client
-            .find(Locator::Css("button[type=submit]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        client
-            .wait()
-            .for_element(Locator::Id("approve"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        // Clicks do not wait out the redirects that follow: wait for the page.
+        consent_in_browser(&client, session["url"].as_str().unwrap(), "approve").await;
         let Ok(status) = client.wait().for_element(Locator::Id("status")).await else {
             panic!(
                 "not on the return page: {:?}\n{}",
@@ -166,22 +172,7 @@ async fn a_seller_who_denies_reads_the_failure_page(backend: Backend) {
         .session(json!({"connector": "shopify", "environment": "production", "settings": s.shopify_settings(),
                         "return_url": s.landing()}))
         .await;
-    client.goto(session["url"].as_str().unwrap()).await.unwrap();
-    client
-        .find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    client
-        .wait()
-        .for_element(Locator::Id("deny"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    consent_in_browser(&client, session["url"].as_str().unwrap(), "deny").await;
     let heading = client
         .wait()
         .for_element(Locator::Id("continue"))

@@ -200,6 +200,21 @@ impl Setup {
         back.location
     }
 
+    /// Follows the platform's redirect back: the seller lands on the return URL with a
+    /// connection that passed its check; returns the connection's view.
+    pub async fn completed(&self, callback: &str) -> Value {
+        let done = self.get(callback).await;
+        assert_eq!(done.status, 303, "{}", done.body);
+        assert_eq!(
+            param(&done.location, "check").as_deref(),
+            Some("passed"),
+            "{}",
+            done.location
+        );
+        self.view(&param(&done.location, "connection_id").unwrap())
+            .await
+    }
+
     pub async fn connections(&self) -> u64 {
         connection::Entity::find()
             .count(&self.app.db)
@@ -599,17 +614,7 @@ async fn shopee_connects_through_a_link(backend: Backend) {
         param(&back.location, "shop_id").as_deref(),
         Some("14701711")
     );
-    let done = s.get(&back.location).await;
-    assert_eq!(done.status, 303, "{}", done.body);
-    assert_eq!(
-        param(&done.location, "check").as_deref(),
-        Some("passed"),
-        "{}",
-        done.location
-    );
-    let view = s
-        .view(&param(&done.location, "connection_id").unwrap())
-        .await;
+    let view = s.completed(&back.location).await;
     assert_eq!(view["settings"]["shop_id"], 14701711);
     assert_eq!(view["settings"]["partner_id"], 2001887);
     assert!(view["credential_expiry"]["access_token"].is_string());
@@ -661,17 +666,7 @@ async fn amazon_connects_through_a_link(backend: Backend) {
     );
     let back = s.consent(&to_platform.location, "approve").await;
     assert!(back.location.contains("spapi_oauth_code="));
-    let done = s.get(&back.location).await;
-    assert_eq!(done.status, 303, "{}", done.body);
-    assert_eq!(
-        param(&done.location, "check").as_deref(),
-        Some("passed"),
-        "{}",
-        done.location
-    );
-    let view = s
-        .view(&param(&done.location, "connection_id").unwrap())
-        .await;
+    let view = s.completed(&back.location).await;
     assert_eq!(view["settings"]["seller_id"], "A2SIMSELLER0001");
 
     // Six minutes between consent and trade: Amazon's code has expired.

@@ -12,7 +12,6 @@
 //!   account.
 
 use chrono::{Duration, Utc};
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{Callback, Consent, Grant, Platform, exchange_failed, setting, text, unreadable};
@@ -80,22 +79,6 @@ pub fn check_callback(callback: &Callback<'_>) -> Result<(), Refusal> {
     }
 }
 
-#[derive(Deserialize)]
-struct TokenAnswer {
-    #[serde(default)]
-    error: String,
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    access_token: String,
-    #[serde(default)]
-    refresh_token: String,
-    #[serde(default)]
-    expire_in: i64,
-    #[serde(default)]
-    shop_id_list: Vec<u64>,
-}
-
 pub async fn exchange(http: &OutboundClient, callback: &Callback<'_>) -> Result<Grant, Refusal> {
     let app = callback.app;
     let partner_id = app.text("partner_id").unwrap_or_default();
@@ -124,7 +107,7 @@ pub async fn exchange(http: &OutboundClient, callback: &Callback<'_>) -> Result<
     let answer = token_refresh::send(http, "Shopee", http.post(url).json(&body))
         .await
         .map_err(|e| exchange_failed(Platform::Shopee, e))?;
-    let answer: TokenAnswer =
+    let answer: token_refresh::ShopeeAnswer =
         serde_json::from_value(answer).map_err(|e| unreadable(Platform::Shopee, e))?;
     if !answer.error.is_empty() {
         return Err(Refusal::new(
