@@ -75,6 +75,8 @@ pub struct Stats {
     pub injected_errors: u64,
     pub orders_written: u64,
     pub duplicate_writes: u64,
+    /// Calls refused for an unknown, expired or revoked access token.
+    pub refused_tokens: u64,
 }
 
 #[derive(Default)]
@@ -85,6 +87,7 @@ struct Counters {
     injected_errors: AtomicU64,
     orders_written: AtomicU64,
     duplicate_writes: AtomicU64,
+    refused_tokens: AtomicU64,
 }
 
 pub struct SimState {
@@ -126,6 +129,7 @@ impl SimState {
             injected_errors: c.injected_errors.load(Ordering::Relaxed),
             orders_written: c.orders_written.load(Ordering::Relaxed),
             duplicate_writes: c.duplicate_writes.load(Ordering::Relaxed),
+            refused_tokens: c.refused_tokens.load(Ordering::Relaxed),
         }
     }
 

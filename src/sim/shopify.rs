@@ -177,6 +177,10 @@ fn with_shop<T>(
         .ok()
         .and_then(|mut c| c.shopify_token_ok(shop_name, token));
     if consented == Some(false) {
+        state
+            .counters
+            .refused_tokens
+            .fetch_add(1, Ordering::Relaxed);
         return Err(unauthorized());
     }
     let shop = shops
@@ -185,7 +189,13 @@ fn with_shop<T>(
     // Otherwise the first token a shop sees is its token from then on.
     match &shop.token {
         _ if consented == Some(true) => {}
-        Some(known) if known != token => return Err(unauthorized()),
+        Some(known) if known != token => {
+            state
+                .counters
+                .refused_tokens
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(unauthorized());
+        }
         None => shop.token = Some(token.to_string()),
         _ => {}
     }

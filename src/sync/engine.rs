@@ -237,7 +237,22 @@ impl SyncEngine {
             self.lease,
             self.clock.clone(),
         );
-        let outcome = self.sync(&flow, &run).await;
+        let mut used = Vec::new();
+        let mut outcome = self.sync(&flow, &run, &mut used).await;
+        // The platform refused a token the credential keeper has replaced meanwhile (Shopify
+        // revokes the old token when it issues a new one): once more with the new
+        // credentials, from the page the run had reached.
+        if matches!(&outcome, Err(e) if e.class == ErrorClass::Auth)
+            && self.credentials_replaced(&used).await
+            && let Some(latest) = run::Entity::find_by_id(run.id.clone())
+                .one(&self.db)
+                .await
+                .ok()
+                .flatten()
+        {
+            tracing::info!(run_id = %run.id, "credentials were refreshed during the run; resuming with the new ones");
+            outcome = self.sync(&flow, &latest, &mut Vec::new()).await;
+        }
         heartbeat.abort();
         match outcome {
             Ok(()) => runs::succeed(&self.db, &flow, run_id, self.clock.now())
@@ -249,7 +264,29 @@ impl SyncEngine {
         }
     }
 
-    async fn sync(&self, flow: &flow::Model, run: &run::Model) -> Result<(), CallError> {
+    /// Whether any of these connections' credentials changed since they were read.
+    async fn credentials_replaced(&self, used: &[connection::Model]) -> bool {
+        for row in used {
+            let now = connection::Entity::find_by_id(row.id.clone())
+                .one(&self.db)
+                .await
+                .ok()
+                .flatten();
+            if now.is_some_and(|n| n.credentials_secret_id != row.credentials_secret_id) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// One pass over the flow's pages from the run's checkpoint; `used` gets the connections
+    /// as read, so a refused token can be told from one replaced meanwhile.
+    async fn sync(
+        &self,
+        flow: &flow::Model,
+        run: &run::Model,
+        used: &mut Vec<connection::Model>,
+    ) -> Result<(), CallError> {
         let source = connection::Entity::find_by_id(flow.source_connection_id.clone())
             .one(&self.db)
             .await
@@ -262,6 +299,7 @@ impl SyncEngine {
             .ok_or_else(|| {
                 CallError::new(ErrorClass::Config, "the destination connection is gone")
             })?;
+        used.extend([source.clone(), destination.clone()]);
         let stream = Stream::parse(&flow.stream).ok_or_else(|| {
             CallError::new(
                 ErrorClass::Config,

@@ -280,3 +280,87 @@ async fn shopify_expiring_tokens_are_refreshed_once(backend: Backend) {
     );
 }
 on_both_backends!(shopify_expiring_tokens_are_refreshed_once);
+
+/// A run that spans a token refresh: the keeper replaces the Shopify token while the run is
+/// between pages, Shopify revokes the old one, and the run carries on with the new one from
+/// the page it had reached instead of failing.
+async fn a_run_that_spans_a_refresh_carries_on(backend: Backend) {
+    let s = setup(
+        backend,
+        &[
+            ("SYNCHUB_WORKERS__ENABLED", "false"),
+            ("SYNCHUB_CREDENTIALS__ENABLED", "false"),
+            ("SYNCHUB_SCHEDULER__ENABLED", "false"),
+        ],
+    )
+    .await;
+    s.shopify_app().await;
+    let done = s
+        .get(
+            &s.to_callback(s.shopify_session().await["url"].as_str().unwrap())
+                .await,
+        )
+        .await;
+    let id = url::Url::parse(&done.location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "connection_id")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let flow = orders_flow(&s, &id).await;
+    s.sim.state.add_orders("acme-us.myshopify.com", 1_000);
+    // Each call takes a while, so the refresh lands between two pages.
+    s.sim.state.set_faults(synchub::sim::Faults {
+        latency_ms: 300,
+        ..Default::default()
+    });
+
+    let (status, run) = s
+        .app
+        .post(&format!("/v1/flows/{flow}/run"), &s.token, json!({}))
+        .await;
+    assert_eq!(status, 202, "{run}");
+    let run_id = synchub::ids::RunId::parse(run["id"].as_str().unwrap()).unwrap();
+    let engine = s.app.engine();
+    let running = {
+        let run_id = run_id.clone();
+        tokio::spawn(async move { engine.execute(&run_id).await })
+    };
+    let db = s.app.db.clone();
+    crate::helpers::eventually(
+        "the first page is committed",
+        std::time::Duration::from_secs(30),
+        || {
+            let (db, run_id) = (db.clone(), run_id.clone());
+            async move {
+                let row = synchub::store::entities::run::Entity::find_by_id(run_id)
+                    .one(&db)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("no run")?;
+                if row.records_read > 0 {
+                    Ok(())
+                } else {
+                    Err(format!("read {}", row.records_read))
+                }
+            }
+        },
+    )
+    .await;
+    let keeper = keeper(&s, Arc::new(Mutex::new(Duration::minutes(40))));
+    assert_eq!(keeper.tick().await.unwrap(), 1);
+    let report = running.await.unwrap().unwrap().expect("the attempt ran");
+    assert_eq!(report.status.as_str(), "succeeded", "{report:?}");
+    assert_eq!(s.sim.state.consent_trades().1, 1, "one refresh");
+    assert!(
+        s.sim.state.stats().refused_tokens >= 1,
+        "the run met the revoked token"
+    );
+    let view = s
+        .app
+        .get(&format!("/v1/runs/{}", run_id.as_str()), &s.token)
+        .await
+        .1;
+    assert_eq!(view["records_read"], 1_003, "every order once: {view}");
+}
+on_both_backends!(a_run_that_spans_a_refresh_carries_on);
