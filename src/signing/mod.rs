@@ -4,6 +4,7 @@
 //! constant-time (`matches`).
 
 pub mod chat;
+pub mod erp;
 pub mod marketplaces;
 
 use base64::Engine;
