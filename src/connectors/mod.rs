@@ -4,6 +4,7 @@
 
 pub mod checks;
 pub mod client;
+pub mod lingxing;
 pub mod lwa;
 mod manifest;
 mod registry;

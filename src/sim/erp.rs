@@ -41,6 +41,14 @@ impl Erp {
         now
     }
 
+    /// The warehouse's stock, by SKU.
+    pub fn stock_levels(&self) -> Vec<(String, i64)> {
+        self.stock
+            .iter()
+            .map(|(sku, (units, _))| (sku.clone(), *units))
+            .collect()
+    }
+
     /// Sets the warehouse's stock of each SKU.
     pub fn set_stock(&mut self, levels: &[(String, i64)]) {
         for (sku, units) in levels {

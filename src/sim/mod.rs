@@ -13,7 +13,8 @@
 //! Every marketplace lists the same catalogue (`catalogue`: SKU-0 to SKU-999). Ops-chat
 //! robots (`chat`): DingTalk, Feishu, WeCom, Slack and Standard Webhooks receivers.
 //!
-//! - the platforms' consent pages and code trades (`consent`), for connect links.
+//! - the platforms' consent pages and code trades (`consent`), for connect links;
+//! - Lingxing's OpenAPI at `{addr}/lingxing` (`lingxing`): tokens, signatures, caps.
 //!
 //! Control: `PUT /_sim/consent` {deny, refuse, timeout, advance_seconds, ...},
 //! `PUT /_sim/faults` {error_rate, latency_ms, timeout_rate, malformed_rate,
@@ -28,6 +29,8 @@
 pub mod catalogue;
 mod chat;
 pub mod consent;
+mod lingxing;
+pub use lingxing::Switches as LingxingSwitches;
 mod erp;
 mod shopify;
 pub mod signed;
@@ -102,6 +105,7 @@ pub struct SimState {
     chat: Mutex<HashMap<String, chat::Robot>>,
     tokens: Mutex<tokens::ShopTokens>,
     consents: Mutex<consent::Consents>,
+    lingxing: Mutex<lingxing::Lingxing>,
 }
 
 impl SimState {
@@ -118,6 +122,7 @@ impl SimState {
             chat: Mutex::new(HashMap::new()),
             tokens: Mutex::new(tokens::ShopTokens::default()),
             consents: Mutex::new(consent::Consents::default()),
+            lingxing: Mutex::new(lingxing::Lingxing::default()),
         }
     }
 
@@ -150,6 +155,9 @@ impl SimState {
     /// Registers apps whose signatures and tokens the simulated platforms accept.
     pub fn register_apps(&self, mut registration: signed::AppRegistration) {
         let consent = std::mem::take(&mut registration.consent);
+        if let Ok(mut lingxing) = self.lingxing.lock() {
+            lingxing.register(std::mem::take(&mut registration.lingxing));
+        }
         if let Ok(mut consents) = self.consents.lock() {
             consents.register(consent);
         }
@@ -163,6 +171,30 @@ impl SimState {
         if let Ok(mut consents) = self.consents.lock() {
             consents.set(switches);
         }
+    }
+
+    /// Sets what the simulated Lingxing does (token lifetime, whitelist, call duration).
+    pub fn set_lingxing(&self, switches: LingxingSwitches) {
+        if let Ok(mut lingxing) = self.lingxing.lock() {
+            lingxing.set(switches);
+        }
+    }
+
+    /// Lingxing token exchanges and refreshes answered.
+    pub fn lingxing_tokens(&self) -> (u64, u64) {
+        self.lingxing
+            .lock()
+            .map(|l| (l.exchanges, l.refreshes))
+            .unwrap_or_default()
+    }
+
+    /// An ERP account's warehouse stock (Lingxing's account is its AppID).
+    pub fn erp_stock(&self, account: &str) -> Vec<(String, i64)> {
+        self.erps
+            .lock()
+            .ok()
+            .and_then(|erps| erps.get(account).map(erp::Erp::stock_levels))
+            .unwrap_or_default()
     }
 
     /// How many code trades (and Shopify refreshes) the platforms answered.
@@ -511,6 +543,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route("/_sim/apps", web::put().to(signed::put_apps))
         .route("/_sim/consent", web::put().to(consent::put_consent))
+        .route("/_sim/lingxing", web::put().to(lingxing::put_switches))
+        .route(
+            "/lingxing/api/auth-server/oauth/access-token",
+            web::post().to(lingxing::access_token),
+        )
+        .route(
+            "/lingxing/api/auth-server/oauth/refresh",
+            web::post().to(lingxing::refresh),
+        )
+        .route(
+            "/lingxing/erp/sc/routing/data/local_inventory/inventoryDetails",
+            web::post().to(lingxing::inventory_details),
+        )
         .route("/_sim/consent/decide", web::post().to(consent::decide))
         .route("/_sim/landing", web::get().to(consent::landing))
         .route(

@@ -18,6 +18,7 @@ mod durability;
 mod flows;
 mod idempotency;
 mod input;
+mod lingxing;
 mod ops;
 mod outbound;
 mod platforms;

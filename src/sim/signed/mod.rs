@@ -60,6 +60,9 @@ pub struct AppRegistration {
     #[serde(default)]
     pub lwa: HashMap<String, LwaClient>,
     pub lwa_lifetime_seconds: Option<i64>,
+    /// Lingxing AppID -> AppSecret.
+    #[serde(default)]
+    pub lingxing: HashMap<String, String>,
     /// The apps the consent pages know (Shopify, Amazon, TikTok services).
     #[serde(flatten)]
     pub consent: crate::sim::consent::ConsentApps,
