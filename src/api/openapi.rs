@@ -70,8 +70,7 @@ fn operations(
 /// `/v1/dead-letters/{id}/replay` is `replay`'s; `flows` of `/v1/flows/{id}`).
 fn resource(path: &str) -> String {
     path.split('/')
-        .filter(|s| !s.is_empty() && !s.starts_with('{') && *s != "v1")
-        .next_back()
+        .rfind(|s| !s.is_empty() && !s.starts_with('{') && *s != "v1")
         .unwrap_or("root")
         .replace('-', "_")
 }
