@@ -278,19 +278,14 @@ impl PlatformApps {
         )
         .await?;
         txn.commit().await?;
-        self.view(row, AppOwner::Tenant, true).await
+        self.view(row, owner_of(owner), true).await
     }
 
     /// The app a tenant's connect links use: its own, else the operator's.
     pub async fn get(&self, tenant: &TenantId, connector: &str) -> Result<PlatformAppView> {
         let platform = Platform::from_connector(connector)?;
         if let Some(row) = self.row(&self.db, tenant, platform.connector()).await? {
-            let owner = if tenant == &TenantId::operator() {
-                AppOwner::Operator
-            } else {
-                AppOwner::Tenant
-            };
-            return self.view(row, owner, true).await;
+            return self.view(row, owner_of(tenant), true).await;
         }
         match self
             .row(&self.db, &TenantId::operator(), platform.connector())
@@ -400,6 +395,14 @@ impl PlatformApps {
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
+    }
+}
+
+fn owner_of(owner: &TenantId) -> AppOwner {
+    if owner == &TenantId::operator() {
+        AppOwner::Operator
+    } else {
+        AppOwner::Tenant
     }
 }
 

@@ -771,6 +771,7 @@ async fn platform_apps_are_vaulted_and_defaulted(backend: Backend) {
                       json!({"client_id": SHOPIFY_CLIENT_ID, "client_secret": SHOPIFY_CLIENT_SECRET, "scopes": ["read_orders"]}))
         .await;
     assert_eq!(operator_app["secrets"]["client_secret"], "****0001");
+    assert_eq!(operator_app["owner"], "operator");
     let (status, seen) = s.app.get("/v1/platform-apps/shopify", &s.token).await;
     assert_eq!((status, &seen["owner"]), (200, &json!("operator")));
     assert!(seen.get("secrets").is_none(), "{seen}");
