@@ -21,7 +21,10 @@ pub fn init_logging(json: bool) {
             .with_span_list(false)
             .try_init()
     } else {
-        builder.try_init()
+        // Colour only for a person at a terminal: a file or a pipe gets plain text.
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
     };
 }
 

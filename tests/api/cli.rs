@@ -321,3 +321,23 @@ async fn a_worker_listens_on_its_own_port() {
     let _ = worker.kill();
     let _ = worker.wait();
 }
+
+/// Text logs written to a file carry no colour codes (colour is for a terminal).
+#[tokio::test]
+async fn text_logs_in_a_file_are_plain() {
+    let database = TestDatabase::create(&Backend::Sqlite).await;
+    let port = free_port();
+    let log_path = database.data_dir.path().join("text.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let server = crate::durability::start_with(
+        &database,
+        port,
+        &[("SYNCHUB_LOG_JSON", "false")],
+        log.into(),
+    )
+    .await;
+    drop(server);
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(text.contains("synchub is listening"), "{text}");
+    assert!(!text.contains('\u{1b}'), "colour codes in a file: {text:?}");
+}
