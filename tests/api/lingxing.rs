@@ -52,18 +52,23 @@ fn app(sim: &Simulator) -> (String, &'static str, &'static str) {
     (base(sim), APP_ID, APP_SECRET)
 }
 
-#[tokio::test]
-async fn signed_calls_pass_and_forged_or_stale_ones_do_not() {
-    let sim = sim();
-    let (base, app_id, app_secret) = app(&sim);
+/// A token pair from the AppID and AppSecret.
+async fn issued(sim: &Simulator) -> synchub::connectors::token_refresh::RefreshedTokens {
+    let (base, app_id, app_secret) = app(sim);
     let app = App {
         base_url: &base,
         app_id,
         app_secret,
     };
-    let tokens = lingxing::exchange(&local_client(), &app, Utc::now())
+    lingxing::exchange(&local_client(), &app, Utc::now())
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn signed_calls_pass_and_forged_or_stale_ones_do_not() {
+    let sim = sim();
+    let tokens = issued(&sim).await;
     let now = Utc::now().timestamp();
 
     let answer = inventory(&sim, &tokens.access_token, now, |_| {}).await;
@@ -173,15 +178,7 @@ async fn tokens_follow_lingxings_lifecycle() {
 #[tokio::test]
 async fn the_whitelist_and_the_in_flight_cap_answer_as_documented() {
     let sim = sim();
-    let (base, app_id, app_secret) = app(&sim);
-    let app = App {
-        base_url: &base,
-        app_id,
-        app_secret,
-    };
-    let tokens = lingxing::exchange(&local_client(), &app, Utc::now())
-        .await
-        .unwrap();
+    let tokens = issued(&sim).await;
     let now = Utc::now().timestamp();
 
     sim.state.set_lingxing(LingxingSwitches {

@@ -60,6 +60,30 @@ fn keeper(s: &Setup, ahead: Arc<Mutex<Duration>>) -> CredentialKeeper {
     .with_reauthorization(Arc::new(connect_service(s)))
 }
 
+/// The loops this file drives by hand.
+const WORKERS_OFF: &[(&str, &str)] = &[
+    ("SYNCHUB_WORKERS__ENABLED", "false"),
+    ("SYNCHUB_CREDENTIALS__ENABLED", "false"),
+    ("SYNCHUB_SCHEDULER__ENABLED", "false"),
+];
+
+/// A Shopify store connected through a link (an expiring offline token); its id.
+async fn shopify_connected(s: &Setup) -> String {
+    s.shopify_app().await;
+    let done = s
+        .get(
+            &s.to_callback(s.shopify_session().await["url"].as_str().unwrap())
+                .await,
+        )
+        .await;
+    url::Url::parse(&done.location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "connection_id")
+        .map(|(_, v)| v.into_owned())
+        .unwrap()
+}
+
 async fn orders_flow(s: &Setup, source: &str) -> String {
     let erp = s
         .app
@@ -219,28 +243,8 @@ on_both_backends!(a_refused_refresh_sends_a_link_that_repairs_the_connection);
 /// keepers look at once and exactly one refreshes; the old access token is revoked (only one
 /// expiring token per shop is live), the new pair is stored, and a run uses it.
 async fn shopify_expiring_tokens_are_refreshed_once(backend: Backend) {
-    let s = setup(
-        backend,
-        &[
-            ("SYNCHUB_WORKERS__ENABLED", "false"),
-            ("SYNCHUB_CREDENTIALS__ENABLED", "false"),
-            ("SYNCHUB_SCHEDULER__ENABLED", "false"),
-        ],
-    )
-    .await;
-    s.shopify_app().await;
-    let done = s
-        .get(
-            &s.to_callback(s.shopify_session().await["url"].as_str().unwrap())
-                .await,
-        )
-        .await;
-    let id = url::Url::parse(&done.location)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "connection_id")
-        .map(|(_, v)| v.into_owned())
-        .unwrap();
+    let s = setup(backend, WORKERS_OFF).await;
+    let id = shopify_connected(&s).await;
     let before = s.view(&id).await;
     let flow = orders_flow(&s, &id).await;
     assert_eq!(run_once(&s, &flow).await["status"], "succeeded");
@@ -285,28 +289,8 @@ on_both_backends!(shopify_expiring_tokens_are_refreshed_once);
 /// between pages, Shopify revokes the old one, and the run carries on with the new one from
 /// the page it had reached instead of failing.
 async fn a_run_that_spans_a_refresh_carries_on(backend: Backend) {
-    let s = setup(
-        backend,
-        &[
-            ("SYNCHUB_WORKERS__ENABLED", "false"),
-            ("SYNCHUB_CREDENTIALS__ENABLED", "false"),
-            ("SYNCHUB_SCHEDULER__ENABLED", "false"),
-        ],
-    )
-    .await;
-    s.shopify_app().await;
-    let done = s
-        .get(
-            &s.to_callback(s.shopify_session().await["url"].as_str().unwrap())
-                .await,
-        )
-        .await;
-    let id = url::Url::parse(&done.location)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "connection_id")
-        .map(|(_, v)| v.into_owned())
-        .unwrap();
+    let s = setup(backend, WORKERS_OFF).await;
+    let id = shopify_connected(&s).await;
     let flow = orders_flow(&s, &id).await;
     s.sim.state.add_orders("acme-us.myshopify.com", 1_000);
     // Each call takes a while, so the refresh lands between two pages.
