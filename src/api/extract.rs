@@ -164,12 +164,18 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();
-        let field = if path == "." || path.is_empty() {
+        // Broken JSON has no field to blame (the path reads "?"): the body, at its place.
+        let broken = err.inner().is_syntax() || err.inner().is_eof();
+        let field = if broken || path == "." || path.is_empty() || path.contains('?') {
             "body".to_string()
         } else {
             path
         };
-        let message = err.inner().to_string();
+        let message = if broken {
+            format!("is not valid JSON: {}", err.inner())
+        } else {
+            err.inner().to_string()
+        };
         // serde_json appends " at line L column C"; keep it, it helps find the spot.
         Error::Invalid(vec![FieldError::new(field, message)])
     })?;
@@ -240,6 +246,29 @@ mod tests {
         // An escaped backslash before u0000 is text, not a NUL.
         assert_eq!(field(br#"{"name":"a\\u0000"}"#), None);
         assert_eq!(field(br#"{"name":"plain"}"#), None);
+    }
+
+    /// Broken JSON is the body's fault, with the line and column where it broke.
+    #[test]
+    fn broken_json_names_the_body_and_the_place() {
+        for body in [
+            &br#"{"name": "x", "settings": {"a": }}"#[..],
+            br#"{"name": "#,
+            b"{\n  \"name\" 1}",
+        ] {
+            match parse_json::<serde_json::Value>(body) {
+                Err(Error::Invalid(fields)) => {
+                    assert_eq!(fields[0].field, "body");
+                    assert!(
+                        fields[0].message.contains("is not valid JSON")
+                            && fields[0].message.contains("line"),
+                        "{}",
+                        fields[0].message
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[derive(Debug, serde::Deserialize)]

@@ -18,8 +18,8 @@ use croner::parser::{CronParser, Seconds, Year};
 use serde::{Deserialize, Serialize};
 
 /// A schedule as the API takes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(untagged, deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
 pub enum ScheduleSpec {
     /// `{"cron": "0 9 * * 1-5", "timezone": "Asia/Shanghai"}`; the zone defaults to the tenant's.
     Cron {
@@ -28,6 +28,36 @@ pub enum ScheduleSpec {
     },
     /// `{"every_seconds": 300}`: at a fixed interval, 10 seconds to 7 days.
     Every { every_seconds: u32 },
+}
+
+/// Read through the fields either shape may have, so a wrong mix is told as such (an
+/// untagged enum would only say that no variant matched).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleFields {
+    cron: Option<String>,
+    timezone: Option<String>,
+    every_seconds: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for ScheduleSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let fields = ScheduleFields::deserialize(deserializer)?;
+        match (fields.cron, fields.every_seconds, fields.timezone) {
+            (Some(cron), None, timezone) => Ok(Self::Cron { cron, timezone }),
+            (None, Some(every_seconds), None) => Ok(Self::Every { every_seconds }),
+            (None, Some(_), Some(_)) => Err(D::Error::custom(
+                "timezone goes with cron; an every_seconds interval has none",
+            )),
+            (Some(_), Some(_), _) => Err(D::Error::custom(
+                "give either cron (with an optional timezone) or every_seconds, not both",
+            )),
+            (None, None, _) => Err(D::Error::custom(
+                "give cron (with an optional timezone) or every_seconds",
+            )),
+        }
+    }
 }
 
 pub const MIN_INTERVAL_SECONDS: u32 = 10;

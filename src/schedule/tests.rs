@@ -408,3 +408,45 @@ fn a_whole_year_of_hourly_and_quarter_hourly_runs_neither_skips_nor_doubles() {
         }
     }
 }
+
+/// A wrong mix of fields is told as such, not as "no variant matched".
+#[test]
+fn a_schedule_says_which_fields_go_together() {
+    let read =
+        |v: serde_json::Value| serde_json::from_value::<ScheduleSpec>(v).map_err(|e| e.to_string());
+    assert_eq!(
+        read(serde_json::json!({"cron": "0 9 * * *", "timezone": "Asia/Shanghai"})),
+        Ok(ScheduleSpec::Cron {
+            cron: "0 9 * * *".into(),
+            timezone: Some("Asia/Shanghai".into())
+        })
+    );
+    assert_eq!(
+        read(serde_json::json!({"every_seconds": 60})),
+        Ok(ScheduleSpec::Every { every_seconds: 60 })
+    );
+    assert!(
+        read(serde_json::json!({"cron": "0 9 * * *", "every_seconds": 60}))
+            .unwrap_err()
+            .contains("not both")
+    );
+    assert!(
+        read(serde_json::json!({"every_seconds": 60, "timezone": "UTC"}))
+            .unwrap_err()
+            .contains("timezone goes with cron")
+    );
+    assert!(
+        read(serde_json::json!({}))
+            .unwrap_err()
+            .contains("give cron")
+    );
+    assert!(
+        read(serde_json::json!({"cron": "x", "tz": "UTC"}))
+            .unwrap_err()
+            .contains("unknown field `tz`")
+    );
+    assert_eq!(
+        serde_json::to_value(ScheduleSpec::Every { every_seconds: 60 }).unwrap(),
+        serde_json::json!({"every_seconds": 60})
+    );
+}
