@@ -60,6 +60,45 @@ impl<'de> Deserialize<'de> for ScheduleSpec {
     }
 }
 
+/// A number outside its field's range, named (the cron parser only says "Number out of
+/// bounds"): the field by its position, the value and the range.
+fn out_of_range(cron: &str) -> Option<String> {
+    let fields: Vec<&str> = cron.split_whitespace().collect();
+    let names: &[(&str, u32, u32)] = match fields.len() {
+        6 => &[
+            ("second", 0, 59),
+            ("minute", 0, 59),
+            ("hour", 0, 23),
+            ("day of month", 1, 31),
+            ("month", 1, 12),
+            ("day of week", 0, 7),
+        ],
+        _ => &[
+            ("minute", 0, 59),
+            ("hour", 0, 23),
+            ("day of month", 1, 31),
+            ("month", 1, 12),
+            ("day of week", 0, 7),
+        ],
+    };
+    for (field, (name, low, high)) in fields.iter().zip(names) {
+        for part in field.split(',') {
+            // A step (`*/15`, `0-30/5`) counts, not places: only the range before it.
+            let range = part.split('/').next().unwrap_or_default();
+            for bound in range.split('-') {
+                if let Ok(value) = bound.parse::<u32>()
+                    && !(*low..=*high).contains(&value)
+                {
+                    return Some(format!(
+                        "the {name} field's {value} is out of range ({low} to {high})"
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
 pub const MIN_INTERVAL_SECONDS: u32 = 10;
 pub const MAX_INTERVAL_SECONDS: u32 = 7 * 24 * 3600;
 
@@ -108,6 +147,9 @@ impl Schedule {
                             "needs 5 fields (minute hour day month weekday) or 6 (seconds first), not {fields}"
                         ),
                     ));
+                }
+                if let Some(problem) = out_of_range(cron) {
+                    return Err(("schedule.cron", format!("{cron:?}: {problem}")));
                 }
                 let parsed = CronParser::builder()
                     .seconds(Seconds::Optional)

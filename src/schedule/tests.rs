@@ -450,3 +450,42 @@ fn a_schedule_says_which_fields_go_together() {
         serde_json::json!({"every_seconds": 60})
     );
 }
+
+/// A number out of its field's range is named with its field and the range.
+#[test]
+fn out_of_range_cron_numbers_are_named() {
+    let problem = |cron: &str| {
+        Schedule::parse(
+            &ScheduleSpec::Cron {
+                cron: cron.into(),
+                timezone: None,
+            },
+            "UTC",
+        )
+        .err()
+        .map(|(field, message)| format!("{field}: {message}"))
+    };
+    let hour = problem("0 25 * * *").unwrap();
+    assert!(
+        hour.starts_with("schedule.cron")
+            && hour.contains("hour field's 25 is out of range (0 to 23)"),
+        "{hour}"
+    );
+    assert!(
+        problem("0 0 9 * * 8")
+            .unwrap()
+            .contains("day of week field's 8")
+    );
+    assert!(
+        problem("61 * * * * *")
+            .unwrap()
+            .contains("second field's 61")
+    );
+    assert!(
+        problem("0 0 1-32 * *")
+            .unwrap()
+            .contains("day of month field's 32")
+    );
+    assert_eq!(problem("*/15 9-17 * * 1-5"), None);
+    assert_eq!(problem("0 0 1 JAN,DEC MON"), None);
+}
