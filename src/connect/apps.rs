@@ -263,7 +263,7 @@ impl PlatformApps {
             &txn,
             actor,
             Entry {
-                tenant_id: (owner != &TenantId::operator()).then_some(owner),
+                tenant_id: audited_tenant(owner),
                 action: if previous.is_none() {
                     "platform_app.create"
                 } else if rotated.is_empty() {
@@ -312,7 +312,7 @@ impl PlatformApps {
             &txn,
             actor,
             Entry {
-                tenant_id: (owner != &TenantId::operator()).then_some(owner),
+                tenant_id: audited_tenant(owner),
                 action: "platform_app.delete",
                 resource_type: "platform_app",
                 resource_id: row.id.as_str(),
@@ -396,6 +396,11 @@ impl PlatformApps {
             updated_at: row.updated_at,
         })
     }
+}
+
+/// The tenant an audit line belongs to: none for the operator's default apps.
+fn audited_tenant(owner: &TenantId) -> Option<&TenantId> {
+    (owner != &TenantId::operator()).then_some(owner)
 }
 
 fn owner_of(owner: &TenantId) -> AppOwner {
