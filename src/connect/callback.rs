@@ -206,13 +206,11 @@ impl Connect {
         grants: Vec<Grant>,
     ) -> Result<CallbackOutcome> {
         let shops: Vec<String> = grants.iter().map(|g| g.account.clone()).collect();
-        let held: Vec<Value> = grants.iter().map(grant_to_json).collect();
+        let held = serde_json::to_string(&grants)
+            .map_err(|e| Error::Internal(anyhow::anyhow!("holding the grants: {e}")))?;
         let choice = random_token()?;
         let txn = crate::store::begin_write(&self.db).await?;
-        let secret = self
-            .vault
-            .store(&txn, &row.tenant_id, &Value::Array(held).to_string())
-            .await?;
+        let secret = self.vault.store(&txn, &row.tenant_id, &held).await?;
         connect_session::Entity::update_many()
             .col_expr(
                 connect_session::Column::StateHash,
@@ -258,8 +256,8 @@ impl Connect {
             return Ok(CallbackOutcome::Refused(unknown_link()));
         };
         let held = self.vault.load(&self.db, &row.tenant_id, &secret).await?;
-        let grants: Vec<Value> = serde_json::from_str(held.expose()).unwrap_or_default();
-        let Some(grant) = grants.get(index).and_then(grant_from_json) else {
+        let grants: Vec<Grant> = serde_json::from_str(held.expose()).unwrap_or_default();
+        let Some(grant) = grants.into_iter().nth(index) else {
             return Ok(CallbackOutcome::Refused(Refusal::new(
                 "missing_parameter",
                 "pick one of the shops listed",
@@ -456,29 +454,6 @@ impl Connect {
         txn.commit().await?;
         Ok(())
     }
-}
-
-fn grant_to_json(grant: &Grant) -> Value {
-    json!({
-        "account": grant.account,
-        "settings": grant.settings,
-        "credentials": grant.credentials,
-        "expiries": grant.expiries,
-        "webhook_secret": grant.webhook_secret,
-    })
-}
-
-fn grant_from_json(value: &Value) -> Option<Grant> {
-    Some(Grant {
-        account: value.get("account")?.as_str()?.to_string(),
-        settings: value.get("settings")?.as_object()?.clone(),
-        credentials: value.get("credentials")?.as_object()?.clone(),
-        expiries: serde_json::from_value(value.get("expiries")?.clone()).ok()?,
-        webhook_secret: value
-            .get("webhook_secret")
-            .and_then(Value::as_str)
-            .map(String::from),
-    })
 }
 
 /// The return URL with the outcome added to its query (its own parameters kept).

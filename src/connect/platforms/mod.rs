@@ -161,7 +161,8 @@ const TIKTOK_APP: &[AppField] = &[
 
 /// What the seller's consent gave: one connection's worth (TikTok Shop may give several
 /// shops), with the settings the platform told us.
-#[derive(Debug, Clone)]
+/// Held (vaulted, as JSON) while a seller picks one of several shops.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Grant {
     /// The account the grant is for, as the seller knows it (a shop domain, a shop name).
     pub account: String,
