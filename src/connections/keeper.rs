@@ -34,6 +34,7 @@ use crate::audit::{self, Actor, Entry};
 use crate::connectors::client::{CallError, ErrorClass};
 use crate::connectors::versions::Versions;
 use crate::error::Result;
+use crate::ids::{ConnectionId, SecretId};
 use crate::netpolicy::{OutboundClient, OutboundPolicy};
 use crate::ratelimit::RateLimiter;
 use crate::runtime::Clock;
@@ -184,13 +185,107 @@ impl CredentialKeeper {
         Ok(looked)
     }
 
-    async fn look_after(&self, row: &connection::Model, now: DateTime<Utc>) -> Result<()> {
+    /// Looks after a claimed connection, holding its token lock so that no run renewing a
+    /// refused token (`renew_now`) spends the same refresh token meanwhile.
+    async fn look_after(&self, claimed: &connection::Model, now: DateTime<Utc>) -> Result<()> {
+        let Some(lock) = self.token_lock(&claimed.id).await? else {
+            // A renewal holds it: that one stores what it got; look again after the claim.
+            return Ok(());
+        };
+        let outcome = match self.reread(claimed).await {
+            Ok(Some(row)) => self.examine(&row, now, false).await.map(|_| ()),
+            Ok(None) => Ok(()),
+            Err(err) => Err(err),
+        };
+        self.unlock(lock).await;
+        outcome
+    }
+
+    /// Renews the tokens of a connection whose platform refused them during a run (Lingxing's
+    /// 2001003), unless they were replaced since `used_secret` was read. True when the
+    /// connection now holds other credentials than the refused ones.
+    pub async fn renew_now(&self, id: &ConnectionId, used_secret: &SecretId) -> Result<bool> {
+        let Some(lock) = self.token_lock(id).await? else {
+            return Ok(false);
+        };
+        let renewed = async {
+            let Some(row) = connection::Entity::find_by_id(id.clone())
+                .one(&self.db)
+                .await?
+            else {
+                return Ok(false);
+            };
+            if &row.credentials_secret_id != used_secret {
+                return Ok(true);
+            }
+            self.examine(&row, self.clock.now(), true).await
+        }
+        .await;
+        self.unlock(lock).await;
+        renewed
+    }
+
+    /// Tells ops that another application took over the connection's app id (Lingxing's
+    /// 2001005): synchub does not take it back on its own, which would start a tug of war.
+    pub async fn report_taken_over(
+        &self,
+        row: &connection::Model,
+        error: &CallError,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        let remedy = error.remedy.as_deref().unwrap_or_default();
+        emit(
+            &self.db,
+            Event {
+                at: now,
+                tenant: &row.tenant_id,
+                kind: "credential_refresh_failed",
+                severity: Severity::Critical,
+                group_key: format!("{}:refresh", row.id),
+                connection_id: Some(row.id.to_string()),
+                flow_id: None,
+                message: format!(
+                    "the access token of connection {} ({}) stopped working: {}. {remedy}",
+                    row.name, row.connector, error.message
+                ),
+                details: json!({"error_class": error.class.as_str(), "cause": "token_taken_over", "remedy": remedy}),
+            },
+        )
+        .await
+    }
+
+    /// The row as it is now; None when it is gone or its credentials changed since the claim
+    /// (whoever changed them set its next look).
+    async fn reread(&self, claimed: &connection::Model) -> Result<Option<connection::Model>> {
+        Ok(connection::Entity::find_by_id(claimed.id.clone())
+            .one(&self.db)
+            .await?
+            .filter(|row| row.credentials_secret_id == claimed.credentials_secret_id))
+    }
+
+    async fn token_lock(&self, id: &ConnectionId) -> Result<Option<crate::ratelimit::Slot>> {
+        token_lock(&self.limiter, id).await
+    }
+
+    async fn unlock(&self, lock: crate::ratelimit::Slot) {
+        unlock(&self.limiter, lock).await
+    }
+
+    /// Refreshes what is due (everything refreshable when `force`), warns of what expires,
+    /// and saves. True when new credentials were stored.
+    async fn examine(
+        &self,
+        row: &connection::Model,
+        now: DateTime<Utc>,
+        force: bool,
+    ) -> Result<bool> {
         let Some(manifest) = self
             .versions
             .manifest(&row.tenant_id, &row.connector, row.version.as_deref())
             .await?
         else {
-            return self.save(row, None, Outcome::idle(row)).await;
+            self.save(row, None, Outcome::idle(row)).await?;
+            return Ok(false);
         };
         let deps = super::ClientDeps {
             db: &self.db,
@@ -207,7 +302,7 @@ impl CredentialKeeper {
             let access_expiry = outcome.expiries.get(names.access_token).copied();
             let refresh_at = access_expiry.map(|at| at - self.policy.refresh_ahead);
             match refresh_at {
-                Some(at) if now < at => outcome.due_at(at),
+                Some(at) if now < at && !force => outcome.due_at(at),
                 // Unknown expiry: refresh now, and learn it from the answer.
                 _ => match client.refresh_tokens(now).await {
                     Ok(Some(tokens)) => {
@@ -287,17 +382,20 @@ impl CredentialKeeper {
                 json!({"credential": name, "expires_at": at}),
             ));
         }
-        self.save(row, Some(now), outcome).await
+        let refreshed = outcome.credentials.is_some();
+        let saved = self.save(row, Some(now), outcome).await?;
+        Ok(refreshed && saved)
     }
 
     /// Writes what the look decided: new credentials (only if nobody replaced them since
     /// they were read), expiries, backoff, the next look, the events and the audit line.
+    /// False when the credentials were replaced since they were read (nothing written).
     async fn save(
         &self,
         row: &connection::Model,
         now: Option<DateTime<Utc>>,
         outcome: Outcome,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let txn = crate::store::begin_write(&self.db).await?;
         let mut update = connection::Entity::update_many()
             .col_expr(
@@ -337,7 +435,7 @@ impl CredentialKeeper {
         }
         if update.exec(&txn).await?.rows_affected == 0 {
             // Rotated by hand since the read: the rotation set its own next look.
-            return Ok(());
+            return Ok(false);
         }
         if refreshed {
             self.vault
@@ -387,7 +485,7 @@ impl CredentialKeeper {
             .await?;
         }
         txn.commit().await?;
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -454,6 +552,29 @@ impl Outcome {
     }
 }
 
+/// A connection's token lock, shared by every process through the limiter's slots: whoever
+/// spends a refresh token or exchanges an app's credentials holds it. None when another
+/// holder keeps it past a refresh's time.
+pub async fn token_lock(
+    limiter: &RateLimiter,
+    id: &ConnectionId,
+) -> Result<Option<crate::ratelimit::Slot>> {
+    limiter
+        .acquire(
+            &format!("credentials:{id}"),
+            1,
+            Duration::from_secs(60),
+            Duration::from_secs(30),
+        )
+        .await
+}
+
+pub async fn unlock(limiter: &RateLimiter, lock: crate::ratelimit::Slot) {
+    if let Err(err) = limiter.release(lock).await {
+        tracing::warn!(error = %err, "could not release a token lock; it expires in a minute");
+    }
+}
+
 /// When a connection saved with these credentials needs its first look: at once if its
 /// tokens refresh (its credentials hold the refresh token the scheme trades) or any expiry
 /// is known (the keeper then works out the rest), never otherwise.
@@ -463,11 +584,12 @@ pub fn first_look(
     expiries: &Expiries,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    let refreshes = manifest
-        .auth
-        .as_ref()
-        .and_then(|a| a.refresh_credential())
-        .is_some_and(|name| credentials.contains_key(name));
+    let refreshes = manifest.auth.as_ref().is_some_and(|auth| {
+        auth.keeps_tokens()
+            || auth
+                .refresh_credential()
+                .is_some_and(|name| credentials.contains_key(name))
+    });
     (refreshes || !expiries.is_empty()).then_some(now)
 }
 

@@ -117,7 +117,12 @@ fn call_failure(err: &CallError, during: &str) -> Failure {
         ErrorClass::Forbidden if refuses_the_address(&err.message) => failure(
             C::ForbiddenIp,
             &err.message,
-            "The platform refuses this server's IP address: add synchub's outbound addresses to the app's IP whitelist in the platform's developer console.",
+            err.remedy.clone().unwrap_or_else(|| "The platform refuses this server's IP address: add synchub's outbound addresses to the app's IP whitelist in the platform's developer console.".into()),
+        ),
+        ErrorClass::Auth | ErrorClass::Forbidden | ErrorClass::Config if err.remedy.is_some() => failure(
+            if err.class == ErrorClass::Config { C::SchemaMismatch } else { C::Auth },
+            &err.message,
+            err.remedy.clone().unwrap_or_default(),
         ),
         ErrorClass::Auth | ErrorClass::Forbidden => failure(
             C::Auth,
@@ -233,13 +238,14 @@ impl Runner {
 }
 
 /// Runs every check against the connection the client speaks for. `webhook_url` is where
-/// the platform should send this connection's webhooks.
+/// the platform should send this connection's webhooks. A token the auth check obtains is
+/// used by the later checks and left in the client ([`ConnectorClient::renewed`]).
 pub async fn run(
-    client: &ConnectorClient,
+    client: &mut ConnectorClient,
     http: &OutboundClient,
     webhook_url: &str,
 ) -> CheckReport {
-    let manifest = client.manifest();
+    let manifest = client.manifest().clone();
     let mut runner = Runner {
         checks: Vec::new(),
         failed: false,
@@ -311,7 +317,7 @@ pub async fn run(
         .run("auth", || async {
             match client.exchange_token().await {
                 Ok(true) => Ok(Some(
-                    "exchanged the refresh token for a new access token".into(),
+                    "exchanged the app's credentials for a new access token".into(),
                 )),
                 // Proven by the read probe.
                 Ok(false) => Ok(None),
@@ -482,7 +488,7 @@ async fn read_window(
             .records
             .iter()
             .map(|r| {
-                let order = super::unified::map_order(r, mapping)?;
+                let order = super::unified::map_order(r, mapping, client.zone())?;
                 Ok((
                     order.platform_id.clone(),
                     serde_json::to_value(order).unwrap_or_default(),

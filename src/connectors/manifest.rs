@@ -212,7 +212,7 @@ impl Manifest {
                 }
             }
         }
-        problems.extend(super::spec::lint_operations(self));
+        problems.extend(super::lint::lint_operations(self));
         if let Some(webhook) = &self.webhook {
             if webhook.scheme == WebhookScheme::HmacSha256Header
                 && webhook.signature_header.is_none()

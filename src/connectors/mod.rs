@@ -5,6 +5,7 @@
 pub mod checks;
 pub mod client;
 pub mod lingxing;
+mod lint;
 pub mod lwa;
 mod manifest;
 mod registry;

@@ -25,6 +25,10 @@ const BUILT_IN: &[(&str, &str)] = &[
         "generic-rest-erp.toml",
         include_str!("../../connectors/generic-rest-erp.toml"),
     ),
+    (
+        "lingxing.toml",
+        include_str!("../../connectors/lingxing.toml"),
+    ),
 ];
 
 #[derive(Debug, Clone)]

@@ -6,9 +6,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::manifest::Manifest;
-use crate::error::FieldError;
-
 /// How requests are authenticated: a closed set, each implemented in Rust.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(tag = "scheme", rename_all = "snake_case", deny_unknown_fields)]
@@ -57,6 +54,16 @@ pub enum AuthSpec {
         /// A setting that overrides the token endpoint (the simulator).
         endpoint_setting: Option<String>,
     },
+    /// Lingxing OpenAPI: the AppID and AppSecret are exchanged for an access token (2 hours)
+    /// that the credential keeper stores and renews with its single-use refresh token, or
+    /// with a fresh exchange; every call is signed (`connectors::lingxing`).
+    Lingxing {
+        app_id: String,
+        app_secret: String,
+        /// Written by the keeper and the connectivity check, never by the seller.
+        access_token: String,
+        refresh_token: String,
+    },
 }
 
 impl AuthSpec {
@@ -102,7 +109,20 @@ impl AuthSpec {
                 refresh_token,
                 ..
             } => vec![client_id, client_secret, refresh_token],
+            Self::Lingxing {
+                app_id,
+                app_secret,
+                access_token,
+                refresh_token,
+            } => vec![app_id, app_secret, access_token, refresh_token],
         }
+    }
+
+    /// Schemes whose tokens synchub obtains itself from the app's credentials (Lingxing):
+    /// the keeper looks after them from the start, and a refused token is renewed, not
+    /// handed to the seller.
+    pub fn keeps_tokens(&self) -> bool {
+        matches!(self, Self::Lingxing { .. })
     }
 
     /// The credential the keeper trades for new tokens, for schemes that refresh.
@@ -111,6 +131,7 @@ impl AuthSpec {
             Self::ShopeeV2 { refresh_token, .. }
             | Self::TiktokShop { refresh_token, .. }
             | Self::ShopifyAccessToken { refresh_token, .. } => refresh_token.as_deref(),
+            Self::Lingxing { refresh_token, .. } => Some(refresh_token),
             _ => None,
         }
     }
@@ -199,6 +220,9 @@ pub struct OperationSpec {
     /// `code`, Shopee `error`).
     #[serde(default)]
     pub errors: Vec<ErrorSpec>,
+    /// Most calls of this operation in flight per connection, across every worker and
+    /// process (Lingxing's per-endpoint token buckets, which refill when a call ends).
+    pub concurrency: Option<u32>,
 }
 
 /// A failure reported in a successful HTTP answer: the value at `pointer` is an error when
@@ -240,6 +264,21 @@ pub struct BatchSpec {
     pub max: usize,
     pub field: String,
     pub item_key: Option<String>,
+    /// How each record is shaped for the platform (unified orders as they are by default).
+    #[serde(default)]
+    pub format: BatchFormat,
+}
+
+/// The body of a batch of orders.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchFormat {
+    /// `{"<field>": [unified order, ...]}`, all or nothing.
+    #[default]
+    Unified,
+    /// Lingxing's multi-platform hand-made orders (`/pb/mp/order/v2/create`): each order
+    /// succeeds or fails on its own (`connectors::lingxing::order_batch`).
+    LingxingOrders,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
@@ -254,6 +293,16 @@ pub enum Pagination {
         param: String,
         start: u32,
         size: u32,
+        /// The page number goes in the JSON body, not the query (Lingxing's POST lists).
+        #[serde(default)]
+        in_body: bool,
+    },
+    /// An offset of records from 0 in steps of `size`, until a page comes back short.
+    Offset {
+        param: String,
+        size: u32,
+        #[serde(default)]
+        in_body: bool,
     },
 }
 
@@ -278,6 +327,9 @@ pub enum TimeFormat {
     Rfc3339,
     /// Seconds since the epoch, as a number or a string (Shopee, TikTok Shop).
     UnixSeconds,
+    /// `2021-12-16 20:02:19` in the zone a connection setting names (Lingxing states no
+    /// zone; the `timezone` setting, Asia/Shanghai by default).
+    LocalDateTime,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
@@ -307,6 +359,24 @@ pub struct OrderMapping {
     pub optional: Vec<String>,
     /// A second call that completes the listed orders (lines, totals).
     pub detail: Option<DetailSpec>,
+    /// Where the shipping address is; an ERP that ships the order needs it.
+    pub shipping: Option<AddressMapping>,
+}
+
+/// Where each part of a shipping address is (JSON pointers); a part the platform leaves
+/// out maps to an empty string.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddressMapping {
+    pub name: String,
+    /// ISO 3166-1 alpha-2.
+    pub country_code: String,
+    pub city: String,
+    pub address_line1: String,
+    pub address_line2: Option<String>,
+    pub state: Option<String>,
+    pub postal_code: Option<String>,
+    pub phone: Option<String>,
 }
 
 /// Completes listed records with a detail operation: one call per record with `{id}` in its
@@ -334,9 +404,15 @@ fn one() -> usize {
 pub struct StockMapping {
     pub sku: String,
     pub quantity: String,
-    pub updated_at: String,
+    /// Without it (Lingxing's inventory states no change time) a level is written when its
+    /// quantity differs from the one last written.
+    pub updated_at: Option<String>,
     #[serde(default)]
     pub timestamps: TimeFormat,
+    /// The list holds a SKU once per warehouse: the run reads it whole and sums each SKU's
+    /// quantity (Lingxing's inventory details).
+    #[serde(default)]
+    pub sum_by_sku: bool,
 }
 
 /// A shipment of a marketplace order: carrier and tracking number.
@@ -356,6 +432,10 @@ pub struct ShipmentMapping {
     #[serde(default)]
     pub timestamps: TimeFormat,
 }
+
+/// The setting naming the zone of `local_date_time` timestamps, and its fallback.
+pub const TIMEZONE_SETTING: &str = "timezone";
+pub const DEFAULT_LOCAL_ZONE: chrono_tz::Tz = chrono_tz::Asia::Shanghai;
 
 /// The connectivity checks a connection can run besides DNS, TCP and TLS.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
@@ -402,197 +482,4 @@ pub struct LookupSpec {
     /// Keep what was found for a day (catalogue ids rarely change).
     #[serde(default)]
     pub cache: bool,
-}
-
-/// Checks operations against the rest of the manifest, with field paths.
-pub fn lint_operations(manifest: &Manifest) -> Vec<FieldError> {
-    let mut problems = Vec::new();
-    let groups: Vec<&str> = manifest
-        .rate_limits
-        .iter()
-        .map(|r| r.group.as_str())
-        .collect();
-    for (i, limit) in manifest.rate_limits.iter().enumerate() {
-        if !(limit.rate > 0.0
-            && limit.rate.is_finite()
-            && limit.burst >= 1.0
-            && limit.burst.is_finite())
-        {
-            problems.push(FieldError::new(
-                format!("rate_limits[{i}]"),
-                "rate must be > 0 and burst >= 1",
-            ));
-        }
-    }
-    for (name, op) in &manifest.operations {
-        if !groups.contains(&op.group.as_str()) {
-            problems.push(FieldError::new(
-                format!("operations.{name}.group"),
-                "names no rate_limits group",
-            ));
-        }
-        if !op.path.starts_with('/') {
-            problems.push(FieldError::new(
-                format!("operations.{name}.path"),
-                "must start with /",
-            ));
-        }
-        if op
-            .batch
-            .as_ref()
-            .is_some_and(|b| !(1..=10_000).contains(&b.max))
-        {
-            problems.push(FieldError::new(
-                format!("operations.{name}.batch.max"),
-                "must be between 1 and 10000",
-            ));
-        }
-        if op
-            .records
-            .as_deref()
-            .is_some_and(|p| !p.is_empty() && !p.starts_with('/'))
-        {
-            problems.push(FieldError::new(
-                format!("operations.{name}.records"),
-                "a JSON pointer starts with /",
-            ));
-        }
-    }
-    let has_operation = |name: &str| manifest.operations.contains_key(name);
-    if let Some(detail) = manifest
-        .mappings
-        .order
-        .as_ref()
-        .and_then(|o| o.detail.as_ref())
-    {
-        if !has_operation(&detail.operation) {
-            problems.push(FieldError::new(
-                "mappings.order.detail.operation",
-                format!("{} is not an operation", detail.operation),
-            ));
-        }
-        if !(1..=100).contains(&detail.per_call) {
-            problems.push(FieldError::new(
-                "mappings.order.detail.per_call",
-                "must be between 1 and 100",
-            ));
-        }
-    }
-    let check_operations = manifest
-        .checks
-        .read
-        .iter()
-        .map(|op| ("checks.read", op))
-        .chain(
-            manifest
-                .checks
-                .webhooks
-                .iter()
-                .map(|w| ("checks.webhooks.operation", &w.operation)),
-        );
-    for (field, operation) in check_operations {
-        if !has_operation(operation) {
-            problems.push(FieldError::new(
-                field,
-                format!("{operation} is not an operation"),
-            ));
-        }
-    }
-    for (kind, write) in &manifest.writes {
-        if !["stock", "shipment"].contains(&kind.as_str()) {
-            problems.push(FieldError::new(
-                format!("writes.{kind}"),
-                "writes are stock or shipment",
-            ));
-        }
-        if !has_operation(&write.operation) {
-            problems.push(FieldError::new(
-                format!("writes.{kind}.operation"),
-                format!("{} is not an operation", write.operation),
-            ));
-        }
-        if let Some(lookup) = &write.lookup
-            && !has_operation(&lookup.operation)
-        {
-            problems.push(FieldError::new(
-                format!("writes.{kind}.lookup.operation"),
-                format!("{} is not an operation", lookup.operation),
-            ));
-        }
-    }
-    if let Some(auth) = &manifest.auth {
-        for credential in auth.credentials() {
-            if !manifest.credentials.iter().any(|f| f.name == credential) {
-                problems.push(FieldError::new(
-                    "auth.credential",
-                    format!("{credential} is not a credentials field"),
-                ));
-            }
-        }
-        for setting in auth.settings() {
-            if !manifest.settings.iter().any(|f| f.name == setting) {
-                problems.push(FieldError::new(
-                    "auth.setting",
-                    format!("{setting} is not a settings field"),
-                ));
-            }
-        }
-    }
-    if !manifest.operations.is_empty() && manifest.environments.is_empty() {
-        problems.push(FieldError::new(
-            "environments",
-            "operations need a base URL per environment",
-        ));
-    }
-    for (environment, template) in &manifest.environments {
-        if let Err(message) = lint_base_url(manifest, template) {
-            problems.push(FieldError::new(
-                format!("environments.{environment}"),
-                message,
-            ));
-        }
-    }
-    problems
-}
-
-/// A base URL template is an http(s) URL whose host is fixed, or built only from settings
-/// that cannot carry anything but a host (`type = "host"` or an enum), or is exactly one
-/// `type = "url"` setting. A free-text setting in the host could choose any address, port
-/// or path. Whatever it becomes is checked again by the outbound guard on every call.
-fn lint_base_url(manifest: &Manifest, template: &str) -> Result<(), String> {
-    use super::manifest::FieldType;
-    let field_type = |name: &str| {
-        manifest
-            .settings
-            .iter()
-            .find(|f| f.name == name)
-            .map(|f| f.field_type)
-    };
-    let trimmed = template.trim();
-    if let Some(name) = trimmed.strip_prefix('{').and_then(|t| t.strip_suffix('}'))
-        && !name.contains(['{', '}'])
-    {
-        return match field_type(name) {
-            Some(FieldType::Url) => Ok(()),
-            _ => Err(format!("{{{name}}} must name a settings field of type url")),
-        };
-    }
-    let Some(rest) = trimmed
-        .strip_prefix("https://")
-        .or_else(|| trimmed.strip_prefix("http://"))
-    else {
-        return Err("must be an http or https URL".into());
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let mut placeholders = authority.split('{').skip(1);
-    placeholders.try_for_each(|part| {
-        let name = part.split('}').next().unwrap_or_default();
-        match field_type(name) {
-            Some(FieldType::Host | FieldType::Enum) => Ok(()),
-            Some(_) => Err(format!(
-                "{{{name}}} is in the host: it must be a settings field of type host or enum"
-            )),
-            None => Err(format!("{{{name}}} is not a settings field")),
-        }
-    })
 }

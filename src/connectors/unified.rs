@@ -4,8 +4,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::client::{CallError, ErrorClass};
-use super::spec::{OrderMapping, ShipmentMapping, StockMapping, TimeFormat};
+use super::spec::{AddressMapping, OrderMapping, ShipmentMapping, StockMapping, TimeFormat};
 use super::template::as_text;
+use chrono_tz::Tz;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderLine {
@@ -25,6 +26,21 @@ pub struct Order {
     /// UTC, RFC 3339 with seconds: also the record's version.
     pub updated_at: String,
     pub lines: Vec<OrderLine>,
+    /// Where the order goes, for an ERP that ships it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping: Option<Address>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Address {
+    pub name: String,
+    pub country_code: String,
+    pub city: String,
+    pub address_line1: String,
+    pub address_line2: String,
+    pub state: String,
+    pub postal_code: String,
+    pub phone: String,
 }
 
 /// A SKU's sellable quantity, as the ERP's warehouse reports it.
@@ -73,10 +89,23 @@ pub fn utc_version(raw: &str) -> Option<String> {
     )
 }
 
-/// A timestamp in the platform's format, as UTC RFC 3339 text.
-fn timestamp(record: &Value, pointer: &str, format: TimeFormat) -> Option<String> {
+/// A timestamp in the platform's format, as UTC RFC 3339 text; `zone` is where a local date
+/// and time without an offset was written.
+fn timestamp(record: &Value, pointer: &str, format: TimeFormat, zone: Tz) -> Option<String> {
     match format {
         TimeFormat::Rfc3339 => utc_version(&text(record, pointer)?),
+        TimeFormat::LocalDateTime => {
+            let raw = text(record, pointer)?;
+            let local =
+                chrono::NaiveDateTime::parse_from_str(raw.trim(), "%Y-%m-%d %H:%M:%S").ok()?;
+            // A time that a DST change skipped or repeated: its earlier reading.
+            let at = local.and_local_timezone(zone).earliest()?;
+            Some(
+                at.with_timezone(&chrono::Utc)
+                    .format(VERSION_FORMAT)
+                    .to_string(),
+            )
+        }
         TimeFormat::UnixSeconds => {
             let seconds = integer(record, pointer)?;
             let at = chrono::DateTime::<chrono::Utc>::from_timestamp(seconds, 0)?;
@@ -128,7 +157,22 @@ pub fn unit_price(line_total: &str, quantity: i64) -> Option<String> {
     ))
 }
 
-pub fn map_order(record: &Value, mapping: &OrderMapping) -> Result<Order, CallError> {
+fn map_address(record: &Value, mapping: &AddressMapping) -> Address {
+    let part = |pointer: &str| text(record, pointer).unwrap_or_default();
+    let optional = |pointer: &Option<String>| pointer.as_deref().map(part).unwrap_or_default();
+    Address {
+        name: part(&mapping.name),
+        country_code: part(&mapping.country_code),
+        city: part(&mapping.city),
+        address_line1: part(&mapping.address_line1),
+        address_line2: optional(&mapping.address_line2),
+        state: optional(&mapping.state),
+        postal_code: optional(&mapping.postal_code),
+        phone: optional(&mapping.phone),
+    }
+}
+
+pub fn map_order(record: &Value, mapping: &OrderMapping, zone: Tz) -> Result<Order, CallError> {
     let optional = |field: &str| mapping.optional.iter().any(|f| f == field);
     let get = |field: &str, pointer: &str| match text(record, pointer) {
         Some(value) => Ok(value),
@@ -136,7 +180,7 @@ pub fn map_order(record: &Value, mapping: &OrderMapping) -> Result<Order, CallEr
         None => Err(missing(field, pointer)),
     };
     let updated_at =
-        timestamp(record, &mapping.updated_at, mapping.timestamps).ok_or_else(|| {
+        timestamp(record, &mapping.updated_at, mapping.timestamps, zone).ok_or_else(|| {
             CallError::new(
                 ErrorClass::SchemaMismatch,
                 format!(
@@ -145,7 +189,7 @@ pub fn map_order(record: &Value, mapping: &OrderMapping) -> Result<Order, CallEr
                 ),
             )
         })?;
-    let created_at = timestamp(record, &mapping.created_at, mapping.timestamps)
+    let created_at = timestamp(record, &mapping.created_at, mapping.timestamps, zone)
         .ok_or_else(|| missing("created_at", &mapping.created_at))?;
     let mut lines: Vec<OrderLine> = Vec::new();
     for line in record
@@ -196,20 +240,35 @@ pub fn map_order(record: &Value, mapping: &OrderMapping) -> Result<Order, CallEr
         created_at,
         updated_at,
         lines,
+        shipping: mapping.shipping.as_ref().map(|m| map_address(record, m)),
     })
 }
 
-pub fn map_stock(record: &Value, mapping: &StockMapping) -> Result<StockLevel, CallError> {
+/// A stock level; without an `updated_at` mapping its version is empty (the engine then
+/// compares quantities).
+pub fn map_stock(
+    record: &Value,
+    mapping: &StockMapping,
+    zone: Tz,
+) -> Result<StockLevel, CallError> {
+    let updated_at = match &mapping.updated_at {
+        Some(pointer) => timestamp(record, pointer, mapping.timestamps, zone)
+            .ok_or_else(|| missing("updated_at", pointer))?,
+        None => String::new(),
+    };
     Ok(StockLevel {
         sku: text(record, &mapping.sku).ok_or_else(|| missing("sku", &mapping.sku))?,
         quantity: integer(record, &mapping.quantity)
             .ok_or_else(|| missing("quantity", &mapping.quantity))?,
-        updated_at: timestamp(record, &mapping.updated_at, mapping.timestamps)
-            .ok_or_else(|| missing("updated_at", &mapping.updated_at))?,
+        updated_at,
     })
 }
 
-pub fn map_shipment(record: &Value, mapping: &ShipmentMapping) -> Result<Shipment, CallError> {
+pub fn map_shipment(
+    record: &Value,
+    mapping: &ShipmentMapping,
+    zone: Tz,
+) -> Result<Shipment, CallError> {
     let get =
         |field: &str, pointer: &str| text(record, pointer).ok_or_else(|| missing(field, pointer));
     Ok(Shipment {
@@ -218,9 +277,9 @@ pub fn map_shipment(record: &Value, mapping: &ShipmentMapping) -> Result<Shipmen
         connection: mapping.connection.as_deref().and_then(|p| text(record, p)),
         carrier: get("carrier", &mapping.carrier)?,
         tracking_number: get("tracking_number", &mapping.tracking_number)?,
-        shipped_at: timestamp(record, &mapping.shipped_at, mapping.timestamps)
+        shipped_at: timestamp(record, &mapping.shipped_at, mapping.timestamps, zone)
             .ok_or_else(|| missing("shipped_at", &mapping.shipped_at))?,
-        updated_at: timestamp(record, &mapping.updated_at, mapping.timestamps)
+        updated_at: timestamp(record, &mapping.updated_at, mapping.timestamps, zone)
             .ok_or_else(|| missing("updated_at", &mapping.updated_at))?,
     })
 }
@@ -248,6 +307,7 @@ mod tests {
             line_price_covers_quantity: false,
             optional: vec!["total".into()],
             detail: None,
+            shipping: None,
         }
     }
 
@@ -267,7 +327,7 @@ mod tests {
     fn one_line_per_unit_is_counted_by_sku_and_unix_times_become_utc() {
         let record = json!({"id": "577", "status": "AWAITING_SHIPMENT", "cur": "USD", "at": 1_700_000_000,
             "lines": [{"sku": "A", "price": "5.00"}, {"sku": "B", "price": "2.00"}, {"sku": "A", "price": "5.00"}]});
-        let order = map_order(&record, &mapping()).unwrap();
+        let order = map_order(&record, &mapping(), Tz::UTC).unwrap();
         assert_eq!(order.updated_at, "2023-11-14T22:13:20.000Z");
         assert_eq!(order.total, "", "an optional field left out maps to empty");
         assert_eq!(
@@ -287,10 +347,38 @@ mod tests {
         );
     }
 
+    /// Lingxing writes `2021-12-16 20:02:19` in no stated zone: read in the connection's.
+    #[test]
+    fn local_date_times_are_read_in_the_zone_given() {
+        let record = json!({"at": "2021-12-16 20:02:19", "bad": "2021-12-16T20:02:19"});
+        let shanghai = chrono_tz::Asia::Shanghai;
+        assert_eq!(
+            timestamp(&record, "/at", TimeFormat::LocalDateTime, shanghai).as_deref(),
+            Some("2021-12-16T12:02:19.000Z")
+        );
+        assert_eq!(
+            timestamp(&record, "/bad", TimeFormat::LocalDateTime, shanghai),
+            None
+        );
+        // 02:30 on 2026-03-29 does not exist in Berlin; 02:30 on 2026-10-25 happens twice.
+        let berlin = chrono_tz::Europe::Berlin;
+        let repeated = json!({"at": "2026-10-25 02:30:00"});
+        assert_eq!(
+            timestamp(&repeated, "/at", TimeFormat::LocalDateTime, berlin).as_deref(),
+            Some("2026-10-25T00:30:00.000Z"),
+            "the earlier of the two"
+        );
+        let skipped = json!({"at": "2026-03-29 02:30:00"});
+        assert_eq!(
+            timestamp(&skipped, "/at", TimeFormat::LocalDateTime, berlin),
+            None
+        );
+    }
+
     #[test]
     fn a_required_field_left_out_is_a_schema_mismatch() {
         let record = json!({"id": "577", "cur": "USD", "at": 1_700_000_000, "lines": []});
-        let err = map_order(&record, &mapping()).unwrap_err();
+        let err = map_order(&record, &mapping(), Tz::UTC).unwrap_err();
         assert_eq!(err.class, ErrorClass::SchemaMismatch);
         assert!(err.message.contains("status"), "{}", err.message);
     }

@@ -30,7 +30,7 @@ pub mod catalogue;
 mod chat;
 pub mod consent;
 mod lingxing;
-pub use lingxing::Switches as LingxingSwitches;
+pub use lingxing::{Stats as LingxingStats, Switches as LingxingSwitches};
 mod erp;
 mod shopify;
 pub mod signed;
@@ -182,9 +182,28 @@ impl SimState {
 
     /// Lingxing token exchanges and refreshes answered.
     pub fn lingxing_tokens(&self) -> (u64, u64) {
+        let stats = self.lingxing_stats();
+        (stats.exchanges, stats.refreshes)
+    }
+
+    /// What the simulated Lingxing counted: tokens, refusals, orders.
+    pub fn lingxing_stats(&self) -> LingxingStats {
+        self.lingxing.lock().map(|l| l.stats()).unwrap_or_default()
+    }
+
+    /// The orders an AppID's Lingxing stores hold, as pushed.
+    pub fn lingxing_orders(&self, app_id: &str) -> Vec<serde_json::Value> {
         self.lingxing
             .lock()
-            .map(|l| (l.exchanges, l.refreshes))
+            .map(|l| l.orders(app_id))
+            .unwrap_or_default()
+    }
+
+    /// Ships up to `count` of an AppID's Lingxing orders; returns the outbound orders.
+    pub fn ship_lingxing_orders(&self, app_id: &str, count: usize) -> Vec<serde_json::Value> {
+        self.lingxing
+            .lock()
+            .map(|mut l| l.ship(app_id, count))
             .unwrap_or_default()
     }
 
@@ -555,6 +574,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/lingxing/erp/sc/routing/data/local_inventory/inventoryDetails",
             web::post().to(lingxing::inventory_details),
+        )
+        .route(
+            "/lingxing/pb/mp/order/v2/create",
+            web::post().to(lingxing::create_orders),
+        )
+        .route(
+            "/lingxing/pb/mp/order/v2/list",
+            web::post().to(lingxing::find_orders),
+        )
+        .route(
+            "/lingxing/erp/sc/routing/wms/order/wmsOrderList",
+            web::post().to(lingxing::wms_orders),
+        )
+        .route(
+            "/_sim/lingxing/{app_id}/ship",
+            web::post().to(lingxing::post_ship),
         )
         .route("/_sim/consent/decide", web::post().to(consent::decide))
         .route("/_sim/landing", web::get().to(consent::landing))

@@ -41,20 +41,21 @@ pub struct Shop {
 impl Shop {
     /// A shop with `count` orders, updated one minute apart up to now, the same for a name.
     pub fn seeded(name: &str, count: usize) -> Self {
+        let salt = name
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
         let mut shop = Self {
             token: None,
             orders: Vec::new(),
             fulfillments: HashMap::new(),
             webhooks: Vec::new(),
-            next_id: 450_789_469,
+            // Shopify's order ids are unique across shops: each shop its own range.
+            next_id: 450_789_469 + (salt % 1_000) * 1_000_000,
             bucket_level: 0.0,
             limit: DEFAULT_BUCKET,
             bucket_at: Instant::now(),
         };
         let start = Utc::now() - Duration::minutes(count as i64 + 1);
-        let salt = name
-            .bytes()
-            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
         for i in 0..count {
             shop.push_order(
                 start + Duration::minutes(i as i64),
@@ -100,6 +101,11 @@ impl Shop {
             "currency": "USD",
             "financial_status": "paid",
             "total_price": format!("{}.00", price * quantity),
+            "shipping_address": {
+                "name": format!("Buyer {number}"), "address1": format!("{} Rosewood Court", 100 + salt % 900),
+                "address2": null, "city": "Winchester", "province_code": "KY", "zip": "40391",
+                "country_code": "US", "phone": "+1 859 555 0100",
+            },
             "line_items": [{
                 "id": id * 10,
                 "sku": format!("SKU-{}", salt % 50),

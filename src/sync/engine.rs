@@ -7,7 +7,11 @@ use serde_json::Value;
 use super::slots::{VersionKey, VersionSlots};
 use super::streams::{Item, Plan};
 use crate::connectors::ConnectorRegistry;
-use crate::connectors::client::{CallError, ConnectorClient, ErrorClass, Vars};
+use futures_util::StreamExt;
+
+use crate::connectors::client::{
+    BatchOutcome, CallError, ConnectorClient, ErrorClass, ListPage, TokenFault, Vars,
+};
 use crate::connectors::spec::WriteSpec;
 use crate::connectors::versions::Versions;
 use crate::error::{Error, Result};
@@ -242,8 +246,11 @@ impl SyncEngine {
         // The platform refused a token the credential keeper has replaced meanwhile (Shopify
         // revokes the old token when it issues a new one): once more with the new
         // credentials, from the page the run had reached.
-        if matches!(&outcome, Err(e) if e.class == ErrorClass::Auth)
-            && self.credentials_replaced(&used).await
+        // A token synchub obtains itself (Lingxing's) that the platform calls expired is
+        // renewed first, under the connection's token lock, so two workers spend one refresh.
+        if let Err(e) = &outcome
+            && e.class == ErrorClass::Auth
+            && (self.credentials_replaced(&used).await || self.renew_refused(&used, e).await)
             && let Some(latest) = run::Entity::find_by_id(run.id.clone())
                 .one(&self.db)
                 .await
@@ -262,6 +269,54 @@ impl SyncEngine {
                 .await
                 .map(Some),
         }
+    }
+
+    /// After the platform refused a token that synchub obtains itself: renews the tokens of
+    /// the connections whose scheme keeps them (true when they changed), or, when another
+    /// application took the token over, tells ops and leaves it (false).
+    async fn renew_refused(&self, used: &[connection::Model], error: &CallError) -> bool {
+        let Some(fault) = error.token_fault else {
+            return false;
+        };
+        let keeper = match crate::connections::keeper::CredentialKeeper::new(
+            self.db.clone(),
+            self.vault.clone(),
+            self.versions.clone(),
+            self.limiter.clone(),
+            Default::default(),
+            self.http.policy().clone(),
+        ) {
+            Ok(keeper) => keeper.with_clock(self.clock.clone()),
+            Err(err) => {
+                tracing::warn!(error = %err, "no credential keeper for the renewal");
+                return false;
+            }
+        };
+        let mut renewed = false;
+        for row in used {
+            let keeps = self
+                .versions
+                .manifest(&row.tenant_id, &row.connector, row.version.as_deref())
+                .await
+                .ok()
+                .flatten()
+                .and_then(|m| m.auth.as_ref().map(|a| a.keeps_tokens()))
+                .unwrap_or(false);
+            if !keeps {
+                continue;
+            }
+            let done = match fault {
+                TokenFault::Expired => keeper.renew_now(&row.id, &row.credentials_secret_id).await,
+                TokenFault::TakenOver => keeper.report_taken_over(row, error).await.map(|_| false),
+            };
+            match done {
+                Ok(done) => renewed |= done,
+                Err(err) => {
+                    tracing::warn!(connection = %row.id, error = %err, "renewing a refused token")
+                }
+            }
+        }
+        renewed
     }
 
     /// Whether any of these connections' credentials changed since they were read.
@@ -347,17 +402,25 @@ impl SyncEngine {
         }
         let (mut read, mut written) = (run.records_read, run.records_written);
         loop {
-            let mut page = source_client
-                .list_page(plan.list_operation(), &vars, checkpoint.next.as_ref())
-                .await?;
+            let mut page = if plan.reads_whole_list() {
+                ListPage {
+                    records: source_client.list_all(plan.list_operation(), &vars).await?,
+                    next: None,
+                }
+            } else {
+                source_client
+                    .list_page(plan.list_operation(), &vars, checkpoint.next.as_ref())
+                    .await?
+            };
             plan.complete(&source_client, &mut page.records).await?;
-            let items = plan.items(&page.records, &source, &destination)?;
-            read += items.len() as i64;
+            let items = plan.items(&page.records, &source, &destination, source_client.zone())?;
+            let page_read = items.len() as i64;
             let known = self
                 .known_versions(owner, plan.kind(), &items)
                 .await
                 .map_err(internal)?;
-            for item in &items {
+            let by_content = plan.versions_by_content();
+            for item in items.iter().filter(|_| !by_content) {
                 if checkpoint
                     .max_version
                     .as_deref()
@@ -369,24 +432,31 @@ impl SyncEngine {
             // Moved, not copied: the bodies are the page's largest allocation.
             let fresh: Vec<Item> = items
                 .into_iter()
-                .filter(|item| {
-                    known
-                        .get(&item.platform_id)
-                        .is_none_or(|v| v.as_str() < item.version.as_str())
+                .filter(|item| match known.get(&item.platform_id) {
+                    None => true,
+                    Some(v) if by_content => v != &item.version,
+                    Some(v) => v.as_str() < item.version.as_str(),
                 })
                 .collect();
-            let delivered = match plan.write() {
-                None => {
-                    deliver_orders(&destination_client, &fresh).await?;
-                    fresh
-                }
-                Some(write) => {
+            let Delivery { delivered, stopped } = match plan.write() {
+                None => deliver_orders(&destination_client, fresh).await,
+                Some(write) => Delivery::of(
                     self.deliver_templated(&destination_client, write, owner, plan.kind(), fresh)
-                        .await?
-                }
+                        .await,
+                ),
             };
+            // A page that stopped is read again by the retry, which writes only what is not
+            // in the records table yet: it counts as read then, and nothing is committed
+            // now unless part of it was delivered.
+            match &stopped {
+                None => {
+                    read += page_read;
+                    checkpoint.next = page.next.clone();
+                }
+                Some(error) if delivered.is_empty() => return Err(error.clone()),
+                Some(_) => {}
+            }
             written += delivered.len() as i64;
-            checkpoint.next = page.next.clone();
             self.commit_page(
                 owner,
                 plan.kind(),
@@ -400,6 +470,9 @@ impl SyncEngine {
             .map_err(internal)?;
             self.refresh_statistics_as_it_grows(written - delivered.len() as i64, written)
                 .await;
+            if let Some(error) = stopped {
+                return Err(error);
+            }
             if page.next.is_none() {
                 return Ok(());
             }
@@ -449,24 +522,123 @@ impl SyncEngine {
     }
 }
 
-/// Writes orders to the destination: in batches where its connector has a batch operation,
-/// one call per order otherwise. Every order carries its idempotency key either way.
-async fn deliver_orders(destination: &ConnectorClient, orders: &[Item]) -> Result<(), CallError> {
-    if let Some(batch) = destination.batch_spec(BATCH_WRITE) {
-        // Borrowed: the batch call copies each body once, to add its key.
-        let records: Vec<(&Value, &str)> = orders
-            .iter()
-            .map(|item| (&item.stored, item.key.as_str()))
-            .collect();
-        for chunk in records.chunks(batch.max.max(1)) {
-            destination.write_batch(BATCH_WRITE, chunk).await?;
+/// What a page's write delivered, and the error that stopped the rest of it.
+struct Delivery {
+    delivered: Vec<Item>,
+    stopped: Option<CallError>,
+}
+
+impl Delivery {
+    fn of(written: Result<Vec<Item>, CallError>) -> Self {
+        match written {
+            Ok(delivered) => Self {
+                delivered,
+                stopped: None,
+            },
+            Err(error) => Self {
+                delivered: Vec::new(),
+                stopped: Some(error),
+            },
         }
-        return Ok(());
     }
-    for item in orders {
-        destination
-            .write(SINGLE_WRITE, &item.stored, &item.key)
-            .await?;
+}
+
+/// Writes orders to the destination: in batches where its connector has a batch operation
+/// (as many calls in flight as the operation allows), one call per order otherwise. Every
+/// order carries its idempotency key either way. Orders the destination refused one by one,
+/// and whole calls that failed, stop the page: what was delivered is committed, and the
+/// retry sends only the rest.
+async fn deliver_orders(destination: &ConnectorClient, orders: Vec<Item>) -> Delivery {
+    let Some(batch) = destination.batch_spec(BATCH_WRITE) else {
+        let mut delivered = Vec::with_capacity(orders.len());
+        for item in orders {
+            if let Err(error) = destination
+                .write(SINGLE_WRITE, &item.stored, &item.key)
+                .await
+            {
+                return Delivery {
+                    delivered,
+                    stopped: Some(error),
+                };
+            }
+            delivered.push(item);
+        }
+        return Delivery {
+            delivered,
+            stopped: None,
+        };
+    };
+    let size = batch.max.max(1);
+    let mut chunks = Vec::with_capacity(orders.len().div_ceil(size));
+    let mut orders = orders.into_iter().peekable();
+    while orders.peek().is_some() {
+        chunks.push(orders.by_ref().take(size).collect::<Vec<Item>>());
     }
-    Ok(())
+    let outcomes: Vec<(Vec<Item>, Result<BatchOutcome, CallError>)> =
+        futures_util::stream::iter(chunks.into_iter().map(|chunk| async move {
+            let outcome = {
+                // Borrowed: the batch call copies each body once, to add its key.
+                let records: Vec<(&Value, &str)> = chunk
+                    .iter()
+                    .map(|item| (&item.stored, item.key.as_str()))
+                    .collect();
+                destination.write_batch(BATCH_WRITE, &records).await
+            };
+            (chunk, outcome)
+        }))
+        .buffer_unordered(destination.writes_in_flight(BATCH_WRITE))
+        .collect()
+        .await;
+    let mut delivered = Vec::new();
+    let mut refused: Vec<(String, String)> = Vec::new();
+    let mut stopped = None;
+    for (chunk, outcome) in outcomes {
+        match outcome {
+            Ok(outcome) => {
+                let refused_at: std::collections::HashMap<usize, String> =
+                    outcome.refused.into_iter().collect();
+                for (i, item) in chunk.into_iter().enumerate() {
+                    match refused_at.get(&i) {
+                        Some(why) => refused.push((item.platform_id, why.clone())),
+                        None => delivered.push(item),
+                    }
+                }
+            }
+            Err(error) => stopped = stopped.or(Some(error)),
+        }
+    }
+    if stopped.is_none() && !refused.is_empty() {
+        stopped = Some(refusal(destination, &refused, delivered.len()));
+    }
+    Delivery { delivered, stopped }
+}
+
+/// The orders a destination refused, each by its id with the reason: worth retrying (a SKU
+/// the ERP learns, a store that was busy), so a transient class; the run's retries send
+/// only these.
+fn refusal(
+    destination: &ConnectorClient,
+    refused: &[(String, String)],
+    delivered: usize,
+) -> CallError {
+    let listed: Vec<String> = refused
+        .iter()
+        .take(20)
+        .map(|(id, why)| format!("{id} ({why})"))
+        .collect();
+    let more = refused.len().saturating_sub(listed.len());
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    CallError::new(
+        ErrorClass::ServerError,
+        format!(
+            "{} refused {} order(s): {}{more}; {delivered} other(s) were delivered, and the retry sends only the refused ones",
+            destination.manifest().display_name,
+            refused.len(),
+            listed.join(", "),
+        ),
+    )
 }

@@ -8,9 +8,10 @@ use serde_json::{Value, json};
 
 use crate::connectors::client::{CallError, ConnectorClient, ErrorClass, Vars};
 use crate::connectors::spec::{DetailSpec, OrderMapping, ShipmentMapping, StockMapping, WriteSpec};
-use crate::connectors::unified::{Order, map_order, map_shipment, map_stock};
+use crate::connectors::unified::{Order, StockLevel, map_order, map_shipment, map_stock};
 use crate::flows::Stream;
 use crate::store::entities::connection;
+use chrono_tz::Tz;
 
 /// One record on its way: its key and version in the records table, what is stored there,
 /// the values its write takes and the write's idempotency key.
@@ -25,7 +26,8 @@ pub(super) struct Item {
 
 /// A stream bound to its two connectors.
 pub(super) enum Plan {
-    Orders(OrderMapping),
+    /// Boxed: an order mapping is much the largest.
+    Orders(Box<OrderMapping>),
     Stock(StockMapping, WriteSpec),
     Shipments(ShipmentMapping, WriteSpec),
 }
@@ -48,12 +50,12 @@ impl Plan {
                 .ok_or_else(|| unsupported(&to.name, &format!("takes no {kind} writes")))
         };
         Ok(match stream {
-            Stream::Orders => Self::Orders(
+            Stream::Orders => Self::Orders(Box::new(
                 from.mappings
                     .order
                     .clone()
                     .ok_or_else(|| unsupported(&from.name, "maps no orders"))?,
-            ),
+            )),
             Stream::Inventory => Self::Stock(
                 from.mappings
                     .stock
@@ -117,25 +119,40 @@ impl Plan {
         records: &mut [Value],
     ) -> Result<(), CallError> {
         match self {
-            Self::Orders(OrderMapping {
-                detail: Some(detail),
-                ..
-            }) => complete(source, detail, records).await,
+            Self::Orders(mapping) => match &mapping.detail {
+                Some(detail) => complete(source, detail, records).await,
+                None => Ok(()),
+            },
             _ => Ok(()),
         }
     }
 
+    /// Whether a record's version is its content rather than a change time: stock levels
+    /// of an ERP that states none (Lingxing) are written when their quantity differs from
+    /// the one last written, and move no cursor.
+    pub fn versions_by_content(&self) -> bool {
+        matches!(self, Self::Stock(mapping, _) if mapping.updated_at.is_none())
+    }
+
+    /// Whether the list is read whole before anything is written: a SKU listed once per
+    /// warehouse is summed across pages.
+    pub fn reads_whole_list(&self) -> bool {
+        matches!(self, Self::Stock(mapping, _) if mapping.sum_by_sku)
+    }
+
+    /// The page's records as items; `zone` is where the source's local times were written.
     pub fn items(
         &self,
         records: &[Value],
         source: &connection::Model,
         destination: &connection::Model,
+        zone: Tz,
     ) -> Result<Vec<Item>, CallError> {
         match self {
             Self::Orders(mapping) => records
                 .iter()
                 .map(|record| {
-                    let order = map_order(record, mapping)?;
+                    let order = map_order(record, mapping, zone)?;
                     Ok(Item {
                         key: format!("{}:{}:{}", source.id, order.platform_id, order.updated_at),
                         stored: erp_order(source, &order),
@@ -145,25 +162,47 @@ impl Plan {
                     })
                 })
                 .collect(),
-            Self::Stock(mapping, _) => records
-                .iter()
-                .map(|record| {
-                    let level = map_stock(record, mapping)?;
-                    Ok(Item {
-                        key: format!("{}:{}:{}", destination.id, level.sku, level.updated_at),
-                        vars: Vars::new()
-                            .with("sku", level.sku.as_str())
-                            .with("quantity", level.quantity),
-                        stored: json!({"sku": level.sku, "quantity": level.quantity}),
-                        platform_id: level.sku,
-                        version: level.updated_at,
+            Self::Stock(mapping, _) => {
+                let mut levels: Vec<StockLevel> = Vec::with_capacity(records.len());
+                let mut position: HashMap<String, usize> = HashMap::new();
+                for record in records {
+                    let level = map_stock(record, mapping, zone)?;
+                    match position.get(&level.sku).filter(|_| mapping.sum_by_sku) {
+                        Some(&at) => {
+                            let same = &mut levels[at];
+                            same.quantity += level.quantity;
+                            if level.updated_at > same.updated_at {
+                                same.updated_at = level.updated_at;
+                            }
+                        }
+                        None => {
+                            position.insert(level.sku.clone(), levels.len());
+                            levels.push(level);
+                        }
+                    }
+                }
+                Ok(levels
+                    .into_iter()
+                    .map(|mut level| {
+                        if mapping.updated_at.is_none() {
+                            level.updated_at = format!("quantity:{}", level.quantity);
+                        }
+                        Item {
+                            key: format!("{}:{}:{}", destination.id, level.sku, level.updated_at),
+                            vars: Vars::new()
+                                .with("sku", level.sku.as_str())
+                                .with("quantity", level.quantity),
+                            stored: json!({"sku": level.sku, "quantity": level.quantity}),
+                            platform_id: level.sku,
+                            version: level.updated_at,
+                        }
                     })
-                })
-                .collect(),
+                    .collect())
+            }
             Self::Shipments(mapping, _) => {
                 let mut items = Vec::new();
                 for record in records {
-                    let shipment = map_shipment(record, mapping)?;
+                    let shipment = map_shipment(record, mapping, zone)?;
                     // The ERP ships every marketplace's orders; this flow takes its own.
                     if shipment
                         .connection
@@ -192,7 +231,7 @@ impl Plan {
 
 /// The unified order as the ERP receives it.
 fn erp_order(source: &connection::Model, order: &Order) -> Value {
-    json!({
+    let mut stored = json!({
         "source": source.connector,
         "source_connection": source.id,
         "platform_id": order.platform_id,
@@ -203,7 +242,11 @@ fn erp_order(source: &connection::Model, order: &Order) -> Value {
         "created_at": order.created_at,
         "updated_at": order.updated_at,
         "lines": order.lines,
-    })
+    });
+    if let (Some(shipping), Some(object)) = (&order.shipping, stored.as_object_mut()) {
+        object.insert("shipping".into(), json!(shipping));
+    }
+    stored
 }
 
 fn id_of(record: &Value, pointer: &str) -> Option<String> {

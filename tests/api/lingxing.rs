@@ -190,7 +190,9 @@ async fn the_whitelist_and_the_in_flight_cap_answer_as_documented() {
     assert_eq!(refused.class, ErrorClass::Forbidden);
     assert!(
         refused
-            .message
+            .remedy
+            .as_deref()
+            .unwrap_or_default()
             .contains("IP whitelist (设置 > 业务配置 > 全局 > 开放接口)"),
         "{}",
         refused.message

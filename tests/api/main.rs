@@ -19,6 +19,7 @@ mod flows;
 mod idempotency;
 mod input;
 mod lingxing;
+mod lingxing_flows;
 mod ops;
 mod outbound;
 mod platforms;

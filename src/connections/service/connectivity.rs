@@ -10,6 +10,7 @@ use crate::connections::model::NewConnection;
 use crate::connectors::Manifest;
 use crate::connectors::checks::{self, CheckReport, CheckStatus, ShadowReport};
 use crate::connectors::client::ConnectorClient;
+use crate::connectors::token_refresh::RefreshedTokens;
 use crate::error::{Error, Result};
 use crate::ids::TenantId;
 use crate::store::entities::connection;
@@ -28,9 +29,20 @@ impl Connections {
         let manifest = self
             .pinned_manifest(tenant, &row.connector, version.or(row.version.as_deref()))
             .await?;
-        let client = self.client(&row, manifest).await?;
+        let mut client = self.client(&row, manifest).await?;
         let webhook_url = format!("{}/v1/hooks/{}", self.public_url, row.id);
-        let report = checks::run(&client, &self.http, &webhook_url).await;
+        // A check that exchanges the app's credentials (Lingxing) makes the stored token
+        // stop working: it runs under the token lock and stores what it got.
+        let lock = crate::connections::keeper::token_lock(&self.limiter, &row.id).await?;
+        let report = checks::run(&mut client, &self.http, &webhook_url).await;
+        let stored = match client.renewed() {
+            Some(tokens) => self.store_renewed(actor, &row, &client, tokens).await,
+            None => Ok(()),
+        };
+        if let Some(lock) = lock {
+            crate::connections::keeper::unlock(&self.limiter, lock).await;
+        }
+        stored?;
         if !report.passed {
             let failed: Vec<&str> = report
                 .checks
@@ -75,6 +87,66 @@ impl Connections {
         )
         .await?;
         Ok(report)
+    }
+
+    /// Stores the tokens a check obtained in place of the connection's, with their expiry;
+    /// the keeper looks at once and plans their renewal. Nothing is written when the
+    /// credentials were replaced since the check read them.
+    async fn store_renewed(
+        &self,
+        actor: &Actor,
+        row: &connection::Model,
+        client: &ConnectorClient,
+        tokens: &RefreshedTokens,
+    ) -> Result<()> {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        let Some(names) = client.refreshable() else {
+            return Ok(());
+        };
+        let mut expiries = crate::connections::keeper::expiries(row);
+        expiries.insert(names.access_token.into(), tokens.access_expires_at);
+        match tokens.refresh_expires_at {
+            Some(at) => expiries.insert(names.refresh_token.into(), at),
+            None => expiries.remove(names.refresh_token),
+        };
+        let txn = crate::store::begin_write(&self.db).await?;
+        let credentials = serde_json::Value::Object(client.credentials().clone()).to_string();
+        let secret = self.vault.store(&txn, &row.tenant_id, &credentials).await?;
+        let updated = connection::Entity::update_many()
+            .col_expr(connection::Column::CredentialsSecretId, secret.into())
+            .col_expr(
+                connection::Column::CredentialExpiry,
+                Some(serde_json::json!(expiries)).into(),
+            )
+            .col_expr(
+                connection::Column::CredentialsDueAt,
+                Some(self.clock.now()).into(),
+            )
+            .col_expr(connection::Column::CredentialRefreshFailures, 0i64.into())
+            .filter(connection::Column::Id.eq(row.id.clone()))
+            .filter(connection::Column::CredentialsSecretId.eq(row.credentials_secret_id.clone()))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected == 0 {
+            return Ok(());
+        }
+        self.vault
+            .delete(&txn, &row.tenant_id, &row.credentials_secret_id)
+            .await?;
+        audit::record(
+            &txn,
+            actor,
+            Entry {
+                tenant_id: Some(&row.tenant_id),
+                action: "connection.refresh_credentials",
+                resource_type: "connection",
+                resource_id: row.id.as_str(),
+                details: serde_json::json!({"by": "connectivity check", "expiries": expiries}),
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(())
     }
 
     /// A client for a saved connection on `manifest`, with its decrypted credentials.
@@ -126,7 +198,7 @@ impl Connections {
             credentials,
             ..
         } = self.validate(tenant, &input).await?;
-        let client = ConnectorClient::new(
+        let mut client = ConnectorClient::new(
             manifest,
             input.environment.as_str(),
             settings,
@@ -135,7 +207,7 @@ impl Connections {
             self.limiter.clone(),
             self.http.clone(),
         );
-        Ok(checks::run(&client, &self.http, "").await)
+        Ok(checks::run(&mut client, &self.http, "").await)
     }
 
     /// The manifest of the version a connection is to run: the built-in one, or a

@@ -4,10 +4,27 @@
 use serde_json::Value;
 
 use super::ConnectorClient;
-use super::errors::{CallError, ErrorClass};
+use super::errors::{CallError, ErrorClass, TokenFault};
 use crate::connectors::spec::AuthSpec;
-use crate::connectors::{lwa, token_refresh};
+use crate::connectors::{lingxing, lwa, token_refresh};
 use crate::signing::marketplaces as signing;
+
+/// A Lingxing app, owned (the client's credentials may change while it is used).
+struct LingxingApp {
+    base_url: String,
+    app_id: String,
+    app_secret: String,
+}
+
+impl LingxingApp {
+    fn as_app(&self) -> lingxing::App<'_> {
+        lingxing::App {
+            base_url: &self.base_url,
+            app_id: &self.app_id,
+            app_secret: &self.app_secret,
+        }
+    }
+}
 
 /// The credential names a token refresh replaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +161,23 @@ impl ConnectorClient {
                 let value = header(self.credential(access_token)?)?;
                 request.headers_mut().insert("x-tts-access-token", value);
             }
+            Some(AuthSpec::Lingxing {
+                app_id,
+                access_token,
+                ..
+            }) => {
+                // Not there until the keeper or the check has exchanged the AppSecret.
+                let token = self
+                    .credentials
+                    .get(access_token.as_str())
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| {
+                        CallError::new(ErrorClass::Auth, "no Lingxing access token yet")
+                            .with_token_fault(TokenFault::Expired)
+                    })?;
+                lingxing::sign_request(request, self.credential(app_id)?, token, timestamp)?;
+            }
             Some(AuthSpec::AmazonLwa { .. }) => {
                 if let Some(grant) = self.lwa_grant() {
                     let token = lwa::access_token(&self.http, &grant?, self.clock.now()).await?;
@@ -156,10 +190,29 @@ impl ConnectorClient {
         Ok(())
     }
 
-    /// For schemes that exchange credentials for a token (Login with Amazon): forgets the
-    /// cached token and exchanges the credentials again, as a connectivity check must.
+    /// For schemes that exchange credentials for a token (Login with Amazon, Lingxing):
+    /// forgets the cached token and exchanges the credentials again, as a connectivity check
+    /// must. A Lingxing exchange replaces the connection's stored token at the platform, so
+    /// the new pair is kept in the client ([`Self::renewed`]) for the caller to store.
     /// Ok(false) for schemes with nothing to exchange.
-    pub async fn exchange_token(&self) -> Result<bool, CallError> {
+    pub async fn exchange_token(&mut self) -> Result<bool, CallError> {
+        if let Some(AuthSpec::Lingxing {
+            access_token,
+            refresh_token,
+            ..
+        }) = self.manifest.auth.clone()
+        {
+            let tokens = {
+                let app = self.lingxing_app()?;
+                lingxing::exchange(&self.http, &app.as_app(), self.clock.now()).await?
+            };
+            self.credentials
+                .insert(access_token, tokens.access_token.clone().into());
+            self.credentials
+                .insert(refresh_token, tokens.refresh_token.clone().into());
+            self.renewed = Some(tokens);
+            return Ok(true);
+        }
         let Some(grant) = self.lwa_grant() else {
             return Ok(false);
         };
@@ -181,6 +234,14 @@ impl ConnectorClient {
             | Some(AuthSpec::TiktokShop {
                 access_token,
                 refresh_token: Some(refresh_token),
+                ..
+            }) => Some(TokenNames {
+                access_token,
+                refresh_token,
+            }),
+            Some(AuthSpec::Lingxing {
+                access_token,
+                refresh_token,
                 ..
             }) => Some(TokenNames {
                 access_token,
@@ -208,6 +269,12 @@ impl ConnectorClient {
         let Some(names) = self.refreshable() else {
             return Ok(None);
         };
+        if let Some(AuthSpec::Lingxing { .. }) = &self.manifest.auth {
+            return self
+                .renew_lingxing(names.refresh_token, now)
+                .await
+                .map(Some);
+        }
         let refresh_token = self.credential(names.refresh_token)?;
         let refreshed = match &self.manifest.auth {
             Some(AuthSpec::ShopeeV2 {
@@ -259,6 +326,48 @@ impl ConnectorClient {
             _ => return Ok(None),
         };
         Ok(Some(refreshed))
+    }
+
+    /// The AppID, AppSecret and token endpoint of a Lingxing connection.
+    fn lingxing_app(&self) -> Result<LingxingApp, CallError> {
+        let Some(AuthSpec::Lingxing {
+            app_id, app_secret, ..
+        }) = &self.manifest.auth
+        else {
+            return Err(CallError::new(
+                ErrorClass::Config,
+                "not a Lingxing connection",
+            ));
+        };
+        Ok(LingxingApp {
+            base_url: self.base_url()?,
+            app_id: self.credential(app_id)?.to_string(),
+            app_secret: self.credential(app_secret)?.to_string(),
+        })
+    }
+
+    /// A new Lingxing pair: the single-use refresh token spent if the connection has one,
+    /// else (or when Lingxing says it is spent or expired) a fresh exchange.
+    async fn renew_lingxing(
+        &self,
+        refresh_name: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<token_refresh::RefreshedTokens, CallError> {
+        let app = self.lingxing_app()?;
+        let spare = self
+            .credentials
+            .get(refresh_name)
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty());
+        if let Some(spare) = spare {
+            match lingxing::refresh(&self.http, &app.as_app(), spare, now).await {
+                Err(e) if e.token_fault == Some(TokenFault::Expired) => {
+                    tracing::info!(connection = %self.account, "the Lingxing refresh token was spent or expired; exchanging the AppSecret");
+                }
+                other => return other,
+            }
+        }
+        lingxing::exchange(&self.http, &app.as_app(), now).await
     }
 
     /// After the platform refused the credentials: forget a cached token so the next

@@ -60,6 +60,23 @@ pub struct CallError {
     /// It failed while trading credentials for a token (Login with Amazon, a marketplace's
     /// token refresh): alerting tells "the credentials stopped working" from a failed call.
     pub token_exchange: bool,
+    /// The platform refused the access token in a way synchub can mend or must report:
+    /// the engine renews the token once, or names who took it over.
+    pub token_fault: Option<TokenFault>,
+    /// What to do about it, where the platform's answer says more than its class (the
+    /// menu where Lingxing's IP whitelist is).
+    pub remedy: Option<String>,
+}
+
+/// Why a platform refused an access token that synchub obtains itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenFault {
+    /// Missing, expired or not issued yet: a renewal helps.
+    Expired,
+    /// Another application asked for a token on the same app id, which made ours stop
+    /// working (Lingxing keeps one live token per AppID). Renewing would take it back and
+    /// start a tug of war: only the seller can decide.
+    TakenOver,
 }
 
 impl From<OutboundError> for CallError {
@@ -90,7 +107,19 @@ impl CallError {
             class,
             message: message.into(),
             token_exchange: false,
+            token_fault: None,
+            remedy: None,
         }
+    }
+
+    pub fn with_token_fault(mut self, fault: TokenFault) -> Self {
+        self.token_fault = Some(fault);
+        self
+    }
+
+    pub fn with_remedy(mut self, remedy: impl Into<String>) -> Self {
+        self.remedy = Some(remedy.into());
+        self
     }
 
     pub fn in_token_exchange(mut self) -> Self {

@@ -14,8 +14,9 @@ mod transport;
 mod writes;
 
 pub use auth::TokenNames;
-pub use errors::{CallError, ErrorClass, answer_text};
+pub use errors::{CallError, ErrorClass, TokenFault, answer_text};
 pub use pages::{ListPage, NextPage, next_link};
+pub use writes::BatchOutcome;
 
 use super::manifest::Manifest;
 use super::spec::OperationSpec;
@@ -33,6 +34,9 @@ pub struct ConnectorClient {
     http: OutboundClient,
     /// Cached access tokens expire by it.
     clock: crate::clock::Clock,
+    /// Tokens a connectivity check obtained, for the caller to store (a Lingxing exchange
+    /// has made the stored ones stop working).
+    renewed: Option<super::token_refresh::RefreshedTokens>,
 }
 
 impl std::fmt::Debug for ConnectorClient {
@@ -64,7 +68,13 @@ impl ConnectorClient {
             limiter,
             http,
             clock: crate::clock::Clock::system(),
+            renewed: None,
         }
+    }
+
+    /// Tokens this client obtained that replace the stored ones.
+    pub fn renewed(&self) -> Option<&super::token_refresh::RefreshedTokens> {
+        self.renewed.as_ref()
     }
 
     pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {

@@ -35,6 +35,18 @@ impl ConnectorClient {
         let api_path = self.api_path(op, vars)?;
         let mut url = format!("{}{api_path}", self.base_url()?);
         let mut query = self.query(op, vars);
+        let mut body = self.body(op, vars)?;
+        // Where the page's position goes: the query, or the JSON body of a POST list.
+        let mut place = |param: &str, value: u32, in_body: bool| {
+            if in_body {
+                let object = body.get_or_insert_with(|| Value::Object(Default::default()));
+                if let Some(object) = object.as_object_mut() {
+                    object.insert(param.to_string(), Value::from(value));
+                }
+            } else {
+                query.push((param.to_string(), value.to_string()));
+            }
+        };
         match (next, &op.pagination) {
             (Some(NextPage::Url(next_url)), _) => {
                 url = next_url.clone();
@@ -43,15 +55,25 @@ impl ConnectorClient {
             (Some(NextPage::Token(token)), Some(Pagination::Token { param, .. })) => {
                 query.push((param.clone(), token.clone()))
             }
-            (Some(NextPage::Number(n)), Some(Pagination::PageNumber { param, .. })) => {
-                query.push((param.clone(), n.to_string()))
-            }
-            (None, Some(Pagination::PageNumber { param, start, .. })) => {
-                query.push((param.clone(), start.to_string()))
-            }
+            (
+                Some(NextPage::Number(n)),
+                Some(
+                    Pagination::PageNumber { param, in_body, .. }
+                    | Pagination::Offset { param, in_body, .. },
+                ),
+            ) => place(param, *n, *in_body),
+            (
+                None,
+                Some(Pagination::PageNumber {
+                    param,
+                    start,
+                    in_body,
+                    ..
+                }),
+            ) => place(param, *start, *in_body),
+            (None, Some(Pagination::Offset { param, in_body, .. })) => place(param, 0, *in_body),
             _ => {}
         }
-        let body = self.body(op, vars)?;
         let method = op.method.as_reqwest();
         let (headers, body) = self
             .send(op, &api_path, || {
@@ -87,6 +109,13 @@ impl ConnectorClient {
                     _ => *start,
                 };
                 (records.len() as u32 >= *size).then_some(NextPage::Number(current + 1))
+            }
+            Some(Pagination::Offset { size, .. }) => {
+                let current = match next {
+                    Some(NextPage::Number(n)) => *n,
+                    _ => 0,
+                };
+                (records.len() as u32 >= *size).then_some(NextPage::Number(current + *size))
             }
         };
         Ok(ListPage { records, next })

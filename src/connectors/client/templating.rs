@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::ConnectorClient;
 use super::errors::{CallError, ErrorClass};
-use crate::connectors::spec::OperationSpec;
+use crate::connectors::spec::{DEFAULT_LOCAL_ZONE, OperationSpec, TIMEZONE_SETTING};
 use crate::connectors::template;
 use crate::connectors::template::Vars;
 
@@ -50,6 +50,24 @@ impl ConnectorClient {
                     .to_string(),
             ),
             "now_unix" => Some(chrono::Utc::now().timestamp().to_string()),
+            // Days in the connection's zone, for lists filtered by date (Lingxing's
+            // `Y-m-d`); a first run looks back 30 days, what Lingxing lists by default.
+            "cursor_date" => Some(
+                vars.text("cursor")
+                    .and_then(|c| chrono::DateTime::parse_from_rfc3339(&c).ok())
+                    .map(|c| c.with_timezone(&chrono::Utc))
+                    .unwrap_or_else(|| self.clock.now() - chrono::Duration::days(30))
+                    .with_timezone(&self.zone())
+                    .format("%Y-%m-%d")
+                    .to_string(),
+            ),
+            "now_date" => Some(
+                self.clock
+                    .now()
+                    .with_timezone(&self.zone())
+                    .format("%Y-%m-%d")
+                    .to_string(),
+            ),
             _ => self.setting(name),
         }
     }
@@ -84,6 +102,14 @@ impl ConnectorClient {
         })
         .map(Some)
         .map_err(missing)
+    }
+
+    /// The zone the platform's local times are in: the `timezone` setting, else
+    /// Asia/Shanghai (ERPs hosted in China that state no zone).
+    pub fn zone(&self) -> chrono_tz::Tz {
+        self.setting(TIMEZONE_SETTING)
+            .and_then(|name| name.parse().ok())
+            .unwrap_or(DEFAULT_LOCAL_ZONE)
     }
 
     pub fn base_url(&self) -> Result<String, CallError> {

@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use super::ConnectorClient;
 use super::errors::{CallError, ErrorClass, answer_text};
-use crate::connectors::spec::OperationSpec;
+use crate::connectors::lingxing;
+use crate::connectors::spec::{AuthSpec, OperationSpec};
 use crate::ratelimit::Feedback;
 
 /// How many times one call waits out a 429 before giving the error to the run.
@@ -25,6 +26,15 @@ const MAX_TOKEN_WAIT: Duration = Duration::from_secs(120);
 const SLOT_LEASE: Duration = Duration::from_secs(300);
 
 impl ConnectorClient {
+    /// A refusal inside a 200 answer that the scheme's platform words its own way
+    /// (Lingxing's `code`); None for schemes without one.
+    fn answer_refusal(&self, body: &Value) -> Option<Result<(), CallError>> {
+        match &self.manifest.auth {
+            Some(AuthSpec::Lingxing { .. }) => Some(lingxing::answer_data(body).map(|_| ())),
+            _ => None,
+        }
+    }
+
     /// Sends a request, retrying transient failures twice with a short backoff.
     pub(super) async fn send(
         &self,
@@ -58,37 +68,61 @@ impl ConnectorClient {
             .filter(|cap| *cap > 0)
     }
 
-    /// Sends one request within the connection's concurrency cap.
+    /// Sends one request within the connection's cap on requests in flight and the
+    /// operation's own (Lingxing's per-endpoint buckets).
     pub(super) async fn send_once(
         &self,
         op: &OperationSpec,
         api_path: &str,
         build: &impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<(reqwest::header::HeaderMap, Value), CallError> {
-        let Some(cap) = self.concurrency_cap() else {
-            return self.send_metered(op, api_path, build).await;
+        let connection_slot = match self.concurrency_cap() {
+            Some(cap) => Some(
+                self.slot(&format!("{}:{}", self.manifest.name, self.account), cap)
+                    .await?,
+            ),
+            None => None,
         };
-        let limiter_error = |e: crate::error::Error| {
-            CallError::new(ErrorClass::Config, format!("rate limiter: {e}"))
+        let operation_slot = match op.concurrency.filter(|cap| *cap > 0) {
+            Some(cap) => {
+                let key = format!("{}:{}:{}", self.manifest.name, self.account, op.path);
+                match self.slot(&key, cap).await {
+                    Ok(slot) => Some(slot),
+                    Err(err) => {
+                        self.release(connection_slot).await;
+                        return Err(err);
+                    }
+                }
+            }
+            None => None,
         };
-        let key = format!("{}:{}", self.manifest.name, self.account);
-        let slot = self
-            .limiter
-            .acquire(&key, cap, SLOT_LEASE, MAX_TOKEN_WAIT)
+        let outcome = self.send_metered(op, api_path, build).await;
+        self.release(operation_slot).await;
+        self.release(connection_slot).await;
+        outcome
+    }
+
+    /// One of `cap` slots of `key`, shared by every worker and process.
+    async fn slot(&self, key: &str, cap: u32) -> Result<crate::ratelimit::Slot, CallError> {
+        self.limiter
+            .acquire(key, cap, SLOT_LEASE, MAX_TOKEN_WAIT)
             .await
-            .map_err(limiter_error)?
+            .map_err(|e| CallError::new(ErrorClass::Config, format!("rate limiter: {e}")))?
             .ok_or_else(|| {
                 CallError::new(
                     ErrorClass::RateLimited,
-                    "every concurrent-request slot of the connection stayed busy",
+                    "every slot for requests in flight stayed busy",
                 )
-            })?;
-        let outcome = self.send_metered(op, api_path, build).await;
-        // A release that fails leaves the slot to expire with its lease.
-        if let Err(err) = self.limiter.release(slot).await {
+            })
+    }
+
+    /// A release that fails leaves the slot to expire with its lease.
+    async fn release(&self, slot: Option<crate::ratelimit::Slot>) {
+        if let Some(slot) = slot
+            && let Err(err) = self.limiter.release(slot).await
+        {
             tracing::warn!(error = %err, "could not release a concurrency slot");
         }
-        outcome
     }
 
     /// Sends one request through the shared bucket, waiting out 429s as the platform asks.
@@ -173,6 +207,17 @@ impl ConnectorClient {
                     )
                 })?
             };
+            if let Some(Err(refusal)) = self.answer_refusal(&body) {
+                // Lingxing's bucket was full after all (another tool on the AppID): wait as
+                // for a 429.
+                if refusal.class == ErrorClass::RateLimited && throttled < MAX_THROTTLE_WAITS {
+                    throttled += 1;
+                    metrics::counter!("synchub_platform_throttled_total", "connector" => self.manifest.name.clone()).increment(1);
+                    tokio::time::sleep(Duration::from_millis(250 << throttled.min(4))).await;
+                    continue;
+                }
+                return Err(refusal);
+            }
             if let Some(failure) = op.errors.iter().find_map(|e| e.failure(&body)) {
                 let text: String = failure.to_string().chars().take(300).collect();
                 return Err(CallError::new(

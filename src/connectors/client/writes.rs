@@ -5,7 +5,10 @@ use sha2::{Digest, Sha256};
 
 use super::ConnectorClient;
 use super::errors::{CallError, ErrorClass};
-use crate::connectors::spec::{BatchSpec, Method};
+use std::collections::{HashMap, HashSet};
+
+use crate::connectors::lingxing;
+use crate::connectors::spec::{BatchFormat, BatchSpec, Method};
 use crate::connectors::template::Vars;
 
 impl ConnectorClient {
@@ -72,13 +75,27 @@ impl ConnectorClient {
         self.manifest().operations.get(operation)?.batch.as_ref()
     }
 
+    /// How many calls of a write may be in flight at once from one run: the operation's
+    /// own cap, else the connection's, else one.
+    pub fn writes_in_flight(&self, operation: &str) -> usize {
+        self.manifest()
+            .operations
+            .get(operation)
+            .and_then(|op| op.concurrency)
+            .or_else(|| self.concurrency_cap())
+            .unwrap_or(1)
+            .max(1) as usize
+    }
+
     /// Writes records in one call of a batch operation. Each record carries its own key;
     /// the call's idempotency key covers the whole batch, so a retried batch is a replay.
+    /// A platform that takes or refuses each record on its own (Lingxing) reports the
+    /// refused ones in the outcome; the rest were delivered.
     pub async fn write_batch(
         &self,
         operation: &str,
         records: &[(&Value, &str)],
-    ) -> Result<Value, CallError> {
+    ) -> Result<BatchOutcome, CallError> {
         let op = self.operation(operation)?;
         let batch = op.batch.as_ref().ok_or_else(|| {
             CallError::new(
@@ -87,11 +104,17 @@ impl ConnectorClient {
             )
         })?;
         let mut digest = Sha256::new();
+        for (_, key) in records {
+            digest.update(key.as_bytes());
+            digest.update([0u8]);
+        }
+        let key = hex::encode(digest.finalize());
+        if batch.format == BatchFormat::LingxingOrders {
+            return self.write_lingxing_orders(operation, records, &key).await;
+        }
         let items: Vec<Value> = records
             .iter()
             .map(|(record, key)| {
-                digest.update(key.as_bytes());
-                digest.update([0u8]);
                 let mut record = (*record).clone();
                 if let (Some(field), Some(object)) = (&batch.item_key, record.as_object_mut()) {
                     object.insert(field.clone(), Value::String(key.to_string()));
@@ -100,7 +123,90 @@ impl ConnectorClient {
             })
             .collect();
         let body = serde_json::json!({ batch.field.clone(): items });
-        let key = hex::encode(digest.finalize());
-        self.write(operation, &body, &key).await
+        self.write(operation, &body, &key).await?;
+        Ok(BatchOutcome::default())
     }
+
+    /// Orders into a Lingxing custom-platform store: the orders Lingxing refuses are
+    /// looked up by their `platform_order_no` (`find_orders`), and those the store already
+    /// holds (a retried call, a crash after the call) count as delivered; Lingxing does not
+    /// document the wording of a duplicate's refusal, so the store is asked instead.
+    async fn write_lingxing_orders(
+        &self,
+        operation: &str,
+        records: &[(&Value, &str)],
+        key: &str,
+    ) -> Result<BatchOutcome, CallError> {
+        let platform_code = self
+            .setting("platform_code")
+            .and_then(|code| code.parse::<i64>().ok())
+            .unwrap_or(lingxing::CUSTOM_PLATFORM_CODE);
+        let orders: Vec<Value> = records.iter().map(|(r, _)| lingxing::order(r)).collect();
+        let body = serde_json::json!({
+            "platform_code": platform_code,
+            "store_id": self.required_setting("store_id")?,
+            "orders": orders,
+        });
+        let answer = self.write(operation, &body, key).await?;
+        let answer = lingxing::create_answer(&answer["data"])?;
+        let number = |record: &Value| {
+            record
+                .get("platform_id")
+                .and_then(crate::connectors::template::as_text)
+                .unwrap_or_default()
+        };
+        let created: HashSet<&str> = answer.created.iter().map(String::as_str).collect();
+        let mut unconfirmed: Vec<String> = records
+            .iter()
+            .map(|(r, _)| number(r))
+            .filter(|n| !created.contains(n.as_str()))
+            .collect();
+        if unconfirmed.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        let held = match self.manifest().operations.contains_key(FIND_ORDERS) {
+            true => {
+                let page = self
+                    .list_page(
+                        FIND_ORDERS,
+                        &Vars::new().with("platform_order_nos", unconfirmed.clone()),
+                        None,
+                    )
+                    .await?;
+                lingxing::listed_order_numbers(&page.records)
+            }
+            false => HashSet::new(),
+        };
+        unconfirmed.retain(|n| !held.contains(n));
+        let why: HashMap<&str, &str> = answer
+            .refused
+            .iter()
+            .map(|(n, m)| (n.as_str(), m.as_str()))
+            .collect();
+        let refused = records
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (record, _))| {
+                let n = number(record);
+                unconfirmed.contains(&n).then(|| {
+                    let message = why
+                        .get(n.as_str())
+                        .copied()
+                        .unwrap_or("missing from Lingxing's answer");
+                    (i, message.to_string())
+                })
+            })
+            .collect();
+        Ok(BatchOutcome { refused })
+    }
+}
+
+/// The operation that finds orders a Lingxing store holds by platform order number.
+const FIND_ORDERS: &str = "find_orders";
+
+/// What a batch write did with its records: the ones the platform refused (by position in
+/// the batch, with its reason); every other record was delivered.
+#[derive(Debug, Default, PartialEq)]
+pub struct BatchOutcome {
+    pub refused: Vec<(usize, String)>,
 }

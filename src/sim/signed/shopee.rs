@@ -189,7 +189,9 @@ pub async fn shopee_order_detail(state: web::Data<SimState>, req: HttpRequest) -
                 .collect();
             json!({"order_sn": id.replace('-', ""), "order_status": "READY_TO_SHIP", "currency": "SGD",
                    "total_amount": order_total_cents(id) as f64 / 100.0, "create_time": at.timestamp(), "update_time": at.timestamp(),
-                   "item_list": items})
+                   "item_list": items,
+                   "recipient_address": {"name": "Tan Wei", "phone": "6591234567", "town": "", "district": "", "city": "Singapore",
+                                         "state": "", "region": "SG", "zipcode": "238859", "full_address": "1 Orchard Road, #01-01"}})
         })
         .collect();
     shopee_ok(json!({ "order_list": list }))

@@ -5,9 +5,12 @@
 //! whitelist (3001002, when switched on) and the cap on requests in flight per endpoint
 //! (3001008). Business answers are HTTP 200 with `code` 0 or the error code.
 //!
-//! `PUT /_sim/lingxing` {token_seconds, ip_refused, hold_ms, advance_seconds}: token
-//! lifetime (7,199 s), the whitelist refusing us, how long each business call takes (so
-//! calls overlap), and how far the platform's clock runs ahead.
+//! `PUT /_sim/lingxing` {token_seconds, ip_refused, hold_ms, advance_seconds, refuse_orders}:
+//! token lifetime (7,199 s), the whitelist refusing us, how long each business call takes (so
+//! calls overlap), how far the platform's clock runs ahead, and how many of the next orders
+//! pushed are refused once ("system busy": a partial batch failure). Orders, the store
+//! lookup and shipped-out orders are in `orders.rs`; `POST /_sim/lingxing/{app_id}/ship`
+//! {count} ships orders the AppID's stores hold.
 
 use std::collections::HashMap;
 use std::time::Duration as StdDuration;
@@ -22,10 +25,19 @@ use super::SimState;
 use super::signed::{param, query_pairs};
 use crate::signing;
 
+mod orders;
+pub use orders::{create_orders, find_orders, post_ship, wms_orders};
+
 /// "sign的有效期为 2 分钟".
 const SIGN_LIFETIME_SECONDS: i64 = 120;
-/// The inventory details page states a bucket of 1.
-const INVENTORY_CAPACITY: usize = 1;
+
+/// Each endpoint's token bucket, as its page states it (newInstructions §5).
+fn capacity(path: &str) -> usize {
+    match path.trim_start_matches("/lingxing") {
+        "/pb/mp/order/v2/create" | "/pb/mp/order/v2/list" => 10,
+        _ => 1,
+    }
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -34,6 +46,21 @@ pub struct Switches {
     pub ip_refused: bool,
     pub hold_ms: u64,
     pub advance_seconds: i64,
+    pub refuse_orders: u32,
+}
+
+/// What the simulated Lingxing counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub exchanges: u64,
+    pub refreshes: u64,
+    /// Calls answered 3001008 (an endpoint's bucket was empty).
+    pub too_frequent: u64,
+    pub orders_created: u64,
+    /// Pushed orders refused because the store held their platform order number.
+    pub duplicates_refused: u64,
+    /// Pushed orders refused by the `refuse_orders` switch.
+    pub refused_busy: u64,
 }
 
 #[derive(Default)]
@@ -50,15 +77,41 @@ pub struct Lingxing {
     switches: Switches,
     pub exchanges: u64,
     pub refreshes: u64,
+    /// Calls answered 3001008 because the endpoint's bucket was empty.
+    pub too_frequent: u64,
+    /// Orders, by (AppID, store id, platform order no), and what happened to pushes.
+    orders: orders::Store,
 }
 
 impl Lingxing {
-    fn now(&self) -> DateTime<Utc> {
+    pub(super) fn now(&self) -> DateTime<Utc> {
         Utc::now() + Duration::seconds(self.switches.advance_seconds)
     }
 
     pub fn set(&mut self, switches: Switches) {
+        self.orders.refuse = switches.refuse_orders;
         self.switches = switches;
+    }
+
+    /// What the simulated Lingxing counted.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            exchanges: self.exchanges,
+            refreshes: self.refreshes,
+            too_frequent: self.too_frequent,
+            orders_created: self.orders.created,
+            duplicates_refused: self.orders.duplicates,
+            refused_busy: self.orders.refused_busy,
+        }
+    }
+
+    pub fn orders(&self, app: &str) -> Vec<Value> {
+        self.orders.orders(app)
+    }
+
+    pub fn ship(&mut self, app: &str, count: usize) -> Vec<Value> {
+        let now = self.now();
+        self.orders.ship(app, count, now)
     }
 
     pub fn register(&mut self, apps: HashMap<String, String>) {
@@ -97,7 +150,7 @@ impl Lingxing {
     }
 }
 
-fn fail(code: &str, message: &str) -> HttpResponse {
+pub(super) fn fail(code: &str, message: &str) -> HttpResponse {
     let numeric: Value = code.parse::<i64>().map(Value::from).unwrap_or(json!(code));
     HttpResponse::Ok().json(
         json!({"code": numeric, "message": message, "data": Value::Null,
@@ -261,27 +314,23 @@ impl Drop for InFlight<'_> {
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct InventoryQuery {
-    offset: usize,
-    length: Option<usize>,
-}
-
-/// `POST /erp/sc/routing/data/local_inventory/inventoryDetails`: the AppID's warehouse
-/// stock (`product_valid_num` available), as the simulated ERP account named by the AppID
-/// holds it.
-pub async fn inventory_details(
-    state: web::Data<SimState>,
-    req: HttpRequest,
-    body: web::Bytes,
-) -> HttpResponse {
-    let app = match verified(&state, &req, &body) {
-        Ok(app) => app,
-        Err(refused) => return refused,
-    };
-    let Some(_slot) = InFlight::take(&state, &app, req.path(), INVENTORY_CAPACITY) else {
-        return fail("3001008", "request too frequent");
+/// A business call's prologue: faults, the signature and token, the endpoint's bucket and
+/// the call's duration. The AppID and the slot (held until the answer is made), or the
+/// refusal to answer with.
+async fn admitted<'a>(
+    state: &'a SimState,
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<(String, InFlight<'a>), HttpResponse> {
+    if let Some(fault) = super::inject(state).await {
+        return Err(fault);
+    }
+    let app = verified(state, req, body)?;
+    let Some(slot) = InFlight::take(state, &app, req.path(), capacity(req.path())) else {
+        if let Ok(mut lingxing) = state.lingxing.lock() {
+            lingxing.too_frequent += 1;
+        }
+        return Err(fail("3001008", "request too frequent"));
     };
     let hold = state
         .lingxing
@@ -291,20 +340,60 @@ pub async fn inventory_details(
     if hold > 0 {
         tokio::time::sleep(StdDuration::from_millis(hold)).await;
     }
+    Ok((app, slot))
+}
+
+/// A success answer with its `data`, as every business API words it.
+fn ok(data: Value, total: Option<usize>) -> HttpResponse {
+    let mut answer = json!({"code": 0, "message": "success", "error_details": [], "data": data,
+                            "request_id": uuid::Uuid::now_v7().simple().to_string()});
+    if let (Some(total), Some(object)) = (total, answer.as_object_mut()) {
+        object.insert("total".into(), total.into());
+    }
+    HttpResponse::Ok().json(answer)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct InventoryQuery {
+    offset: usize,
+    length: Option<usize>,
+    wid: String,
+}
+
+/// `POST /erp/sc/routing/data/local_inventory/inventoryDetails`: the AppID's warehouse
+/// stock (`product_valid_num` available) in warehouse 1, as the simulated ERP account named
+/// by the AppID holds it.
+pub async fn inventory_details(
+    state: web::Data<SimState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let (app, _slot) = match admitted(&state, &req, &body).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
+    };
     let query: InventoryQuery = serde_json::from_slice(&body).unwrap_or_default();
     let length = query.length.unwrap_or(20);
     if length == 0 || length > 800 {
         return fail("102", "invalid parameter: length must be 1 to 800");
     }
-    let levels = state.erp_stock(&app);
+    let warehouses: Vec<&str> = query
+        .wid
+        .split(',')
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .collect();
+    let levels = if warehouses.is_empty() || warehouses.contains(&"1") {
+        state.erp_stock(&app)
+    } else {
+        Vec::new()
+    };
     let page: Vec<Value> = levels
         .iter()
         .skip(query.offset)
         .take(length)
         .map(|(sku, units)| json!({"wid": 1, "sku": sku, "product_valid_num": units, "product_total": units, "product_lock_num": 0}))
         .collect();
-    HttpResponse::Ok().json(
-        json!({"code": 0, "message": "success", "data": page, "total": levels.len(),
-                                   "request_id": uuid::Uuid::now_v7().simple().to_string()}),
-    )
+    ok(Value::Array(page), Some(levels.len()))
 }
