@@ -2,7 +2,9 @@
 //! starts the platform simulator and the full service (API, scheduler, workers) on a scratch
 //! SQLite database, creates a tenant, two simulated Shopify stores, a simulated Amazon
 //! seller and an ERP, an orders flow from each store every 10 seconds, and keeps adding
-//! orders to the stores while a table shows them reaching the ERP.
+//! orders to the stores while a table shows them reaching the ERP. A third store sends its
+//! orders into simulated Lingxing, which ships some every few seconds; a shipments flow
+//! brings the tracking numbers back to the store as fulfillments.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,9 @@ use crate::sim::signed::{AppRegistration, LwaClient};
 use crate::startup::Role;
 
 const STORES: [&str; 2] = ["demo-us", "demo-eu"];
+/// The store whose ERP is (simulated) Lingxing, and the AppID it uses.
+const LINGXING_STORE: &str = "demo-lx";
+const LINGXING_APP: &str = "ak_DEMOLINGXING1";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -24,6 +29,45 @@ pub struct DemoArgs {
     /// Stop after this many seconds (0: run until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     seconds: u64,
+}
+
+/// A Shopify store whose orders go into simulated Lingxing every 10 seconds, and whose
+/// shipments come back from it every 10 seconds.
+async fn lingxing_flows(api: &ApiSession, sim: &str) -> anyhow::Result<()> {
+    let shop = api
+        .post(
+            "/v1/connections",
+            json!({"name": "Shopify demo-lx", "connector": "shopify", "environment": "production",
+                   "settings": {"shop_domain": format!("{LINGXING_STORE}.myshopify.com"),
+                                "location_id": "gid://shopify/Location/655441491",
+                                "base_url": format!("{sim}/shopify/{LINGXING_STORE}")},
+                   "credentials": {"access_token": "shpat_simulated_0123456789"}}),
+        )
+        .await?;
+    let lingxing = api
+        .post(
+            "/v1/connections",
+            json!({"name": "Lingxing", "connector": "lingxing", "environment": "production",
+                   "settings": {"base_url": format!("{sim}/lingxing"), "store_id": "110283406273996288"},
+                   "credentials": {"app_id": LINGXING_APP, "app_secret": "demo-lingxing-secret"}}),
+        )
+        .await?;
+    for (stream, source, destination) in [
+        ("orders", &shop, &lingxing),
+        ("shipments", &lingxing, &shop),
+    ] {
+        let flow = api
+            .post(
+                "/v1/flows",
+                json!({"name": format!("{stream} {LINGXING_STORE}"), "stream": stream,
+                       "source": source["id"], "destination": destination["id"],
+                       "schedule": {"every_seconds": 10}}),
+            )
+            .await?;
+        let id = flow["id"].as_str().context("flow id")?;
+        api.post(&format!("/v1/flows/{id}/run"), json!({})).await?;
+    }
+    Ok(())
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -37,9 +81,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             refresh_token: "Atzr|demo-seller".into(),
         },
     );
+    apps.lingxing
+        .insert(LINGXING_APP.into(), "demo-lingxing-secret".into());
     sim.state.register_apps(apps);
     let database = ScratchDatabase::create("sqlite", "").await?;
     let api = ApiSession::start(&database, Role::All, &[]).await?;
+    lingxing_flows(&api, &sim.address).await?;
     let mut flows = Vec::new();
     for store in STORES {
         let flow = api
@@ -135,6 +182,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 ".".repeat(width - filled)
             );
         }
+        // Lingxing ships a few of the orders it holds every 5 seconds.
+        if elapsed.as_secs().is_multiple_of(5) {
+            sim.state.ship_lingxing_orders(LINGXING_APP, 3);
+        }
+        let in_lingxing = sim.state.lingxing_orders(LINGXING_APP).len();
+        let fulfilled = sim.state.shop_fulfillments(LINGXING_STORE).len();
+        println!(
+            "\n{LINGXING_STORE}: {} orders in the store, {in_lingxing} in Lingxing, {fulfilled} shipped back with tracking",
+            sim.state.shop_order_count(LINGXING_STORE)
+        );
         let stats = sim.state.stats();
         println!(
             "\nsimulator: {} requests, {} answered 429, {} orders written, {} duplicate writes",

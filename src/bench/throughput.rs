@@ -1,7 +1,9 @@
 //! Throughput: one orders flow moves N orders from simulated Shopify (rate limits lifted on
 //! both sides) into the simulated ERP and the store, through the real runtime and engine.
 //! Reports orders per second from the run request to the run's success, and checks that
-//! every order arrived once.
+//! every order arrived once. With `--destination lingxing` the ERP is simulated Lingxing,
+//! answering in `--answer-ms` with its in-flight cap of 10 kept: the physical limit is then
+//! 10 calls per answer time, times the orders per call, and the report gives the ratio.
 
 use std::time::{Duration, Instant};
 
@@ -30,7 +32,22 @@ pub struct ThroughputBenchArgs {
     database: String,
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
     postgres_url: String,
+    /// generic-rest-erp or lingxing.
+    #[arg(long, default_value = "generic-rest-erp")]
+    destination: String,
+    /// How long simulated Lingxing takes to answer a call, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    answer_ms: u64,
+    /// Keep rate limits and slots in this Redis instead of the database.
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// Orders per Lingxing create call (the manifest's 50 unless given): 1 measures how
+    /// well the 10 calls in flight are kept busy.
+    #[arg(long)]
+    orders_per_call: Option<usize>,
 }
+
+const LINGXING_APP: &str = "ak_BENCHLINGXING";
 
 /// The built-in registry with every rate limit of these connectors lifted.
 fn unlimited(names: &[&str]) -> anyhow::Result<ConnectorRegistry> {
@@ -46,6 +63,45 @@ fn unlimited(names: &[&str]) -> anyhow::Result<ConnectorRegistry> {
     Ok(registry)
 }
 
+/// A flow from the simulated store into simulated Lingxing answering in `answer_ms`.
+async fn lingxing_flow(
+    api: &ApiSession,
+    sim: &Simulator,
+    answer_ms: u64,
+) -> anyhow::Result<String> {
+    let mut apps = crate::sim::signed::AppRegistration::default();
+    apps.lingxing
+        .insert(LINGXING_APP.into(), "bench-lingxing-secret".into());
+    sim.state.register_apps(apps);
+    sim.state.set_lingxing(crate::sim::LingxingSwitches {
+        hold_ms: answer_ms,
+        ..Default::default()
+    });
+    let shop = api
+        .post(
+            "/v1/connections",
+            json!({"name": "Shopify", "connector": "shopify", "environment": "production",
+                   "settings": {"shop_domain": format!("{STORE}.myshopify.com"), "base_url": format!("{}/shopify/{STORE}", sim.address)},
+                   "credentials": {"access_token": "shpat_simulated_0123456789"}}),
+        )
+        .await?;
+    let lingxing = api
+        .post(
+            "/v1/connections",
+            json!({"name": "Lingxing", "connector": "lingxing", "environment": "production",
+                   "settings": {"base_url": format!("{}/lingxing", sim.address), "store_id": "1"},
+                   "credentials": {"app_id": LINGXING_APP, "app_secret": "bench-lingxing-secret"}}),
+        )
+        .await?;
+    let flow = api
+        .post(
+            "/v1/flows",
+            json!({"name": "orders into Lingxing", "stream": "orders", "source": shop["id"], "destination": lingxing["id"]}),
+        )
+        .await?;
+    Ok(flow["id"].as_str().context("flow id")?.to_string())
+}
+
 pub async fn run(args: ThroughputBenchArgs) -> anyhow::Result<()> {
     crate::install_crypto_provider();
     let seeding = Instant::now();
@@ -53,16 +109,41 @@ pub async fn run(args: ThroughputBenchArgs) -> anyhow::Result<()> {
     sim.state.set_shop_limit(STORE, 1e9, 1e9);
     let database = ScratchDatabase::create(&args.database, &args.postgres_url).await?;
     let api = ApiSession::start(&database, Role::Api, &[]).await?;
-    let flow = api.orders_flow(&sim.address, STORE, json!({})).await?;
+    let lingxing = args.destination == "lingxing";
+    anyhow::ensure!(
+        lingxing || args.destination == "generic-rest-erp",
+        "--destination is generic-rest-erp or lingxing"
+    );
+    let flow = if lingxing {
+        lingxing_flow(&api, &sim, args.answer_ms).await?
+    } else {
+        api.orders_flow(&sim.address, STORE, json!({})).await?
+    };
     let db = database.connect().await?;
     let settings = database.settings(&[])?;
-    let registry = unlimited(&["shopify", "generic-rest-erp"])?;
+    // Lingxing's in-flight caps stay: they are what this measures against.
+    let mut registry = unlimited(&["shopify", "generic-rest-erp", "lingxing"])?;
+    if let Some(size) = args.orders_per_call {
+        let mut manifest = (*registry.get("lingxing").context("lingxing")?).clone();
+        if let Some(batch) = manifest
+            .operations
+            .get_mut("create_orders")
+            .and_then(|op| op.batch.as_mut())
+        {
+            batch.max = size.max(1);
+        }
+        registry = registry.with_manifest(manifest);
+    }
     let engine = SyncEngine::new(
         db.clone(),
         Vault::new(resolve_master_key(&settings)?),
         std::sync::Arc::new(registry),
         crate::netpolicy::OutboundPolicy::allowing_private(),
     )?;
+    let engine = match &args.redis_url {
+        Some(url) => engine.with_limiter(crate::ratelimit::RateLimiter::redis(url).await?),
+        None => engine,
+    };
     let signal = RunsSignal::new();
     let shutdown = CancellationToken::new();
     let options = RuntimeOptions {
@@ -107,8 +188,43 @@ pub async fn run(args: ThroughputBenchArgs) -> anyhow::Result<()> {
         .filter(record::Column::Kind.eq("order"))
         .count(&db)
         .await?;
-    let in_erp = sim.state.erp_orders(STORE).len();
+    let in_erp = if lingxing {
+        sim.state.lingxing_orders(LINGXING_APP).len()
+    } else {
+        sim.state.erp_orders(STORE).len()
+    };
     let stats = sim.state.stats();
+    if lingxing {
+        let lx = sim.state.lingxing_stats();
+        let per_call = lx.orders_created as f64 / lx.create_calls.max(1) as f64;
+        let limit = 10.0 / (args.answer_ms.max(1) as f64 / 1000.0) * per_call;
+        let rate = written as f64 / elapsed;
+        println!(
+            "\nthroughput on {}: {} orders, simulated Shopify -> store -> simulated Lingxing ({} ms an answer, 10 in flight)\n",
+            args.database, args.orders, args.answer_ms
+        );
+        println!(
+            "| database | orders | seconds | orders/s | create calls | orders per call | limit (orders/s) | ratio | refused as too frequent | in Lingxing |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        println!(
+            "| {} | {written} | {elapsed:.2} | {rate:.0} | {} | {per_call:.1} | {limit:.0} | {:.2} | {} | {in_erp} |",
+            args.database,
+            lx.create_calls,
+            rate / limit,
+            lx.too_frequent
+        );
+        anyhow::ensure!(
+            written as usize == args.orders && in_erp == args.orders,
+            "not every order arrived once"
+        );
+        shutdown.cancel();
+        let _ = runtime.await;
+        db.close().await?;
+        database.remove().await?;
+        sim.stop().await;
+        return Ok(());
+    }
     println!(
         "\nthroughput on {}: {} orders, simulated Shopify -> store -> simulated ERP (batch writes)\n",
         args.database, args.orders

@@ -120,6 +120,23 @@ pub fn lint_operations(manifest: &Manifest) -> Vec<FieldError> {
             ));
         }
     }
+    for (name, op) in &manifest.operations {
+        if let Some(confirm) = &op.confirm
+            && !has_operation(&confirm.operation)
+        {
+            problems.push(FieldError::new(
+                format!("operations.{name}.confirm.operation"),
+                format!("{} is not an operation", confirm.operation),
+            ));
+        }
+        let gateway = matches!(manifest.auth, Some(super::spec::AuthSpec::Mabang { .. }));
+        if gateway && op.action.is_none() {
+            problems.push(FieldError::new(
+                format!("operations.{name}.action"),
+                "a gateway operation names its action",
+            ));
+        }
+    }
     if let Some(auth) = &manifest.auth {
         for credential in auth.credentials() {
             if !manifest.credentials.iter().any(|f| f.name == credential) {

@@ -7,6 +7,7 @@ pub mod client;
 pub mod lingxing;
 mod lint;
 pub mod lwa;
+pub mod mabang;
 mod manifest;
 mod registry;
 pub mod spec;

@@ -29,6 +29,7 @@ const BUILT_IN: &[(&str, &str)] = &[
         "lingxing.toml",
         include_str!("../../connectors/lingxing.toml"),
     ),
+    ("mabang.toml", include_str!("../../connectors/mabang.toml")),
 ];
 
 #[derive(Debug, Clone)]

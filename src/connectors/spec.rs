@@ -54,6 +54,9 @@ pub enum AuthSpec {
         /// A setting that overrides the token endpoint (the simulator).
         endpoint_setting: Option<String>,
     },
+    /// Mabang's gateway: every call is one POST of `{"api": <action>, "appkey", "data":
+    /// <the operation's body>, "timestamp"}`, signed in `Authorization` (`connectors::mabang`).
+    Mabang { app_key: String, app_secret: String },
     /// Lingxing OpenAPI: the AppID and AppSecret are exchanged for an access token (2 hours)
     /// that the credential keeper stores and renews with its single-use refresh token, or
     /// with a fresh exchange; every call is signed (`connectors::lingxing`).
@@ -115,6 +118,10 @@ impl AuthSpec {
                 access_token,
                 refresh_token,
             } => vec![app_id, app_secret, access_token, refresh_token],
+            Self::Mabang {
+                app_key,
+                app_secret,
+            } => vec![app_key, app_secret],
         }
     }
 
@@ -223,6 +230,37 @@ pub struct OperationSpec {
     /// Most calls of this operation in flight per connection, across every worker and
     /// process (Lingxing's per-endpoint token buckets, which refill when a call ends).
     pub concurrency: Option<u32>,
+    /// The gateway's action for this operation, where one URL serves every call (Mabang's
+    /// `api`).
+    pub action: Option<String>,
+    /// How a record is shaped for this write (unified as it is by default).
+    #[serde(default)]
+    pub format: RecordFormat,
+    /// A write the platform carries out later: poll this until it says done.
+    pub confirm: Option<ConfirmSpec>,
+}
+
+/// The body of a single-record write.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordFormat {
+    #[default]
+    Unified,
+    /// Mabang's `order-do-create-order` data (`connectors::mabang::order`).
+    MabangOrder,
+}
+
+/// How an asynchronous write is confirmed: `operation` is called with the record's id in
+/// `id_field` of its body until the value at one of `done` equals `done_value`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmSpec {
+    pub operation: String,
+    pub id_field: String,
+    /// JSON pointers tried in turn: the first present decides.
+    pub done: Vec<String>,
+    #[schema(value_type = Object)]
+    pub done_value: serde_json::Value,
 }
 
 /// A failure reported in a successful HTTP answer: the value at `pointer` is an error when
@@ -288,7 +326,8 @@ pub enum Pagination {
     LinkHeader,
     /// A token in the body sent back as a parameter (Amazon `NextToken`, ERP cursors).
     Token { response: String, param: String },
-    /// Page numbers from `start`, until a page comes back short or empty.
+    /// Page numbers from `start`, until a page comes back short or empty, or, with
+    /// `pages`, until the page count the answer states there.
     PageNumber {
         param: String,
         start: u32,
@@ -296,6 +335,7 @@ pub enum Pagination {
         /// The page number goes in the JSON body, not the query (Lingxing's POST lists).
         #[serde(default)]
         in_body: bool,
+        pages: Option<String>,
     },
     /// An offset of records from 0 in steps of `size`, until a page comes back short.
     Offset {

@@ -32,6 +32,11 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
 pub struct Checkpoint {
     pub next: Option<NextPage>,
     pub max_version: Option<String>,
+    /// Records of the current page sent to a platform that carries writes out later
+    /// (Mabang's orders), not confirmed yet: a restart asks after them instead of sending
+    /// them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub awaiting: Vec<String>,
 }
 
 impl Checkpoint {

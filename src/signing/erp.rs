@@ -8,6 +8,11 @@
 //! keyed by the AppID. Not stated there, taken from the third-party SDK
 //! SongKehao/lingxing-sdk: the ciphertext is Base64, and nested body values are signed as
 //! compact JSON text with sorted keys. The caller URL-encodes the result (a query value).
+//!
+//! Mabang (马帮) gateway: `Authorization` = hex(HMAC-SHA256(developer secret, the exact body
+//! text)), as every public client does it (Go, Node, PHP clients; a Bun test checks it
+//! against the doc site's stock-get-stock-quantity example, which `mabang_sign_matches...`
+//! repeats).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -32,6 +37,11 @@ pub fn lingxing(app_id: &str, params: &[(String, String)]) -> Option<String> {
         .encrypt_padded_b2b::<Pkcs7>(digest.as_bytes(), &mut buffer)
         .ok()?;
     Some(STANDARD.encode(sealed))
+}
+
+/// Mabang's `Authorization` over the exact body text that is sent.
+pub fn mabang(secret: &str, body: &[u8]) -> String {
+    hex::encode(super::hmac_sha256(secret.as_bytes(), &[body]))
 }
 
 /// A JSON body's top-level fields as Lingxing signs them: text as is, numbers and booleans
@@ -129,6 +139,16 @@ mod tests {
                 ("orders", r#"[{"a":{"b":true,"y":"x"},"z":1}]"#),
                 ("store_id", "1")
             ])
+        );
+    }
+
+    /// The doc site's example, as a public client's test quotes it (search id 54588284561).
+    #[test]
+    fn mabang_sign_matches_the_published_example() {
+        let body = br#"{"api":"stock-get-stock-quantity","appkey":"201501","data":{},"timestamp":1779176045}"#;
+        assert_eq!(
+            mabang("2c11c34624d660dfae3ba7aa42e5cde2", body),
+            "2b5899e3232fb98803f7ff4dedf8a3941ea8b36f1308d8435a407478a2f177a9"
         );
     }
 

@@ -15,6 +15,7 @@
 //!
 //! - the platforms' consent pages and code trades (`consent`), for connect links;
 //! - Lingxing's OpenAPI at `{addr}/lingxing` (`lingxing`): tokens, signatures, caps.
+//! - Mabang's gateway at `{addr}/mabang/api/v2` (`mabang`): body signatures, asynchronous orders.
 //!
 //! Control: `PUT /_sim/consent` {deny, refuse, timeout, advance_seconds, ...},
 //! `PUT /_sim/faults` {error_rate, latency_ms, timeout_rate, malformed_rate,
@@ -30,7 +31,9 @@ pub mod catalogue;
 mod chat;
 pub mod consent;
 mod lingxing;
+mod mabang;
 pub use lingxing::{Stats as LingxingStats, Switches as LingxingSwitches};
+pub use mabang::{Stats as MabangStats, Switches as MabangSwitches};
 mod erp;
 mod shopify;
 pub mod signed;
@@ -106,6 +109,7 @@ pub struct SimState {
     tokens: Mutex<tokens::ShopTokens>,
     consents: Mutex<consent::Consents>,
     lingxing: Mutex<lingxing::Lingxing>,
+    mabang: Mutex<mabang::Mabang>,
 }
 
 impl SimState {
@@ -123,6 +127,7 @@ impl SimState {
             tokens: Mutex::new(tokens::ShopTokens::default()),
             consents: Mutex::new(consent::Consents::default()),
             lingxing: Mutex::new(lingxing::Lingxing::default()),
+            mabang: Mutex::new(mabang::Mabang::default()),
         }
     }
 
@@ -158,6 +163,9 @@ impl SimState {
         if let Ok(mut lingxing) = self.lingxing.lock() {
             lingxing.register(std::mem::take(&mut registration.lingxing));
         }
+        if let Ok(mut mabang) = self.mabang.lock() {
+            mabang.register(std::mem::take(&mut registration.mabang));
+        }
         if let Ok(mut consents) = self.consents.lock() {
             consents.register(consent);
         }
@@ -178,6 +186,26 @@ impl SimState {
         if let Ok(mut lingxing) = self.lingxing.lock() {
             lingxing.set(switches);
         }
+    }
+
+    /// Sets what the simulated Mabang does (polls before an order is created, its clock).
+    pub fn set_mabang(&self, switches: MabangSwitches) {
+        if let Ok(mut mabang) = self.mabang.lock() {
+            mabang.set(switches);
+        }
+    }
+
+    /// What the simulated Mabang counted: creates, checks, refusals.
+    pub fn mabang_stats(&self) -> MabangStats {
+        self.mabang.lock().map(|m| m.stats()).unwrap_or_default()
+    }
+
+    /// The orders an app key's Mabang account holds, each with whether it is created.
+    pub fn mabang_orders(&self, app_key: &str) -> Vec<(serde_json::Value, bool)> {
+        self.mabang
+            .lock()
+            .map(|m| m.orders(app_key))
+            .unwrap_or_default()
     }
 
     /// Lingxing token exchanges and refreshes answered.
@@ -587,6 +615,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/lingxing/erp/sc/routing/wms/order/wmsOrderList",
             web::post().to(lingxing::wms_orders),
         )
+        .route("/_sim/mabang", web::put().to(mabang::put_switches))
+        .route("/mabang/api/v2", web::post().to(mabang::gateway))
         .route(
             "/_sim/lingxing/{app_id}/ship",
             web::post().to(lingxing::post_ship),

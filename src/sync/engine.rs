@@ -2,15 +2,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
-use serde_json::Value;
 
 use super::slots::{VersionKey, VersionSlots};
 use super::streams::{Item, Plan};
 use crate::connectors::ConnectorRegistry;
-use futures_util::StreamExt;
 
 use crate::connectors::client::{
-    BatchOutcome, CallError, ConnectorClient, ErrorClass, ListPage, TokenFault, Vars,
+    CallError, ConnectorClient, ErrorClass, ListPage, TokenFault, Vars,
 };
 use crate::connectors::spec::WriteSpec;
 use crate::connectors::versions::Versions;
@@ -23,9 +21,7 @@ use crate::runs::{self, Checkpoint, Claimed, RunReport};
 use crate::store::entities::{connection, flow, run};
 use crate::vault::Vault;
 
-/// The destination operations an orders flow writes with: the batch one where declared.
-const BATCH_WRITE: &str = "create_orders";
-const SINGLE_WRITE: &str = "create_order";
+use super::delivery::{Delivery, SINGLE_WRITE, await_confirmed, deliver_orders, submit_confirmed};
 
 /// How long a run waits before it is handed over again when its version's slots are busy.
 const DEFER_WHILE_BUSY: chrono::Duration = chrono::Duration::seconds(1);
@@ -439,6 +435,29 @@ impl SyncEngine {
                 })
                 .collect();
             let Delivery { delivered, stopped } = match plan.write() {
+                None if destination_client.confirm_spec(SINGLE_WRITE).is_some() => {
+                    // Created later by the platform: what was sent is kept in the checkpoint
+                    // first, so a restart polls for it instead of sending it again.
+                    match submit_confirmed(&destination_client, fresh, &mut checkpoint).await {
+                        Err(stopped) => stopped,
+                        Ok((awaiting, sent)) => {
+                            if sent {
+                                self.commit_page(
+                                    owner,
+                                    plan.kind(),
+                                    run,
+                                    &[],
+                                    &checkpoint,
+                                    read,
+                                    written,
+                                )
+                                .await
+                                .map_err(internal)?;
+                            }
+                            await_confirmed(&destination_client, awaiting, &mut checkpoint).await
+                        }
+                    }
+                }
                 None => deliver_orders(&destination_client, fresh).await,
                 Some(write) => Delivery::of(
                     self.deliver_templated(&destination_client, write, owner, plan.kind(), fresh)
@@ -520,125 +539,4 @@ impl SyncEngine {
         }
         Ok(delivered)
     }
-}
-
-/// What a page's write delivered, and the error that stopped the rest of it.
-struct Delivery {
-    delivered: Vec<Item>,
-    stopped: Option<CallError>,
-}
-
-impl Delivery {
-    fn of(written: Result<Vec<Item>, CallError>) -> Self {
-        match written {
-            Ok(delivered) => Self {
-                delivered,
-                stopped: None,
-            },
-            Err(error) => Self {
-                delivered: Vec::new(),
-                stopped: Some(error),
-            },
-        }
-    }
-}
-
-/// Writes orders to the destination: in batches where its connector has a batch operation
-/// (as many calls in flight as the operation allows), one call per order otherwise. Every
-/// order carries its idempotency key either way. Orders the destination refused one by one,
-/// and whole calls that failed, stop the page: what was delivered is committed, and the
-/// retry sends only the rest.
-async fn deliver_orders(destination: &ConnectorClient, orders: Vec<Item>) -> Delivery {
-    let Some(batch) = destination.batch_spec(BATCH_WRITE) else {
-        let mut delivered = Vec::with_capacity(orders.len());
-        for item in orders {
-            if let Err(error) = destination
-                .write(SINGLE_WRITE, &item.stored, &item.key)
-                .await
-            {
-                return Delivery {
-                    delivered,
-                    stopped: Some(error),
-                };
-            }
-            delivered.push(item);
-        }
-        return Delivery {
-            delivered,
-            stopped: None,
-        };
-    };
-    let size = batch.max.max(1);
-    let mut chunks = Vec::with_capacity(orders.len().div_ceil(size));
-    let mut orders = orders.into_iter().peekable();
-    while orders.peek().is_some() {
-        chunks.push(orders.by_ref().take(size).collect::<Vec<Item>>());
-    }
-    let outcomes: Vec<(Vec<Item>, Result<BatchOutcome, CallError>)> =
-        futures_util::stream::iter(chunks.into_iter().map(|chunk| async move {
-            let outcome = {
-                // Borrowed: the batch call copies each body once, to add its key.
-                let records: Vec<(&Value, &str)> = chunk
-                    .iter()
-                    .map(|item| (&item.stored, item.key.as_str()))
-                    .collect();
-                destination.write_batch(BATCH_WRITE, &records).await
-            };
-            (chunk, outcome)
-        }))
-        .buffer_unordered(destination.writes_in_flight(BATCH_WRITE))
-        .collect()
-        .await;
-    let mut delivered = Vec::new();
-    let mut refused: Vec<(String, String)> = Vec::new();
-    let mut stopped = None;
-    for (chunk, outcome) in outcomes {
-        match outcome {
-            Ok(outcome) => {
-                let refused_at: std::collections::HashMap<usize, String> =
-                    outcome.refused.into_iter().collect();
-                for (i, item) in chunk.into_iter().enumerate() {
-                    match refused_at.get(&i) {
-                        Some(why) => refused.push((item.platform_id, why.clone())),
-                        None => delivered.push(item),
-                    }
-                }
-            }
-            Err(error) => stopped = stopped.or(Some(error)),
-        }
-    }
-    if stopped.is_none() && !refused.is_empty() {
-        stopped = Some(refusal(destination, &refused, delivered.len()));
-    }
-    Delivery { delivered, stopped }
-}
-
-/// The orders a destination refused, each by its id with the reason: worth retrying (a SKU
-/// the ERP learns, a store that was busy), so a transient class; the run's retries send
-/// only these.
-fn refusal(
-    destination: &ConnectorClient,
-    refused: &[(String, String)],
-    delivered: usize,
-) -> CallError {
-    let listed: Vec<String> = refused
-        .iter()
-        .take(20)
-        .map(|(id, why)| format!("{id} ({why})"))
-        .collect();
-    let more = refused.len().saturating_sub(listed.len());
-    let more = if more > 0 {
-        format!(" and {more} more")
-    } else {
-        String::new()
-    };
-    CallError::new(
-        ErrorClass::ServerError,
-        format!(
-            "{} refused {} order(s): {}{more}; {delivered} other(s) were delivered, and the retry sends only the refused ones",
-            destination.manifest().display_name,
-            refused.len(),
-            listed.join(", "),
-        ),
-    )
 }

@@ -3,6 +3,7 @@
 //! idempotency keys), and checkpoints after each page in one transaction with the records it
 //! covers, so a run that dies resumes at the page it was on and delivers nothing twice.
 
+mod delivery;
 mod engine;
 mod records;
 mod slots;

@@ -20,6 +20,7 @@ mod idempotency;
 mod input;
 mod lingxing;
 mod lingxing_flows;
+mod mabang;
 mod ops;
 mod outbound;
 mod platforms;

@@ -108,12 +108,13 @@ async fn scopes_are_enforced(backend: Backend) {
             "amazon-sp-api",
             "generic-rest-erp",
             "lingxing",
+            "mabang",
             "shopee",
             "shopify",
             "tiktok-shop"
         ]
     );
-    let shopify = &connectors["data"][4];
+    let shopify = &connectors["data"][5];
     assert_eq!(shopify["settings"][0]["name"], "shop_domain");
     assert_eq!(shopify["credentials"][0]["name"], "access_token");
     assert_eq!(shopify["webhook_scheme"], "shopify_hmac");

@@ -6,7 +6,8 @@ use serde_json::Value;
 use super::ConnectorClient;
 use super::errors::{CallError, ErrorClass, TokenFault};
 use crate::connectors::spec::AuthSpec;
-use crate::connectors::{lingxing, lwa, token_refresh};
+use crate::connectors::{lingxing, lwa, mabang, token_refresh};
+use crate::signing::erp as signing_erp;
 use crate::signing::marketplaces as signing;
 
 /// A Lingxing app, owned (the client's credentials may change while it is used).
@@ -65,10 +66,12 @@ impl ConnectorClient {
     /// API path, the final query and the body, with a fresh timestamp each time it is sent.
     /// The API path is the operation's, not the URL's: a base URL may carry a prefix (a
     /// proxy, the simulator) that the platform never sees.
+    /// `action` is the gateway action of the call, for schemes with one URL (Mabang).
     pub(super) async fn authenticate(
         &self,
         request: &mut reqwest::Request,
         api_path: &str,
+        action: Option<&str>,
     ) -> Result<(), CallError> {
         // Marked sensitive, so no debug output of the request shows them.
         let header = |value: &str| {
@@ -177,6 +180,36 @@ impl ConnectorClient {
                             .with_token_fault(TokenFault::Expired)
                     })?;
                 lingxing::sign_request(request, self.credential(app_id)?, token, timestamp)?;
+            }
+            Some(AuthSpec::Mabang {
+                app_key,
+                app_secret,
+            }) => {
+                let action = action.ok_or_else(|| {
+                    CallError::new(ErrorClass::Config, "a Mabang operation needs its action")
+                })?;
+                let data = match request.body().and_then(|b| b.as_bytes()) {
+                    Some(bytes) if !bytes.is_empty() => {
+                        serde_json::from_slice(bytes).map_err(|e| {
+                            CallError::new(
+                                ErrorClass::Config,
+                                format!("a Mabang body must be JSON: {e}"),
+                            )
+                        })?
+                    }
+                    _ => Value::Null,
+                };
+                let body = mabang::envelope(action, self.credential(app_key)?, data, timestamp);
+                let sign = signing_erp::mabang(self.credential(app_secret)?, &body);
+                *request.method_mut() = reqwest::Method::POST;
+                *request.body_mut() = Some(body.into());
+                request.headers_mut().insert(
+                    reqwest::header::CONTENT_TYPE,
+                    reqwest::header::HeaderValue::from_static("application/json"),
+                );
+                request
+                    .headers_mut()
+                    .insert(reqwest::header::AUTHORIZATION, header(&sign)?);
             }
             Some(AuthSpec::AmazonLwa { .. }) => {
                 if let Some(grant) = self.lwa_grant() {

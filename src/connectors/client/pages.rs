@@ -103,12 +103,21 @@ impl ConnectorClient {
                 .and_then(Value::as_str)
                 .filter(|t| !t.is_empty())
                 .map(|t| NextPage::Token(t.to_string())),
-            Some(Pagination::PageNumber { start, size, .. }) => {
+            Some(Pagination::PageNumber {
+                start, size, pages, ..
+            }) => {
                 let current = match next {
                     Some(NextPage::Number(n)) => *n,
                     _ => *start,
                 };
-                (records.len() as u32 >= *size).then_some(NextPage::Number(current + 1))
+                let more = match pages {
+                    Some(pointer) => body
+                        .pointer(pointer)
+                        .and_then(|p| p.as_u64().or_else(|| p.as_str()?.parse().ok()))
+                        .is_some_and(|count| u64::from(current) < count),
+                    None => records.len() as u32 >= *size,
+                };
+                more.then_some(NextPage::Number(current + 1))
             }
             Some(Pagination::Offset { size, .. }) => {
                 let current = match next {

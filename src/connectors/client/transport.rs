@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use super::ConnectorClient;
 use super::errors::{CallError, ErrorClass, answer_text};
-use crate::connectors::lingxing;
 use crate::connectors::spec::{AuthSpec, OperationSpec};
+use crate::connectors::{lingxing, mabang};
 use crate::ratelimit::Feedback;
 
 /// How many times one call waits out a 429 before giving the error to the run.
@@ -31,6 +31,7 @@ impl ConnectorClient {
     fn answer_refusal(&self, body: &Value) -> Option<Result<(), CallError>> {
         match &self.manifest.auth {
             Some(AuthSpec::Lingxing { .. }) => Some(lingxing::answer_data(body).map(|_| ())),
+            Some(AuthSpec::Mabang { .. }) => Some(mabang::check_answer(body)),
             _ => None,
         }
     }
@@ -149,7 +150,8 @@ impl ConnectorClient {
             let mut request = build().build().map_err(|e| {
                 CallError::new(ErrorClass::Config, format!("building the request: {e}"))
             })?;
-            self.authenticate(&mut request, api_path).await?;
+            self.authenticate(&mut request, api_path, op.action.as_deref())
+                .await?;
             // The guard's errors carry no URL: a signed query carries the access token.
             let response = self.http.execute(request).await?;
             let status = response.status();

@@ -7,9 +7,9 @@ use super::ConnectorClient;
 use super::errors::{CallError, ErrorClass};
 use std::collections::{HashMap, HashSet};
 
-use crate::connectors::lingxing;
-use crate::connectors::spec::{BatchFormat, BatchSpec, Method};
+use crate::connectors::spec::{BatchFormat, BatchSpec, ConfirmSpec, Method, RecordFormat};
 use crate::connectors::template::Vars;
+use crate::connectors::{lingxing, mabang};
 
 impl ConnectorClient {
     /// A write with an idempotency key, so that a retried call is a no-op at the platform.
@@ -47,10 +47,11 @@ impl ConnectorClient {
         let url = format!("{}{api_path}", self.base_url()?);
         let query = self.query(op, vars);
         let templated = match body {
+            Some(record) if op.format == RecordFormat::MabangOrder => Some(mabang::order(record)),
             Some(_) => None,
             None => self.body(op, vars)?,
         };
-        let body = body.or(templated.as_ref());
+        let body = templated.as_ref().or(body);
         let method = match op.method {
             Method::Get => reqwest::Method::POST,
             other => other.as_reqwest(),
@@ -68,6 +69,38 @@ impl ConnectorClient {
             })
             .await?;
         Ok(response)
+    }
+
+    /// How `operation`'s writes are confirmed, for platforms that carry them out later.
+    pub fn confirm_spec(&self, operation: &str) -> Option<&ConfirmSpec> {
+        self.manifest().operations.get(operation)?.confirm.as_ref()
+    }
+
+    /// Asks whether the platform has carried out the write of record `id` yet.
+    pub async fn confirmed(&self, operation: &str, id: &str) -> Result<bool, CallError> {
+        let confirm = self.confirm_spec(operation).ok_or_else(|| {
+            CallError::new(
+                ErrorClass::Config,
+                format!("{operation} is not confirmed later"),
+            )
+        })?;
+        let id = match self.operation(operation)?.format {
+            RecordFormat::MabangOrder => mabang::platform_order_id(id),
+            RecordFormat::Unified => id.to_string(),
+        };
+        let body = serde_json::json!({ confirm.id_field.clone(): id });
+        let answer = self
+            .send_write(&confirm.operation, &Vars::new(), Some(&body), "")
+            .await?;
+        Ok(confirm
+            .done
+            .iter()
+            .find_map(|pointer| answer.pointer(pointer))
+            .is_some_and(|value| {
+                value == &confirm.done_value
+                    || crate::connectors::template::as_text(value)
+                        == crate::connectors::template::as_text(&confirm.done_value)
+            }))
     }
 
     /// The batch shape of `operation`, if the connector declares one.

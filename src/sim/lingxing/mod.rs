@@ -57,6 +57,8 @@ pub struct Stats {
     /// Calls answered 3001008 (an endpoint's bucket was empty).
     pub too_frequent: u64,
     pub orders_created: u64,
+    /// Calls of the order create endpoint that were admitted.
+    pub create_calls: u64,
     /// Pushed orders refused because the store held their platform order number.
     pub duplicates_refused: u64,
     /// Pushed orders refused by the `refuse_orders` switch.
@@ -100,6 +102,7 @@ impl Lingxing {
             refreshes: self.refreshes,
             too_frequent: self.too_frequent,
             orders_created: self.orders.created,
+            create_calls: self.orders.create_calls,
             duplicates_refused: self.orders.duplicates,
             refused_busy: self.orders.refused_busy,
         }

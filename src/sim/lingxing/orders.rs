@@ -29,6 +29,7 @@ pub struct Store {
     /// Sales outbound orders, in the order they were shipped.
     outbound: Vec<(String, Value)>,
     pub created: u64,
+    pub create_calls: u64,
     pub duplicates: u64,
     pub refused_busy: u64,
     /// How many of the next orders are refused once.
@@ -159,6 +160,7 @@ pub async fn create_orders(
         return HttpResponse::InternalServerError().finish();
     };
     let store = &mut lingxing.orders;
+    store.create_calls += 1;
     let (mut success, mut errors) = (Vec::new(), Vec::new());
     for order in create.orders {
         let number = order["platform_order_no"]

@@ -63,6 +63,9 @@ pub struct AppRegistration {
     /// Lingxing AppID -> AppSecret.
     #[serde(default)]
     pub lingxing: HashMap<String, String>,
+    /// Mabang app key -> developer secret.
+    #[serde(default)]
+    pub mabang: HashMap<String, String>,
     /// The apps the consent pages know (Shopify, Amazon, TikTok services).
     #[serde(flatten)]
     pub consent: crate::sim::consent::ConsentApps,
