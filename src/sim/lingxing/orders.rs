@@ -90,34 +90,28 @@ impl Store {
     }
 }
 
-/// Lingxing's required fields of an order, and of each item (`CreateOrdersV2.md`).
-fn missing_field(order: &Value) -> Option<&'static str> {
+/// Lingxing's required fields of an order, and of each item (`CreateOrdersV2.md`): the
+/// first one missing, as the refusal names it.
+fn missing_field(order: &Value) -> Option<String> {
     let empty = |field: &str| {
         order
             .get(field)
             .and_then(|v| v.as_str())
             .is_none_or(|v| v.trim().is_empty())
     };
-    for field in [
+    let required = [
         "platform_order_no",
         "receiver_country_code",
         "receiver_name",
         "city",
         "address_line1",
-    ] {
-        if empty(field) {
-            return Some(match field {
-                "platform_order_no" => "platform_order_no is required",
-                "receiver_country_code" => "receiver_country_code is required",
-                "receiver_name" => "receiver_name is required",
-                "city" => "city is required",
-                _ => "address_line1 is required",
-            });
-        }
+    ];
+    if let Some(field) = required.into_iter().find(|field| empty(field)) {
+        return Some(format!("{field} is required"));
     }
     let items = order.get("items").and_then(Value::as_array);
     if items.is_none_or(|items| items.is_empty()) {
-        return Some("items is required");
+        return Some("items is required".into());
     }
     let bad_item = items.into_iter().flatten().any(|item| {
         let sku = item.get("sku").or_else(|| item.get("msku"));
@@ -128,7 +122,7 @@ fn missing_field(order: &Value) -> Option<&'static str> {
                 .is_none_or(|q| q <= 0)
             || item.get("unit_price").is_none()
     });
-    bad_item.then_some("items need sku or msku, a positive quantity and unit_price")
+    bad_item.then(|| "items need sku or msku, a positive quantity and unit_price".into())
 }
 
 #[derive(Deserialize)]
@@ -169,7 +163,7 @@ pub async fn create_orders(
             .to_string();
         let key = (app.clone(), create.store_id.clone(), number.clone());
         let refusal = if let Some(why) = missing_field(&order) {
-            Some(why.to_string())
+            Some(why)
         } else if store.orders.contains_key(&key) {
             store.duplicates += 1;
             Some(format!("平台单号 {number} 已存在"))
