@@ -50,13 +50,36 @@ pub async fn load_credentials<C: ConnectionTrait>(
     vault: &Vault,
     row: &connection::Model,
 ) -> Result<Map<String, Value>> {
-    let text = vault
+    let text = match vault
         .load(db, &row.tenant_id, &row.credentials_secret_id)
-        .await?;
+        .await
+    {
+        Ok(text) => text,
+        // Whoever replaces credentials (the keeper, a rotation, a check's token exchange)
+        // deletes the old secret in the transaction that points the row at the new one: a
+        // row read just before that names a secret that is gone, so read the current one.
+        Err(err) => match current_secret(db, row).await? {
+            Some(current) if current != row.credentials_secret_id => {
+                vault.load(db, &row.tenant_id, &current).await?
+            }
+            _ => return Err(err),
+        },
+    };
     serde_json::from_str(text.expose()).map_err(|_| {
         Error::Internal(anyhow::anyhow!(
             "credentials of {} are not a JSON object",
             row.id
         ))
     })
+}
+
+async fn current_secret<C: ConnectionTrait>(
+    db: &C,
+    row: &connection::Model,
+) -> Result<Option<crate::ids::SecretId>> {
+    use sea_orm::EntityTrait;
+    Ok(connection::Entity::find_by_id(row.id.clone())
+        .one(db)
+        .await?
+        .map(|now| now.credentials_secret_id))
 }

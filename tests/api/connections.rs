@@ -290,3 +290,41 @@ async fn unreadable_credentials_fail_loudly(backend: Backend) {
     assert_eq!(problem["code"], "internal", "{problem}");
 }
 on_both_backends!(unreadable_credentials_fail_loudly);
+
+/// A connection row read just before its credentials were replaced names a secret that is
+/// gone (the replacement deletes it): its credentials still load, the new ones. Without
+/// this a worker that read the row a moment before the keeper renewed a token died with a
+/// configuration error.
+async fn credentials_replaced_after_the_row_was_read_still_load(backend: Backend) {
+    use sea_orm::EntityTrait;
+    use synchub::store::entities::connection;
+    let app = TestApp::spawn(backend).await;
+    let (_, token) = app.tenant_with_token(&["read", "write"]).await;
+    let created = app
+        .connection(&token, shopify_connection("US", "replaced-secret-1"))
+        .await;
+    let id = synchub::ids::ConnectionId::parse(created["id"].as_str().unwrap()).unwrap();
+    let stale = connection::Entity::find_by_id(id.clone())
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let (status, body) = app
+        .put(
+            &format!("/v1/connections/{id}/credentials"),
+            &token,
+            json!({"credentials": {"access_token": "shpat_replaced_while_read"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let vault = app.vault();
+    let old = vault
+        .load(&app.db, &stale.tenant_id, &stale.credentials_secret_id)
+        .await;
+    assert!(old.is_err(), "the old secret was deleted");
+    let credentials = synchub::connections::load_credentials(&app.db, &vault, &stale)
+        .await
+        .unwrap();
+    assert_eq!(credentials["access_token"], "shpat_replaced_while_read");
+}
+on_both_backends!(credentials_replaced_after_the_row_was_read_still_load);
