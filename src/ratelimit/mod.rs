@@ -4,12 +4,17 @@
 //! when a token is there, or a Lua script), so two processes can never both spend the last
 //! token. The platform's own answers correct the bucket: a lower advertised rate, a call
 //! counter, a `Retry-After`. Beside the buckets, a cap on the requests in flight per
-//! connection: leased slots, so a dead process's slot frees itself.
+//! connection: leased slots, so a dead process's slot frees itself. A slot freed in this
+//! process wakes one of its waiters at once; waiters poll too, for slots other processes free.
 
 mod database;
 mod redis;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use sea_orm::DatabaseConnection;
 
@@ -80,6 +85,10 @@ enum Store {
 #[derive(Clone)]
 pub struct RateLimiter {
     store: Store,
+    /// Per slot key, the signal a release in this process gives its waiters.
+    freed: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    /// A slot waiter's first pause and the longest it backs off to between polls.
+    polling: (Duration, Duration),
 }
 
 /// Time this process's calls spent waiting for rate-limit tokens, in milliseconds.
@@ -97,16 +106,35 @@ fn now_ms() -> i64 {
 impl RateLimiter {
     /// Buckets and slots in the database (the default).
     pub fn new(db: DatabaseConnection) -> Self {
-        Self {
-            store: Store::Database(database::Buckets::new(db)),
-        }
+        Self::on(Store::Database(database::Buckets::new(db)))
     }
 
     /// Buckets and slots in Redis (`rate_limits.redis_url`).
     pub async fn redis(url: &str) -> anyhow::Result<Self> {
-        Ok(Self {
-            store: Store::Redis(redis::Buckets::connect(url).await?),
-        })
+        Ok(Self::on(Store::Redis(redis::Buckets::connect(url).await?)))
+    }
+
+    fn on(store: Store) -> Self {
+        Self {
+            store,
+            freed: Arc::default(),
+            polling: (Duration::from_millis(5), Duration::from_millis(200)),
+        }
+    }
+
+    /// Polls for slots other processes free at `first`, backing off to `ceiling` (tests make
+    /// it long to see that a release in this process needs no poll).
+    pub fn with_polling(mut self, first: Duration, ceiling: Duration) -> Self {
+        self.polling = (first, ceiling);
+        self
+    }
+
+    fn freed(&self, key: &str) -> Arc<Notify> {
+        let mut freed = self
+            .freed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        freed.entry(key.to_string()).or_default().clone()
     }
 
     /// Takes one token from `key`, creating the bucket full on first use.
@@ -171,7 +199,8 @@ impl RateLimiter {
         }))
     }
 
-    /// Waits for a slot until `deadline` passes.
+    /// Waits for a slot until `deadline` passes: woken by a release in this process, and
+    /// polling (backing off to 200 ms) for releases elsewhere.
     pub async fn acquire(
         &self,
         key: &str,
@@ -180,24 +209,36 @@ impl RateLimiter {
         deadline: Duration,
     ) -> Result<Option<Slot>> {
         let started = std::time::Instant::now();
-        let mut pause = Duration::from_millis(5);
+        let freed = self.freed(key);
+        let (mut pause, ceiling) = self.polling;
         loop {
+            // Listen before trying, so a release between the try and the wait is not missed.
+            let notified = freed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             if let Some(slot) = self.try_acquire(key, cap, lease).await? {
                 return Ok(Some(slot));
             }
-            if started.elapsed() + pause > deadline {
+            let left = deadline.saturating_sub(started.elapsed());
+            if left.is_zero() {
                 return Ok(None);
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(200));
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(pause.min(left)) => {
+                    pause = (pause * 2).min(ceiling);
+                }
+            }
         }
     }
 
     pub async fn release(&self, slot: Slot) -> Result<()> {
-        match &self.store {
+        let released = match &self.store {
             Store::Database(buckets) => buckets.release(&slot).await,
             Store::Redis(buckets) => buckets.release(&slot).await,
-        }
+        };
+        self.freed(&slot.key).notify_one();
+        released
     }
 }
 

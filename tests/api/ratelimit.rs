@@ -283,3 +283,44 @@ async fn a_dead_holders_slot_frees_itself(store: Store) {
     assert!(taken.is_some(), "the expired lease was taken over");
 }
 on_every_store!(a_dead_holders_slot_frees_itself);
+
+/// A slot freed in this process goes to a waiter of this process at once, not at its next
+/// poll: with polls an hour apart, the waiter still has the slot as soon as it is released.
+/// (Slots freed by other processes are found by polling, as above.)
+async fn a_freed_slot_wakes_its_waiter(store: Store) {
+    let Processes {
+        limiters: [limiter, _],
+        prefix,
+        _database: _kept,
+    } = processes(store).await;
+    let hour = Duration::from_secs(3600);
+    let limiter = limiter.with_polling(hour, hour);
+    let key = format!("{prefix}erp:con_3");
+    let held = limiter
+        .try_acquire(&key, 1, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("the only slot");
+    let mut waiter = tokio::spawn({
+        let (limiter, key) = (limiter.clone(), key.clone());
+        async move {
+            limiter
+                .acquire(&key, 1, Duration::from_secs(30), hour)
+                .await
+        }
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), &mut waiter)
+            .await
+            .is_err(),
+        "the waiter waits while the slot is held"
+    );
+    limiter.release(held).await.unwrap();
+    let slot = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("woken by the release, not by an hourly poll")
+        .unwrap()
+        .unwrap();
+    assert!(slot.is_some());
+}
+on_every_store!(a_freed_slot_wakes_its_waiter);
