@@ -25,11 +25,16 @@ pub fn lint_operations(manifest: &Manifest) -> Vec<FieldError> {
         }
     }
     for (name, op) in &manifest.operations {
-        if !groups.contains(&op.group.as_str()) {
-            problems.push(FieldError::new(
+        match op.group.as_deref() {
+            Some(group) if !groups.contains(&group) => problems.push(FieldError::new(
                 format!("operations.{name}.group"),
                 "names no rate_limits group",
-            ));
+            )),
+            None if op.concurrency.is_none_or(|cap| cap == 0) => problems.push(FieldError::new(
+                format!("operations.{name}.group"),
+                "is required unless the operation has a concurrency cap",
+            )),
+            _ => {}
         }
         if !op.path.starts_with('/') {
             problems.push(FieldError::new(
@@ -212,4 +217,26 @@ fn lint_base_url(manifest: &Manifest, template: &str) -> Result<(), String> {
             None => Err(format!("{{{name}}} is not a settings field")),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::manifest::Manifest;
+
+    const LINGXING: &str = include_str!("../../connectors/lingxing.toml");
+
+    /// An operation may go without a rate-limit group only when a cap on calls in flight
+    /// bounds it.
+    #[test]
+    fn an_operation_needs_a_group_or_a_cap() {
+        assert!(Manifest::parse(LINGXING).is_ok(), "capped, no group");
+        let unbounded = LINGXING.replacen("concurrency = 10\n", "", 1);
+        let problems = Manifest::parse(&unbounded).expect_err("neither group nor cap");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.field == "operations.create_orders.group"),
+            "{problems:?}"
+        );
+    }
 }

@@ -207,8 +207,10 @@ pub struct OperationSpec {
     pub method: Method,
     /// Path after the base URL; `{setting}` placeholders come from settings.
     pub path: String,
-    /// Rate-limit group this operation spends.
-    pub group: String,
+    /// Rate-limit group this operation spends. An operation without one is bounded by its
+    /// `concurrency` alone (Lingxing states caps on calls in flight, no rate).
+    #[serde(default)]
+    pub group: Option<String>,
     /// Query parameters; `{cursor}` is the incremental cursor, `{setting}` a setting.
     #[serde(default)]
     pub query: BTreeMap<String, String>,

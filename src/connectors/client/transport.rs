@@ -133,19 +133,23 @@ impl ConnectorClient {
         api_path: &str,
         build: &impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<(reqwest::header::HeaderMap, Value), CallError> {
-        let (key, limit) = self.bucket(&op.group)?;
+        let bucket = op.group.as_deref().map(|g| self.bucket(g)).transpose()?;
         let mut throttled = 0;
         loop {
-            let waited = self
-                .limiter
-                .take(&key, limit, MAX_TOKEN_WAIT)
-                .await
-                .map_err(|e| CallError::new(ErrorClass::Config, format!("rate limiter: {e}")))?;
-            if waited.is_none() {
-                return Err(CallError::new(
-                    ErrorClass::RateLimited,
-                    "the rate-limit budget stayed exhausted",
-                ));
+            if let Some((key, limit)) = &bucket {
+                let waited = self
+                    .limiter
+                    .take(key, *limit, MAX_TOKEN_WAIT)
+                    .await
+                    .map_err(|e| {
+                        CallError::new(ErrorClass::Config, format!("rate limiter: {e}"))
+                    })?;
+                if waited.is_none() {
+                    return Err(CallError::new(
+                        ErrorClass::RateLimited,
+                        "the rate-limit budget stayed exhausted",
+                    ));
+                }
             }
             let mut request = build().build().map_err(|e| {
                 CallError::new(ErrorClass::Config, format!("building the request: {e}"))
@@ -170,8 +174,10 @@ impl ConnectorClient {
             } else {
                 feedback
             };
-            if feedback != Feedback::default() {
-                let _ = self.limiter.apply_feedback(&key, feedback).await;
+            if feedback != Feedback::default()
+                && let Some((key, _)) = &bucket
+            {
+                let _ = self.limiter.apply_feedback(key, feedback).await;
             }
             if status.as_u16() == 429 {
                 throttled += 1;
@@ -181,6 +187,11 @@ impl ConnectorClient {
                         ErrorClass::RateLimited,
                         "the platform kept answering 429",
                     ));
+                }
+                if bucket.is_none() {
+                    // No shared bucket to hold the pause: this call waits it out alone.
+                    let pause = feedback.retry_after.unwrap_or(Duration::from_secs(1));
+                    tokio::time::sleep(pause.min(MAX_TOKEN_WAIT)).await;
                 }
                 continue;
             }
