@@ -50,6 +50,21 @@ pub enum Command {
     Worker(ServerArgs),
     /// Apply pending database migrations and exit.
     Migrate(ServerArgs),
+    /// Create an operator token (admin over every tenant) and print it once: the first in
+    /// production, where none is generated at start, or one that replaces a lost one.
+    OperatorToken {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The token's name in the audit log and token lists.
+        #[arg(long, default_value = "operator")]
+        name: String,
+    },
+    /// Ask a running synchub whether it is ready: exit 0 when the URL answers 2xx within
+    /// five seconds (a container's HEALTHCHECK, which has no curl).
+    Health {
+        #[arg(default_value = "http://127.0.0.1:8080/readyz")]
+        url: String,
+    },
     /// Master key helpers.
     #[command(subcommand)]
     MasterKey(MasterKeyCommand),
@@ -99,8 +114,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = Settings::load(&args.overrides())?;
             crate::telemetry::init_logging(settings.log_json);
             let db = crate::store::connect(&settings).await?;
-            crate::store::migrate(&db).await?;
+            crate::store::settle_schema(&db, true, std::time::Duration::ZERO).await?;
+            // The job queue's tables too, so that the roles find everything in place.
+            crate::runtime::Queue::open(&db)
+                .await
+                .context("preparing the job queue's tables")?;
             println!("migrations applied");
+        }
+        Command::Health { url } => health(&url).await?,
+        Command::OperatorToken { server, name } => {
+            let settings = Settings::load(&server.overrides())?;
+            crate::telemetry::init_logging(settings.log_json);
+            let db = crate::store::connect(&settings).await?;
+            crate::store::settle_schema(&db, false, std::time::Duration::ZERO).await?;
+            let token = crate::tenancy::create_operator_token(&db, &name)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{token}");
         }
         Command::MasterKey(MasterKeyCommand::Generate) => {
             println!("{}", MasterKey::generate()?.to_base64());
@@ -131,6 +161,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         #[cfg(feature = "dev-tools")]
         Command::Bench(command) => crate::bench::run(command).await?,
     }
+    Ok(())
+}
+
+/// The operator's own probe of a local address: not a call a tenant can steer, so it needs
+/// no guard.
+#[allow(clippy::disallowed_methods)]
+async fn health(url: &str) -> anyhow::Result<()> {
+    let answer = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()?
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("asking {url}"))?;
+    let status = answer.status();
+    anyhow::ensure!(status.is_success(), "{url} answered {status}");
+    println!("{url}: {status}");
     Ok(())
 }
 

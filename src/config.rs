@@ -99,6 +99,8 @@ pub struct OutboundSettings {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub max_connections: u32,
+    pub migrate_at_start: bool,
+    pub schema_wait_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

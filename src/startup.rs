@@ -109,17 +109,29 @@ impl Application {
         }
         let settings = Arc::new(settings);
         let db = store::connect(&settings).await?;
-        store::migrate(&db).await?;
+        store::settle_schema(
+            &db,
+            role == Role::All || settings.database.migrate_at_start,
+            Duration::from_secs(settings.database.schema_wait_seconds),
+        )
+        .await?;
         let vault = Vault::new(resolve_master_key(&settings)?);
         let given =
             (!settings.bootstrap_token.is_empty()).then(|| settings.bootstrap_token.expose());
-        let bootstrap = bootstrap_operator_token(&db, given)
+        let bootstrap = bootstrap_operator_token(&db, given, !settings.is_production())
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
             .context("creating the operator token")?;
-        if let Bootstrap::Generated(token) = &bootstrap {
+        match &bootstrap {
             // Printed once, to the terminal, never to the log.
-            println!("\n  Operator token (shown once, keep it safe):\n\n    {token}\n");
+            Bootstrap::Generated(token) => {
+                println!("\n  Operator token (shown once, keep it safe):\n\n    {token}\n")
+            }
+            Bootstrap::Withheld => tracing::warn!(
+                "no operator token exists: set SYNCHUB_BOOTSTRAP_TOKEN before the first start, \
+                 or run `synchub operator-token` where the database is reachable"
+            ),
+            Bootstrap::AlreadyInitialised | Bootstrap::CreatedFromConfig => {}
         }
         // The job queue's own schema (apalis's migrations, our index changes) is settled
         // here, in every role, before any loop or request runs. Run later, beside the other

@@ -38,3 +38,19 @@ impl MigratorTrait for Migrator {
         ]
     }
 }
+
+/// The versions the database records as applied, read without creating anything: the check
+/// of a process that leaves migrating to `synchub migrate`.
+pub async fn applied_versions(db: &sea_orm::DatabaseConnection) -> Result<Vec<String>, DbErr> {
+    use sea_orm::EntityTrait;
+    use sea_orm_migration::seaql_migrations;
+    if !SchemaManager::new(db).has_table("seaql_migrations").await? {
+        return Ok(Vec::new());
+    }
+    Ok(seaql_migrations::Entity::find()
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| m.version)
+        .collect())
+}

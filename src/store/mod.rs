@@ -90,6 +90,72 @@ pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
     Migrator::up(db, None).await.context("applying migrations")
 }
 
+/// How the database's schema stands against this binary's migrations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schema {
+    Current,
+    /// This many of the binary's migrations are not applied yet.
+    Behind(usize),
+    /// Migrations the database holds that this binary does not know: a newer synchub
+    /// migrated it.
+    Ahead(Vec<String>),
+}
+
+pub async fn schema(db: &DatabaseConnection) -> anyhow::Result<Schema> {
+    let applied = migration::applied_versions(db)
+        .await
+        .context("reading the applied migrations")?;
+    let known: Vec<String> = Migrator::migrations()
+        .iter()
+        .map(|m| m.name().to_string())
+        .collect();
+    let unknown: Vec<String> = applied
+        .iter()
+        .filter(|v| !known.contains(v))
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        return Ok(Schema::Ahead(unknown));
+    }
+    let behind = known.iter().filter(|k| !applied.contains(k)).count();
+    Ok(if behind == 0 {
+        Schema::Current
+    } else {
+        Schema::Behind(behind)
+    })
+}
+
+/// Brings the schema to this binary's: applies what is pending when `migrate`, else waits
+/// up to `wait` for `synchub migrate` to. A schema newer than the binary is refused at once
+/// either way: running on it could write rows a newer version reads wrongly.
+pub async fn settle_schema(
+    db: &DatabaseConnection,
+    migrate: bool,
+    wait: Duration,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        match schema(db).await? {
+            Schema::Current => return Ok(()),
+            Schema::Ahead(unknown) => anyhow::bail!(
+                "the database holds migrations this synchub does not know ({}): a newer \
+                 version migrated it; run that version",
+                unknown.join(", ")
+            ),
+            Schema::Behind(_) if migrate => return self::migrate(db).await,
+            Schema::Behind(pending) if started.elapsed() >= wait => anyhow::bail!(
+                "{pending} migration(s) still pending after {} s: run `synchub migrate` \
+                 (this process leaves migrating to it: database.migrate_at_start = false)",
+                wait.as_secs()
+            ),
+            Schema::Behind(pending) => {
+                tracing::warn!(pending, "waiting for `synchub migrate` to apply the schema");
+                tokio::time::sleep(Duration::from_secs(2).min(wait)).await;
+            }
+        }
+    }
+}
+
 /// Ready means: the database answers and no migration is pending.
 pub async fn readiness(db: &DatabaseConnection) -> Result<(), String> {
     db.execute_unprepared("SELECT 1")

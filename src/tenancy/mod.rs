@@ -8,5 +8,5 @@ pub use principal::{Principal, Scope};
 pub use tenants::{NewTenant, TenantView, create_tenant, ensure_tenant_exists};
 pub use tokens::{
     Bootstrap, CreatedToken, NewToken, TokenView, authenticate, bootstrap_operator_token,
-    create_token, list_tokens, revoke_token,
+    create_operator_token, create_token, list_tokens, revoke_token,
 };

@@ -269,12 +269,18 @@ pub enum Bootstrap {
     CreatedFromConfig,
     /// The database was empty and this token was generated; it must be printed once.
     Generated(String),
+    /// The database was empty, no token was configured and none may be generated (in
+    /// production a token printed to stdout ends in the log pipeline): `synchub operator-token`
+    /// creates one.
+    Withheld,
 }
 
-/// On an empty database, creates the operator token: the configured one, or a generated one.
+/// On an empty database, creates the operator token: the configured one, or a generated
+/// one when `generate` allows.
 pub async fn bootstrap_operator_token(
     db: &DatabaseConnection,
     given: Option<&str>,
+    generate: bool,
 ) -> Result<Bootstrap> {
     let txn = crate::store::begin_write(db).await?;
     if api_token::Entity::find().count(&txn).await? > 0 {
@@ -291,20 +297,15 @@ pub async fn bootstrap_operator_token(
                 "SYNCHUB_BOOTSTRAP_TOKEN must start with `{TOKEN_PREFIX}` and carry at least 32 more characters"
             )));
         }
-        None => generate_token()?,
+        None if generate => generate_token()?,
+        None => return Ok(Bootstrap::Withheld),
     };
-    let scopes: BTreeSet<Scope> = [Scope::Admin].into_iter().collect();
-    let model = insert_token(&txn, None, "operator", &scopes, &[], None, &plaintext).await?;
-    audit::record(
+    insert_operator_token(
         &txn,
-        &Actor::system("bootstrap"),
-        Entry {
-            tenant_id: None,
-            action: "token.bootstrap",
-            resource_type: "token",
-            resource_id: model.id.as_str(),
-            details: serde_json::json!({ "name": "operator", "given": given.is_some() }),
-        },
+        "operator",
+        &plaintext,
+        "token.bootstrap",
+        given.is_some(),
     )
     .await?;
     txn.commit().await?;
@@ -313,4 +314,38 @@ pub async fn bootstrap_operator_token(
     } else {
         Bootstrap::Generated(plaintext)
     })
+}
+
+/// A new operator token (admin over every tenant) for `synchub operator-token`: the first in
+/// production, or one that replaces a lost one (revoke the lost one with the new). Run by
+/// whoever holds the database's credentials, which is the operator already.
+pub async fn create_operator_token(db: &DatabaseConnection, name: &str) -> Result<String> {
+    let plaintext = generate_token()?;
+    let txn = crate::store::begin_write(db).await?;
+    insert_operator_token(&txn, name, &plaintext, "token.operator_create", false).await?;
+    txn.commit().await?;
+    Ok(plaintext)
+}
+
+async fn insert_operator_token<C: sea_orm::ConnectionTrait>(
+    txn: &C,
+    name: &str,
+    plaintext: &str,
+    action: &'static str,
+    given: bool,
+) -> Result<()> {
+    let scopes: BTreeSet<Scope> = [Scope::Admin].into_iter().collect();
+    let model = insert_token(txn, None, name, &scopes, &[], None, plaintext).await?;
+    audit::record(
+        txn,
+        &Actor::system("bootstrap"),
+        Entry {
+            tenant_id: None,
+            action,
+            resource_type: "token",
+            resource_id: model.id.as_str(),
+            details: serde_json::json!({ "name": name, "given": given }),
+        },
+    )
+    .await
 }

@@ -341,3 +341,141 @@ async fn text_logs_in_a_file_are_plain() {
     assert!(text.contains("synchub is listening"), "{text}");
     assert!(!text.contains('\u{1b}'), "colour codes in a file: {text:?}");
 }
+
+/// With `database.migrate_at_start` off (the production overlay), `api` and `worker` leave
+/// the schema to `synchub migrate`: they wait for it, and name it when it does not come;
+/// after it they start. A database that a newer synchub migrated is refused by every command
+/// instead of being run on.
+async fn the_roles_leave_migrating_to_migrate(backend: Backend) {
+    use sea_orm::ConnectionTrait;
+    let database = TestDatabase::create(&backend).await;
+    let leave = [
+        ("SYNCHUB_DATABASE__MIGRATE_AT_START", "false"),
+        ("SYNCHUB_DATABASE__SCHEMA_WAIT_SECONDS", "1"),
+    ];
+    for role in ["api", "worker"] {
+        let output = synchub(&database)
+            .arg(role)
+            .envs(leave)
+            .env("SYNCHUB_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{role} started on no schema");
+        assert!(stderr.contains("run `synchub migrate`"), "{role}: {stderr}");
+    }
+
+    let output = synchub(&database).arg("migrate").output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let db = database.connect().await;
+    assert_eq!(
+        synchub::store::schema(&db).await.unwrap(),
+        synchub::store::Schema::Current
+    );
+    let port = free_port();
+    let api =
+        crate::durability::start_role(&database, port, "api", &leave, std::process::Stdio::null())
+            .await;
+    drop(api);
+
+    db.execute_unprepared(
+        "INSERT INTO seaql_migrations (version, applied_at) \
+         VALUES ('m20991231_000001_from_a_newer_synchub', 0)",
+    )
+    .await
+    .unwrap();
+    for role in ["migrate", "api", "serve"] {
+        let output = synchub(&database)
+            .arg(role)
+            .env("SYNCHUB_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{role} ran on a newer schema");
+        assert!(
+            stderr.contains("m20991231_000001_from_a_newer_synchub")
+                && stderr.contains("a newer version migrated it"),
+            "{role}: {stderr}"
+        );
+    }
+}
+on_both_backends!(the_roles_leave_migrating_to_migrate);
+
+/// In production no operator token is generated and printed (stdout ends in the log
+/// pipeline): the service starts without one and says how to get one, and
+/// `synchub operator-token` creates one that works, as it recovers a lost one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_prints_no_operator_token() {
+    let database = TestDatabase::create(&Backend::Sqlite).await;
+    let key = "q2aDjkNwL6Sw8wJXoVh9v1F+Gm2bKc0n3ZyYt4uRk8E=";
+    let port = free_port();
+    let mut server = crate::durability::Server(
+        synchub(&database)
+            .arg("serve")
+            .env_remove("SYNCHUB_BOOTSTRAP_TOKEN")
+            .env("SYNCHUB_ENV", "production")
+            .env("SYNCHUB_MASTER_KEY", key)
+            .env("SYNCHUB_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    crate::helpers::eventually(
+        "the service is ready",
+        std::time::Duration::from_secs(30),
+        || {
+            let ready = format!("{base}/readyz");
+            async move {
+                reqwest::get(&ready)
+                    .await
+                    .and_then(|r| r.error_for_status())
+            }
+        },
+    )
+    .await;
+
+    let output = synchub(&database)
+        .args(["operator-token", "--name", "recovered"])
+        .env_remove("SYNCHUB_BOOTSTRAP_TOKEN")
+        .env("SYNCHUB_ENV", "production")
+        .env("SYNCHUB_MASTER_KEY", key)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    assert!(token.starts_with("shk_"), "{token}");
+    let status = reqwest::Client::new()
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": "Acme", "timezone": "Asia/Shanghai"}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 201, "the new operator token works");
+
+    let _ = server.0.kill();
+    let finished = std::mem::replace(
+        &mut server.0,
+        std::process::Command::new("true").spawn().unwrap(),
+    )
+    .wait_with_output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&finished.stdout);
+    let stderr = String::from_utf8_lossy(&finished.stderr);
+    assert!(!stdout.contains("shk_"), "a token was printed: {stdout}");
+    assert!(
+        stderr.contains("synchub operator-token"),
+        "the log says how to get a token: {stderr}"
+    );
+}
