@@ -152,12 +152,7 @@ impl Application {
             .context("registering the built-in connector versions")?;
         // Whatever commits a run wakes this process's dispatcher.
         let runs = RunsSignal::new();
-        let limiter = match settings.rate_limits.redis_url.expose() {
-            "" => crate::ratelimit::RateLimiter::new(db.clone()),
-            url => crate::ratelimit::RateLimiter::redis(url)
-                .await
-                .context("connecting to rate_limits.redis_url")?,
-        };
+        let limiter = crate::ratelimit::RateLimiter::configured(&settings).await?;
         let connections = Connections::new(db.clone(), vault.clone(), registry.clone(), &settings)?
             .with_limiter(limiter.clone())
             .with_clock(clock.clone());

@@ -140,10 +140,10 @@ pub async fn run(args: ThroughputBenchArgs) -> anyhow::Result<()> {
         std::sync::Arc::new(registry),
         crate::netpolicy::OutboundPolicy::allowing_private(),
     )?;
-    let engine = match &args.redis_url {
-        Some(url) => engine.with_limiter(crate::ratelimit::RateLimiter::redis(url).await?),
-        None => engine,
-    };
+    let engine = engine.with_limiter(match &args.redis_url {
+        Some(url) => crate::ratelimit::RateLimiter::redis(url).await?,
+        None => crate::ratelimit::RateLimiter::configured(&settings).await?,
+    });
     let signal = RunsSignal::new();
     let shutdown = CancellationToken::new();
     let options = RuntimeOptions {

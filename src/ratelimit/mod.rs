@@ -109,6 +109,18 @@ impl RateLimiter {
         Self::on(Store::Database(database::Buckets::new(db)))
     }
 
+    /// Where the settings keep the buckets and slots: Redis when `rate_limits.redis_url`
+    /// names one, else the database, on a pool of their own whose commits skip the flush.
+    pub async fn configured(settings: &crate::config::Settings) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        match settings.rate_limits.redis_url.expose() {
+            "" => Ok(Self::new(crate::store::connect_leases(settings).await?)),
+            url => Self::redis(url)
+                .await
+                .context("connecting to rate_limits.redis_url"),
+        }
+    }
+
     /// Buckets and slots in Redis (`rate_limits.redis_url`).
     pub async fn redis(url: &str) -> anyhow::Result<Self> {
         Ok(Self::on(Store::Redis(redis::Buckets::connect(url).await?)))

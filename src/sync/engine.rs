@@ -8,7 +8,7 @@ use super::streams::{Item, Plan};
 use crate::connectors::ConnectorRegistry;
 
 use crate::connectors::client::{
-    CallError, ConnectorClient, ErrorClass, ListPage, TokenFault, Vars,
+    CallError, ConnectorClient, ErrorClass, ListPage, NextPage, TokenFault, Vars,
 };
 use crate::connectors::spec::WriteSpec;
 use crate::connectors::versions::Versions;
@@ -397,18 +397,12 @@ impl SyncEngine {
             vars.set("cursor", cursor);
         }
         let (mut read, mut written) = (run.records_read, run.records_written);
+        let mut ahead: Option<Result<ListPage, CallError>> = None;
         loop {
-            let mut page = if plan.reads_whole_list() {
-                ListPage {
-                    records: source_client.list_all(plan.list_operation(), &vars).await?,
-                    next: None,
-                }
-            } else {
-                source_client
-                    .list_page(plan.list_operation(), &vars, checkpoint.next.as_ref())
-                    .await?
+            let page = match ahead.take() {
+                Some(page) => page?,
+                None => read_page(&plan, &source_client, &vars, checkpoint.next.as_ref()).await?,
             };
-            plan.complete(&source_client, &mut page.records).await?;
             let items = plan.items(&page.records, &source, &destination, source_client.zone())?;
             let page_read = items.len() as i64;
             let known = self
@@ -434,36 +428,56 @@ impl SyncEngine {
                     Some(v) => v.as_str() < item.version.as_str(),
                 })
                 .collect();
-            let Delivery { delivered, stopped } = match plan.write() {
-                None if destination_client.confirm_spec(SINGLE_WRITE).is_some() => {
-                    // Created later by the platform: what was sent is kept in the checkpoint
-                    // first, so a restart polls for it instead of sending it again.
-                    match submit_confirmed(&destination_client, fresh, &mut checkpoint).await {
-                        Err(stopped) => stopped,
-                        Ok((awaiting, sent)) => {
-                            if sent {
-                                self.commit_page(
-                                    owner,
-                                    plan.kind(),
-                                    run,
-                                    &[],
-                                    &checkpoint,
-                                    read,
-                                    written,
-                                )
-                                .await
-                                .map_err(internal)?;
+            let delivery = async {
+                Ok::<_, CallError>(match plan.write() {
+                    None if destination_client.confirm_spec(SINGLE_WRITE).is_some() => {
+                        // Created later by the platform: what was sent is kept in the checkpoint
+                        // first, so a restart polls for it instead of sending it again.
+                        match submit_confirmed(&destination_client, fresh, &mut checkpoint).await {
+                            Err(stopped) => stopped,
+                            Ok((awaiting, sent)) => {
+                                if sent {
+                                    self.commit_page(
+                                        owner,
+                                        plan.kind(),
+                                        run,
+                                        &[],
+                                        &checkpoint,
+                                        read,
+                                        written,
+                                    )
+                                    .await
+                                    .map_err(internal)?;
+                                }
+                                await_confirmed(&destination_client, awaiting, &mut checkpoint)
+                                    .await
                             }
-                            await_confirmed(&destination_client, awaiting, &mut checkpoint).await
                         }
                     }
-                }
-                None => deliver_orders(&destination_client, fresh).await,
-                Some(write) => Delivery::of(
-                    self.deliver_templated(&destination_client, write, owner, plan.kind(), fresh)
+                    None => deliver_orders(&destination_client, fresh).await,
+                    Some(write) => Delivery::of(
+                        self.deliver_templated(
+                            &destination_client,
+                            write,
+                            owner,
+                            plan.kind(),
+                            fresh,
+                        )
                         .await,
-                ),
+                    ),
+                })
             };
+            // The next page is read while this one is written: the destination's calls in
+            // flight need not idle through the source's answer.
+            let read_ahead = async {
+                match &page.next {
+                    Some(next) => Some(read_page(&plan, &source_client, &vars, Some(next)).await),
+                    None => None,
+                }
+            };
+            let (delivery, read_ahead) = tokio::join!(delivery, read_ahead);
+            let Delivery { delivered, stopped } = delivery?;
+            ahead = read_ahead;
             // A page that stopped is read again by the retry, which writes only what is not
             // in the records table yet: it counts as read then, and nothing is committed
             // now unless part of it was delivered.
@@ -539,4 +553,24 @@ impl SyncEngine {
         }
         Ok(delivered)
     }
+}
+
+/// One page of the flow's source list (the whole list where the plan sums it), with what
+/// the plan completes each record with.
+async fn read_page(
+    plan: &Plan,
+    source: &ConnectorClient,
+    vars: &Vars,
+    next: Option<&NextPage>,
+) -> Result<ListPage, CallError> {
+    let mut page = if plan.reads_whole_list() {
+        ListPage {
+            records: source.list_all(plan.list_operation(), vars).await?,
+            next: None,
+        }
+    } else {
+        source.list_page(plan.list_operation(), vars, next).await?
+    };
+    plan.complete(source, &mut page.records).await?;
+    Ok(page)
 }

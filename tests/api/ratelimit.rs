@@ -324,3 +324,37 @@ async fn a_freed_slot_wakes_its_waiter(store: Store) {
     assert!(slot.is_some());
 }
 on_every_store!(a_freed_slot_wakes_its_waiter);
+
+/// The limiter's own pool commits without the flush to disk (its rows are leases and token
+/// counts); the main pool keeps it, which the webhook ack depends on.
+async fn leases_skip_the_flush_and_the_rest_keeps_it(backend: Backend) {
+    use sea_orm::{ConnectionTrait, Statement};
+    use synchub::config::{Overrides, Settings};
+    let database = TestDatabase::create(&backend).await;
+    let settings = Settings::from_layers(&database.env(), &Overrides::default()).unwrap();
+    let main = synchub::store::connect(&settings).await.unwrap();
+    let leases = synchub::store::connect_leases(&settings).await.unwrap();
+    let setting = |db: sea_orm::DatabaseConnection| async move {
+        let backend = db.get_database_backend();
+        let sql = match backend {
+            sea_orm::DatabaseBackend::Sqlite => "PRAGMA synchronous",
+            _ => "SHOW synchronous_commit",
+        };
+        let row = db
+            .query_one_raw(Statement::from_string(backend, sql))
+            .await
+            .unwrap()
+            .unwrap();
+        match backend {
+            // 2 = FULL, 1 = NORMAL.
+            sea_orm::DatabaseBackend::Sqlite => row.try_get_by_index::<i64>(0).unwrap().to_string(),
+            _ => row.try_get_by_index::<String>(0).unwrap(),
+        }
+    };
+    let (main, leases) = (setting(main).await, setting(leases).await);
+    match backend {
+        Backend::Sqlite => assert_eq!((main.as_str(), leases.as_str()), ("2", "1")),
+        _ => assert_eq!((main.as_str(), leases.as_str()), ("on", "off")),
+    }
+}
+crate::on_both_backends!(leases_skip_the_flush_and_the_rest_keeps_it);
