@@ -92,13 +92,34 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(audit::list);
 }
 
-/// Unknown routes and methods get problem+json too.
-pub async fn not_found() -> HttpResponse {
-    problem::problem_response(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "Not found",
-        "no such route; see /openapi.json".into(),
+/// Unknown routes get a 404, known routes asked with a method they do not serve a 405 with
+/// `Allow`; both problem+json.
+pub async fn not_found(request: actix_web::HttpRequest) -> HttpResponse {
+    let allowed = openapi::methods_for(request.path());
+    if allowed.is_empty() {
+        return problem::problem_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Not found",
+            "no such route; see /openapi.json".into(),
+            Vec::new(),
+        );
+    }
+    let allow = allowed.join(", ");
+    let mut response = problem::problem_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Method not allowed",
+        format!(
+            "{} is not served here; this route takes {allow}",
+            request.method()
+        ),
         Vec::new(),
-    )
+    );
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
 }

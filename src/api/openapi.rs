@@ -128,6 +128,44 @@ impl Modify for Conformance {
 )]
 pub struct ApiDoc;
 
+/// The methods the document lists for a concrete request path (`/v1/flows/flw_1/run`
+/// matches `/v1/flows/{id}/run`), upper-case; empty when no documented path matches. The
+/// document is the one list of routes, so a 405's `Allow` cannot drift from it.
+pub fn methods_for(path: &str) -> Vec<String> {
+    static ROUTES: std::sync::LazyLock<Vec<(Vec<String>, Vec<String>)>> =
+        std::sync::LazyLock::new(|| {
+            let document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+            let Some(paths) = document["paths"].as_object() else {
+                return Vec::new();
+            };
+            paths
+                .iter()
+                .map(|(template, item)| {
+                    let segments = template.split('/').map(str::to_string).collect();
+                    let methods = item
+                        .as_object()
+                        .map(|ops| ops.keys().map(|m| m.to_ascii_uppercase()).collect())
+                        .unwrap_or_default();
+                    (segments, methods)
+                })
+                .collect()
+        });
+    let asked: Vec<&str> = path.split('/').collect();
+    let mut methods: Vec<String> = ROUTES
+        .iter()
+        .filter(|(template, _)| {
+            template.len() == asked.len()
+                && template.iter().zip(&asked).all(|(t, a)| {
+                    t == a || (t.starts_with('{') && t.ends_with('}') && !a.is_empty())
+                })
+        })
+        .flat_map(|(_, methods)| methods.iter().cloned())
+        .collect();
+    methods.sort();
+    methods.dedup();
+    methods
+}
+
 #[utoipa::path(responses((status = 200, description = "this document")), tag = "ops")]
 #[get("/openapi.json")]
 pub async fn openapi_json() -> HttpResponse {

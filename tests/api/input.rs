@@ -357,3 +357,47 @@ async fn slow_bodies_get_408(backend: Backend) {
     }
 }
 on_both_backends!(slow_bodies_get_408);
+
+/// A known route asked with a method it does not serve is a 405 naming the methods it does
+/// (`Allow`, from the OpenAPI document's routes); an unknown route stays a 404. Both are
+/// problem+json.
+async fn wrong_methods_get_405_with_allow(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, token) = app.tenant_with_token(&["read", "write"]).await;
+    let client = reqwest::Client::new();
+    for (method, path, allow) in [
+        (reqwest::Method::PATCH, "/v1/connections", "GET, POST"),
+        (reqwest::Method::POST, "/healthz", "GET"),
+        (
+            reqwest::Method::PUT,
+            "/v1/flows/flw_0000000000000000/run",
+            "POST",
+        ),
+    ] {
+        let response = client
+            .request(method.clone(), app.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(
+            response.headers()["allow"].to_str().unwrap(),
+            allow,
+            "{method} {path}"
+        );
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let problem: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(problem["code"], "method_not_allowed", "{problem}");
+        assert_eq!(problem["status"], 405);
+    }
+    let (status, problem) = app
+        .send(reqwest::Method::GET, "/v1/no-such-thing", &token, None)
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(problem["code"], "not_found");
+}
+on_both_backends!(wrong_methods_get_405_with_allow);
