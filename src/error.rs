@@ -25,8 +25,10 @@ pub enum Error {
     NotFound(&'static str),
     #[error("invalid input: {}", summary(.0))]
     Invalid(Vec<FieldError>),
-    #[error("a valid bearer token is required")]
-    Unauthenticated,
+    /// Says what is wrong with the credentials (none, malformed, not valid) but never
+    /// whether a token exists: unknown, revoked and expired tokens read the same.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]

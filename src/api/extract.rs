@@ -38,16 +38,31 @@ pub fn client_ip(req: &HttpRequest, state: &AppState) -> IpAddr {
 /// The token of `Authorization: Bearer <token>`, if the header is there. The scheme is
 /// case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` are the same.
 pub fn bearer_token(headers: &header::HeaderMap) -> Option<&str> {
+    bearer(headers).ok()
+}
+
+/// The bearer token, or a 401 that says whether the header is missing or malformed.
+fn bearer(headers: &header::HeaderMap) -> Result<&str, Error> {
     let value = headers
-        .get(header::AUTHORIZATION)?
+        .get(header::AUTHORIZATION)
+        .ok_or(Error::Unauthenticated(
+            "no Authorization header: send `Authorization: Bearer <token>`",
+        ))?;
+    let malformed = Error::Unauthenticated;
+    let value = value
         .to_str()
-        .ok()?
+        .map_err(|_| malformed("the Authorization header is not text"))?
         .trim_start();
-    let (scheme, token) = value.split_once(' ')?;
+    let (scheme, token) = value.split_once(' ').ok_or(malformed(
+        "the Authorization header is not `Bearer <token>`",
+    ))?;
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
+        .ok_or(malformed(
+            "the Authorization header is not `Bearer <token>`",
+        ))
 }
 
 /// The caller, from `Authorization: Bearer <token>`.
@@ -61,7 +76,7 @@ impl FromRequest for Auth {
         let req = req.clone();
         Box::pin(async move {
             let state = state(&req)?;
-            let bearer = bearer_token(req.headers()).ok_or(Error::Unauthenticated)?;
+            let bearer = bearer(req.headers())?;
             let ip = client_ip(&req, &state);
             let request_id = REQUEST_ID.try_with(Clone::clone).ok();
             let principal =

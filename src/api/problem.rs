@@ -34,7 +34,7 @@ fn parts(err: &Error) -> (StatusCode, &'static str, &'static str) {
     match err {
         Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "Not found"),
         Error::Invalid(_) => (StatusCode::BAD_REQUEST, "validation", "Invalid input"),
-        Error::Unauthenticated => (
+        Error::Unauthenticated(_) => (
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
             "Authentication required",

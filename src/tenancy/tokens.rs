@@ -235,15 +235,18 @@ pub async fn authenticate(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Principal> {
     if !bearer.starts_with(TOKEN_PREFIX) || bearer.len() > 128 {
-        return Err(Error::Unauthenticated);
+        return Err(Error::Unauthenticated(
+            "the bearer token is not a synchub token (those start with shk_)",
+        ));
     }
+    const NOT_VALID: &str = "the bearer token is not valid: unknown, revoked or expired";
     let model = api_token::Entity::find()
         .filter(api_token::Column::TokenHash.eq(hash_token(bearer)))
         .one(db)
         .await?
-        .ok_or(Error::Unauthenticated)?;
+        .ok_or(Error::Unauthenticated(NOT_VALID))?;
     if model.revoked_at.is_some() || model.expires_at.is_some_and(|at| at <= now) {
-        return Err(Error::Unauthenticated);
+        return Err(Error::Unauthenticated(NOT_VALID));
     }
     let cidrs = cidrs_from_json(&model.allowed_cidrs);
     if !crate::netpolicy::allows(&cidrs, client_ip) {

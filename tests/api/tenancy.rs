@@ -138,6 +138,10 @@ async fn scopes_are_enforced(backend: Backend) {
         .await;
     assert_eq!(status, 401);
     assert_eq!(body["code"], "unauthenticated");
+    assert_eq!(
+        body["detail"], NOT_VALID,
+        "an unknown token reads like a revoked or expired one"
+    );
     let response = app
         .client
         .get(app.url("/v1/connections"))
@@ -146,6 +150,14 @@ async fn scopes_are_enforced(backend: Backend) {
         .unwrap();
     assert_eq!(response.status().as_u16(), 401);
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    let problem: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("no Authorization header"),
+        "{problem}"
+    );
 
     // The scheme is case-insensitive (RFC 9110 §11.1); the token itself is not.
     let (_, reader) = app.tenant_with_token(&["read"]).await;
@@ -164,8 +176,29 @@ async fn scopes_are_enforced(backend: Backend) {
             .await
             .unwrap();
         assert_eq!(response.status().as_u16(), expected, "{header}");
+        if expected == 401 {
+            let problem: serde_json::Value = response.json().await.unwrap();
+            let why = if header.starts_with("Bearer SHK_") {
+                "the bearer token is not a synchub token (those start with shk_)"
+            } else {
+                "the Authorization header is not `Bearer <token>`"
+            };
+            assert_eq!(problem["detail"], why, "{header}");
+        }
     }
+    let (status, problem) = app
+        .get("/v1/connections", "sk_live_elsewhere_0123456789")
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        problem["detail"],
+        "the bearer token is not a synchub token (those start with shk_)"
+    );
 }
+
+/// Unknown, revoked and expired tokens get the same 401 detail: it never says whether a
+/// token exists.
+const NOT_VALID: &str = "the bearer token is not valid: unknown, revoked or expired";
 on_both_backends!(scopes_are_enforced);
 
 /// Tokens stop working when revoked or expired, and only work from their networks.
@@ -223,7 +256,12 @@ async fn token_lifecycle_and_source_networks(backend: Backend) {
         )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(app.get("/v1/connections", token).await.0, 401, "revoked");
+    let (status, problem) = app.get("/v1/connections", token).await;
+    assert_eq!(
+        (status, problem["detail"].as_str()),
+        (401, Some(NOT_VALID)),
+        "revoked"
+    );
 
     let soon = chrono::Utc::now() + chrono::Duration::hours(1);
     let (status, expiring) = app
@@ -237,7 +275,12 @@ async fn token_lifecycle_and_source_networks(backend: Backend) {
     let token = expiring["token"].as_str().unwrap();
     assert_eq!(app.get("/v1/connections", token).await.0, 200);
     app.time.advance(chrono::Duration::minutes(61));
-    assert_eq!(app.get("/v1/connections", token).await.0, 401, "expired");
+    let (status, problem) = app.get("/v1/connections", token).await;
+    assert_eq!(
+        (status, problem["detail"].as_str()),
+        (401, Some(NOT_VALID)),
+        "expired"
+    );
 
     let (status, body) = app
         .post(
