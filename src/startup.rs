@@ -286,7 +286,10 @@ impl Application {
                     Role::Worker => api::configure_ops(cfg),
                     _ => api::configure(cfg),
                 })
-                .default_service(web::to(api::not_found))
+                .default_service(match role {
+                    Role::Worker => web::to(api::no_route),
+                    _ => web::to(api::not_found),
+                })
         })
         .listen(listener)?
         .shutdown_timeout(30)

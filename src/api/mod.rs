@@ -92,18 +92,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(audit::list);
 }
 
-/// Unknown routes get a 404, known routes asked with a method they do not serve a 405 with
-/// `Allow`; both problem+json.
+/// Where the API is served: unknown routes get a 404, known routes asked with a method they
+/// do not serve a 405 with `Allow`; both problem+json.
 pub async fn not_found(request: actix_web::HttpRequest) -> HttpResponse {
     let allowed = openapi::methods_for(request.path());
     if allowed.is_empty() {
-        return problem::problem_response(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "Not found",
-            "no such route; see /openapi.json".into(),
-            Vec::new(),
-        );
+        return no_route().await;
     }
     let allow = allowed.join(", ");
     let mut response = problem::problem_response(
@@ -122,4 +116,16 @@ pub async fn not_found(request: actix_web::HttpRequest) -> HttpResponse {
             .insert(actix_web::http::header::ALLOW, value);
     }
     response
+}
+
+/// A 404 problem+json: every unknown route, and every route of a process that does not serve
+/// the API (a worker serves only health and metrics).
+pub async fn no_route() -> HttpResponse {
+    problem::problem_response(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "Not found",
+        "no such route; see /openapi.json".into(),
+        Vec::new(),
+    )
 }

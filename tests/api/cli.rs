@@ -20,6 +20,17 @@ fn synchub(database: &TestDatabase) -> Command {
     command
 }
 
+/// Runs the command, asserts that it succeeded (with its stderr if not), returns its stdout.
+fn succeed(command: &mut Command) -> String {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// `master-key rotate` re-wraps every data key: after it, the service starts with the new key
 /// alone, credentials still decrypt and webhooks still verify.
 async fn master_key_rotation_rewraps_every_secret(backend: Backend) {
@@ -40,21 +51,12 @@ async fn master_key_rotation_rewraps_every_secret(backend: Backend) {
     let key_file = database.data_dir.path().join("master.key");
     let old_key = std::fs::read_to_string(&key_file).unwrap();
     let new_key = "q2aDjkNwL6Sw8wJXoVh9v1F+Gm2bKc0n3ZyYt4uRk8E=";
-    let output = synchub(&database)
-        .args(["master-key", "rotate"])
-        .env("SYNCHUB_NEW_MASTER_KEY", new_key)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = succeed(
+        synchub(&database)
+            .args(["master-key", "rotate"])
+            .env("SYNCHUB_NEW_MASTER_KEY", new_key),
     );
-    assert!(
-        String::from_utf8_lossy(&output.stdout).contains("re-wrapped 2 secret(s)"),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    assert!(stdout.contains("re-wrapped 2 secret(s)"), "{stdout}");
     assert_eq!(std::fs::read_to_string(&key_file).unwrap().trim(), new_key);
     assert_ne!(old_key.trim(), new_key);
 
@@ -365,12 +367,7 @@ async fn the_roles_leave_migrating_to_migrate(backend: Backend) {
         assert!(stderr.contains("run `synchub migrate`"), "{role}: {stderr}");
     }
 
-    let output = synchub(&database).arg("migrate").output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeed(synchub(&database).arg("migrate"));
     let db = database.connect().await;
     assert_eq!(
         synchub::store::schema(&db).await.unwrap(),
@@ -440,19 +437,14 @@ async fn production_prints_no_operator_token() {
     )
     .await;
 
-    let output = synchub(&database)
-        .args(["operator-token", "--name", "recovered"])
-        .env_remove("SYNCHUB_BOOTSTRAP_TOKEN")
-        .env("SYNCHUB_ENV", "production")
-        .env("SYNCHUB_MASTER_KEY", key)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = succeed(
+        synchub(&database)
+            .args(["operator-token", "--name", "recovered"])
+            .env_remove("SYNCHUB_BOOTSTRAP_TOKEN")
+            .env("SYNCHUB_ENV", "production")
+            .env("SYNCHUB_MASTER_KEY", key),
     );
-    let token = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let token = stdout.trim().to_string();
     assert!(token.starts_with("shk_"), "{token}");
     let status = reqwest::Client::new()
         .post(format!("{base}/v1/tenants"))
