@@ -320,8 +320,8 @@ pub async fn bootstrap_operator_token(
 }
 
 /// A new operator token (admin over every tenant) for `synchub operator-token`: the first in
-/// production, or one that replaces a lost one (revoke the lost one with the new). Run by
-/// whoever holds the database's credentials, which is the operator already.
+/// production, or one that replaces a lost one. Run by whoever holds the database's
+/// credentials, which is the operator already.
 pub async fn create_operator_token(db: &DatabaseConnection, name: &str) -> Result<String> {
     let plaintext = generate_token()?;
     let txn = crate::store::begin_write(db).await?;
