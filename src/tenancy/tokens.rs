@@ -305,6 +305,7 @@ pub async fn bootstrap_operator_token(
     };
     insert_operator_token(
         &txn,
+        &Actor::system("bootstrap"),
         "operator",
         &plaintext,
         "token.bootstrap",
@@ -325,13 +326,24 @@ pub async fn bootstrap_operator_token(
 pub async fn create_operator_token(db: &DatabaseConnection, name: &str) -> Result<String> {
     let plaintext = generate_token()?;
     let txn = crate::store::begin_write(db).await?;
-    insert_operator_token(&txn, name, &plaintext, "token.operator_create", false).await?;
+    // The audit log says the command line made it: no token stands behind the call.
+    let actor = Actor::system("cli:operator-token");
+    insert_operator_token(
+        &txn,
+        &actor,
+        name,
+        &plaintext,
+        "token.operator_create",
+        false,
+    )
+    .await?;
     txn.commit().await?;
     Ok(plaintext)
 }
 
 async fn insert_operator_token<C: sea_orm::ConnectionTrait>(
     txn: &C,
+    actor: &Actor,
     name: &str,
     plaintext: &str,
     action: &'static str,
@@ -341,7 +353,7 @@ async fn insert_operator_token<C: sea_orm::ConnectionTrait>(
     let model = insert_token(txn, None, name, &scopes, &[], None, plaintext).await?;
     audit::record(
         txn,
-        &Actor::system("bootstrap"),
+        actor,
         Entry {
             tenant_id: None,
             action,

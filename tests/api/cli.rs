@@ -31,6 +31,14 @@ fn succeed(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Runs the command, asserts that it failed (`what` says what it must not have done), and
+/// returns its stderr.
+fn fails(command: &mut Command, what: &str) -> String {
+    let output = command.output().unwrap();
+    assert!(!output.status.success(), "{what}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// `master-key rotate` re-wraps every data key: after it, the service starts with the new key
 /// alone, credentials still decrypt and webhooks still verify.
 async fn master_key_rotation_rewraps_every_secret(backend: Backend) {
@@ -98,13 +106,13 @@ on_both_backends!(master_key_rotation_rewraps_every_secret);
 #[tokio::test]
 async fn production_refuses_to_start_without_a_master_key() {
     let database = TestDatabase::create(&Backend::Sqlite).await;
-    let output = synchub(&database)
-        .args(["serve"])
-        .env("SYNCHUB_ENV", "production")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("SYNCHUB_MASTER_KEY"));
+    let stderr = fails(
+        synchub(&database)
+            .args(["serve"])
+            .env("SYNCHUB_ENV", "production"),
+        "served without a master key",
+    );
+    assert!(stderr.contains("SYNCHUB_MASTER_KEY"), "{stderr}");
     assert!(
         !database.data_dir.path().join("master.key").exists(),
         "no key is generated in production"
@@ -356,14 +364,13 @@ async fn the_roles_leave_migrating_to_migrate(backend: Backend) {
         ("SYNCHUB_DATABASE__SCHEMA_WAIT_SECONDS", "1"),
     ];
     for role in ["api", "worker"] {
-        let output = synchub(&database)
-            .arg(role)
-            .envs(leave)
-            .env("SYNCHUB_LISTEN", format!("127.0.0.1:{}", free_port()))
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{role} started on no schema");
+        let stderr = fails(
+            synchub(&database)
+                .arg(role)
+                .envs(leave)
+                .env("SYNCHUB_LISTEN", format!("127.0.0.1:{}", free_port())),
+            &format!("{role} started on no schema"),
+        );
         assert!(stderr.contains("run `synchub migrate`"), "{role}: {stderr}");
     }
 
@@ -386,13 +393,12 @@ async fn the_roles_leave_migrating_to_migrate(backend: Backend) {
     .await
     .unwrap();
     for role in ["migrate", "api", "serve"] {
-        let output = synchub(&database)
-            .arg(role)
-            .env("SYNCHUB_LISTEN", format!("127.0.0.1:{}", free_port()))
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{role} ran on a newer schema");
+        let stderr = fails(
+            synchub(&database)
+                .arg(role)
+                .env("SYNCHUB_LISTEN", format!("127.0.0.1:{}", free_port())),
+            &format!("{role} ran on a newer schema"),
+        );
         assert!(
             stderr.contains("m20991231_000001_from_a_newer_synchub")
                 && stderr.contains("a newer version migrated it"),
@@ -455,6 +461,16 @@ async fn production_prints_no_operator_token() {
         .unwrap()
         .status();
     assert_eq!(status, 201, "the new operator token works");
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use synchub::store::entities::audit_event;
+    let made = audit_event::Entity::find()
+        .filter(audit_event::Column::Action.eq("token.operator_create"))
+        .one(&database.connect().await)
+        .await
+        .unwrap()
+        .expect("the audit log holds the new token");
+    assert_eq!(made.actor_name, "cli:operator-token");
+    assert_eq!(made.details["name"], "recovered");
 
     let _ = server.0.kill();
     let finished = std::mem::replace(
