@@ -259,6 +259,19 @@ impl Application {
         }
         let metrics = crate::telemetry::metrics_handle()?;
         spawn_metrics_upkeep(metrics.clone());
+        crate::telemetry::series::register(&crate::telemetry::series::KnownLabels {
+            connectors: registry.names().collect(),
+            channel_kinds: crate::alerts::ChannelKind::ALL.map(|k| k.as_str()).to_vec(),
+        });
+        if settings.workers.enabled {
+            tokio::spawn(crate::telemetry::gauges::run(
+                db.clone(),
+                clock.clone(),
+                registry.names().map(str::to_string).collect(),
+                Duration::from_secs(15),
+                shutdown.clone(),
+            ));
+        }
         spawn_idempotency_pruning(db.clone(), clock.clone());
 
         let state = web::Data::new(AppState {

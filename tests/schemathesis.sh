@@ -84,7 +84,7 @@ fuzz() {
     bearer="$token"
     [ "$who" = operator ] && bearer="$OPERATOR"
     st run "$base/openapi.json" --url "$base" -H "Authorization: Bearer $bearer" \
-      --checks not_a_server_error --max-examples "$MAX_EXAMPLES" --workers 2 --no-color \
+      --checks "${CHECKS:-all}" --max-examples "$MAX_EXAMPLES" --workers 2 --no-color \
       --report har --report-har-path "$dir/$who.har" >"$dir/$who.log" 2>&1 || failed=1
     grep -E "generated|failures|Seed" "$dir/$who.log" | sed "s/^/$backend ($who): /"
     python3 - "$dir/$who.har" "$backend ($who)" <<'PY'

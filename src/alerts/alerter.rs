@@ -491,16 +491,19 @@ impl Alerter {
                 .await?
             {
                 Outcome::Delivered { answer } => {
+                    delivery_attempted(kind, "delivered");
                     self.finish(&delivery, DeliveryStatus::Delivered, answer, now)
                         .await?
                 }
                 Outcome::Failed { reason } => {
+                    delivery_attempted(kind, "dead");
                     self.finish(&delivery, DeliveryStatus::Dead, reason, now)
                         .await?
                 }
                 Outcome::Retry { after, reason } => {
                     let attempts = delivery.attempts + 1;
                     if attempts >= MAX_ATTEMPTS {
+                        delivery_attempted(kind, "dead");
                         self.finish(&delivery, DeliveryStatus::Dead, reason, now)
                             .await?;
                         continue;
@@ -511,6 +514,7 @@ impl Alerter {
                         Duration::from_secs(3600),
                     );
                     let wait = after.max(backoff);
+                    delivery_attempted(kind, "retrying");
                     let mut later: alert_delivery::ActiveModel = delivery.into();
                     later.attempts = Set(attempts);
                     later.next_attempt_at =
@@ -540,6 +544,12 @@ impl Alerter {
         done.update(&self.db).await?;
         Ok(())
     }
+}
+
+/// Counts one attempt to send to a channel of `kind`: delivered, retrying or dead.
+fn delivery_attempted(kind: ChannelKind, outcome: &'static str) {
+    metrics::counter!("synchub_alert_deliveries_total", "channel" => kind.as_str(), "outcome" => outcome)
+        .increment(1);
 }
 
 #[cfg(test)]

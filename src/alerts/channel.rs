@@ -35,16 +35,16 @@ impl ChannelKind {
         }
     }
 
+    pub const ALL: [Self; 5] = [
+        Self::Slack,
+        Self::Dingtalk,
+        Self::Feishu,
+        Self::Wecom,
+        Self::Webhook,
+    ];
+
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            Self::Slack,
-            Self::Dingtalk,
-            Self::Feishu,
-            Self::Wecom,
-            Self::Webhook,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == text)
+        Self::ALL.into_iter().find(|k| k.as_str() == text)
     }
 }
 

@@ -79,6 +79,11 @@ impl ConnectorRegistry {
         self
     }
 
+    /// The connectors' names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<Manifest>> {
         self.by_name.get(name).cloned()
     }

@@ -110,6 +110,11 @@ pub async fn claim(
         .one(db)
         .await?
         .ok_or(Error::NotFound("flow"))?;
+    // Due since it was made, or since its retry time; a dead worker's run is counted from its
+    // last due time too (the lease it ran out is overwritten above).
+    let due_since = run.next_attempt_at.unwrap_or(run.created_at);
+    metrics::histogram!("synchub_run_pickup_delay_seconds")
+        .record(((now - due_since).num_milliseconds().max(0) as f64) / 1000.0);
     let run = if run.started_at.is_none() {
         let mut active: run::ActiveModel = run.into();
         active.started_at = Set(Some(now));

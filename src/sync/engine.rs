@@ -171,13 +171,19 @@ impl SyncEngine {
         let started = std::time::Instant::now();
         let report = self.attempt(run_id).await?;
         if let Some(report) = &report {
-            let labels = [
-                ("connector", key.connector.clone()),
-                ("version", key.version.clone()),
-                ("status", report.status.as_str().to_string()),
-            ];
-            metrics::counter!("synchub_runs_total", &labels).increment(1);
-            metrics::histogram!("synchub_run_duration_seconds", &labels)
+            // Every ending of the version counted, the others by zero: the first dead run
+            // of a version must be an increase, not a new series (`increase()` misses those).
+            for status in [
+                run::RunStatus::Succeeded,
+                run::RunStatus::Retrying,
+                run::RunStatus::Dead,
+            ] {
+                metrics::counter!("synchub_runs_total", "connector" => key.connector.clone(), "version" => key.version.clone(), "status" => status.as_str())
+                    .increment(u64::from(status == report.status));
+            }
+            metrics::counter!("synchub_runs_deferred_total", "connector" => key.connector.clone(), "version" => key.version.clone())
+                .increment(0);
+            metrics::histogram!("synchub_run_duration_seconds", "connector" => key.connector.clone(), "version" => key.version.clone(), "status" => report.status.as_str())
                 .record(started.elapsed().as_secs_f64());
         }
         Ok(report)

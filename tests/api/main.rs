@@ -13,6 +13,7 @@ mod cli;
 mod connect;
 mod connections;
 mod credentials;
+mod dashboards;
 mod deployments;
 mod durability;
 mod flows;

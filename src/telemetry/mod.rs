@@ -1,6 +1,11 @@
 //! Logs: JSON lines (or text) through tracing, filtered by RUST_LOG. Secrets never reach a
 //! log line: they travel as `SecretString`, whose Debug output is redacted, and request
-//! headers and bodies are not logged.
+//! headers and bodies are not logged. Metrics: the Prometheus recorder, the series the
+//! dashboards under `deploy/` query (`series`), and the gauges sampled from storage
+//! (`gauges`).
+
+pub mod gauges;
+pub mod series;
 
 use std::sync::OnceLock;
 
@@ -43,11 +48,27 @@ pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
     if let Some(handle) = HANDLE.get() {
         return Ok(handle.clone());
     }
+    // Each histogram by its full name: the exporter gives no order among overlapping matchers.
+    const LATENCY: &[f64] = &[
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ];
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
-            Matcher::Suffix("_seconds".into()),
+            Matcher::Full("synchub_http_request_duration_seconds".into()),
+            LATENCY,
+        )?
+        // Runs last from milliseconds (nothing new) to many minutes (a first full import).
+        .set_buckets_for_metric(
+            Matcher::Full("synchub_run_duration_seconds".into()),
             &[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+            ],
+        )?
+        // A due run should be picked up in well under a second; minutes mean a backlog.
+        .set_buckets_for_metric(
+            Matcher::Full("synchub_run_pickup_delay_seconds".into()),
+            &[
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
             ],
         )?
         .set_buckets_for_metric(
