@@ -1,15 +1,16 @@
 //! `synchub demo`: everything a newcomer needs to watch orders flow, in one command. It
 //! starts the platform simulator and the full service (API, scheduler, workers) on a scratch
-//! SQLite database, creates a tenant, two simulated Shopify stores, a simulated Amazon
-//! seller and an ERP, an orders flow from each store every 10 seconds, and keeps adding
-//! orders to the stores while a table shows them reaching the ERP. A third store sends its
-//! orders into simulated Lingxing, which ships some every few seconds; a shipments flow
-//! brings the tracking numbers back to the store as fulfillments.
+//! SQLite database, creates a tenant, two simulated Shopify stores and a simulated Amazon
+//! seller each with an orders flow into an ERP every 10 seconds, and a third store whose
+//! orders go into simulated Lingxing, which ships some every few seconds; a shipments flow
+//! brings the tracking numbers back to the store as fulfillments. New orders keep arriving
+//! at the stores. The live view has a row per flow: orders at the source and at the far end,
+//! its runs, a progress bar and the arrivals of the last 30 seconds; the end says what moved.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::bench::fixture::{ApiSession, ScratchDatabase};
 use crate::sim::Simulator;
@@ -33,7 +34,8 @@ pub struct DemoArgs {
 
 /// A Shopify store whose orders go into simulated Lingxing every 10 seconds, and whose
 /// shipments come back from it every 10 seconds.
-async fn lingxing_flows(api: &ApiSession, sim: &str) -> anyhow::Result<()> {
+/// Returns the orders flow and the shipments flow.
+async fn lingxing_flows(api: &ApiSession, sim: &str) -> anyhow::Result<(String, String)> {
     let shop = api
         .post(
             "/v1/connections",
@@ -52,6 +54,7 @@ async fn lingxing_flows(api: &ApiSession, sim: &str) -> anyhow::Result<()> {
                    "credentials": {"app_id": LINGXING_APP, "app_secret": "demo-lingxing-secret"}}),
         )
         .await?;
+    let mut flows = Vec::new();
     for (stream, source, destination) in [
         ("orders", &shop, &lingxing),
         ("shipments", &lingxing, &shop),
@@ -66,8 +69,116 @@ async fn lingxing_flows(api: &ApiSession, sim: &str) -> anyhow::Result<()> {
             .await?;
         let id = flow["id"].as_str().context("flow id")?;
         api.post(&format!("/v1/flows/{id}/run"), json!({})).await?;
+        flows.push(id.to_string());
     }
-    Ok(())
+    let shipments = flows.pop().context("the shipments flow")?;
+    let orders = flows.pop().context("the orders flow")?;
+    Ok((orders, shipments))
+}
+
+/// What one row of the live view follows: where its orders come from and go to.
+#[derive(Clone, Copy)]
+enum Lane {
+    /// A Shopify store's orders into the generic ERP's account of the same name.
+    ShopifyToErp(&'static str),
+    /// The Amazon seller's orders into the ERP account `AMAZON_ERP`.
+    AmazonToErp,
+    /// The Lingxing store's orders into Lingxing.
+    ShopifyToLingxing,
+    /// Lingxing's shipments back to the store as fulfillments with tracking.
+    LingxingShipments,
+}
+
+const AMAZON_ERP: &str = "demo-amazon";
+
+/// A row of the live view: its flow, and how many had arrived at each of the last seconds.
+struct Row {
+    lane: Lane,
+    label: String,
+    flow: String,
+    arrived: std::collections::VecDeque<usize>,
+}
+
+/// Orders at the source so far, and at the destination.
+fn counts(lane: Lane, sim: &Simulator, seeded: usize, shipped: usize) -> (usize, usize) {
+    match lane {
+        Lane::ShopifyToErp(store) => (
+            sim.state.shop_order_count(store),
+            sim.state.erp_orders(store).len(),
+        ),
+        Lane::AmazonToErp => (seeded, sim.state.erp_orders(AMAZON_ERP).len()),
+        Lane::ShopifyToLingxing => (
+            sim.state.shop_order_count(LINGXING_STORE),
+            sim.state.lingxing_orders(LINGXING_APP).len(),
+        ),
+        Lane::LingxingShipments => (shipped, sim.state.shop_fulfillments(LINGXING_STORE).len()),
+    }
+}
+
+/// The last `width` seconds of arrivals as a sparkline: how fast orders reach the far end.
+fn sparkline(arrived: &std::collections::VecDeque<usize>, width: usize) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let steps: Vec<usize> = arrived
+        .iter()
+        .zip(arrived.iter().skip(1))
+        .map(|(before, now)| now.saturating_sub(*before))
+        .collect();
+    let shown = &steps[steps.len().saturating_sub(width)..];
+    let top = shown.iter().copied().max().unwrap_or(0).max(1);
+    let line: String = shown
+        .iter()
+        .map(|n| {
+            if *n == 0 {
+                ' '
+            } else {
+                BARS[(n * 7).div_ceil(top).min(7)]
+            }
+        })
+        .collect();
+    format!("{line:>width$}")
+}
+
+/// The flow's runs: (succeeded, retrying or dead, the newest one's status).
+async fn run_counts(api: &ApiSession, flow: &str) -> anyhow::Result<(usize, usize, String)> {
+    let runs = api.get(&format!("/v1/flows/{flow}/runs?limit=500")).await?;
+    let items = runs["data"].as_array().cloned().unwrap_or_default();
+    let ok = items.iter().filter(|r| r["status"] == "succeeded").count();
+    let failing = items
+        .iter()
+        .filter(|r| r["status"] == "retrying" || r["status"] == "dead")
+        .count();
+    let last = items
+        .first()
+        .and_then(|r| r["status"].as_str())
+        .unwrap_or("-")
+        .to_string();
+    Ok((ok, failing, last))
+}
+
+/// An orders flow from `source` into a new generic ERP connection for `account`, every 10 s.
+async fn erp_flow(
+    api: &ApiSession,
+    sim: &str,
+    source: &Value,
+    account: &str,
+) -> anyhow::Result<String> {
+    let erp = api
+        .post(
+            "/v1/connections",
+            json!({"name": format!("ERP {account}"), "connector": "generic-rest-erp", "environment": "production",
+                   "settings": {"base_url": format!("{sim}/erp/{account}")}, "credentials": {"api_key": "erp-key-1"}}),
+        )
+        .await?;
+    let flow = api
+        .post(
+            "/v1/flows",
+            json!({"name": format!("orders into {account}"), "stream": "orders", "source": source["id"],
+                   "destination": erp["id"], "schedule": {"every_seconds": 10}}),
+        )
+        .await?;
+    let id = flow["id"].as_str().context("flow id")?.to_string();
+    api.post(&format!("/v1/flows/{id}/run"), json!({})).await?;
+    Ok(id)
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -86,8 +197,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     sim.state.register_apps(apps);
     let database = ScratchDatabase::create("sqlite", "").await?;
     let api = ApiSession::start(&database, Role::All, &[]).await?;
-    lingxing_flows(&api, &sim.address).await?;
-    let mut flows = Vec::new();
+    let (lx_orders, lx_shipments) = lingxing_flows(&api, &sim.address).await?;
+    let mut rows = Vec::new();
     for store in STORES {
         let flow = api
             .orders_flow(
@@ -98,7 +209,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .await?;
         api.post(&format!("/v1/flows/{flow}/run"), json!({}))
             .await?;
-        flows.push((store, flow));
+        rows.push((
+            Lane::ShopifyToErp(store),
+            format!("Shopify {store} → ERP"),
+            flow,
+        ));
     }
     let amazon = api
         .post(
@@ -113,17 +228,36 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             }),
         )
         .await?;
+    let amazon_flow = erp_flow(&api, &sim.address, &amazon, AMAZON_ERP).await?;
+    rows.push((Lane::AmazonToErp, "Amazon US → ERP".into(), amazon_flow));
+    rows.push((
+        Lane::ShopifyToLingxing,
+        format!("Shopify {LINGXING_STORE} → Lingxing"),
+        lx_orders,
+    ));
+    rows.push((
+        Lane::LingxingShipments,
+        format!("Lingxing → {LINGXING_STORE} shipped"),
+        lx_shipments,
+    ));
+    let mut rows: Vec<Row> = rows
+        .into_iter()
+        .map(|(lane, label, flow)| Row {
+            lane,
+            label,
+            flow,
+            arrived: std::collections::VecDeque::new(),
+        })
+        .collect();
     println!(
         "synchub demo: API at {} (token {}), simulator at {}",
         api.base, api.token, sim.address
     );
-    println!(
-        "Amazon connection {} created (orders from Amazon join once its order mapping lands).",
-        amazon["id"].as_str().unwrap_or("?")
-    );
 
+    const HISTORY: usize = 30;
     let started = Instant::now();
     let mut added = 0usize;
+    let mut shipped = 0usize;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -134,25 +268,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         if args.seconds > 0 && elapsed >= Duration::from_secs(args.seconds) {
             break;
         }
-        // New orders keep arriving at the stores, a few every 3 seconds.
+        // New orders keep arriving at the stores, a few every 3 seconds; Lingxing ships a few
+        // of the orders it holds every 5 seconds.
         if elapsed.as_secs().is_multiple_of(3) {
-            for store in STORES {
+            for store in STORES.iter().chain([&LINGXING_STORE]) {
                 added += sim.state.add_orders(store, 1 + added % 5).len();
             }
         }
-        let mut rows = Vec::new();
-        for (store, flow) in &flows {
-            let runs = api.get(&format!("/v1/flows/{flow}/runs?limit=500")).await?;
-            let items = runs["data"].as_array().cloned().unwrap_or_default();
-            let succeeded = items.iter().filter(|r| r["status"] == "succeeded").count();
-            let last = items
-                .first()
-                .and_then(|r| r["status"].as_str())
-                .unwrap_or("-")
-                .to_string();
-            let in_store = sim.state.shop_order_count(store);
-            let in_erp = sim.state.erp_orders(store).len();
-            rows.push((store, succeeded, last, in_store, in_erp));
+        if elapsed.as_secs().is_multiple_of(5) {
+            shipped += sim.state.ship_lingxing_orders(LINGXING_APP, 3).len();
         }
         print!("\x1b[2J\x1b[H");
         println!(
@@ -162,53 +286,63 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             api.token
         );
         println!(
-            "{:<10} {:>10} {:>12} {:>16} {:>14}  progress",
-            "store", "runs ok", "last run", "orders in store", "orders in ERP"
+            "{:<28} {:>7} {:>7} {:>9} {:>8} {:>10}  {:<22}  arrivals, last {HISTORY} s",
+            "flow", "source", "arrived", "runs ok", "failing", "last run", "progress"
         );
-        for (store, succeeded, last, in_store, in_erp) in &rows {
-            let width = 30;
-            let filled = (*in_erp * width)
-                .checked_div(*in_store)
+        for row in &mut rows {
+            let (at_source, arrived) = counts(row.lane, &sim, args.orders, shipped);
+            row.arrived.push_back(arrived);
+            if row.arrived.len() > HISTORY + 1 {
+                row.arrived.pop_front();
+            }
+            let (ok, failing, last) = run_counts(&api, &row.flow).await?;
+            let width = 20;
+            let filled = (arrived * width)
+                .checked_div(at_source)
                 .unwrap_or(0)
                 .min(width);
             println!(
-                "{:<10} {:>10} {:>12} {:>16} {:>14}  [{}{}]",
-                store,
-                succeeded,
+                "{:<28} {:>7} {:>7} {:>9} {:>8} {:>10}  [{}{}]  {}",
+                row.label,
+                at_source,
+                arrived,
+                ok,
+                failing,
                 last,
-                in_store,
-                in_erp,
                 "#".repeat(filled),
-                ".".repeat(width - filled)
+                ".".repeat(width - filled),
+                sparkline(&row.arrived, HISTORY)
             );
         }
-        // Lingxing ships a few of the orders it holds every 5 seconds.
-        if elapsed.as_secs().is_multiple_of(5) {
-            sim.state.ship_lingxing_orders(LINGXING_APP, 3);
-        }
-        let in_lingxing = sim.state.lingxing_orders(LINGXING_APP).len();
-        let fulfilled = sim.state.shop_fulfillments(LINGXING_STORE).len();
-        println!(
-            "\n{LINGXING_STORE}: {} orders in the store, {in_lingxing} in Lingxing, {fulfilled} shipped back with tracking",
-            sim.state.shop_order_count(LINGXING_STORE)
-        );
         let stats = sim.state.stats();
         println!(
             "\nsimulator: {} requests, {} answered 429, {} orders written, {} duplicate writes",
             stats.requests, stats.throttled, stats.orders_written, stats.duplicate_writes
         );
+        println!(
+            "Amazon's getOrderItems allows 0.5 calls a second (burst 30): its row fills at that pace."
+        );
     }
-    let behind: usize = STORES
-        .iter()
-        .map(|s| {
-            sim.state
-                .shop_order_count(s)
-                .saturating_sub(sim.state.erp_orders(s).len())
-        })
-        .sum();
-    let total: usize = STORES.iter().map(|s| sim.state.erp_orders(s).len()).sum();
+
+    let seconds = started.elapsed().as_secs_f64().max(1.0);
+    println!("\nwhat moved in {seconds:.0} s:");
+    let mut into_erps = 0;
+    let mut behind = 0;
+    for row in &rows {
+        let (at_source, arrived) = counts(row.lane, &sim, args.orders, shipped);
+        let (ok, failing, _) = run_counts(&api, &row.flow).await?;
+        if !matches!(row.lane, Lane::LingxingShipments) {
+            into_erps += arrived;
+            behind += at_source.saturating_sub(arrived);
+        }
+        println!(
+            "  {:<28} {arrived:>6} of {at_source:<6} ({:.0}/s), {ok} runs succeeded, {failing} retrying or dead",
+            row.label,
+            arrived as f64 / seconds
+        );
+    }
     println!(
-        "\ndemo over: {total} orders in the ERP, {behind} still on their way, {} written twice",
+        "demo over: {into_erps} orders in the ERPs, {behind} still on their way, {} written twice",
         sim.state.stats().duplicate_writes
     );
     database

@@ -11,8 +11,10 @@ pub const MAX_LIMIT: usize = 500;
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// The `next_cursor` of the previous page.
+    #[param(max_length = 64, pattern = "^[A-Za-z0-9_]*$")]
     pub cursor: Option<String>,
 }
 
@@ -57,6 +59,15 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
+    /// A list served whole (short by nature, or capped at its newest), in the same shape
+    /// as every paged list: no `next_cursor`.
+    pub fn whole(data: Vec<T>) -> Self {
+        Self {
+            data,
+            next_cursor: None,
+        }
+    }
+
     /// `rows` holds up to `limit + 1` items: the extra one only says another page exists.
     pub fn from_rows<R>(
         mut rows: Vec<R>,

@@ -52,6 +52,11 @@ impl ChannelKind {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewChannel {
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     pub name: String,
     pub kind: ChannelKind,
     /// The robot's or endpoint's webhook URL (DingTalk `.../robot/send?access_token=...`,

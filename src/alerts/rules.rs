@@ -53,6 +53,11 @@ pub struct QuietHours {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRule {
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     pub name: String,
     /// Event kinds: run_failed (a run reached the dead letters), flow_disabled,
     /// check_failed, credential_refresh_failed, credential_expiring, platform_errors,

@@ -23,7 +23,7 @@ pub async fn create_channel(
     Ok(HttpResponse::Created().json(created))
 }
 
-#[utoipa::path(responses((status = 200, body = Vec<ChannelView>)), tag = "alerts", security(("bearer" = [])))]
+#[utoipa::path(responses((status = 200, body = crate::pagination::Page<ChannelView>)), tag = "alerts", security(("bearer" = [])))]
 #[get("/v1/alert-channels")]
 pub async fn list_channels(
     state: web::Data<AppState>,
@@ -31,7 +31,7 @@ pub async fn list_channels(
 ) -> Result<HttpResponse> {
     let tenant = principal.tenant(Scope::Read)?;
     let data = state.alert_channels.list(tenant).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data })))
+    Ok(HttpResponse::Ok().json(crate::pagination::Page::whole(data)))
 }
 
 /// Send a test message now and report what the platform answered.
@@ -63,16 +63,16 @@ pub async fn create_rule(
     Ok(HttpResponse::Created().json(rule))
 }
 
-#[utoipa::path(responses((status = 200, body = Vec<crate::alerts::RuleView>)), tag = "alerts", security(("bearer" = [])))]
+#[utoipa::path(responses((status = 200, body = crate::pagination::Page<crate::alerts::RuleView>)), tag = "alerts", security(("bearer" = [])))]
 #[get("/v1/alert-rules")]
 pub async fn list_rules(state: web::Data<AppState>, Auth(principal): Auth) -> Result<HttpResponse> {
     let tenant = principal.tenant(Scope::Read)?;
     let data = crate::alerts::rules::list(&state.db, tenant).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data })))
+    Ok(HttpResponse::Ok().json(crate::pagination::Page::whole(data)))
 }
 
 /// Alerts with their deliveries: what fired, how often, and whether each channel got it.
-#[utoipa::path(responses((status = 200, body = Vec<crate::alerts::AlertView>)), tag = "alerts", security(("bearer" = [])))]
+#[utoipa::path(responses((status = 200, body = crate::pagination::Page<crate::alerts::AlertView>)), tag = "alerts", security(("bearer" = [])))]
 #[get("/v1/alerts")]
 pub async fn list_alerts(
     state: web::Data<AppState>,
@@ -80,7 +80,7 @@ pub async fn list_alerts(
 ) -> Result<HttpResponse> {
     let tenant = principal.tenant(Scope::Read)?;
     let data = crate::alerts::views::alerts(&state.db, tenant).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data })))
+    Ok(HttpResponse::Ok().json(crate::pagination::Page::whole(data)))
 }
 
 /// Put a dead delivery back in the outbox.

@@ -10,6 +10,18 @@ use serde_json::{Map, Value};
 use super::AppState;
 use super::extract::{Auth, Json};
 use crate::connect::page::{self, Lang};
+
+/// The connectors with a consent flow: the `{connector}` of platform apps and callbacks (for
+/// the document; the handlers answer any other name with a 400).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+#[allow(dead_code)]
+pub enum ConnectConnector {
+    Shopify,
+    AmazonSpApi,
+    Shopee,
+    TiktokShop,
+}
 use crate::connect::{
     CallbackOutcome, ConnectSessionView, CreatedConnectSession, NewConnectSession, PlatformAppView,
     Refusal,
@@ -30,7 +42,7 @@ fn app_owner(principal: &Principal, scope: Scope) -> Result<TenantId> {
 
 /// Register (or replace) the app connect links use on a platform. With the operator's token:
 /// the default for every tenant without its own. Secrets are vaulted and come back masked.
-#[utoipa::path(params(("connector" = String, Path)), request_body(content = Object, description = "The platform's app fields: Shopify client_id, client_secret, scopes; Amazon application_id, lwa_client_id, lwa_client_secret, draft; Shopee partner_id, partner_key; TikTok Shop app_key, app_secret, service_id, authorize_url; all: redirect_url"), responses((status = 200, description = "The app, secrets masked", body = PlatformAppView), (status = 400, description = "A field is missing or invalid", body = crate::api::problem::Problem)), tag = "connect", security(("bearer" = [])))]
+#[utoipa::path(params(("connector" = inline(ConnectConnector), Path)), request_body(content = Object, description = "The platform's app fields: Shopify client_id, client_secret, scopes; Amazon application_id, lwa_client_id, lwa_client_secret, draft; Shopee partner_id, partner_key; TikTok Shop app_key, app_secret, service_id, authorize_url; all: redirect_url"), responses((status = 200, description = "The app, secrets masked", body = PlatformAppView), (status = 400, description = "A field is missing or invalid, or the connector has no consent flow", body = crate::api::problem::Problem)), tag = "connect", security(("bearer" = [])))]
 #[put("/v1/platform-apps/{connector}")]
 pub async fn put_app(
     state: web::Data<AppState>,
@@ -48,7 +60,7 @@ pub async fn put_app(
 }
 
 /// The app a tenant's connect links use: its own, else the operator's (without secrets).
-#[utoipa::path(params(("connector" = String, Path)), responses((status = 200, description = "The app", body = PlatformAppView), (status = 404, description = "No app is registered", body = crate::api::problem::Problem)), tag = "connect", security(("bearer" = [])))]
+#[utoipa::path(params(("connector" = inline(ConnectConnector), Path)), responses((status = 200, description = "The app", body = PlatformAppView), (status = 400, description = "The connector has no consent flow", body = crate::api::problem::Problem), (status = 404, description = "No app is registered", body = crate::api::problem::Problem)), tag = "connect", security(("bearer" = [])))]
 #[get("/v1/platform-apps/{connector}")]
 pub async fn get_app(
     state: web::Data<AppState>,
@@ -59,7 +71,7 @@ pub async fn get_app(
     Ok(HttpResponse::Ok().json(state.connect.apps().get(&owner, &connector).await?))
 }
 
-#[utoipa::path(params(("connector" = String, Path)), responses((status = 204, description = "Deleted"), (status = 404, description = "No app is registered", body = crate::api::problem::Problem)), tag = "connect", security(("bearer" = [])))]
+#[utoipa::path(params(("connector" = inline(ConnectConnector), Path)), responses((status = 204, description = "Deleted"), (status = 400, description = "The connector has no consent flow", body = crate::api::problem::Problem), (status = 404, description = "No app is registered", body = crate::api::problem::Problem)), tag = "connect", security(("bearer" = [])))]
 #[delete("/v1/platform-apps/{connector}")]
 pub async fn delete_app(
     state: web::Data<AppState>,
@@ -176,7 +188,7 @@ fn see_other(location: &str) -> HttpResponse {
 
 /// The seller's page: what is being connected, for whom, and one button. Reading it
 /// changes nothing (chat apps fetch links to preview them).
-#[utoipa::path(params(("token" = String, Path)), responses((status = 200, description = "The connect page (HTML)"), (status = 404, description = "Unknown link (HTML)"), (status = 410, description = "Expired or used link (HTML)")), tag = "connect")]
+#[utoipa::path(params(("token" = String, Path)), responses((status = 200, content_type = "text/html", body = String, description = "The connect page (HTML)"), (status = 404, content_type = "text/html", body = String, description = "Unknown link (HTML)"), (status = 410, content_type = "text/html", body = String, description = "Expired or used link (HTML)")), tag = "connect")]
 #[get("/connect/{token}")]
 pub async fn link_page(
     state: web::Data<AppState>,
@@ -199,7 +211,7 @@ pub async fn link_page(
 }
 
 /// The button: to the platform's consent page with a fresh state.
-#[utoipa::path(params(("token" = String, Path)), responses((status = 303, description = "To the platform's consent page"), (status = 410, description = "Expired or used link (HTML)")), tag = "connect")]
+#[utoipa::path(params(("token" = String, Path)), responses((status = 303, description = "To the platform's consent page"), (status = 410, content_type = "text/html", body = String, description = "Expired or used link (HTML)")), tag = "connect")]
 #[post("/connect/{token}")]
 pub async fn start(
     state: web::Data<AppState>,
@@ -249,7 +261,7 @@ fn outcome(
 /// Where the platform sends the seller back after consent. Checks what the platform
 /// documents (Shopify's HMAC and timestamp, the state), trades the code, saves the
 /// connection, checks it and redirects to the session's return URL.
-#[utoipa::path(params(("connector" = String, Path)), responses((status = 303, description = "To the session's return URL, with status and connection_id or error"), (status = 400, description = "A refused answer (HTML page)"), (status = 410, description = "A used or expired state (HTML page)")), tag = "connect")]
+#[utoipa::path(params(("connector" = inline(ConnectConnector), Path)), responses((status = 303, description = "To the session's return URL, with status and connection_id or error"), (status = 400, content_type = "text/html", body = String, description = "A refused answer (HTML page)"), (status = 410, content_type = "text/html", body = String, description = "A used or expired state (HTML page)")), tag = "connect")]
 #[get("/v1/oauth/callback/{connector}")]
 pub async fn callback(
     state: web::Data<AppState>,
@@ -274,7 +286,7 @@ pub struct ShopChoice {
 }
 
 /// The seller's pick of one shop, when the platform granted several.
-#[utoipa::path(params(("connector" = String, Path)), responses((status = 303, description = "To the session's return URL"), (status = 410, description = "A used or expired choice (HTML page)")), tag = "connect")]
+#[utoipa::path(params(("connector" = inline(ConnectConnector), Path)), responses((status = 303, description = "To the session's return URL"), (status = 410, content_type = "text/html", body = String, description = "A used or expired choice (HTML page)")), tag = "connect")]
 #[post("/v1/oauth/callback/{connector}/shop")]
 pub async fn choose_shop(
     state: web::Data<AppState>,

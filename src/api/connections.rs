@@ -1,7 +1,7 @@
 use actix_web::{HttpResponse, delete, get, patch, post, put, web};
 
 use super::AppState;
-use super::extract::{Auth, Json};
+use super::extract::{Auth, Json, Query};
 use crate::connections::{
     AllowlistView, ConnectionPatch, ConnectionView, CredentialsRotation, NewConnection,
 };
@@ -30,10 +30,10 @@ pub async fn create(
 pub async fn list(
     state: web::Data<AppState>,
     Auth(principal): Auth,
-    query: web::Query<PageQuery>,
+    Query(query): Query<PageQuery>,
 ) -> Result<HttpResponse> {
     let tenant = principal.tenant(Scope::Read)?;
-    let page = query.into_inner().validate()?;
+    let page = query.validate()?;
     Ok(HttpResponse::Ok().json(state.connections.list(tenant, &page).await?))
 }
 
@@ -136,10 +136,10 @@ pub async fn list_events(
     state: web::Data<AppState>,
     Auth(principal): Auth,
     id: web::Path<String>,
-    query: web::Query<PageQuery>,
+    Query(query): Query<PageQuery>,
 ) -> Result<HttpResponse> {
     let tenant = principal.tenant(Scope::Read)?;
-    let page = query.into_inner().validate()?;
+    let page = query.validate()?;
     let connection = state.connections.resolve(tenant, &id).await?;
     Ok(HttpResponse::Ok()
         .json(crate::webhooks::list_events(&state.db, tenant, &connection, &page).await?))
@@ -159,7 +159,7 @@ pub async fn check(
     state: web::Data<AppState>,
     Auth(principal): Auth,
     id: web::Path<String>,
-    query: web::Query<CheckQuery>,
+    Query(query): Query<CheckQuery>,
 ) -> Result<HttpResponse> {
     let tenant = principal.tenant(Scope::Write)?;
     let report = state

@@ -7,19 +7,19 @@ use crate::error::Result;
 use crate::tenancy::Scope;
 
 /// The installed connectors, with the settings and credentials each needs.
-#[utoipa::path(responses((status = 200, body = Vec<crate::connectors::ConnectorSummary>)), tag = "connectors", security(("bearer" = [])))]
+#[utoipa::path(responses((status = 200, body = crate::pagination::Page<crate::connectors::ConnectorSummary>)), tag = "connectors", security(("bearer" = [])))]
 #[get("/v1/connectors")]
 pub async fn list_connectors(
     state: web::Data<AppState>,
     Auth(principal): Auth,
 ) -> Result<HttpResponse> {
     principal.require(Scope::Read)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": state.registry.summaries() })))
+    Ok(HttpResponse::Ok().json(crate::pagination::Page::whole(state.registry.summaries())))
 }
 
 /// The versions of a connector this tenant may run: the built-in ones and those it
 /// published, newest first.
-#[utoipa::path(params(("name" = String, Path)), responses((status = 200, body = Vec<VersionView>), (status = 404, body = crate::api::problem::Problem)), tag = "connectors", security(("bearer" = [])))]
+#[utoipa::path(params(("name" = String, Path)), responses((status = 200, body = crate::pagination::Page<VersionView>), (status = 404, body = crate::api::problem::Problem)), tag = "connectors", security(("bearer" = [])))]
 #[get("/v1/connectors/{name}/versions")]
 pub async fn list_versions(
     state: web::Data<AppState>,
@@ -28,7 +28,7 @@ pub async fn list_versions(
 ) -> Result<HttpResponse> {
     let tenant = principal.tenant(Scope::Read)?;
     let versions = state.versions.list(tenant, &name).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": versions })))
+    Ok(HttpResponse::Ok().json(crate::pagination::Page::whole(versions)))
 }
 
 /// Publish a new version of a connector: linted, semver, immutable, content-hashed.

@@ -1,7 +1,7 @@
 use actix_web::{HttpResponse, get, post, web};
 
 use super::AppState;
-use super::extract::Auth;
+use super::extract::{Auth, Query};
 use crate::error::Result;
 use crate::flows::RunView;
 use crate::pagination::{Page, PageQuery};
@@ -13,10 +13,10 @@ use crate::tenancy::Scope;
 pub async fn list(
     state: web::Data<AppState>,
     Auth(principal): Auth,
-    query: web::Query<PageQuery>,
+    Query(query): Query<PageQuery>,
 ) -> Result<HttpResponse> {
     let tenant = principal.tenant(Scope::Read)?;
-    let page = query.into_inner().validate()?;
+    let page = query.validate()?;
     Ok(HttpResponse::Ok().json(state.flows.dead_letters(tenant, &page).await?))
 }
 

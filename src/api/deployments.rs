@@ -24,12 +24,12 @@ pub async fn create(
 }
 
 /// The tenant's latest 50 deployments, newest first.
-#[utoipa::path(responses((status = 200, body = Vec<DeploymentView>)), tag = "deployments", security(("bearer" = [])))]
+#[utoipa::path(responses((status = 200, body = crate::pagination::Page<DeploymentView>)), tag = "deployments", security(("bearer" = [])))]
 #[get("/v1/deployments")]
 pub async fn list(state: web::Data<AppState>, Auth(principal): Auth) -> Result<HttpResponse> {
     let tenant = principal.tenant(Scope::Read)?;
     let data = state.deployments.list(tenant).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data })))
+    Ok(HttpResponse::Ok().json(crate::pagination::Page::whole(data)))
 }
 
 /// A deployment with its targets and its timeline (each step, gate figures and decision).

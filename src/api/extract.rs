@@ -1,5 +1,5 @@
-//! Extractors: the authenticated caller, the client's address, and JSON bodies that report
-//! the path of the field that failed to parse.
+//! Extractors: the authenticated caller, the client's address, and JSON bodies and query
+//! strings that report the field that failed to parse, as problem+json.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
@@ -163,6 +163,35 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     }
 }
 
+/// A query string: unknown parameters and values of the wrong kind are a 400 problem naming
+/// the parameter (actix's own `Query` answers them in plain text).
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Query<T> {
+    type Error = Error;
+    type Future = std::future::Ready<Result<Self, Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(parse_query(req.query_string()).map(Query))
+    }
+}
+
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
+    let deserializer =
+        serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let message = err.inner().to_string();
+        // serde names an unknown parameter as the path; what it cannot place is the query.
+        let field = if path.is_empty() || path == "." || path.contains('?') {
+            "query".to_string()
+        } else {
+            path
+        };
+        Error::Invalid(vec![FieldError::new(field, message)])
+    })
+}
+
 /// Parses a JSON body. Strings may not hold NUL (`\u0000`): PostgreSQL stores no NUL in
 /// text or jsonb, so it would fail there what SQLite takes; one rule here for every body.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
@@ -177,7 +206,21 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
         ));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+    let parsed = serde_path_to_error::deserialize(&mut deserializer);
+    // JSON has one number type: `5.0` is the integer 5 (JSON Schema says so too), which
+    // serde refuses for an integer field. Only then is the body read again with such
+    // numbers made integers.
+    if let Err(err) = &parsed
+        && err
+            .inner()
+            .to_string()
+            .starts_with("invalid type: floating point")
+        && let Some(value) = integral_floats_as_integers(body)
+        && let Ok(value) = serde_path_to_error::deserialize(value)
+    {
+        return Ok(value);
+    }
+    let value = parsed.map_err(|err| {
         let path = err.path().to_string();
         // Broken JSON has no field to blame (the path reads "?"): the body, at its place.
         let broken = err.inner().is_syntax() || err.inner().is_eof();
@@ -201,6 +244,27 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
         )
     })?;
     Ok(value)
+}
+
+/// The body as a JSON value with every float that is a whole number within i64 made an
+/// integer; None when it has no such float (nothing to retry) or is not JSON.
+fn integral_floats_as_integers(body: &[u8]) -> Option<serde_json::Value> {
+    fn walk(value: &mut serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::Number(n) if n.is_f64() => match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                    *value = serde_json::Value::from(f as i64);
+                    true
+                }
+                _ => false,
+            },
+            serde_json::Value::Array(items) => items.iter_mut().fold(false, |c, v| walk(v) | c),
+            serde_json::Value::Object(map) => map.values_mut().fold(false, |c, v| walk(v) | c),
+            _ => false,
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    walk(&mut value).then_some(value)
 }
 
 fn contains_escaped_nul(body: &[u8]) -> bool {

@@ -1,7 +1,7 @@
 use actix_web::{HttpResponse, delete, get, patch, post, web};
 
 use super::AppState;
-use super::extract::{Auth, Json};
+use super::extract::{Auth, Json, Query};
 use crate::error::Result;
 use crate::flows::{FlowPatch, FlowView, NewFlow, RunView};
 use crate::pagination::{Page, PageQuery};
@@ -29,10 +29,10 @@ pub async fn create(
 pub async fn list(
     state: web::Data<AppState>,
     Auth(principal): Auth,
-    query: web::Query<PageQuery>,
+    Query(query): Query<PageQuery>,
 ) -> Result<HttpResponse> {
     let tenant = principal.tenant(Scope::Read)?;
-    let page = query.into_inner().validate()?;
+    let page = query.validate()?;
     Ok(HttpResponse::Ok().json(state.flows.list(tenant, &page).await?))
 }
 
@@ -97,10 +97,10 @@ pub async fn runs(
     state: web::Data<AppState>,
     Auth(principal): Auth,
     id: web::Path<String>,
-    query: web::Query<PageQuery>,
+    Query(query): Query<PageQuery>,
 ) -> Result<HttpResponse> {
     let tenant = principal.tenant(Scope::Read)?;
-    let page = query.into_inner().validate()?;
+    let page = query.validate()?;
     Ok(HttpResponse::Ok().json(state.flows.runs(tenant, &id, &page).await?))
 }
 

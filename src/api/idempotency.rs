@@ -22,6 +22,10 @@ fn applies(req: &ServiceRequest) -> bool {
         && req.headers().contains_key(HEADER)
         // Webhooks deduplicate by the platform's own event ids.
         && !req.path().starts_with("/v1/hooks/")
+        // A route or method the API does not serve gets its 404 or 405, not a replay.
+        && super::openapi::methods_for(req.path())
+            .iter()
+            .any(|m| m == req.method().as_str())
 }
 
 pub async fn idempotency(

@@ -1,7 +1,9 @@
 //! The OpenAPI document, generated from the handlers' annotations and the domain types.
 
 use actix_web::{HttpResponse, get};
+use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::{
@@ -49,20 +51,21 @@ fn describe(status: &str) -> &'static str {
     }
 }
 
+/// Every operation with its path and whether its method writes (POST, PUT, PATCH, DELETE).
 fn operations(
     openapi: &mut utoipa::openapi::OpenApi,
-) -> impl Iterator<Item = (&String, &mut utoipa::openapi::path::Operation)> {
+) -> impl Iterator<Item = (&String, bool, &mut Operation)> {
     openapi.paths.paths.iter_mut().flat_map(|(path, item)| {
         [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
+            (&mut item.get, false),
+            (&mut item.put, true),
+            (&mut item.post, true),
+            (&mut item.delete, true),
+            (&mut item.patch, true),
         ]
         .into_iter()
-        .flatten()
-        .map(move |operation| (path, operation))
+        .filter_map(|(operation, writes)| operation.as_mut().map(|o| (o, writes)))
+        .map(move |(operation, writes)| (path, writes, operation))
     })
 }
 
@@ -78,12 +81,12 @@ fn resource(path: &str) -> String {
 impl Modify for Conformance {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let mut seen = std::collections::HashMap::<String, usize>::new();
-        for (_, operation) in operations(openapi) {
+        for (_, _, operation) in operations(openapi) {
             if let Some(id) = &operation.operation_id {
                 *seen.entry(id.clone()).or_default() += 1;
             }
         }
-        for (path, operation) in operations(openapi) {
+        for (path, writes, operation) in operations(openapi) {
             let repeated = operation
                 .operation_id
                 .as_ref()
@@ -94,20 +97,85 @@ impl Modify for Conformance {
                     .take()
                     .map(|id| format!("{id}_{}", resource(path)));
             }
+            let idempotent = writes && is_idempotent_write(path, operation);
+            for status in error_statuses(operation, idempotent) {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| RefOr::T(Response::new("")));
+            }
+            let page = operation.responses.responses.values().any(|r| {
+                matches!(r, RefOr::T(r) if r.content.keys().any(|c| c.starts_with("text/html")))
+            });
             for (status, response) in operation.responses.responses.iter_mut() {
-                if let utoipa::openapi::RefOr::T(response) = response
-                    && response.description.is_empty()
-                {
+                let RefOr::T(response) = response else {
+                    continue;
+                };
+                if response.description.is_empty() {
                     response.description = describe(status).to_string();
+                }
+                // Every error is a problem document (RFC 9457), whatever the handler wrote;
+                // a page for sellers (its success is HTML) answers its errors as pages too.
+                if (status.starts_with('4') || status.starts_with('5')) && !page {
+                    response.content.clear();
+                    response.content.insert(
+                        "application/problem+json".into(),
+                        RefOr::T(
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("Problem")))
+                                .build(),
+                        ),
+                    );
                 }
             }
         }
     }
 }
 
+/// The errors an operation can answer besides its own, from what it takes: a token (401,
+/// 403 for a scope it lacks), an id in the path (404), query parameters or a body (400; a
+/// body also 408 too slow, 413 too large, 415 not JSON), an Idempotency-Key (409 while the
+/// first is in flight, 422 reused for another request); and storage trouble (500, 503).
+fn error_statuses(operation: &Operation, idempotent: bool) -> Vec<u16> {
+    let mut statuses = vec![500, 503];
+    let parameters = operation.parameters.as_deref().unwrap_or_default();
+    let takes = |place: ParameterIn| {
+        parameters
+            .iter()
+            .any(|p| matches!(p, RefOr::T(p) if p.parameter_in == place))
+    };
+    if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+        statuses.extend([401, 403]);
+    }
+    if takes(ParameterIn::Path) {
+        statuses.push(404);
+    }
+    if takes(ParameterIn::Query) {
+        statuses.push(400);
+    }
+    if operation.request_body.is_some() {
+        statuses.extend([400, 408, 413, 415]);
+    }
+    if idempotent {
+        statuses.extend([400, 409, 422]);
+    }
+    statuses
+}
+
+/// Whether the idempotency layer (`api/idempotency.rs`) serves a write: one a token sends
+/// under /v1, webhooks aside (they deduplicate by the platform's event ids). The header is
+/// described once, in the document's description, like Authorization: listed on every write
+/// it would have fuzzers send one key to many requests.
+fn is_idempotent_write(path: &str, operation: &Operation) -> bool {
+    path.starts_with("/v1/")
+        && !path.starts_with("/v1/hooks/")
+        && operation.security.as_ref().is_some_and(|s| !s.is_empty())
+}
+
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "synchub", description = "Keeps sellers' marketplaces and ERPs in sync. Errors are RFC 9457 problem+json."),
+    info(title = "synchub", description = "Keeps sellers' marketplaces and ERPs in sync. Errors are RFC 9457 problem+json (the seller's pages under /connect and the OAuth callback answer HTML). Lists answer `{\"data\": [...], \"next_cursor\"}`; pass `next_cursor` back as `cursor` for the next page. Every write under /v1 takes an optional `Idempotency-Key` header (1 to 255 visible ASCII characters, kept 24 hours per token): a retry with the same key and request gets the first answer again, marked `Idempotent-Replayed: true`; the same key with another request is a 422, and a retry while the first still runs a 409."),
     paths(
         health::healthz, health::readyz, health::metrics,
         tenants::create_tenant, tenants::create_token, tenants::list_tokens, tenants::revoke_token,
@@ -128,14 +196,120 @@ impl Modify for Conformance {
 )]
 pub struct ApiDoc;
 
+/// The served document: `ApiDoc` with what JSON Schema says better than the annotations,
+/// built once. Free-form maps (settings, credentials) allow any property (an object schema
+/// with no properties otherwise reads as "no properties" to client generators), and every
+/// string a body or a resource carries is free of NUL, which the server refuses everywhere
+/// (PostgreSQL stores none).
+pub fn document() -> &'static serde_json::Value {
+    static DOCUMENT: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(|| {
+        let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        if let Some(schemas) = document.pointer_mut("/components/schemas") {
+            tighten(schemas);
+            zones_by_name(schemas);
+            if let Some(schemas) = schemas.as_object_mut() {
+                let names: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()).collect();
+                schemas.insert(
+                    "TimeZone".into(),
+                    serde_json::json!({
+                        "type": "string",
+                        "description": "An IANA time zone name, e.g. Asia/Shanghai.",
+                        "enum": names,
+                    }),
+                );
+            }
+        }
+        if let Some(paths) = document.get_mut("paths").and_then(|p| p.as_object_mut()) {
+            for operation in paths
+                .values_mut()
+                .filter_map(|i| i.as_object_mut())
+                .flat_map(|i| i.values_mut())
+            {
+                if let Some(body) = operation.get_mut("requestBody") {
+                    tighten(body);
+                }
+            }
+        }
+        document
+    });
+    &DOCUMENT
+}
+
+/// Every `timezone` property is a zone the server knows: the `TimeZone` enum (nullable
+/// where the field is optional).
+fn zones_by_name(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(node) => {
+            if let Some(serde_json::Value::Object(properties)) = node.get_mut("properties")
+                && let Some(zone) = properties.get_mut("timezone")
+            {
+                let nullable = zone["type"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t == "null"));
+                let description = zone.get("description").cloned();
+                let reference = serde_json::json!({"$ref": "#/components/schemas/TimeZone"});
+                let mut replaced = if nullable {
+                    serde_json::json!({"oneOf": [reference, {"type": "null"}]})
+                } else {
+                    reference
+                };
+                if let Some(description) = description {
+                    replaced["description"] = description;
+                }
+                *zone = replaced;
+            }
+            node.values_mut().for_each(zones_by_name);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(zones_by_name),
+        _ => {}
+    }
+}
+
+/// No NUL in any string left open (no pattern, enum, const or format of its own).
+const NO_NUL: &str = "^[^\\u0000]*$";
+
+fn tighten(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(node) => {
+            let types: Vec<&str> = match node.get("type") {
+                Some(serde_json::Value::String(t)) => vec![t.as_str()],
+                Some(serde_json::Value::Array(ts)) => {
+                    ts.iter().filter_map(|t| t.as_str()).collect()
+                }
+                _ => Vec::new(),
+            };
+            let object = types.contains(&"object");
+            let string = types.contains(&"string");
+            if object
+                && !["properties", "additionalProperties", "$ref"]
+                    .iter()
+                    .any(|k| node.contains_key(*k))
+            {
+                node.insert("additionalProperties".into(), serde_json::Value::Bool(true));
+            }
+            if string
+                && !["pattern", "enum", "const", "format"]
+                    .iter()
+                    .any(|k| node.contains_key(*k))
+            {
+                node.insert("pattern".into(), NO_NUL.into());
+            }
+            for value in node.values_mut() {
+                tighten(value);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(tighten),
+        _ => {}
+    }
+}
+
 /// The methods the document lists for a concrete request path (`/v1/flows/flw_1/run`
 /// matches `/v1/flows/{id}/run`), upper-case; empty when no documented path matches. The
 /// document is the one list of routes, so a 405's `Allow` cannot drift from it.
 pub fn methods_for(path: &str) -> Vec<String> {
     static ROUTES: std::sync::LazyLock<Vec<(Vec<String>, Vec<String>)>> =
         std::sync::LazyLock::new(|| {
-            let document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
-            let Some(paths) = document["paths"].as_object() else {
+            let Some(paths) = document()["paths"].as_object() else {
                 return Vec::new();
             };
             paths
@@ -151,7 +325,7 @@ pub fn methods_for(path: &str) -> Vec<String> {
                 .collect()
         });
     let asked: Vec<&str> = path.split('/').collect();
-    let mut methods: Vec<String> = ROUTES
+    let matching: Vec<(usize, &Vec<String>)> = ROUTES
         .iter()
         .filter(|(template, _)| {
             template.len() == asked.len()
@@ -159,6 +333,17 @@ pub fn methods_for(path: &str) -> Vec<String> {
                     t == a || (t.starts_with('{') && t.ends_with('}') && !a.is_empty())
                 })
         })
+        .map(|(template, methods)| {
+            let literal = template.iter().filter(|t| !t.starts_with('{')).count();
+            (literal, methods)
+        })
+        .collect();
+    // The most literal template wins, as the router's order has it: `/v1/connections/check`
+    // is its own route, not `/v1/connections/{id}`.
+    let most_literal = matching.iter().map(|(n, _)| *n).max().unwrap_or(0);
+    let mut methods: Vec<String> = matching
+        .into_iter()
+        .filter(|(n, _)| *n == most_literal)
         .flat_map(|(_, methods)| methods.iter().cloned())
         .collect();
     methods.sort();
@@ -169,7 +354,7 @@ pub fn methods_for(path: &str) -> Vec<String> {
 #[utoipa::path(responses((status = 200, description = "this document")), tag = "ops")]
 #[get("/openapi.json")]
 pub async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    HttpResponse::Ok().json(document())
 }
 
 #[cfg(test)]
@@ -202,6 +387,95 @@ mod tests {
         assert!(
             ids.contains("list_connections") && ids.contains("list_dead_letters"),
             "{ids:?}"
+        );
+    }
+
+    /// Every error is documented as problem+json (a seller's page answers HTML), every
+    /// operation behind a token can answer 401 and 403, an id in the path 404, and storage
+    /// trouble 500 and 503.
+    #[test]
+    fn every_operation_documents_its_errors() {
+        let document = document();
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let responses = operation["responses"].as_object().unwrap();
+                let page = path.starts_with("/connect/") || path.starts_with("/v1/oauth/");
+                for (status, response) in responses {
+                    if status.starts_with('4') || status.starts_with('5') {
+                        let types: Vec<&String> = response["content"]
+                            .as_object()
+                            .map(|c| c.keys().collect())
+                            .unwrap_or_default();
+                        assert!(
+                            page || types == ["application/problem+json"],
+                            "{method} {path} {status}: {types:?}"
+                        );
+                    }
+                }
+                let has = |status: &str| responses.contains_key(status);
+                assert!(has("500") && has("503"), "{method} {path}");
+                if operation.get("security").is_some() {
+                    assert!(has("401") && has("403"), "{method} {path}");
+                }
+                if path.contains('{') {
+                    assert!(has("404") || has("400"), "{method} {path}");
+                }
+            }
+        }
+    }
+
+    /// Lists are `{data, next_cursor}`; the bounds the server enforces are in the document;
+    /// free-form maps take any property; zones are the ones the server knows.
+    #[test]
+    fn the_document_says_what_the_server_enforces() {
+        let document = document();
+        for path in [
+            "/v1/connectors",
+            "/v1/deployments",
+            "/v1/alert-channels",
+            "/v1/alert-rules",
+            "/v1/alerts",
+            "/v1/connections",
+            "/v1/flows",
+        ] {
+            let schema = document["paths"][path]["get"]["responses"]["200"]["content"]
+                ["application/json"]["schema"]["$ref"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                schema.starts_with("#/components/schemas/Page_"),
+                "{path}: {schema}"
+            );
+        }
+        let limit = document["paths"]["/v1/flows"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap();
+        assert_eq!(
+            (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+            (
+                &serde_json::json!(1),
+                &serde_json::json!(crate::pagination::MAX_LIMIT)
+            )
+        );
+        let settings =
+            &document["components"]["schemas"]["NewConnection"]["properties"]["settings"];
+        assert_eq!(settings["additionalProperties"], true, "{settings}");
+        let zones = document["components"]["schemas"]["TimeZone"]["enum"]
+            .as_array()
+            .unwrap();
+        assert!(zones.iter().any(|z| z == "Asia/Shanghai"));
+        let tenant_zone = &document["components"]["schemas"]["NewTenant"]["properties"]["timezone"];
+        assert_eq!(
+            tenant_zone["$ref"], "#/components/schemas/TimeZone",
+            "{tenant_zone}"
+        );
+        let name = &document["components"]["schemas"]["NewTenant"]["properties"]["name"];
+        assert_eq!(
+            (&name["minLength"], &name["maxLength"]),
+            (&serde_json::json!(1), &serde_json::json!(200))
         );
     }
 }

@@ -1,7 +1,7 @@
 use actix_web::{HttpResponse, delete, get, post, web};
 
 use super::AppState;
-use super::extract::{Auth, Json};
+use super::extract::{Auth, Json, Query};
 use crate::error::{Error, Result};
 use crate::ids::TenantId;
 use crate::pagination::PageQuery;
@@ -61,10 +61,10 @@ pub async fn list_tokens(
     state: web::Data<AppState>,
     Auth(principal): Auth,
     path: web::Path<String>,
-    query: web::Query<PageQuery>,
+    Query(query): Query<PageQuery>,
 ) -> Result<HttpResponse> {
     let tenant = token_tenant(&principal, &path)?;
-    let page = query.into_inner().validate()?;
+    let page = query.validate()?;
     Ok(HttpResponse::Ok().json(tenancy::list_tokens(&state.db, &tenant, &page).await?))
 }
 

@@ -20,6 +20,11 @@ pub struct NewConnectSession {
     #[schema(value_type = Object)]
     pub settings: Map<String, Value>,
     /// The new connection's name (default: the platform and the account).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     pub name: Option<String>,
     /// Authorise this existing connection again instead of creating one.
     pub connection_id: Option<String>,

@@ -23,6 +23,11 @@ impl EnvironmentKind {
 #[serde(deny_unknown_fields)]
 pub struct NewConnection {
     /// Unique within the tenant, e.g. "US Shopify store".
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     pub name: String,
     /// A connector name from `GET /v1/connectors`.
     pub connector: String,
@@ -53,6 +58,11 @@ pub struct NewConnection {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionPatch {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     pub name: Option<String>,
     pub environment: Option<EnvironmentKind>,
     /// Replaces the settings as a whole.

@@ -54,6 +54,11 @@ impl Default for RetryPolicy {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewFlow {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     pub name: String,
     pub stream: Stream,
     /// Source connection id.
@@ -80,6 +85,11 @@ fn yes() -> bool {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlowPatch {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     pub name: Option<String>,
     /// A new schedule; `null` removes it.
     #[serde(default, deserialize_with = "serde_with_null::deserialize")]

@@ -11,6 +11,11 @@ use crate::timezone::parse_timezone;
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
     /// Seller account name, 1 to 200 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     pub name: String,
     /// IANA time zone of the seller (e.g. Asia/Shanghai); schedules default to it.
     #[serde(default = "default_timezone")]

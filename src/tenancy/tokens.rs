@@ -27,8 +27,14 @@ const TOKEN_PREFIX: &str = "shk_";
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     pub name: String,
     /// Any of read, write, deploy, admin.
+    #[schema(min_items = 1)]
     pub scopes: Vec<Scope>,
     /// Source networks the token may be used from (IPv4/IPv6 CIDRs). Empty: anywhere.
     #[serde(default)]

@@ -373,10 +373,19 @@ async fn wrong_methods_get_405_with_allow(backend: Backend) {
             "/v1/flows/flw_0000000000000000/run",
             "POST",
         ),
+        // Its own route, not /v1/connections/{id}'s.
+        (reqwest::Method::OPTIONS, "/v1/connections/check", "POST"),
+        // An Idempotency-Key does not make a method the route lacks a replayable write.
+        (
+            reqwest::Method::PATCH,
+            "/v1/alert-deliveries/adl_0/replay",
+            "POST",
+        ),
     ] {
         let response = client
             .request(method.clone(), app.url(path))
             .bearer_auth(&token)
+            .header("idempotency-key", "same-key-for-every-request")
             .send()
             .await
             .unwrap();
@@ -401,3 +410,57 @@ async fn wrong_methods_get_405_with_allow(backend: Backend) {
     assert_eq!(problem["code"], "not_found");
 }
 on_both_backends!(wrong_methods_get_405_with_allow);
+
+/// Query parameters are read like bodies: an unknown one or a value of the wrong kind is a
+/// 400 problem naming the parameter (actix's own extractor answered plain text).
+async fn bad_query_parameters_are_problems(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, token) = app.tenant_with_token(&["read"]).await;
+    for (path, field, says) in [
+        ("/v1/flows?limit=many", "limit", "invalid digit"),
+        ("/v1/connections?limit=-1", "limit", "invalid digit"),
+        ("/v1/flows?colour=red", "colour", "unknown field `colour`"),
+        ("/v1/audit?limit=0", "limit", "between 1 and 500"),
+        ("/v1/dead-letters?cursor=%00", "cursor", "not a cursor"),
+    ] {
+        let response = app
+            .client
+            .get(app.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+        let problem: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(problem["errors"][0]["field"], field, "{path}: {problem}");
+        assert!(
+            problem["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(says),
+            "{path}: {problem}"
+        );
+    }
+    // Every list, paged or served whole, has the same shape.
+    for path in [
+        "/v1/connectors",
+        "/v1/deployments",
+        "/v1/alert-channels",
+        "/v1/alerts",
+        "/v1/flows",
+    ] {
+        let (status, list) = app.get(path, &token).await;
+        assert_eq!(status, 200, "{path}: {list}");
+        assert!(list["data"].is_array(), "{path}: {list}");
+        assert!(
+            list.as_object().unwrap().contains_key("next_cursor"),
+            "{path}: {list}"
+        );
+    }
+}
+on_both_backends!(bad_query_parameters_are_problems);
