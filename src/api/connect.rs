@@ -11,20 +11,23 @@ use super::AppState;
 use super::extract::{Auth, Json};
 use crate::connect::page::{self, Lang};
 
-/// The connectors with a consent flow: the `{connector}` of platform apps and callbacks (for
-/// the document; the handlers answer any other name with a 400).
-#[derive(serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "kebab-case")]
-#[allow(dead_code)]
-pub enum ConnectConnector {
-    Shopify,
-    AmazonSpApi,
-    Shopee,
-    TiktokShop,
+/// The connectors with a consent flow, as the document shows the `{connector}` of platform
+/// apps and callbacks: `Platform::ALL`'s names (the handlers answer any other with a 400).
+struct ConnectConnector;
+
+impl utoipa::PartialSchema for ConnectConnector {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(Platform::ALL.map(Platform::connector)))
+            .into()
+    }
 }
+
+impl utoipa::ToSchema for ConnectConnector {}
 use crate::connect::{
-    CallbackOutcome, ConnectSessionView, CreatedConnectSession, NewConnectSession, PlatformAppView,
-    Refusal,
+    CallbackOutcome, ConnectSessionView, CreatedConnectSession, NewConnectSession, Platform,
+    PlatformAppView, Refusal,
 };
 use crate::error::Result;
 use crate::ids::TenantId;

@@ -180,15 +180,9 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
     let deserializer =
         serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
-        let path = err.path().to_string();
-        let message = err.inner().to_string();
         // serde names an unknown parameter as the path; what it cannot place is the query.
-        let field = if path.is_empty() || path == "." || path.contains('?') {
-            "query".to_string()
-        } else {
-            path
-        };
-        Error::Invalid(vec![FieldError::new(field, message)])
+        let field = blamed_field(err.path().to_string(), "query");
+        Error::Invalid(vec![FieldError::new(field, err.inner().to_string())])
     })
 }
 
@@ -221,13 +215,12 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
         return Ok(value);
     }
     let value = parsed.map_err(|err| {
-        let path = err.path().to_string();
         // Broken JSON has no field to blame (the path reads "?"): the body, at its place.
         let broken = err.inner().is_syntax() || err.inner().is_eof();
-        let field = if broken || path == "." || path.is_empty() || path.contains('?') {
+        let field = if broken {
             "body".to_string()
         } else {
-            path
+            blamed_field(err.path().to_string(), "body")
         };
         let message = if broken {
             format!("is not valid JSON: {}", err.inner())
@@ -265,6 +258,16 @@ fn integral_floats_as_integers(body: &[u8]) -> Option<serde_json::Value> {
     }
     let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
     walk(&mut value).then_some(value)
+}
+
+/// The field serde_path_to_error's path names, or `whole` (the body, the query) when it
+/// names none: empty, the root (`.`) or a place it could not follow (`?`).
+fn blamed_field(path: String, whole: &str) -> String {
+    if path.is_empty() || path == "." || path.contains('?') {
+        whole.to_string()
+    } else {
+        path
+    }
 }
 
 fn contains_escaped_nul(body: &[u8]) -> bool {

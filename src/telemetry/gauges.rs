@@ -62,14 +62,12 @@ pub async fn sample(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<Sampl
             .add(run::Column::LeaseUntil.lt(now)),
     )
     .await?;
-    let dead_letters = run::Entity::find()
-        .filter(run::Column::Status.eq(RunStatus::Dead))
-        .select_only()
-        .column_as(Expr::expr(Func::count(Expr::col(run::Column::Id))), "n")
-        .into_tuple::<i64>()
-        .one(db)
-        .await?
-        .unwrap_or(0);
+    let (dead_letters, _) = count_and_oldest(
+        db,
+        run::Column::CreatedAt,
+        Condition::all().add(run::Column::Status.eq(RunStatus::Dead)),
+    )
+    .await?;
     let (deliveries_pending, oldest_delivery) = alert_delivery::Entity::find()
         .filter(alert_delivery::Column::Status.eq(DeliveryStatus::Pending))
         .select_only()

@@ -222,19 +222,20 @@ pub fn setting<'a>(settings: &'a Map<String, Value>, name: &str) -> Option<&'a s
 }
 
 impl Platform {
+    pub const ALL: [Self; 4] = [Self::Shopify, Self::Amazon, Self::Shopee, Self::Tiktok];
+
     pub fn from_connector(connector: &str) -> Result<Self> {
-        match connector {
-            "shopify" => Ok(Self::Shopify),
-            "amazon-sp-api" => Ok(Self::Amazon),
-            "shopee" => Ok(Self::Shopee),
-            "tiktok-shop" => Ok(Self::Tiktok),
-            _ => Err(Error::invalid(
-                "connector",
-                format!(
-                    "{connector:?} has no authorisation flow; connect links serve shopify, amazon-sp-api, shopee and tiktok-shop (other connectors take pasted credentials)"
-                ),
-            )),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|p| p.connector() == connector)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "connector",
+                    format!(
+                        "{connector:?} has no authorisation flow; connect links serve shopify, amazon-sp-api, shopee and tiktok-shop (other connectors take pasted credentials)"
+                    ),
+                )
+            })
     }
 
     pub fn connector(self) -> &'static str {
