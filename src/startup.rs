@@ -262,6 +262,8 @@ impl Application {
         crate::telemetry::series::register(&crate::telemetry::series::KnownLabels {
             connectors: registry.names().collect(),
             channel_kinds: crate::alerts::ChannelKind::ALL.map(|k| k.as_str()).to_vec(),
+            webhook_outcomes: &crate::webhooks::IngestService::OUTCOMES,
+            delivery_outcomes: &crate::alerts::DELIVERY_OUTCOMES,
         });
         if settings.workers.enabled {
             tokio::spawn(crate::telemetry::gauges::run(

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Validates the served /openapi.json as OpenAPI 3.1 with openapi-spec-validator (PyPI),
-# against a real `synchub serve` on a throw-away SQLite. Run by .ci/run after the tests.
+# against a real `synchub serve` on a throw-away SQLite, and keeps it where the second
+# argument says (tests/client.sh generates a client from it). Run by .ci/run after the tests.
 #
 #   pip install openapi-spec-validator
-#   tests/openapi.sh [path/to/synchub]
+#   tests/openapi.sh [path/to/synchub] [path/to/keep/openapi.json]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${1:-target/debug/synchub}"
+keep="${2:-}"
 port="${PORT:-18592}"
 data="$(mktemp -d)"
 SYNCHUB_DATA_DIR="$data" SYNCHUB_LISTEN="127.0.0.1:$port" "$bin" serve >"$data/log" 2>&1 &
@@ -28,3 +30,6 @@ for error in errors[:20]:
 print(f"openapi: {len(errors)} error(s) in {len(spec['paths'])} paths")
 sys.exit(1 if errors else 0)
 PY
+if [ -n "$keep" ]; then
+  cp "$data/openapi.json" "$keep"
+fi

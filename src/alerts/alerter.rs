@@ -546,7 +546,11 @@ impl Alerter {
     }
 }
 
-/// Counts one attempt to send to a channel of `kind`: delivered, retrying or dead.
+/// How one attempt to deliver an alert ends: the `outcome` of
+/// `synchub_alert_deliveries_total` (start-up sets each to zero).
+pub const DELIVERY_OUTCOMES: [&str; 3] = ["delivered", "retrying", "dead"];
+
+/// Counts one attempt to send to a channel of `kind`: one of `DELIVERY_OUTCOMES`.
 fn delivery_attempted(kind: ChannelKind, outcome: &'static str) {
     metrics::counter!("synchub_alert_deliveries_total", "channel" => kind.as_str(), "outcome" => outcome)
         .increment(1);

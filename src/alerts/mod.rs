@@ -11,7 +11,7 @@ pub mod rules;
 pub mod sender;
 pub mod views;
 
-pub use alerter::{Alerter, MAX_ATTEMPTS};
+pub use alerter::{Alerter, DELIVERY_OUTCOMES, MAX_ATTEMPTS};
 pub use channel::{AlertChannels, ChannelKind, ChannelView, NewChannel, TestReport};
 pub use rules::{NewRule, QuietHours, RuleView, Threshold};
 pub use views::{AlertView, DeliveryView};

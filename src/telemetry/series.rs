@@ -5,25 +5,14 @@
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
-/// The label values known at start: the built-in connectors and the alert channel kinds.
+/// The label values known at start, from the modules that count them: the built-in
+/// connectors, the alert channel kinds, how webhooks and alert deliveries end.
 pub struct KnownLabels<'a> {
     pub connectors: Vec<&'a str>,
     pub channel_kinds: Vec<&'a str>,
+    pub webhook_outcomes: &'static [&'static str],
+    pub delivery_outcomes: &'static [&'static str],
 }
-
-/// How an inbound webhook ended: the `outcome` of `synchub_webhooks_total`.
-pub const WEBHOOK_OUTCOMES: [&str; 6] = [
-    "stored",
-    "unknown_connection",
-    "forbidden_source",
-    "bad_signature",
-    "invalid",
-    "error",
-];
-
-/// How one attempt to deliver an alert ended: the `outcome` of
-/// `synchub_alert_deliveries_total`.
-pub const DELIVERY_OUTCOMES: [&str; 3] = ["delivered", "retrying", "dead"];
 
 /// Where a connection's credentials stand: the `state` of `synchub_connections_credentials`.
 pub const CREDENTIAL_STATES: [&str; 4] = [
@@ -138,7 +127,7 @@ pub fn register(known: &KnownLabels<'_>) {
     ] {
         let _ = metrics::histogram!(name);
     }
-    for outcome in WEBHOOK_OUTCOMES {
+    for &outcome in known.webhook_outcomes {
         metrics::counter!("synchub_webhooks_total", "outcome" => outcome).increment(0);
     }
     for &connector in &known.connectors {
@@ -146,7 +135,7 @@ pub fn register(known: &KnownLabels<'_>) {
             .increment(0);
     }
     for &channel in &known.channel_kinds {
-        for outcome in DELIVERY_OUTCOMES {
+        for &outcome in known.delivery_outcomes {
             metrics::counter!("synchub_alert_deliveries_total", "channel" => channel.to_string(), "outcome" => outcome)
                 .increment(0);
         }

@@ -67,6 +67,17 @@ impl IngestService {
         }
     }
 
+    /// The `outcome` label of `synchub_webhooks_total`: stored, or why refused (the match
+    /// below names each; start-up sets them all to zero).
+    pub const OUTCOMES: [&'static str; 6] = [
+        "stored",
+        "unknown_connection",
+        "forbidden_source",
+        "bad_signature",
+        "invalid",
+        "error",
+    ];
+
     pub async fn ingest(&self, inbound: InboundWebhook<'_>) -> Result<Acknowledged> {
         let outcome = self.ingest_inner(&inbound).await;
         let label = match &outcome {
