@@ -147,7 +147,7 @@ fn error_statuses(operation: &Operation, idempotent: bool) -> Vec<u16> {
             .iter()
             .any(|p| matches!(p, RefOr::T(p) if p.parameter_in == place))
     };
-    if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+    if needs_token(operation) {
         statuses.extend([401, 403]);
     }
     if takes(ParameterIn::Path) {
@@ -170,9 +170,12 @@ fn error_statuses(operation: &Operation, idempotent: bool) -> Vec<u16> {
 /// described once, in the document's description, like Authorization: listed on every write
 /// it would have fuzzers send one key to many requests.
 fn is_idempotent_write(path: &str, operation: &Operation) -> bool {
-    path.starts_with("/v1/")
-        && !path.starts_with("/v1/hooks/")
-        && operation.security.as_ref().is_some_and(|s| !s.is_empty())
+    path.starts_with("/v1/") && !path.starts_with("/v1/hooks/") && needs_token(operation)
+}
+
+/// Whether the operation is behind a bearer token (it names a security requirement).
+fn needs_token(operation: &Operation) -> bool {
+    operation.security.as_ref().is_some_and(|s| !s.is_empty())
 }
 
 #[derive(OpenApi)]
