@@ -11,6 +11,7 @@
 #   tests/schemathesis.sh                       # SQLite, then PostgreSQL if configured
 #   SYNCHUB_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test tests/schemathesis.sh
 #   MAX_EXAMPLES=200 FUZZ_BIN=target/debug/synchub CHECKS=not_a_server_error tests/schemathesis.sh
+#   SEED=<the seed a failed run printed> tests/schemathesis.sh   # replays that run
 #
 # The fuzzer writes URLs into connection settings and alert channels and the server calls
 # them, so both run in a network namespace of their own with only loopback (root, iproute2):
@@ -88,7 +89,7 @@ fuzz() {
     [ "$who" = operator ] && bearer="$OPERATOR"
     st --config-file tests/schemathesis.toml run "$base/openapi.json" --url "$base" \
       -H "Authorization: Bearer $bearer" \
-      --checks "${CHECKS:-all}" --max-examples "$MAX_EXAMPLES" --workers 1 --no-color \
+      --checks "${CHECKS:-all}" --max-examples "$MAX_EXAMPLES" --workers 1 --no-color ${SEED:+--seed "$SEED"} \
       --report har --report-har-path "$dir/$who.har" >"$dir/$who.log" 2>&1 || failed=1
     grep -E "generated|failures|Seed" "$dir/$who.log" | sed "s/^/$backend ($who): /"
     python3 - "$dir/$who.har" "$backend ($who)" <<'PY'

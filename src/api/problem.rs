@@ -95,10 +95,13 @@ pub fn problem_response(
         problem_type: format!("{PROBLEM_BASE}{code}"),
         title,
         status: status.as_u16(),
-        detail,
+        detail: printable(detail),
         code,
         request_id: REQUEST_ID.try_with(Clone::clone).ok(),
-        errors,
+        errors: errors
+            .into_iter()
+            .map(|e| FieldError::new(printable(e.field), printable(e.message)))
+            .collect(),
     };
     let mut response = HttpResponse::build(status);
     response.insert_header((
@@ -109,6 +112,24 @@ pub fn problem_response(
         response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
     }
     response.body(serde_json::to_string(&problem).unwrap_or_default())
+}
+
+/// An error names what it refused, often the caller's own text (an unknown parameter's
+/// name, say): control characters in it are shown escaped, so a client's terminal, a log
+/// line or a NUL-free text column never receives them raw.
+fn printable(text: String) -> String {
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 impl ResponseError for Error {
@@ -131,5 +152,23 @@ impl ResponseError for Error {
             _ => Vec::new(),
         };
         problem_response(status, code, title, detail, errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_in_an_echoed_name_come_back_escaped() {
+        let error = Error::Invalid(vec![FieldError::new("a\0b", "unknown field `a\0b`")]);
+        let response = error.error_response();
+        let body =
+            actix_web::body::MessageBody::try_into_bytes(response.into_body()).unwrap_or_default();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(problem["errors"][0]["field"], "a\\u{0}b");
+        assert_eq!(problem["errors"][0]["message"], "unknown field `a\\u{0}b`");
+        assert!(!problem["detail"].as_str().unwrap_or("\0").contains('\0'));
+        assert_eq!(printable("plain ünïcode".into()), "plain ünïcode");
     }
 }
