@@ -78,9 +78,28 @@ impl Application {
     /// As `build_role`, with every time-dependent decision read from `clock`: tests move it
     /// forward instead of sleeping.
     pub async fn build_with_clock(
+        settings: Settings,
+        role: Role,
+        clock: Clock,
+    ) -> anyhow::Result<Self> {
+        Self::assemble(settings, role, clock, ConnectorRegistry::built_in()?).await
+    }
+
+    /// As `build_role`, with connectors other than the built-in ones (the benchmarks lift
+    /// their rate limits to measure synchub rather than a platform's quota).
+    pub async fn build_with_registry(
+        settings: Settings,
+        role: Role,
+        registry: ConnectorRegistry,
+    ) -> anyhow::Result<Self> {
+        Self::assemble(settings, role, Clock::system(), registry).await
+    }
+
+    async fn assemble(
         mut settings: Settings,
         role: Role,
         clock: Clock,
+        registry: ConnectorRegistry,
     ) -> anyhow::Result<Self> {
         match role {
             Role::All => {}
@@ -143,7 +162,7 @@ impl Application {
         crate::runtime::Queue::open(&db)
             .await
             .context("preparing the job queue's tables")?;
-        let registry = Arc::new(ConnectorRegistry::built_in()?);
+        let registry = Arc::new(registry);
         let versions = crate::connectors::versions::Versions::new(db.clone(), registry.clone());
         versions
             .register_built_ins()
@@ -196,7 +215,8 @@ impl Application {
             0 => crate::sync::VersionSlots::for_concurrency(settings.workers.concurrency),
             n => crate::sync::VersionSlots::new(n),
         })
-        .with_clock(clock.clone());
+        .with_clock(clock.clone())
+        .with_runs_signal(runs.clone());
         let shutdown = CancellationToken::new();
         if settings.scheduler.enabled {
             let interval = Duration::from_millis(settings.scheduler.tick_millis);

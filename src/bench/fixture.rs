@@ -10,6 +10,7 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{Value, json};
 
 use crate::config::Settings;
+use crate::connectors::ConnectorRegistry;
 use crate::startup::{Application, Role};
 
 /// A database that exists for one benchmark run and is removed afterwards.
@@ -90,6 +91,9 @@ pub struct ApiSession {
     _server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
+/// What the store's connection verifies webhooks with (`bench latency` signs with it).
+pub const WEBHOOK_SECRET: &str = "bench-shopify-webhook-secret";
+
 const OPERATOR_TOKEN: &str = "shk_bench_operator_token_0123456789abcdef";
 
 impl ApiSession {
@@ -100,6 +104,16 @@ impl ApiSession {
         role: Role,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::start_with(database, role, env, ConnectorRegistry::built_in()?).await
+    }
+
+    /// As `start`, with these connectors instead of the built-in ones.
+    pub async fn start_with(
+        database: &ScratchDatabase,
+        role: Role,
+        env: &[(&str, &str)],
+        registry: ConnectorRegistry,
+    ) -> anyhow::Result<Self> {
         let mut vars = vec![
             ("SYNCHUB_LISTEN", "127.0.0.1:0"),
             ("SYNCHUB_BOOTSTRAP_TOKEN", OPERATOR_TOKEN),
@@ -107,7 +121,8 @@ impl ApiSession {
             ("SYNCHUB_ALLOW_PRIVATE_TARGETS", "true"),
         ];
         vars.extend_from_slice(env);
-        let app = Application::build_role(database.settings(&vars)?, role).await?;
+        let app =
+            Application::build_with_registry(database.settings(&vars)?, role, registry).await?;
         let base = format!("http://127.0.0.1:{}", app.port());
         let server = tokio::spawn(app.run_until_stopped());
         let http = reqwest::Client::builder()
@@ -173,6 +188,7 @@ impl ApiSession {
                     "name": format!("Shopify {store}"), "connector": "shopify", "environment": "production",
                     "settings": {"shop_domain": format!("{store}.myshopify.com"), "base_url": format!("{sim}/shopify/{store}")},
                     "credentials": {"access_token": "shpat_simulated_0123456789"},
+                    "webhook_secret": WEBHOOK_SECRET,
                 }),
             )
             .await?;
@@ -193,6 +209,21 @@ impl ApiSession {
         let flow = self.post("/v1/flows", body).await?;
         Ok(flow["id"].as_str().context("flow id")?.to_string())
     }
+}
+
+/// The built-in registry with every rate limit of these connectors lifted: the benchmarks
+/// measure synchub, not a platform's quota.
+pub fn unlimited(names: &[&str]) -> anyhow::Result<ConnectorRegistry> {
+    let mut registry = ConnectorRegistry::built_in()?;
+    for name in names {
+        let mut manifest = (*registry.get(name).context("a built-in connector")?).clone();
+        for limit in &mut manifest.rate_limits {
+            limit.rate = 1e9;
+            limit.burst = 1e9;
+        }
+        registry = registry.with_manifest(manifest);
+    }
+    Ok(registry)
 }
 
 /// A child process, killed when dropped.

@@ -7,6 +7,7 @@ mod alerts;
 mod deploy;
 pub mod fixture;
 mod jobs;
+mod latency;
 mod loadgen;
 mod quota;
 mod scheduler;
@@ -29,6 +30,9 @@ pub enum BenchCommand {
     Scheduler(scheduler::SchedulerBenchArgs),
     /// Throughput: N orders through one flow, simulated Shopify to the store and the ERP.
     Throughput(throughput::ThroughputBenchArgs),
+    /// Webhook to ERP: signed orders/create webhooks at a steady rate; for each order, the
+    /// time from the webhook's 200 to the simulated ERP holding it.
+    Latency(latency::LatencyBenchArgs),
     /// Rollback latency: from the rollback call until new runs use the old version.
     Rollback(deploy::RollbackBenchArgs),
     /// A canary deployment to N connections: total time, verification, quota waits.
@@ -54,6 +58,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Quota(args) => quota::run(args).await,
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
         BenchCommand::Throughput(args) => throughput::run(args).await,
+        BenchCommand::Latency(args) => latency::run(args).await,
         BenchCommand::Rollback(args) => deploy::rollback(args).await,
         BenchCommand::Deploy(args) => deploy::deploy(args).await,
         BenchCommand::Alerts(args) => alerts::run(args).await,

@@ -12,8 +12,7 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::fixture::{ApiSession, ScratchDatabase};
-use crate::connectors::ConnectorRegistry;
+use super::fixture::{ApiSession, ScratchDatabase, unlimited};
 use crate::runtime::{RunsSignal, RuntimeOptions};
 use crate::sim::Simulator;
 use crate::startup::{Role, resolve_master_key};
@@ -48,20 +47,6 @@ pub struct ThroughputBenchArgs {
 }
 
 const LINGXING_APP: &str = "ak_BENCHLINGXING";
-
-/// The built-in registry with every rate limit of these connectors lifted.
-fn unlimited(names: &[&str]) -> anyhow::Result<ConnectorRegistry> {
-    let mut registry = ConnectorRegistry::built_in()?;
-    for name in names {
-        let mut manifest = (*registry.get(name).context("a built-in connector")?).clone();
-        for limit in &mut manifest.rate_limits {
-            limit.rate = 1e9;
-            limit.burst = 1e9;
-        }
-        registry = registry.with_manifest(manifest);
-    }
-    Ok(registry)
-}
 
 /// A flow from the simulated store into simulated Lingxing answering in `answer_ms`.
 async fn lingxing_flow(
@@ -140,11 +125,13 @@ pub async fn run(args: ThroughputBenchArgs) -> anyhow::Result<()> {
         std::sync::Arc::new(registry),
         crate::netpolicy::OutboundPolicy::allowing_private(),
     )?;
-    let engine = engine.with_limiter(match &args.redis_url {
-        Some(url) => crate::ratelimit::RateLimiter::redis(url).await?,
-        None => crate::ratelimit::RateLimiter::configured(&settings).await?,
-    });
     let signal = RunsSignal::new();
+    let engine = engine
+        .with_limiter(match &args.redis_url {
+            Some(url) => crate::ratelimit::RateLimiter::redis(url).await?,
+            None => crate::ratelimit::RateLimiter::configured(&settings).await?,
+        })
+        .with_runs_signal(signal.clone());
     let shutdown = CancellationToken::new();
     let options = RuntimeOptions {
         concurrency: settings.workers.concurrency,

@@ -8,7 +8,10 @@ mod enqueue;
 
 use std::time::Duration;
 
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
+    PaginatorTrait, QueryFilter, QuerySelect, Set,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -57,6 +60,9 @@ pub struct RunReport {
     pub records_written: i64,
     pub error_class: Option<String>,
     pub next_attempt_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The flow's next run was waiting for this one and is due now.
+    #[serde(skip)]
+    pub released_next: bool,
 }
 
 /// A claimed run and its flow.
@@ -75,7 +81,34 @@ pub async fn claim(
     lease: chrono::Duration,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<Claimed>> {
-    let claimable = run::Entity::due(now);
+    let txn = crate::store::begin_write(db).await?;
+    let Some(run) = run::Entity::find_by_id(run_id.clone()).one(&txn).await? else {
+        return Ok(None);
+    };
+    // One run of a flow at a time: two would read from the same cursor and write the same
+    // records twice. SQLite's write transaction already excludes other claims; on
+    // PostgreSQL the flow's row lock does, until this transaction ends.
+    let mut flow_query = flow::Entity::find_by_id(run.flow_id.clone());
+    if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        flow_query = flow_query.lock_exclusive();
+    }
+    let Some(flow) = flow_query.one(&txn).await? else {
+        return Err(Error::NotFound("flow"));
+    };
+    let sibling_running = run::Entity::find()
+        .filter(run::Column::FlowId.eq(flow.id.clone()))
+        .filter(run::Column::Id.ne(run_id.clone()))
+        .filter(run::Column::Status.eq(run::RunStatus::Running))
+        .filter(run::Column::LeaseUntil.gte(now))
+        .count(&txn)
+        .await?
+        > 0;
+    if sibling_running {
+        // Handed out again when the running one ends (`release_next`), or after a while.
+        defer(&txn, run_id, now, WAIT_FOR_SIBLING).await?;
+        txn.commit().await?;
+        return Ok(None);
+    }
     let attempts_plus_one =
         sea_orm::sea_query::ExprTrait::add(sea_orm::sea_query::Expr::col(run::Column::Attempts), 1);
     let claimed = run::Entity::update_many()
@@ -88,47 +121,77 @@ pub async fn claim(
             Option::<chrono::DateTime<chrono::Utc>>::None.into(),
         )
         .col_expr(run::Column::Attempts, attempts_plus_one)
+        .col_expr(
+            run::Column::StartedAt,
+            Some(run.started_at.unwrap_or(now)).into(),
+        )
+        // A started webhook run no longer absorbs new webhooks: they queue the next run.
+        .col_expr(
+            run::Column::DedupeKey,
+            if run.dedupe_key == WEBHOOK_PENDING {
+                format!("webhook:{run_id}")
+            } else {
+                run.dedupe_key.clone()
+            }
+            .into(),
+        )
         .filter(run::Column::Id.eq(run_id.clone()))
-        .filter(claimable)
-        .exec(db)
+        .filter(run::Entity::due(now))
+        .exec_with_returning(&txn)
         .await?;
-    if claimed.rows_affected == 0 {
+    txn.commit().await?;
+    let Some(claimed) = claimed.into_iter().next() else {
         return Ok(None);
-    }
-    // A started webhook run no longer absorbs new webhooks: they queue the next run.
-    run::Entity::update_many()
-        .col_expr(run::Column::DedupeKey, format!("webhook:{run_id}").into())
-        .filter(run::Column::Id.eq(run_id.clone()))
-        .filter(run::Column::DedupeKey.eq(WEBHOOK_PENDING))
-        .exec(db)
-        .await?;
-    let run = run::Entity::find_by_id(run_id.clone())
-        .one(db)
-        .await?
-        .ok_or(Error::NotFound("run"))?;
-    let flow = flow::Entity::find_by_id(run.flow_id.clone())
-        .one(db)
-        .await?
-        .ok_or(Error::NotFound("flow"))?;
+    };
     // Due since it was made, or since its retry time; a dead worker's run is counted from its
     // last due time too (the lease it ran out is overwritten above).
     let due_since = run.next_attempt_at.unwrap_or(run.created_at);
     metrics::histogram!("synchub_run_pickup_delay_seconds")
         .record(((now - due_since).num_milliseconds().max(0) as f64) / 1000.0);
-    let run = if run.started_at.is_none() {
-        let mut active: run::ActiveModel = run.into();
-        active.started_at = Set(Some(now));
-        active.update(db).await?
-    } else {
-        run
-    };
-    Ok(Some(Claimed { run, flow }))
+    Ok(Some(Claimed { run: claimed, flow }))
+}
+
+/// How long a run whose flow is busy waits before it is handed out again, should the running
+/// one's end not release it sooner.
+const WAIT_FOR_SIBLING: chrono::Duration = chrono::Duration::seconds(5);
+
+/// The flow's next due run, put back by `claim` while this one ran, is handed out at once:
+/// true when there was one (the caller wakes its dispatcher; PostgreSQL's other processes
+/// hear it at commit).
+async fn release_next(
+    txn: &sea_orm::DatabaseTransaction,
+    flow: &flow::Model,
+    run_id: &RunId,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<bool> {
+    let released = run::Entity::update_many()
+        .col_expr(
+            run::Column::DispatchedAt,
+            Option::<chrono::DateTime<chrono::Utc>>::None.into(),
+        )
+        .filter(run::Column::FlowId.eq(flow.id.clone()))
+        .filter(run::Column::Id.ne(run_id.clone()))
+        .filter(run::Column::Status.ne(run::RunStatus::Running))
+        .filter(run::Entity::due(now))
+        .filter(run::Column::DispatchedAt.is_not_null())
+        .exec(txn)
+        .await?
+        .rows_affected
+        > 0;
+    if released && txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        txn.execute_unprepared(&format!(
+            "SELECT pg_notify('{}', '')",
+            crate::runtime::RUNS_CHANNEL
+        ))
+        .await?;
+    }
+    Ok(released)
 }
 
 /// Puts a due run back without claiming it (its version's worker slots are all in use): it
 /// is handed to the queue again after `wait`, and no attempt is counted.
 pub async fn defer(
-    db: &DatabaseConnection,
+    db: &impl sea_orm::ConnectionTrait,
     run_id: &RunId,
     now: chrono::DateTime<chrono::Utc>,
     wait: chrono::Duration,
@@ -201,8 +264,12 @@ pub async fn succeed(
     active.next_attempt_at = Set(None);
     active.lease_until = Set(None);
     let run = active.update(&txn).await?;
+    let released = release_next(&txn, flow, run_id, now).await?;
     txn.commit().await?;
-    Ok(report(&run))
+    Ok(RunReport {
+        released_next: released,
+        ..report(&run)
+    })
 }
 
 /// Records a failed attempt: a transient failure with attempts left is rescheduled in
@@ -345,9 +412,13 @@ pub async fn fail(
         .await?;
     }
     let run = active.update(&txn).await?;
+    let released = release_next(&txn, flow, run_id, now).await?;
     txn.commit().await?;
     tracing::warn!(run_id = %run.id, class = failure.class.as_str(), status = %run.status, "run attempt failed");
-    Ok(report(&run))
+    Ok(RunReport {
+        released_next: released,
+        ..report(&run)
+    })
 }
 
 fn report(run: &run::Model) -> RunReport {
@@ -357,5 +428,6 @@ fn report(run: &run::Model) -> RunReport {
         records_written: run.records_written,
         error_class: run.error_class.clone(),
         next_attempt_at: run.next_attempt_at,
+        released_next: false,
     }
 }

@@ -23,6 +23,8 @@ pub struct Erp {
     stock: BTreeMap<String, (i64, DateTime<Utc>)>,
     shipments: Vec<Value>,
     shipped: HashSet<String>,
+    /// When each order (by platform id) first arrived: `bench latency` reads it.
+    arrived: HashMap<String, std::time::Instant>,
     /// Every change gets a later instant than the one before, so versions never tie.
     clock: DateTime<Utc>,
 }
@@ -30,6 +32,10 @@ pub struct Erp {
 impl Erp {
     pub fn orders(&self) -> Vec<Value> {
         self.orders.values().cloned().collect()
+    }
+
+    pub fn arrivals(&self) -> HashMap<String, std::time::Instant> {
+        self.arrived.clone()
     }
 
     /// Milliseconds, as the ERP's database keeps them.
@@ -139,7 +145,10 @@ fn upsert(
     }
     let erp_key = format!("{source}/{platform_id}");
     let created = !erp.orders.contains_key(&erp_key);
-    if !created {
+    if created {
+        erp.arrived
+            .insert(platform_id.to_string(), std::time::Instant::now());
+    } else {
         state
             .counters
             .duplicate_writes

@@ -269,6 +269,15 @@ impl SimState {
             .unwrap_or_default()
     }
 
+    /// When each order an ERP account holds first arrived, by the order's platform id.
+    pub fn erp_arrivals(&self, account: &str) -> HashMap<String, std::time::Instant> {
+        self.erps
+            .lock()
+            .ok()
+            .and_then(|erps| erps.get(account).map(erp::Erp::arrivals))
+            .unwrap_or_default()
+    }
+
     /// Sets an ERP warehouse's stock of each SKU (each change gets a new version).
     pub fn set_erp_stock(&self, account: &str, levels: &[(String, i64)]) {
         if let Ok(mut erps) = self.erps.lock() {

@@ -69,6 +69,8 @@ pub struct SyncEngine {
     pub(super) clock: crate::clock::Clock,
     /// Each connector version's share of this process's worker slots.
     pub(super) slots: VersionSlots,
+    /// Wakes this process's dispatcher when a run's end releases its flow's next run.
+    pub(super) runs: crate::runtime::RunsSignal,
 }
 
 impl SyncEngine {
@@ -110,6 +112,7 @@ impl SyncEngine {
             lease: chrono::Duration::from_std(runs::DEFAULT_LEASE).unwrap_or_default(),
             clock: crate::clock::Clock::system(),
             slots: VersionSlots::for_concurrency(4),
+            runs: crate::runtime::RunsSignal::new(),
         })
     }
 
@@ -121,6 +124,12 @@ impl SyncEngine {
 
     pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// The signal this process's dispatcher waits on.
+    pub fn with_runs_signal(mut self, runs: crate::runtime::RunsSignal) -> Self {
+        self.runs = runs;
         self
     }
 
@@ -170,6 +179,9 @@ impl SyncEngine {
         };
         let started = std::time::Instant::now();
         let report = self.attempt(run_id).await?;
+        if report.as_ref().is_some_and(|r| r.released_next) {
+            self.runs.notify();
+        }
         if let Some(report) = &report {
             // Every ending of the version counted, the others by zero: the first dead run
             // of a version must be an increase, not a new series (`increase()` misses those).

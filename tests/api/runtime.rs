@@ -152,7 +152,7 @@ async fn store_flow(app: &TestApp, sim: &Simulator, token: &str, shop: &str) -> 
 }
 
 /// A canary version whose every call hangs holds no more than its share of the worker
-/// slots: with six of its runs queued first, the stable version's runs still finish in
+/// slots: with six runs on it queued first, the stable version's runs still finish in
 /// seconds, and the run metrics tell the two versions apart. Without the share, the four
 /// slots all wait on the canary's 30 s call timeouts.
 async fn a_hanging_canary_leaves_the_stable_versions_runs_on_time(backend: Backend) {
@@ -184,21 +184,26 @@ async fn a_hanging_canary_leaves_the_stable_versions_runs_on_time(backend: Backe
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    let (canary_flow, canary_store) = store_flow(&app, &sim, &token, "canary").await;
+    // Six stores on the canary (a flow runs one run at a time), one run queued for each.
+    let mut canary_flows = Vec::new();
+    for i in 0..6 {
+        let (flow, store) = store_flow(&app, &sim, &token, &format!("canary{i}")).await;
+        // The canary step of a deployment pins the store to the new version.
+        connection::Entity::update_many()
+            .col_expr(
+                connection::Column::Version,
+                Some("1.3.0".to_string()).into(),
+            )
+            .filter(connection::Column::Id.eq(store.as_str()))
+            .exec(&app.db)
+            .await
+            .unwrap();
+        canary_flows.push(flow);
+    }
     let (stable_flow, _) = store_flow(&app, &sim, &token, "stable").await;
-    // The canary step of a deployment pins the store to the new version.
-    connection::Entity::update_many()
-        .col_expr(
-            connection::Column::Version,
-            Some("1.3.0".to_string()).into(),
-        )
-        .filter(connection::Column::Id.eq(canary_store.as_str()))
-        .exec(&app.db)
-        .await
-        .unwrap();
-    for _ in 0..6 {
+    for flow in &canary_flows {
         let (status, _) = app
-            .post(&format!("/v1/flows/{canary_flow}/run"), &token, json!({}))
+            .post(&format!("/v1/flows/{flow}/run"), &token, json!({}))
             .await;
         assert_eq!(status, 202);
     }
@@ -249,3 +254,87 @@ async fn a_hanging_canary_leaves_the_stable_versions_runs_on_time(backend: Backe
     assert!(line("synchub_runs_deferred_total", "1.3.0"), "{metrics}");
 }
 on_both_backends!(a_hanging_canary_leaves_the_stable_versions_runs_on_time);
+
+/// One run of a flow at a time: two would read from the same cursor and write the same
+/// records twice (`bench latency` saw it with webhook runs queued behind a running one). The
+/// second waits, is handed out the moment the first ends, and a dead worker's run, its lease
+/// run out, holds nobody up.
+async fn a_flows_second_run_waits_for_the_first(backend: Backend) {
+    use synchub::store::entities::run;
+    let sim = Simulator::start("127.0.0.1:0", 1).unwrap();
+    let app = TestApp::spawn_with(
+        backend,
+        &[
+            ("SYNCHUB_SCHEDULER__ENABLED", "false"),
+            ("SYNCHUB_WORKERS__ENABLED", "false"),
+        ],
+    )
+    .await;
+    let (_, token) = app.tenant_with_token(&["write"]).await;
+    let flow = orders_flow(&app, &sim, &token).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (status, run) = app
+            .post(&format!("/v1/flows/{flow}/run"), &token, json!({}))
+            .await;
+        assert_eq!(status, 202, "{run}");
+        ids.push(synchub::ids::RunId::parse(run["id"].as_str().unwrap()).unwrap());
+    }
+    let lease = chrono::Duration::seconds(120);
+    let now = app.time.clock().now();
+    let first = synchub::runs::claim(&app.db, &ids[0], lease, now)
+        .await
+        .unwrap()
+        .expect("the first run is claimed");
+    assert!(
+        synchub::runs::claim(&app.db, &ids[1], lease, now)
+            .await
+            .unwrap()
+            .is_none(),
+        "a second run of the flow must not start while the first runs"
+    );
+    let row = |id: synchub::ids::RunId| {
+        let db = app.db.clone();
+        async move {
+            <run::Entity as sea_orm::EntityTrait>::find_by_id(id)
+                .one(&db)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let waiting: run::Model = row(ids[1].clone()).await;
+    assert_eq!(waiting.status, run::RunStatus::Queued);
+    assert_eq!(waiting.attempts, 0, "waiting is no attempt");
+    assert!(
+        waiting.dispatched_at.is_some(),
+        "put back, not handed out in a loop"
+    );
+
+    let report = synchub::runs::succeed(&app.db, &first.flow, &ids[0], now)
+        .await
+        .unwrap();
+    assert!(
+        report.released_next,
+        "the first run's end releases the next"
+    );
+    let released: run::Model = row(ids[1].clone()).await;
+    assert!(released.dispatched_at.is_none(), "handed out again at once");
+    let second = synchub::runs::claim(&app.db, &ids[1], lease, now)
+        .await
+        .unwrap()
+        .expect("the second run starts once the first has ended");
+    assert_eq!(second.run.attempts, 1);
+
+    // Its worker dies: past the lease, the third run is not held up by it.
+    app.time.advance(chrono::Duration::seconds(121));
+    let later = app.time.clock().now();
+    assert!(
+        synchub::runs::claim(&app.db, &ids[2], lease, later)
+            .await
+            .unwrap()
+            .is_some(),
+        "a run whose lease ran out holds up no other"
+    );
+}
+on_both_backends!(a_flows_second_run_waits_for_the_first);
