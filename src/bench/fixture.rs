@@ -254,6 +254,17 @@ pub async fn wait_until_up(url: &str) -> anyhow::Result<()> {
     anyhow::bail!("{url} did not come up")
 }
 
+/// CPU time a process has used (user and system), on Linux. /proc counts it in USER_HZ
+/// ticks, which the kernel fixes at 100 a second whatever its own tick rate.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after its closing parenthesis do not.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
 /// The value at quantile `p` (0 to 1) of sorted samples, nearest rank; 0 when empty.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

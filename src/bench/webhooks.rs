@@ -10,7 +10,7 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use sea_orm::{ConnectionTrait, Database, EntityTrait, PaginatorTrait};
 
-use super::fixture::{Server, free_port, wait_until_up};
+use super::fixture::{Server, cpu_seconds, free_port, wait_until_up};
 use super::loadgen::{self, Report, RequestFn};
 use crate::store::entities::webhook_event;
 use crate::webhooks::sign;
@@ -76,9 +76,15 @@ fn request_fn(path: String, run: &'static str) -> RequestFn {
     })
 }
 
-/// Warms up, then measures. Returns the measured report and how many requests were
-/// acknowledged in all (warm-up included), to check against what is on disk.
-async fn drive(addr: &str, path: String, args: &WebhookBenchArgs) -> anyhow::Result<(Report, u64)> {
+/// Warms up, then measures. Returns the measured report, how many requests were
+/// acknowledged in all (warm-up included), to check against what is on disk, and the
+/// server's (process `pid`) CPU microseconds per measured request.
+async fn drive(
+    addr: &str,
+    path: String,
+    args: &WebhookBenchArgs,
+    pid: u32,
+) -> anyhow::Result<(Report, u64, Option<f64>)> {
     let warmup = Duration::from_secs((args.seconds / 5).max(1));
     let warm = loadgen::run(
         addr,
@@ -87,6 +93,7 @@ async fn drive(addr: &str, path: String, args: &WebhookBenchArgs) -> anyhow::Res
         request_fn(path.clone(), "warmup"),
     )
     .await?;
+    let cpu_before = cpu_seconds(pid);
     let measured = loadgen::run(
         addr,
         args.connections,
@@ -94,8 +101,13 @@ async fn drive(addr: &str, path: String, args: &WebhookBenchArgs) -> anyhow::Res
         request_fn(path, "measured"),
     )
     .await?;
+    // The server's CPU per answered request: steadier than the rate on a machine whose cores
+    // the load generator shares, so it shows what a change saved.
+    let cpu_us = cpu_before
+        .zip(cpu_seconds(pid))
+        .map(|(before, after)| (after - before) * 1e6 / measured.ok.max(1) as f64);
     let acknowledged = warm.ok + measured.ok;
-    Ok((measured, acknowledged))
+    Ok((measured, acknowledged, cpu_us))
 }
 
 /// Starts synchub on a fresh database, makes a tenant, token and Shopify connection, and
@@ -159,6 +171,8 @@ async fn start_synchub(
 struct Row {
     target: String,
     report: Report,
+    /// The server's CPU microseconds per request.
+    cpu_us: Option<f64>,
     /// (acknowledged in all, events found on disk after SIGKILL)
     durability: Option<(u64, u64)>,
 }
@@ -185,11 +199,18 @@ pub async fn run(args: WebhookBenchArgs) -> anyhow::Result<()> {
             .spawn()?,
     );
     wait_until_up(&format!("http://127.0.0.1:{port}/")).await?;
-    let (report, _) = drive(&format!("127.0.0.1:{port}"), "/hook".into(), &args).await?;
+    let (report, _, cpu_us) = drive(
+        &format!("127.0.0.1:{port}"),
+        "/hook".into(),
+        &args,
+        bare.0.id(),
+    )
+    .await?;
     drop(bare);
     rows.push(Row {
         target: "bare actix-web handler".into(),
         report,
+        cpu_us,
         durability: None,
     });
 
@@ -224,7 +245,8 @@ pub async fn run(args: WebhookBenchArgs) -> anyhow::Result<()> {
         };
         let port = free_port()?;
         let (server, path) = start_synchub(&url, &dir, port).await?;
-        let (report, acknowledged) = drive(&format!("127.0.0.1:{port}"), path, &args).await?;
+        let (report, acknowledged, cpu_us) =
+            drive(&format!("127.0.0.1:{port}"), path, &args, server.0.id()).await?;
         drop(server); // SIGKILL: what was acknowledged must already be on disk.
         let db = Database::connect(url.as_str()).await?;
         let stored = webhook_event::Entity::find().count(&db).await?;
@@ -238,6 +260,7 @@ pub async fn run(args: WebhookBenchArgs) -> anyhow::Result<()> {
         rows.push(Row {
             target: format!("synchub on {backend}"),
             report,
+            cpu_us,
             durability: Some((acknowledged, stored)),
         });
     }
@@ -250,20 +273,21 @@ pub async fn run(args: WebhookBenchArgs) -> anyhow::Result<()> {
         order_body().len()
     );
     println!(
-        "{:<26} {:>12} {:>9} {:>9} {:>9} {:>8} {:>10}",
-        "target", "requests/s", "p50 ms", "p99 ms", "max ms", "errors", "vs bare"
+        "{:<26} {:>12} {:>9} {:>9} {:>9} {:>8} {:>10} {:>12}",
+        "target", "requests/s", "p50 ms", "p99 ms", "max ms", "errors", "vs bare", "CPU µs/req"
     );
     for row in &rows {
         let r = &row.report;
         println!(
-            "{:<26} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>9.1}%",
+            "{:<26} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>9.1}% {:>12}",
             row.target,
             r.per_second(),
             r.p(0.5),
             r.p(0.99),
             r.latency_us.max() as f64 / 1000.0,
             r.failed,
-            100.0 * r.per_second() / bare_rate
+            100.0 * r.per_second() / bare_rate,
+            row.cpu_us.map_or("-".to_string(), |us| format!("{us:.0}"))
         );
     }
     let mut lost = false;
