@@ -164,6 +164,15 @@ async fn release_next(
     run_id: &RunId,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<bool> {
+    // On PostgreSQL, after a claim that is putting the next run back, never beside it: the
+    // claim holds the flow's row until it commits, and a release read before its put-back
+    // would leave that run waiting out `WAIT_FOR_SIBLING`.
+    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        flow::Entity::find_by_id(flow.id.clone())
+            .lock_exclusive()
+            .one(txn)
+            .await?;
+    }
     let released = run::Entity::update_many()
         .col_expr(
             run::Column::DispatchedAt,
