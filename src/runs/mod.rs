@@ -1,5 +1,5 @@
-//! The run state machine: a run is claimed under a lease (one attempt at a time, a dead
-//! worker's run taken over when its lease runs out), kept alive by a heartbeat, and ends an
+//! The run state machine: a run is claimed under a lease (one attempt at a time, one run
+//! of a flow at a time, a dead worker's run taken over when its lease runs out), kept alive by a heartbeat, and ends an
 //! attempt succeeded, retrying (persisted backoff) or dead (the dead letters, which count
 //! toward disabling the flow). The sync engine runs the pages in between; statuses and the
 //! one "due" predicate live on the run entity.
@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QuerySelect, Set,
+    PaginatorTrait, QueryFilter, Set,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::connectors::client::{CallError, ErrorClass, NextPage};
 use crate::error::{Error, Result};
-use crate::ids::RunId;
+use crate::ids::{FlowId, RunId};
 use crate::runtime::backoff::backoff;
 use crate::store::entities::{flow, run};
 
@@ -87,12 +87,12 @@ pub async fn claim(
     };
     // One run of a flow at a time: two would read from the same cursor and write the same
     // records twice. SQLite's write transaction already excludes other claims; on
-    // PostgreSQL the flow's row lock does, until this transaction ends.
-    let mut flow_query = flow::Entity::find_by_id(run.flow_id.clone());
-    if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-        flow_query = flow_query.lock_exclusive();
-    }
-    let Some(flow) = flow_query.one(&txn).await? else {
+    // PostgreSQL the flow's run lock does, until this transaction ends.
+    lock_runs_of(&txn, &run.flow_id).await?;
+    let Some(flow) = flow::Entity::find_by_id(run.flow_id.clone())
+        .one(&txn)
+        .await?
+    else {
         return Err(Error::NotFound("flow"));
     };
     let sibling_running = run::Entity::find()
@@ -151,6 +151,22 @@ pub async fn claim(
     Ok(Some(Claimed { run: claimed, flow }))
 }
 
+/// PostgreSQL: takes the lock on starting and ending runs of one flow, held until the
+/// transaction ends. An advisory lock, not the flow's row: the scheduler claims flow rows
+/// with SKIP LOCKED, and a row held by a claim made it pass a due flow over (seen in CI).
+/// SQLite's write transaction is the lock already.
+async fn lock_runs_of(txn: &sea_orm::DatabaseTransaction, flow: &FlowId) -> Result<()> {
+    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        txn.query_one_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))::text",
+            [format!("synchub:runs-of:{flow}").into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
 /// How long a run whose flow is busy waits before it is handed out again, should the running
 /// one's end not release it sooner.
 const WAIT_FOR_SIBLING: chrono::Duration = chrono::Duration::seconds(5);
@@ -165,14 +181,9 @@ async fn release_next(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<bool> {
     // On PostgreSQL, after a claim that is putting the next run back, never beside it: the
-    // claim holds the flow's row until it commits, and a release read before its put-back
-    // would leave that run waiting out `WAIT_FOR_SIBLING`.
-    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-        flow::Entity::find_by_id(flow.id.clone())
-            .lock_exclusive()
-            .one(txn)
-            .await?;
-    }
+    // claim holds the flow's run lock until it commits, and a release read before its
+    // put-back would leave that run waiting out `WAIT_FOR_SIBLING`.
+    lock_runs_of(txn, &flow.id).await?;
     let released = run::Entity::update_many()
         .col_expr(
             run::Column::DispatchedAt,
