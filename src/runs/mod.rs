@@ -85,6 +85,11 @@ pub async fn claim(
     let Some(run) = run::Entity::find_by_id(run_id.clone()).one(&txn).await? else {
         return Ok(None);
     };
+    // A second delivery of a finished run (at-least-once; a release can push a run that is
+    // queued already) has nothing to wait for and nothing to put back.
+    if matches!(run.status, run::RunStatus::Succeeded | run::RunStatus::Dead) {
+        return Ok(None);
+    }
     // One run of a flow at a time: two would read from the same cursor and write the same
     // records twice. SQLite's write transaction already excludes other claims; on
     // PostgreSQL the flow's run lock does, until this transaction ends.
