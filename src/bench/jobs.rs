@@ -2,8 +2,10 @@
 //! picked up, through synchub's runtime (runs outbox, dispatcher, tuned apalis queue,
 //! wake-ups) and through stock apalis measured the same way.
 //!
-//! Both sides execute the same no-op run: one UPDATE that marks the run succeeded, as the
-//! engine's claim would, so the figures compare the queues and not the work.
+//! Both sides execute the same run: nothing (the queue alone), or the run's real state
+//! machine without a sync in between (`runs::claim` under a lease, then `runs::succeed`), so
+//! the figures compare the queues and not the work. The runs belong to many flows, one
+//! each by default, as ticks and webhooks queue them: a flow runs one run at a time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,9 +17,8 @@ use apalis::prelude::*;
 use apalis_postgres::PostgresStorage;
 use apalis_sqlite::SqliteStorage;
 use futures_util::future::BoxFuture;
-use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ColumnTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
+    ActiveModelTrait, DatabaseBackend, DatabaseConnection, EntityTrait, TransactionTrait,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +28,7 @@ use crate::ids::{FlowId, RunId};
 use crate::runtime::{RunExecutor, RunJob, RunsSignal, RuntimeOptions};
 use crate::sim::Simulator;
 use crate::startup::Role;
-use crate::store::entities::{flow, run};
+use crate::store::entities::flow;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct JobsBenchArgs {
@@ -39,6 +40,9 @@ pub struct JobsBenchArgs {
     /// Queued runs drained by synchub's runtime.
     #[arg(long, default_value_t = 20_000)]
     jobs: usize,
+    /// Flows the runs belong to, round robin (0: one flow a run).
+    #[arg(long, default_value_t = 0)]
+    flows: usize,
     /// Queued jobs drained by stock apalis (0 skips it; stock SQLite manages about 80/s).
     #[arg(long, default_value_t = 2_000)]
     stock_jobs: usize,
@@ -56,7 +60,7 @@ pub struct JobsBenchArgs {
     poll_millis: u64,
 }
 
-/// Reports when a run started and, if `commit`, marks it succeeded in one UPDATE.
+/// Reports when a run started and, if `commit`, claims it and ends it succeeded.
 #[derive(Clone)]
 struct NoopExecutor {
     db: DatabaseConnection,
@@ -72,26 +76,28 @@ impl NoopExecutor {
             self.done.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let now = chrono::Utc::now();
-        let result = run::Entity::update_many()
-            .col_expr(run::Column::Status, Expr::value("succeeded"))
-            .col_expr(
-                run::Column::Attempts,
-                Expr::col(run::Column::Attempts).add(1),
-            )
-            .col_expr(run::Column::StartedAt, Expr::value(Some(now)))
-            .col_expr(run::Column::FinishedAt, Expr::value(Some(now)))
-            .filter(run::Column::Id.eq(id))
-            .filter(run::Column::Status.eq("queued"))
-            .exec(&self.db)
-            .await;
-        match result {
-            Ok(r) if r.rows_affected == 1 => {
+        let Some(id) = RunId::parse(id) else {
+            return;
+        };
+        match self.claim_and_succeed(&id).await {
+            Ok(true) => {
                 self.done.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(_) => {}
-            Err(err) => eprintln!("no-op run {id}: {err}"),
+            Ok(false) => {}
+            Err(err) => eprintln!("run {id}: {err}"),
         }
+    }
+
+    /// What the engine does around a sync: claim under a lease, then succeed. False when the
+    /// delivery had nothing to claim.
+    async fn claim_and_succeed(&self, id: &RunId) -> crate::error::Result<bool> {
+        let lease = chrono::Duration::from_std(crate::runs::DEFAULT_LEASE).unwrap_or_default();
+        let Some(claimed) = crate::runs::claim(&self.db, id, lease, chrono::Utc::now()).await?
+        else {
+            return Ok(false);
+        };
+        crate::runs::succeed(&self.db, &claimed.flow, id, chrono::Utc::now()).await?;
+        Ok(true)
     }
 }
 
@@ -149,11 +155,11 @@ impl Figures {
     }
 }
 
-/// A scratch database with a tenant and one flow, and a way to queue runs of it.
+/// A scratch database with a tenant and its flows, and a way to queue runs of them.
 struct Setup {
     database: ScratchDatabase,
     db: DatabaseConnection,
-    flow: flow::Model,
+    flows: Vec<flow::Model>,
     _sim: Simulator,
     _api: ApiSession,
 }
@@ -195,7 +201,7 @@ impl Setup {
         })
     }
 
-    async fn new(args: &JobsBenchArgs) -> anyhow::Result<Self> {
+    async fn new(args: &JobsBenchArgs, runs: usize) -> anyhow::Result<Self> {
         let database = ScratchDatabase::create(&args.database, &args.postgres_url).await?;
         let sim = Simulator::start("127.0.0.1:0", 0)?;
         let api = ApiSession::start(&database, Role::Api, &[]).await?;
@@ -203,41 +209,79 @@ impl Setup {
             .orders_flow(&sim.address, "jobs", serde_json::json!({}))
             .await?;
         let db = database.connect().await?;
-        let flow = flow::Entity::find_by_id(FlowId::parse(&flow_id).context("flow id")?)
+        let template = flow::Entity::find_by_id(FlowId::parse(&flow_id).context("flow id")?)
             .one(&db)
             .await?
             .context("the flow just created")?;
+        let count = if args.flows == 0 { runs } else { args.flows }.max(1);
+        let mut flows = vec![template.clone()];
+        for chunk in (1..count).collect::<Vec<_>>().chunks(1_000) {
+            let rows: Vec<flow::Model> = chunk
+                .iter()
+                .map(|i| flow::Model {
+                    id: FlowId::generate(),
+                    name: format!("jobs {i}"),
+                    ..template.clone()
+                })
+                .collect();
+            let txn = db.begin().await?;
+            flow::Entity::insert_many(
+                rows.iter()
+                    .map(|row| flow::ActiveModel::from(row.clone()).reset_all()),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+            txn.commit().await?;
+            flows.extend(rows);
+        }
         Ok(Self {
             database,
             db,
-            flow,
+            flows,
             _sim: sim,
             _api: api,
         })
     }
 
-    /// Queues `count` runs, committed in batches; returns their ids.
+    /// Queues `count` runs, round robin over the flows, committed in batches; returns their
+    /// ids.
     async fn queue_runs(&self, count: usize) -> anyhow::Result<Vec<RunId>> {
+        let now = chrono::Utc::now();
         let mut ids = Vec::with_capacity(count);
-        for chunk in (0..count).collect::<Vec<_>>().chunks(1_000) {
-            let txn = self.db.begin().await?;
-            for _ in chunk {
-                let id = RunId::generate();
-                crate::runs::enqueue_run(
-                    &txn,
-                    &self.flow,
-                    id.clone(),
-                    "manual",
-                    format!("bench:{id}"),
-                    None,
-                    chrono::Utc::now(),
-                )
-                .await?;
-                ids.push(id);
-            }
-            txn.commit().await?;
+        let mut rows = Vec::with_capacity(count);
+        for i in 0..count {
+            let id = RunId::generate();
+            let flow = &self.flows[i % self.flows.len()];
+            rows.push(crate::runs::queued_run(
+                flow,
+                id.clone(),
+                "manual",
+                format!("bench:{id}"),
+                None,
+                now,
+            ));
+            ids.push(id);
         }
+        let txn = self.db.begin().await?;
+        crate::runs::enqueue_runs(&txn, rows).await?;
+        txn.commit().await?;
         Ok(ids)
+    }
+
+    /// Queues one run and returns its id when committed.
+    async fn queue_one(&self, sample: usize) -> anyhow::Result<RunId> {
+        let id = RunId::generate();
+        crate::runs::enqueue_run(
+            &self.db,
+            &self.flows[sample % self.flows.len()],
+            id.clone(),
+            "manual",
+            format!("bench:{id}"),
+            None,
+            chrono::Utc::now(),
+        )
+        .await?;
+        Ok(id)
     }
 }
 
@@ -261,15 +305,15 @@ async fn pickup_delays<F, Fut>(
     mut queue_one: F,
 ) -> anyhow::Result<hdrhistogram::Histogram<u64>>
 where
-    F: FnMut() -> Fut,
+    F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<(String, Instant)>>,
 {
     let mut histogram = hdrhistogram::Histogram::<u64>::new(3)?;
     while started.try_recv().is_ok() {}
-    for _ in 0..samples {
+    for sample in 0..samples {
         // Idle between samples, so each one meets a quiet queue.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let (id, committed) = queue_one().await?;
+        let (id, committed) = queue_one(sample).await?;
         let mut pending: HashMap<String, Instant> = HashMap::new();
         let picked = loop {
             let (got, at) = tokio::time::timeout(Duration::from_secs(60), started.recv())
@@ -287,7 +331,7 @@ where
 }
 
 async fn measure_ours(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Figures> {
-    let setup = Setup::new(args).await?;
+    let setup = Setup::new(args, args.jobs).await?;
     let ids = setup.queue_runs(args.jobs).await?;
     let (executor, mut started, done) = setup.executor(commit);
     let signal = RunsSignal::new();
@@ -307,24 +351,15 @@ async fn measure_ours(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Figu
     ));
     wait_for(&done, ids.len(), Duration::from_secs(600)).await?;
     let per_second = ids.len() as f64 / began.elapsed().as_secs_f64();
-    let pickup = pickup_delays(args.samples, &mut started, || async {
-        let id = RunId::generate();
-        let txn = setup.db.begin().await?;
-        crate::runs::enqueue_run(
-            &txn,
-            &setup.flow,
-            id.clone(),
-            "manual",
-            format!("bench:{id}"),
-            None,
-            chrono::Utc::now(),
-        )
-        .await?;
-        txn.commit().await?;
-        let committed = Instant::now();
-        // What the API does after committing a run.
-        signal.notify();
-        Ok((id.to_string(), committed))
+    let pickup = pickup_delays(args.samples, &mut started, |sample| {
+        let (setup, signal) = (&setup, &signal);
+        async move {
+            let id = setup.queue_one(sample).await?;
+            let committed = Instant::now();
+            // What the API does after committing a run.
+            signal.notify();
+            Ok((id.to_string(), committed))
+        }
     })
     .await?;
     shutdown.cancel();
@@ -335,7 +370,7 @@ async fn measure_ours(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Figu
 /// Stock apalis: default configuration on the same pool, jobs pushed straight to the queue,
 /// the same poll interval (stock has none and would look only on its 30 s heartbeat).
 async fn measure_stock(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Figures> {
-    let setup = Setup::new(args).await?;
+    let setup = Setup::new(args, args.stock_jobs).await?;
     let ids = setup.queue_runs(args.stock_jobs).await?;
     let (executor, mut started, done) = setup.executor(commit);
     let jobs: Vec<RunJob> = ids
@@ -386,21 +421,11 @@ async fn measure_stock(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Fig
     let worker = tokio::spawn(worker);
     wait_for(&done, ids.len(), Duration::from_secs(1800)).await?;
     let per_second = ids.len() as f64 / began.elapsed().as_secs_f64();
-    let pickup = pickup_delays(args.stock_samples, &mut started, || {
+    let pickup = pickup_delays(args.stock_samples, &mut started, |sample| {
         let setup = &setup;
         let push = &push;
         async move {
-            let id = RunId::generate();
-            crate::runs::enqueue_run(
-                &setup.db,
-                &setup.flow,
-                id.clone(),
-                "manual",
-                format!("bench:{id}"),
-                None,
-                chrono::Utc::now(),
-            )
-            .await?;
+            let id = setup.queue_one(sample).await?;
             push(RunJob {
                 v: 1,
                 run_id: id.to_string(),
