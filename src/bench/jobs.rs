@@ -243,8 +243,7 @@ impl Setup {
         })
     }
 
-    /// Queues `count` runs, round robin over the flows, committed in batches; returns their
-    /// ids.
+    /// Queues `count` runs, round robin over the flows, in one transaction; returns their ids.
     async fn queue_runs(&self, count: usize) -> anyhow::Result<Vec<RunId>> {
         let now = chrono::Utc::now();
         let mut ids = Vec::with_capacity(count);
