@@ -8,6 +8,7 @@ mod enqueue;
 
 use std::time::Duration;
 
+use sea_orm::sea_query::{Alias, Expr, ExprTrait as _, Func, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
     PaginatorTrait, QueryFilter, Set,
@@ -82,40 +83,13 @@ pub async fn claim(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<Claimed>> {
     let txn = crate::store::begin_write(db).await?;
-    let Some(run) = run::Entity::find_by_id(run_id.clone()).one(&txn).await? else {
-        return Ok(None);
-    };
-    // A second delivery of a finished run (at-least-once; a release can push a run that is
-    // queued already) has nothing to wait for and nothing to put back.
-    if matches!(run.status, run::RunStatus::Succeeded | run::RunStatus::Dead) {
-        return Ok(None);
-    }
     // One run of a flow at a time: two would read from the same cursor and write the same
     // records twice. SQLite's write transaction already excludes other claims; on
     // PostgreSQL the flow's run lock does, until this transaction ends.
-    lock_runs_of(&txn, &run.flow_id).await?;
-    let Some(flow) = flow::Entity::find_by_id(run.flow_id.clone())
-        .one(&txn)
-        .await?
-    else {
-        return Err(Error::NotFound("flow"));
-    };
-    let sibling_running = run::Entity::find()
-        .filter(run::Column::FlowId.eq(flow.id.clone()))
-        .filter(run::Column::Id.ne(run_id.clone()))
-        .filter(run::Column::Status.eq(run::RunStatus::Running))
-        .filter(run::Column::LeaseUntil.gte(now))
-        .count(&txn)
-        .await?
-        > 0;
-    if sibling_running {
-        // Handed out again when the running one ends (`release_next`), or after a while.
-        defer(&txn, run_id, now, WAIT_FOR_SIBLING).await?;
-        txn.commit().await?;
-        return Ok(None);
-    }
-    let attempts_plus_one =
-        sea_orm::sea_query::ExprTrait::add(sea_orm::sea_query::Expr::col(run::Column::Attempts), 1);
+    lock_runs_of_run(&txn, run_id).await?;
+    // One statement claims the run if it is due and no sibling of its flow runs under a
+    // live lease: the claim is on every job's path, and each statement is a round trip
+    // inside the write lock (SQLite) or the flow's lock (PostgreSQL).
     let claimed = run::Entity::update_many()
         .col_expr(run::Column::Status, run::RunStatus::Running.into())
         .col_expr(run::Column::LeaseUntil, Some(now + lease).into())
@@ -125,35 +99,77 @@ pub async fn claim(
             run::Column::DispatchedAt,
             Option::<chrono::DateTime<chrono::Utc>>::None.into(),
         )
-        .col_expr(run::Column::Attempts, attempts_plus_one)
+        .col_expr(
+            run::Column::Attempts,
+            Expr::col(run::Column::Attempts).add(1),
+        )
         .col_expr(
             run::Column::StartedAt,
-            Some(run.started_at.unwrap_or(now)).into(),
+            Func::coalesce([Expr::col(run::Column::StartedAt), Expr::val(now)]).into(),
         )
         // A started webhook run no longer absorbs new webhooks: they queue the next run.
         .col_expr(
             run::Column::DedupeKey,
-            if run.dedupe_key == WEBHOOK_PENDING {
-                format!("webhook:{run_id}")
-            } else {
-                run.dedupe_key.clone()
-            }
+            Expr::case(
+                Expr::col(run::Column::DedupeKey).eq(WEBHOOK_PENDING),
+                format!("webhook:{run_id}"),
+            )
+            .finally(Expr::col(run::Column::DedupeKey))
             .into(),
         )
         .filter(run::Column::Id.eq(run_id.clone()))
         .filter(run::Entity::due(now))
+        .filter(Expr::not_exists(running_sibling(now)))
         .exec_with_returning(&txn)
         .await?;
-    txn.commit().await?;
     let Some(claimed) = claimed.into_iter().next() else {
+        // Nothing claimed: finished, running, not due yet, unknown (a second delivery;
+        // nothing to do), or due behind a running sibling, which is handed out again when
+        // that one ends (`release_next`), or after a while.
+        let behind_sibling = run::Entity::find()
+            .filter(run::Column::Id.eq(run_id.clone()))
+            .filter(run::Entity::due(now))
+            .count(&txn)
+            .await?
+            > 0;
+        if behind_sibling {
+            defer(&txn, run_id, now, WAIT_FOR_SIBLING).await?;
+        }
+        txn.commit().await?;
         return Ok(None);
     };
+    let Some(flow) = flow::Entity::find_by_id(claimed.flow_id.clone())
+        .one(&txn)
+        .await?
+    else {
+        return Err(Error::NotFound("flow"));
+    };
+    txn.commit().await?;
     // Due since it was made, or since its retry time; a dead worker's run is counted from its
-    // last due time too (the lease it ran out is overwritten above).
-    let due_since = run.next_attempt_at.unwrap_or(run.created_at);
+    // last due time too (the claim leaves the retry time as it was).
+    let due_since = claimed.next_attempt_at.unwrap_or(claimed.created_at);
     metrics::histogram!("synchub_run_pickup_delay_seconds")
-        .record(((now - due_since).num_milliseconds().max(0) as f64) / 1000.0);
+        .record(((now - due_since).num_milliseconds().clamp(0, i64::MAX) as f64) / 1000.0);
     Ok(Some(Claimed { run: claimed, flow }))
+}
+
+/// Another run of the outer run's flow, running under a live lease.
+fn running_sibling(now: chrono::DateTime<chrono::Utc>) -> sea_orm::sea_query::SelectStatement {
+    let sibling = Alias::new("sibling");
+    Query::select()
+        .expr(Expr::val(1))
+        .from_as(run::Entity, sibling.clone())
+        .and_where(
+            Expr::col((sibling.clone(), run::Column::FlowId))
+                .equals((run::Entity, run::Column::FlowId)),
+        )
+        .and_where(
+            Expr::col((sibling.clone(), run::Column::Id))
+                .ne(Expr::col((run::Entity, run::Column::Id))),
+        )
+        .and_where(Expr::col((sibling.clone(), run::Column::Status)).eq(run::RunStatus::Running))
+        .and_where(Expr::col((sibling, run::Column::LeaseUntil)).gte(now))
+        .to_owned()
 }
 
 /// PostgreSQL: takes the lock on starting and ending runs of one flow, held until the
@@ -172,9 +188,27 @@ async fn lock_runs_of(txn: &sea_orm::DatabaseTransaction, flow: &FlowId) -> Resu
     Ok(())
 }
 
+/// `lock_runs_of` for the flow of a run, read in the same statement that takes the lock.
+async fn lock_runs_of_run(txn: &sea_orm::DatabaseTransaction, run_id: &RunId) -> Result<()> {
+    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        txn.query_one_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtextextended('synchub:runs-of:' || flow_id, 0))::text \
+             FROM runs WHERE id = $1",
+            [run_id.to_string().into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
 /// How long a run whose flow is busy waits before it is handed out again, should the running
 /// one's end not release it sooner.
 const WAIT_FOR_SIBLING: chrono::Duration = chrono::Duration::seconds(5);
+
+/// How long ago a put-back may have been for `release_next` to still find it: the clocks of
+/// two processes may differ a little.
+const RELEASE_SLACK: chrono::Duration = chrono::Duration::seconds(2);
 
 /// The flow's next due run, put back by `claim` while this one ran, is handed out at once:
 /// true when there was one (the caller wakes its dispatcher; PostgreSQL's other processes
@@ -198,7 +232,12 @@ async fn release_next(
         .filter(run::Column::Id.ne(run_id.clone()))
         .filter(run::Column::Status.ne(run::RunStatus::Running))
         .filter(run::Entity::due(now))
-        .filter(run::Column::DispatchedAt.is_not_null())
+        // Only a run `claim` put back (`defer` with `WAIT_FOR_SIBLING`); one still waiting
+        // in the queue is on its way already, and releasing it would push it twice.
+        .filter(
+            run::Column::DispatchedAt
+                .lte(now - run::REDISPATCH_AFTER + WAIT_FOR_SIBLING + RELEASE_SLACK),
+        )
         .exec(txn)
         .await?
         .rows_affected
@@ -265,9 +304,26 @@ pub async fn succeed(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<RunReport> {
     let txn = crate::store::begin_write(db).await?;
-    let run = run::Entity::find_by_id(run_id.clone())
-        .one(&txn)
+    // Ended first, read back in the same statement: the checkpoint it returns holds the
+    // newest version the run committed.
+    let run = run::Entity::update_many()
+        .col_expr(run::Column::Status, run::RunStatus::Succeeded.into())
+        .col_expr(run::Column::FinishedAt, Some(now).into())
+        .col_expr(run::Column::ErrorClass, Option::<String>::None.into())
+        .col_expr(run::Column::ErrorMessage, Option::<String>::None.into())
+        .col_expr(
+            run::Column::NextAttemptAt,
+            Option::<chrono::DateTime<chrono::Utc>>::None.into(),
+        )
+        .col_expr(
+            run::Column::LeaseUntil,
+            Option::<chrono::DateTime<chrono::Utc>>::None.into(),
+        )
+        .filter(run::Column::Id.eq(run_id.clone()))
+        .exec_with_returning(&txn)
         .await?
+        .into_iter()
+        .next()
         .ok_or(Error::NotFound("run"))?;
     if let Some(version) = Checkpoint::of(&run).max_version {
         // The cursor moves only with the records it covers, all committed by now.
@@ -281,14 +337,6 @@ pub async fn succeed(
             .exec(&txn)
             .await?;
     }
-    let mut active: run::ActiveModel = run.into();
-    active.status = Set(run::RunStatus::Succeeded);
-    active.finished_at = Set(Some(now));
-    active.error_class = Set(None);
-    active.error_message = Set(None);
-    active.next_attempt_at = Set(None);
-    active.lease_until = Set(None);
-    let run = active.update(&txn).await?;
     let released = release_next(&txn, flow, run_id, now).await?;
     txn.commit().await?;
     Ok(RunReport {
@@ -321,9 +369,9 @@ pub async fn fail(
     active.error_message = Set(Some(failure.message.chars().take(2000).collect()));
     if retry {
         let delay = backoff(
-            run.attempts.max(1) as u32,
-            Duration::from_secs(flow.retry_base_seconds.max(1) as u64),
-            Duration::from_secs(flow.retry_cap_seconds.max(1) as u64),
+            Ord::max(run.attempts, 1) as u32,
+            Duration::from_secs(Ord::max(flow.retry_base_seconds, 1) as u64),
+            Duration::from_secs(Ord::max(flow.retry_cap_seconds, 1) as u64),
         );
         active.status = Set(run::RunStatus::Retrying);
         active.next_attempt_at = Set(Some(
