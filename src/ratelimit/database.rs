@@ -1,5 +1,7 @@
 //! Buckets and slots as rows: `rate_buckets` and `concurrency_slots`.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement, Value};
@@ -10,11 +12,16 @@ use crate::error::Result;
 #[derive(Clone)]
 pub struct Buckets {
     db: DatabaseConnection,
+    /// The slot keys (with their caps) whose rows this process has made sure exist.
+    slot_rows: Arc<Mutex<HashSet<(String, u32)>>>,
 }
 
 impl Buckets {
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            db,
+            slot_rows: Arc::default(),
+        }
     }
 
     fn backend(&self) -> DatabaseBackend {
@@ -123,8 +130,9 @@ impl Buckets {
         Ok(())
     }
 
-    /// Tries the slots from a random one: the first free or expired one is taken, in one
-    /// statement each (the key's primary key serialises takers of the same slot).
+    /// Takes a free or expired slot in one statement: every taker pays for each statement
+    /// inside SQLite's one write lock, and trying slot after slot cost five and a half on
+    /// average with one of ten free. PostgreSQL's takers skip a slot another one is taking.
     pub async fn try_acquire(
         &self,
         key: &str,
@@ -134,31 +142,63 @@ impl Buckets {
         until: i64,
     ) -> Result<Option<u32>> {
         let cap = cap.max(1);
+        self.ensure_slot_rows(key, cap).await?;
+        let skip_locked = if self.backend() == DatabaseBackend::Postgres {
+            "FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        // From a random slot on, so takers in other processes do not all queue on the first.
         let start = u32::from_le_bytes(crate::random::bytes::<4>().unwrap_or_default()) % cap;
-        let sql = "INSERT INTO concurrency_slots (slot_key, slot_no, holder, lease_until_ms) \
-                   VALUES ($1, $2, $3, $4) \
-                   ON CONFLICT (slot_key, slot_no) DO UPDATE SET holder = $3, lease_until_ms = $4 \
-                   WHERE concurrency_slots.lease_until_ms < $5 \
-                   RETURNING slot_no";
-        for i in 0..cap {
-            let number = (start + i) % cap;
-            let values: Vec<Value> = vec![
-                key.into(),
-                (number as i32).into(),
-                holder.into(),
-                until.into(),
-                now.into(),
-            ];
-            if self
-                .db
-                .query_one_raw(self.statement(sql, values))
-                .await?
-                .is_some()
-            {
-                return Ok(Some(number));
-            }
+        let sql = format!(
+            "UPDATE concurrency_slots SET holder = $2, lease_until_ms = $3 \
+             WHERE slot_key = $1 AND lease_until_ms < $4 AND slot_no = ( \
+               SELECT slot_no FROM concurrency_slots \
+               WHERE slot_key = $1 AND slot_no < $5 AND lease_until_ms < $4 \
+               ORDER BY (slot_no + $6) % $5 LIMIT 1 {skip_locked}) \
+             RETURNING slot_no"
+        );
+        let values: Vec<Value> = vec![
+            key.into(),
+            holder.into(),
+            until.into(),
+            now.into(),
+            (cap as i32).into(),
+            (start as i32).into(),
+        ];
+        let taken = self.db.query_one_raw(self.statement(&sql, values)).await?;
+        let Some(row) = taken else {
+            return Ok(None);
+        };
+        let number: i32 = row.try_get("", "slot_no")?;
+        Ok(Some(u32::try_from(number).unwrap_or_default()))
+    }
+
+    /// Makes the key's `cap` slot rows, free, once per process: taking one is then an update.
+    async fn ensure_slot_rows(&self, key: &str, cap: u32) -> Result<()> {
+        let known = (key.to_string(), cap);
+        if self
+            .slot_rows
+            .lock()
+            .is_ok_and(|rows| rows.contains(&known))
+        {
+            return Ok(());
         }
-        Ok(None)
+        let rows = (0..cap)
+            .map(|n| format!("($1, {n}, '', 0)"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO concurrency_slots (slot_key, slot_no, holder, lease_until_ms) \
+             VALUES {rows} ON CONFLICT (slot_key, slot_no) DO NOTHING"
+        );
+        self.db
+            .execute_raw(self.statement(&sql, vec![key.into()]))
+            .await?;
+        if let Ok(mut rows) = self.slot_rows.lock() {
+            rows.insert(known);
+        }
+        Ok(())
     }
 
     pub async fn release(&self, slot: &Slot) -> Result<()> {

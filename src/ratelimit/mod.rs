@@ -5,7 +5,8 @@
 //! token. The platform's own answers correct the bucket: a lower advertised rate, a call
 //! counter, a `Retry-After`. Beside the buckets, a cap on the requests in flight per
 //! connection: leased slots, so a dead process's slot frees itself. A slot freed in this
-//! process wakes one of its waiters at once; waiters poll too, for slots other processes free.
+//! process goes straight to one of its waiters, without a round trip to the store, for as
+//! long as it is young (`HAND_OVER_WITHIN`); waiters poll too, for slots other processes free.
 
 mod database;
 mod redis;
@@ -14,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
 use sea_orm::DatabaseConnection;
 
@@ -74,6 +75,25 @@ pub struct Slot {
     key: String,
     number: u32,
     holder: String,
+    /// When the store granted it, and for how long: a young slot changes hands in this
+    /// process without the store.
+    granted: std::time::Instant,
+    lease: Duration,
+}
+
+/// How long after the store granted a slot it may still pass from one waiter of this
+/// process to the next without going back: two round trips saved a request (on SQLite,
+/// inside its one write lock). Bounded so a busy process gives its slots back to the others
+/// every second; the lease the store holds is then at most this much shorter than asked.
+const HAND_OVER_WITHIN: Duration = Duration::from_secs(1);
+
+/// This process's waiters for one slot key.
+#[derive(Default)]
+struct Waiters {
+    /// Woken by a release that went to the store.
+    freed: Arc<Notify>,
+    /// First come, first served: each with the lease it asks for.
+    queue: std::collections::VecDeque<(Duration, oneshot::Sender<Slot>)>,
 }
 
 #[derive(Clone)]
@@ -85,8 +105,8 @@ enum Store {
 #[derive(Clone)]
 pub struct RateLimiter {
     store: Store,
-    /// Per slot key, the signal a release in this process gives its waiters.
-    freed: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    /// Per slot key, this process's waiters.
+    waiters: Arc<Mutex<HashMap<String, Waiters>>>,
     /// A slot waiter's first pause and the longest it backs off to between polls.
     polling: (Duration, Duration),
 }
@@ -129,7 +149,7 @@ impl RateLimiter {
     fn on(store: Store) -> Self {
         Self {
             store,
-            freed: Arc::default(),
+            waiters: Arc::default(),
             polling: (Duration::from_millis(5), Duration::from_millis(200)),
         }
     }
@@ -141,12 +161,61 @@ impl RateLimiter {
         self
     }
 
-    fn freed(&self, key: &str) -> Arc<Notify> {
-        let mut freed = self
-            .freed
+    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<String, Waiters>> {
+        self.waiters
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        freed.entry(key.to_string()).or_default().clone()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues a waiter for a slot of `key` handed over in this process; and the signal a
+    /// release to the store gives.
+    fn wait_here(&self, key: &str, lease: Duration) -> (HandOver, Arc<Notify>) {
+        let (sender, receiver) = oneshot::channel();
+        let mut waiters = self.waiters();
+        let entry = waiters.entry(key.to_string()).or_default();
+        entry.queue.retain(|(_, waiter)| !waiter.is_closed());
+        entry.queue.push_back((lease, sender));
+        (
+            HandOver {
+                receiver,
+                open: true,
+                limiter: self.clone(),
+            },
+            entry.freed.clone(),
+        )
+    }
+
+    /// Gives a young slot to the first waiter of this process that wants no longer a lease;
+    /// the slot back when there is none.
+    fn hand_over(&self, mut slot: Slot) -> Option<Slot> {
+        if slot.granted.elapsed() >= HAND_OVER_WITHIN {
+            return Some(slot);
+        }
+        let mut waiters = self.waiters();
+        let Some(entry) = waiters.get_mut(&slot.key) else {
+            return Some(slot);
+        };
+        let mut passed_over = Vec::new();
+        while let Some((lease, waiter)) = entry.queue.pop_front() {
+            if lease > slot.lease {
+                passed_over.push((lease, waiter));
+                continue;
+            }
+            match waiter.send(slot) {
+                Ok(()) => {
+                    for waiter in passed_over.into_iter().rev() {
+                        entry.queue.push_front(waiter);
+                    }
+                    return None;
+                }
+                // That waiter is gone (it got a slot from the store, or gave up).
+                Err(back) => slot = back,
+            }
+        }
+        for waiter in passed_over.into_iter().rev() {
+            entry.queue.push_front(waiter);
+        }
+        Some(slot)
     }
 
     /// Takes one token from `key`, creating the bucket full on first use.
@@ -208,11 +277,13 @@ impl RateLimiter {
             key: key.to_string(),
             number,
             holder,
+            granted: std::time::Instant::now(),
+            lease,
         }))
     }
 
-    /// Waits for a slot until `deadline` passes: woken by a release in this process, and
-    /// polling (backing off to 200 ms) for releases elsewhere.
+    /// Waits for a slot until `deadline` passes: handed one released in this process, woken
+    /// by a release to the store, and polling (backing off to 200 ms) for releases elsewhere.
     pub async fn acquire(
         &self,
         key: &str,
@@ -221,14 +292,18 @@ impl RateLimiter {
         deadline: Duration,
     ) -> Result<Option<Slot>> {
         let started = std::time::Instant::now();
-        let freed = self.freed(key);
+        // Queued before the first try, so a release between the try and the wait is not missed.
+        let (mut handed, freed) = self.wait_here(key, lease);
         let (mut pause, ceiling) = self.polling;
         loop {
-            // Listen before trying, so a release between the try and the wait is not missed.
             let notified = freed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            if let Some(slot) = handed.take() {
+                return Ok(Some(slot));
+            }
             if let Some(slot) = self.try_acquire(key, cap, lease).await? {
+                // Dropping `handed` passes on a slot that arrived meanwhile.
                 return Ok(Some(slot));
             }
             let left = deadline.saturating_sub(started.elapsed());
@@ -236,6 +311,11 @@ impl RateLimiter {
                 return Ok(None);
             }
             tokio::select! {
+                slot = &mut handed.receiver, if handed.open => match slot {
+                    Ok(slot) => return Ok(Some(slot)),
+                    // Its sender is gone: polls and wake-ups only, from now on.
+                    Err(_) => handed.open = false,
+                },
                 _ = &mut notified => {}
                 _ = tokio::time::sleep(pause.min(left)) => {
                     pause = (pause * 2).min(ceiling);
@@ -245,18 +325,149 @@ impl RateLimiter {
     }
 
     pub async fn release(&self, slot: Slot) -> Result<()> {
+        match self.hand_over(slot) {
+            None => {
+                metrics::counter!("synchub_concurrency_slots_handed_over_total").increment(1);
+                Ok(())
+            }
+            Some(slot) => self.release_to_store(slot).await,
+        }
+    }
+
+    async fn release_to_store(&self, slot: Slot) -> Result<()> {
         let released = match &self.store {
             Store::Database(buckets) => buckets.release(&slot).await,
             Store::Redis(buckets) => buckets.release(&slot).await,
         };
-        self.freed(&slot.key).notify_one();
+        if let Some(entry) = self.waiters().get(&slot.key) {
+            entry.freed.notify_one();
+        }
         released
+    }
+}
+
+/// A waiter's end of a hand-over. A slot that arrives after its waiter is done (it got one
+/// from the store, gave up, or was cancelled) is passed on when this is dropped, never lost
+/// with it: a lost slot would stay held in the store until its lease ran out.
+struct HandOver {
+    receiver: oneshot::Receiver<Slot>,
+    /// Until the receiver has completed: a completed one may not be polled again.
+    open: bool,
+    limiter: RateLimiter,
+}
+
+impl HandOver {
+    fn take(&mut self) -> Option<Slot> {
+        if !self.open {
+            return None;
+        }
+        let slot = self.receiver.try_recv().ok();
+        self.open = slot.is_none();
+        slot
+    }
+}
+
+impl Drop for HandOver {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        self.receiver.close();
+        let Ok(slot) = self.receiver.try_recv() else {
+            return;
+        };
+        let Some(slot) = self.limiter.hand_over(slot) else {
+            return;
+        };
+        let limiter = self.limiter.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(err) = limiter.release_to_store(slot).await {
+                    tracing::warn!(error = %err, "could not release a concurrency slot");
+                }
+            });
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A limiter whose store is never reached: hand-overs happen in this process only.
+    async fn limiter() -> RateLimiter {
+        let db = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
+        RateLimiter::new(db)
+    }
+
+    fn slot(key: &str, holder: &str, age: Duration) -> Slot {
+        Slot {
+            key: key.into(),
+            number: 0,
+            holder: holder.into(),
+            granted: std::time::Instant::now() - age,
+            lease: Duration::from_secs(300),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_young_slot_goes_to_the_first_waiter_here() {
+        let limiter = limiter().await;
+        let (mut first, _) = limiter.wait_here("k", Duration::from_secs(300));
+        let (mut second, _) = limiter.wait_here("k", Duration::from_secs(300));
+        assert!(limiter.hand_over(slot("k", "h1", Duration::ZERO)).is_none());
+        assert_eq!(first.take().map(|s| s.holder), Some("h1".to_string()));
+        assert!(second.take().is_none(), "one slot, one waiter");
+        // Another key's waiters are not this key's.
+        assert!(
+            limiter
+                .hand_over(slot("other", "h2", Duration::ZERO))
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_old_slot_goes_back_to_the_store() {
+        let limiter = limiter().await;
+        let (mut waiter, _) = limiter.wait_here("k", Duration::from_secs(300));
+        let back = limiter.hand_over(slot("k", "h1", HAND_OVER_WITHIN));
+        assert!(
+            back.is_some(),
+            "held a second: the other processes get their turn"
+        );
+        assert!(waiter.take().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_waiter_for_a_longer_lease_is_passed_over_and_stays_queued() {
+        let limiter = limiter().await;
+        let (mut long, _) = limiter.wait_here("k", Duration::from_secs(900));
+        let (mut short, _) = limiter.wait_here("k", Duration::from_secs(60));
+        assert!(limiter.hand_over(slot("k", "h1", Duration::ZERO)).is_none());
+        assert!(long.take().is_none());
+        assert_eq!(short.take().map(|s| s.holder), Some("h1".to_string()));
+        let mut longer = slot("k", "h2", Duration::ZERO);
+        longer.lease = Duration::from_secs(900);
+        assert!(limiter.hand_over(longer).is_none());
+        assert_eq!(long.take().map(|s| s.holder), Some("h2".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_slot_handed_to_a_waiter_that_is_done_passes_on() {
+        let limiter = limiter().await;
+        let (first, _) = limiter.wait_here("k", Duration::from_secs(300));
+        let (mut second, _) = limiter.wait_here("k", Duration::from_secs(300));
+        assert!(limiter.hand_over(slot("k", "h1", Duration::ZERO)).is_none());
+        // The first waiter got a slot from the store meanwhile and drops its end.
+        drop(first);
+        assert_eq!(second.take().map(|s| s.holder), Some("h1".to_string()));
+        // A waiter that left before any release is skipped.
+        let (gone, _) = limiter.wait_here("k", Duration::from_secs(300));
+        let (mut last, _) = limiter.wait_here("k", Duration::from_secs(300));
+        drop(gone);
+        assert!(limiter.hand_over(slot("k", "h2", Duration::ZERO)).is_none());
+        assert_eq!(last.take().map(|s| s.holder), Some("h2".to_string()));
+    }
 
     #[test]
     fn platform_headers_are_understood() {
