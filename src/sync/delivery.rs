@@ -83,7 +83,9 @@ pub(super) async fn deliver_orders(destination: &ConnectorClient, orders: Vec<It
             };
             (chunk, outcome)
         }))
-        .buffer_unordered(destination.writes_in_flight(BATCH_WRITE))
+        // One more than the cap: a call waiting for a slot takes the one freed here at once,
+        // with no trip to the limiter's store (`RateLimiter::release`).
+        .buffer_unordered(destination.writes_in_flight(BATCH_WRITE) + 1)
         .collect()
         .await;
     let mut delivered = Vec::new();

@@ -416,17 +416,32 @@ impl SyncEngine {
         }
         let (mut read, mut written) = (run.records_read, run.records_written);
         let mut ahead: Option<Result<ListPage, CallError>> = None;
+        // The previous page's commit, still running while this page is written: the calls in
+        // flight need not idle through a commit either. Each commit ends before the next
+        // one starts, so the checkpoint only moves forward; a crash between them re-sends
+        // a page, which the destination's idempotency keys absorb, as after any crash
+        // between a write and its commit.
+        let mut committing: Option<Commit<'_>> = None;
+        let confirmed =
+            plan.write().is_none() && destination_client.confirm_spec(SINGLE_WRITE).is_some();
         loop {
             let page = match ahead.take() {
-                Some(page) => page?,
-                None => read_page(&plan, &source_client, &vars, checkpoint.next.as_ref()).await?,
+                Some(page) => page,
+                None => read_page(&plan, &source_client, &vars, checkpoint.next.as_ref()).await,
             };
-            let items = plan.items(&page.records, &source, &destination, source_client.zone())?;
+            let items = page.and_then(|page| {
+                let items =
+                    plan.items(&page.records, &source, &destination, source_client.zone())?;
+                Ok((page, items))
+            });
+            let (page, items) = match items {
+                Ok(read) => read,
+                Err(error) => {
+                    settle(committing.take()).await?;
+                    return Err(error);
+                }
+            };
             let page_read = items.len() as i64;
-            let known = self
-                .known_versions(owner, plan.kind(), &items)
-                .await
-                .map_err(internal)?;
             let by_content = plan.versions_by_content();
             for item in items.iter().filter(|_| !by_content) {
                 if checkpoint
@@ -437,18 +452,26 @@ impl SyncEngine {
                     checkpoint.max_version = Some(item.version.clone());
                 }
             }
-            // Moved, not copied: the bodies are the page's largest allocation.
-            let fresh: Vec<Item> = items
-                .into_iter()
-                .filter(|item| match known.get(&item.platform_id) {
-                    None => true,
-                    Some(v) if by_content => v != &item.version,
-                    Some(v) => v.as_str() < item.version.as_str(),
-                })
-                .collect();
+            if confirmed {
+                // That path commits inside its delivery: never beside an older commit.
+                settle(committing.take()).await?;
+            }
             let delivery = async {
+                let known = self
+                    .known_versions(owner, plan.kind(), &items)
+                    .await
+                    .map_err(internal)?;
+                // Moved, not copied: the bodies are the page's largest allocation.
+                let fresh: Vec<Item> = items
+                    .into_iter()
+                    .filter(|item| match known.get(&item.platform_id) {
+                        None => true,
+                        Some(v) if by_content => v != &item.version,
+                        Some(v) => v.as_str() < item.version.as_str(),
+                    })
+                    .collect();
                 Ok::<_, CallError>(match plan.write() {
-                    None if destination_client.confirm_spec(SINGLE_WRITE).is_some() => {
+                    None if confirmed => {
                         // Created later by the platform: what was sent is kept in the checkpoint
                         // first, so a restart polls for it instead of sending it again.
                         match submit_confirmed(&destination_client, fresh, &mut checkpoint).await {
@@ -493,7 +516,9 @@ impl SyncEngine {
                     None => None,
                 }
             };
-            let (delivery, read_ahead) = tokio::join!(delivery, read_ahead);
+            let (previous, delivery, read_ahead) =
+                tokio::join!(settle(committing.take()), delivery, read_ahead);
+            previous?;
             let Delivery { delivered, stopped } = delivery?;
             ahead = read_ahead;
             // A page that stopped is read again by the retry, which writes only what is not
@@ -507,26 +532,26 @@ impl SyncEngine {
                 Some(error) if delivered.is_empty() => return Err(error.clone()),
                 Some(_) => {}
             }
+            let before = written;
             written += delivered.len() as i64;
-            self.commit_page(
-                owner,
-                plan.kind(),
-                run,
-                &delivered,
-                &checkpoint,
-                read,
-                written,
-            )
-            .await
-            .map_err(internal)?;
-            self.refresh_statistics_as_it_grows(written - delivered.len() as i64, written)
-                .await;
+            let commit: Commit<'_> = Box::pin({
+                let (kind, checkpoint) = (plan.kind(), checkpoint.clone());
+                async move {
+                    self.commit_page(owner, kind, run, &delivered, &checkpoint, read, written)
+                        .await
+                        .map_err(internal)?;
+                    self.refresh_statistics_as_it_grows(before, written).await;
+                    Ok(())
+                }
+            });
             if let Some(error) = stopped {
+                commit.await?;
                 return Err(error);
             }
             if page.next.is_none() {
-                return Ok(());
+                return commit.await;
             }
+            committing = Some(commit);
         }
     }
 
@@ -575,6 +600,18 @@ impl SyncEngine {
 
 /// One page of the flow's source list (the whole list where the plan sums it), with what
 /// the plan completes each record with.
+/// A page's commit, running beside the next page's writes.
+type Commit<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CallError>> + Send + 'a>>;
+
+/// Waits for a commit still running, if any.
+async fn settle(commit: Option<Commit<'_>>) -> Result<(), CallError> {
+    match commit {
+        Some(commit) => commit.await,
+        None => Ok(()),
+    }
+}
+
 async fn read_page(
     plan: &Plan,
     source: &ConnectorClient,
