@@ -132,6 +132,16 @@ impl AuthSpec {
         matches!(self, Self::Lingxing { .. })
     }
 
+    /// The credential naming an app for which the platform keeps one live token (Lingxing's
+    /// AppID: its docs' QA item 3, `2001005` once another tool takes tokens for it): two
+    /// connections on one app would each end the other's token at every exchange.
+    pub fn exclusive_credential(&self) -> Option<&str> {
+        match self {
+            Self::Lingxing { app_id, .. } => Some(app_id),
+            _ => None,
+        }
+    }
+
     /// The credential the keeper trades for new tokens, for schemes that refresh.
     pub fn refresh_credential(&self) -> Option<&str> {
         match self {

@@ -369,3 +369,66 @@ async fn the_ip_whitelist_shows_in_the_check(backend: Backend) {
     );
 }
 on_both_backends!(the_ip_whitelist_shows_in_the_check);
+
+/// Lingxing keeps one live token per AppID: a second connection of the tenant on the same
+/// AppID, made or rotated onto it, is refused (409) instead of the two signing each other
+/// out. Another tenant's connections are not compared.
+async fn a_second_connection_on_one_appid_is_refused(backend: Backend) {
+    let s = setup(backend, 0).await;
+    let body = |name: &str, app_id: &str| {
+        json!({"name": name, "connector": "lingxing", "environment": "production",
+               "settings": {"base_url": format!("{}/lingxing", s.sim.address), "store_id": "2"},
+               "credentials": {"app_id": app_id, "app_secret": APP_SECRET}})
+    };
+    let (status, problem) = s
+        .app
+        .post("/v1/connections", &s.token, body("Lingxing 2", APP_ID))
+        .await;
+    assert_eq!(status, 409, "{problem}");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("\"Lingxing\"") && detail.contains("one live token"),
+        "{problem}"
+    );
+    assert!(
+        !detail.contains(APP_ID),
+        "the AppID is not echoed: {problem}"
+    );
+
+    let (status, other) = s
+        .app
+        .post(
+            "/v1/connections",
+            &s.token,
+            body("Lingxing 2", "ak_SIMLINGXING02"),
+        )
+        .await;
+    assert_eq!(status, 201, "another AppID: {other}");
+    let other = other["id"].as_str().unwrap();
+    let (status, problem) = s
+        .app
+        .put(
+            &format!("/v1/connections/{other}/credentials"),
+            &s.token,
+            json!({"credentials": {"app_id": APP_ID, "app_secret": APP_SECRET}}),
+        )
+        .await;
+    assert_eq!(status, 409, "rotated onto the first one's AppID: {problem}");
+    let (status, rotated) = s
+        .app
+        .put(
+            &format!("/v1/connections/{}/credentials", s.lingxing),
+            &s.token,
+            json!({"credentials": {"app_id": APP_ID, "app_secret": APP_SECRET}}),
+        )
+        .await;
+    assert_eq!(status, 200, "its own AppID again: {rotated}");
+
+    let (_, stranger) = s.app.tenant_with_token(&["write"]).await;
+    let (status, theirs) = s
+        .app
+        .post("/v1/connections", &stranger, body("Lingxing", APP_ID))
+        .await;
+    assert_eq!(status, 201, "another tenant is not compared: {theirs}");
+}
+on_both_backends!(a_second_connection_on_one_appid_is_refused);

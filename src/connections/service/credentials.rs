@@ -132,6 +132,10 @@ impl Connections {
             Some(spec) => current_webhook_secret(&txn, &self.vault, &row, spec).await?,
             None => None,
         };
+        if let Some(credentials) = &credentials {
+            self.ensure_app_unshared(&txn, tenant, &manifest, credentials, Some(&row.id))
+                .await?;
+        }
         let mut active: connection::ActiveModel = row.clone().into();
         let mut retired: Vec<SecretId> = Vec::new();
         if let Some(credentials) = credentials {

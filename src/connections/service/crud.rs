@@ -143,6 +143,8 @@ impl Connections {
         let txn = crate::store::begin_write(&self.db).await?;
         ensure_tenant_exists(&txn, tenant).await?;
         self.ensure_name_free(&txn, tenant, &name, None).await?;
+        self.ensure_app_unshared(&txn, tenant, &manifest, &credentials, None)
+            .await?;
         let credentials_text = Value::Object(credentials.clone()).to_string();
         let credentials_secret_id = self.vault.store(&txn, tenant, &credentials_text).await?;
         let webhook_secret_id = match &input.webhook_secret {
@@ -275,6 +277,55 @@ impl Connections {
             return Err(Error::Conflict(format!(
                 "a connection named {name:?} exists already"
             )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a second connection of the tenant on an app for which the platform keeps one
+    /// live token (Lingxing's AppID): the two would take turns signing each other out, and
+    /// every run of one would fail on the other's exchange. Other tenants' connections are
+    /// not compared, so nothing about them shows.
+    pub(super) async fn ensure_app_unshared(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: &TenantId,
+        manifest: &Manifest,
+        credentials: &Map<String, Value>,
+        except: Option<&ConnectionId>,
+    ) -> Result<()> {
+        let Some(name) = manifest
+            .auth
+            .as_ref()
+            .and_then(|auth| auth.exclusive_credential())
+        else {
+            return Ok(());
+        };
+        let Some(wanted) = credentials.get(name).and_then(Value::as_str) else {
+            return Ok(());
+        };
+        let mut others = connection::Entity::find_in_tenant(tenant)
+            .filter(connection::Column::Connector.eq(manifest.name.clone()));
+        if let Some(id) = except {
+            others = others.filter(connection::Column::Id.ne(id.clone()));
+        }
+        for other in others.all(txn).await? {
+            let stored = self
+                .vault
+                .load(txn, tenant, &other.credentials_secret_id)
+                .await?;
+            let same = serde_json::from_str::<Value>(stored.expose())
+                .ok()
+                .and_then(|c| c.get(name).and_then(Value::as_str).map(|v| v == wanted))
+                .unwrap_or(false);
+            if same {
+                return Err(Error::Conflict(format!(
+                    "connection {:?} uses this {name} already: {} keeps one live token per \
+                     app, so a second connection on it would end the first one's token at \
+                     every exchange; flow through that connection, or give this one an app \
+                     of its own",
+                    other.name, manifest.name
+                )));
+            }
         }
         Ok(())
     }
