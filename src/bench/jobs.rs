@@ -17,13 +17,11 @@ use apalis::prelude::*;
 use apalis_postgres::PostgresStorage;
 use apalis_sqlite::SqliteStorage;
 use futures_util::future::BoxFuture;
-use sea_orm::{
-    ActiveModelTrait, DatabaseBackend, DatabaseConnection, EntityTrait, TransactionTrait,
-};
+use sea_orm::{DatabaseBackend, DatabaseConnection, EntityTrait, TransactionTrait};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::fixture::{ApiSession, ScratchDatabase};
+use super::fixture::{ApiSession, ScratchDatabase, copy_flow};
 use crate::ids::{FlowId, RunId};
 use crate::runtime::{RunExecutor, RunJob, RunsSignal, RuntimeOptions};
 use crate::sim::Simulator;
@@ -215,25 +213,16 @@ impl Setup {
             .context("the flow just created")?;
         let count = if args.flows == 0 { runs } else { args.flows }.max(1);
         let mut flows = vec![template.clone()];
-        for chunk in (1..count).collect::<Vec<_>>().chunks(1_000) {
-            let rows: Vec<flow::Model> = chunk
-                .iter()
-                .map(|i| flow::Model {
+        flows.extend(
+            copy_flow(&db, &template, 1..count, |i, row| {
+                Some(flow::Model {
                     id: FlowId::generate(),
                     name: format!("jobs {i}"),
-                    ..template.clone()
+                    ..row
                 })
-                .collect();
-            let txn = db.begin().await?;
-            flow::Entity::insert_many(
-                rows.iter()
-                    .map(|row| flow::ActiveModel::from(row.clone()).reset_all()),
-            )
-            .exec_without_returning(&txn)
-            .await?;
-            txn.commit().await?;
-            flows.extend(rows);
-        }
+            })
+            .await?,
+        );
         Ok(Self {
             database,
             db,

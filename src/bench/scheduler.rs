@@ -10,13 +10,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
-    TransactionTrait,
-};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect};
 use serde_json::json;
 
-use super::fixture::{ApiSession, ScratchDatabase, Server, free_port, wait_until_up};
+use super::fixture::{ApiSession, ScratchDatabase, Server, copy_flow, free_port, wait_until_up};
 use crate::ids::FlowId;
 use crate::scheduler::flow_schedule;
 use crate::sim::Simulator;
@@ -71,27 +68,15 @@ pub async fn run(args: SchedulerBenchArgs) -> anyhow::Result<()> {
         .context("the template flow")?;
     let seeding = Instant::now();
     let now = chrono::Utc::now();
-    // 1,000 rows of 21 columns stay under SQLite's 32,766 bound values.
-    for chunk in (0..args.flows).collect::<Vec<_>>().chunks(1_000) {
-        let txn = db.begin().await?;
-        let rows: Vec<flow::ActiveModel> = chunk
-            .iter()
-            .filter_map(|&i| {
-                let mut row = template.clone();
-                row.id = FlowId::generate();
-                row.name = format!("flow {i}");
-                row.timezone = ZONES[i % ZONES.len()].to_string();
-                row.schedule = Some(json!({"cron": format!("{}-59/15 * * * *", i % 15)}));
-                row.next_run_at = flow_schedule(&row)?.next_after(now);
-                // Every column set: a new row.
-                Some(flow::ActiveModel::from(row).reset_all())
-            })
-            .collect();
-        flow::Entity::insert_many(rows)
-            .exec_without_returning(&txn)
-            .await?;
-        txn.commit().await?;
-    }
+    copy_flow(&db, &template, 0..args.flows, |i, mut row| {
+        row.id = FlowId::generate();
+        row.name = format!("flow {i}");
+        row.timezone = ZONES[i % ZONES.len()].to_string();
+        row.schedule = Some(json!({"cron": format!("{}-59/15 * * * *", i % 15)}));
+        row.next_run_at = flow_schedule(&row)?.next_after(now);
+        Some(row)
+    })
+    .await?;
     let seeded = flow::Entity::find()
         .filter(flow::Column::NextRunAt.is_not_null())
         .count(&db)
