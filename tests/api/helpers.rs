@@ -348,6 +348,21 @@ impl TestApp {
         .with_clock(self.time.clock())
     }
 
+    /// An engine on a pool of its own, with a rate limiter of its own: all a second worker
+    /// process shares with this one is the database.
+    pub async fn engine_of_another_process(&self) -> synchub::sync::SyncEngine {
+        synchub::sync::SyncEngine::new(
+            self.database.connect().await,
+            self.vault(),
+            std::sync::Arc::new(
+                synchub::connectors::ConnectorRegistry::built_in().expect("registry"),
+            ),
+            synchub::netpolicy::OutboundPolicy::allowing_private(),
+        )
+        .expect("engine")
+        .with_clock(self.time.clock())
+    }
+
     /// Executes every run that is due, again until none is, and asserts that nothing is left
     /// queued or running: a test that drives the engine by hand ends with no stray run.
     /// Returns how many attempts it made.

@@ -1,5 +1,5 @@
 //! Lingxing at the end of every flow, through the simulator: orders pushed into a
-//! custom-platform store under its in-flight cap of 10 by two workers at once, partial
+//! custom-platform store under its in-flight cap of 10 by two worker processes at once, partial
 //! refusals retried alone, a killed worker resumed without duplicates; stock and shipments
 //! back to Shopify and Shopee; the token renewed once when it expires under two workers, a
 //! second tool taking over the AppID named in the alert; the IP whitelist in the check.
@@ -103,11 +103,12 @@ impl Setup {
     }
 }
 
-/// 600 orders from two Shopify stores, two workers at once, Lingxing answering in 20 ms with
-/// its bucket of 10 per endpoint: no call is refused as too frequent, three orders refused
-/// once ("system busy") make their runs retry, and the retry sends only those three.
+/// 1,000 orders from two Shopify stores, two worker processes at once (each its own pool and
+/// limiter), Lingxing answering in 20 ms with its bucket of 10 per endpoint: no call is
+/// refused as too frequent, three orders refused once ("system busy") make their runs
+/// retry, and the retry sends only those three.
 async fn orders_reach_lingxing_once_under_its_cap(backend: Backend) {
-    let s = setup(backend, 300).await;
+    let s = setup(backend, 500).await;
     let (us, eu) = (s.shopify("acme").await, s.shopify("acme-eu").await);
     let flows = [
         s.flow("orders", &us, &s.lingxing).await,
@@ -118,7 +119,10 @@ async fn orders_reach_lingxing_once_under_its_cap(backend: Backend) {
         refuse_orders: 3,
         ..Default::default()
     });
-    let (one, two) = (s.app.engine(), s.app.engine());
+    let (one, two) = (
+        s.app.engine_of_another_process().await,
+        s.app.engine_of_another_process().await,
+    );
     let ids = [s.queue(&flows[0]).await, s.queue(&flows[1]).await];
     let (a, b) = tokio::join!(one.execute(&ids[0]), two.execute(&ids[1]));
     let reports = [a.unwrap().unwrap(), b.unwrap().unwrap()];
@@ -129,11 +133,11 @@ async fn orders_reach_lingxing_once_under_its_cap(backend: Backend) {
     );
     assert_eq!(stats.refused_busy, 3);
     // A run stops at the page with refusals: its delivered orders are kept, later pages wait.
-    assert!(stats.orders_created < 600, "{stats:?}");
+    assert!(stats.orders_created < 1_000, "{stats:?}");
     let mut retried = 0;
     for (report, id) in reports.iter().zip(&ids) {
         if report.status.as_str() == "succeeded" {
-            assert_eq!(report.records_written, 300);
+            assert_eq!(report.records_written, 500);
             continue;
         }
         assert_eq!(report.status.as_str(), "retrying", "{report:?}");
@@ -147,13 +151,13 @@ async fn orders_reach_lingxing_once_under_its_cap(backend: Backend) {
     }
     assert!(retried >= 1);
     let stats = s.sim.state.lingxing_stats();
-    assert_eq!(stats.orders_created, 600);
+    assert_eq!(stats.orders_created, 1_000);
     assert_eq!(
         stats.duplicates_refused, 0,
         "the retries sent only the refused orders"
     );
     let orders = s.orders();
-    assert_eq!(orders.len(), 600);
+    assert_eq!(orders.len(), 1_000);
     let one = &orders[0];
     assert_eq!(one["receiver_country_code"], "US");
     assert!(one["items"][0]["sku"].as_str().unwrap().starts_with("SKU-"));
