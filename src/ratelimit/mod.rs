@@ -87,6 +87,10 @@ pub struct Slot {
 /// every second; the lease the store holds is then at most this much shorter than asked.
 const HAND_OVER_WITHIN: Duration = Duration::from_secs(1);
 
+/// The most slots a key has, whatever cap is asked: far more requests in flight than any
+/// platform allows one account.
+pub const MOST_SLOTS: u32 = 1_000;
+
 /// This process's waiters for one slot key.
 #[derive(Default)]
 struct Waiters {
@@ -264,8 +268,11 @@ impl RateLimiter {
         }
     }
 
-    /// One of `cap` slots of `key` for `lease`, or None when all are held.
+    /// One of `cap` slots of `key` for `lease`, or None when all are held. A cap is at most
+    /// `MOST_SLOTS`: a tenant's setting must not make the store write a row per slot
+    /// without end.
     pub async fn try_acquire(&self, key: &str, cap: u32, lease: Duration) -> Result<Option<Slot>> {
+        let cap = cap.clamp(1, MOST_SLOTS);
         let holder = uuid::Uuid::now_v7().simple().to_string();
         let now = now_ms();
         let until = now + lease.as_millis() as i64;

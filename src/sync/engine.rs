@@ -418,9 +418,10 @@ impl SyncEngine {
         let mut ahead: Option<Result<ListPage, CallError>> = None;
         // The previous page's commit, still running while this page is written: the calls in
         // flight need not idle through a commit either. Each commit ends before the next
-        // one starts, so the checkpoint only moves forward; a crash between them re-sends
-        // a page, which the destination's idempotency keys absorb, as after any crash
-        // between a write and its commit.
+        // one starts, so the checkpoint only moves forward. A crash between them re-sends
+        // a page, and a record on two pages in a row may be sent twice (the next page is
+        // checked against the records before the last commit lands): the destination's
+        // idempotency keys absorb both, as after any crash between a write and its commit.
         let mut committing: Option<Commit<'_>> = None;
         let confirmed =
             plan.write().is_none() && destination_client.confirm_spec(SINGLE_WRITE).is_some();
@@ -598,8 +599,6 @@ impl SyncEngine {
     }
 }
 
-/// One page of the flow's source list (the whole list where the plan sums it), with what
-/// the plan completes each record with.
 /// A page's commit, running beside the next page's writes.
 type Commit<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CallError>> + Send + 'a>>;
@@ -612,6 +611,8 @@ async fn settle(commit: Option<Commit<'_>>) -> Result<(), CallError> {
     }
 }
 
+/// One page of the flow's source list (the whole list where the plan sums it), with what
+/// the plan completes each record with.
 async fn read_page(
     plan: &Plan,
     source: &ConnectorClient,

@@ -262,6 +262,40 @@ async fn the_concurrency_cap_holds_across_processes(store: Store) {
 }
 on_every_store!(the_concurrency_cap_holds_across_processes);
 
+/// A cap a tenant's setting makes absurd (`max_concurrent_requests` = 4 billion) is bounded:
+/// the store makes at most `MOST_SLOTS` rows, and slots are still handed out.
+async fn an_absurd_cap_is_bounded(store: Store) {
+    let Processes {
+        limiters: [limiter, _],
+        prefix,
+        _database: _kept,
+    } = processes(store).await;
+    let key = format!("{prefix}erp:con_huge");
+    let lease = Duration::from_secs(30);
+    let taken = tokio::time::timeout(
+        Duration::from_secs(20),
+        limiter.try_acquire(&key, u32::MAX, lease),
+    )
+    .await
+    .expect("made at most MOST_SLOTS rows, quickly")
+    .unwrap();
+    assert!(taken.is_some());
+    let mut held = vec![taken];
+    for _ in 1..synchub::ratelimit::MOST_SLOTS {
+        held.push(limiter.try_acquire(&key, u32::MAX, lease).await.unwrap());
+    }
+    assert!(held.iter().all(Option::is_some), "MOST_SLOTS of them");
+    assert!(
+        limiter
+            .try_acquire(&key, u32::MAX, lease)
+            .await
+            .unwrap()
+            .is_none(),
+        "and no more"
+    );
+}
+on_every_store!(an_absurd_cap_is_bounded);
+
 /// A process that dies holding a slot does not hold it forever: the lease runs out.
 async fn a_dead_holders_slot_frees_itself(store: Store) {
     let Processes {
