@@ -74,6 +74,10 @@ pub fn register(known: &KnownLabels<'_>) {
         "Time calls spent waiting for a slot in a shared platform rate limit"
     );
     describe_counter!(
+        "synchub_concurrency_slots_handed_over_total",
+        "Slots of a cap on requests in flight passed from one call to the next in this process, without the store"
+    );
+    describe_counter!(
         "synchub_scheduler_runs_enqueued_total",
         "Runs the scheduler queued for cron and interval flows"
     );
@@ -113,6 +117,7 @@ pub fn register(known: &KnownLabels<'_>) {
     );
 
     for name in [
+        "synchub_concurrency_slots_handed_over_total",
         "synchub_rate_limit_wait_milliseconds_total",
         "synchub_scheduler_runs_enqueued_total",
         "synchub_scheduler_ticks_skipped_total",
