@@ -336,23 +336,18 @@ impl TestApp {
 
     /// A sync engine on the app's database, with the built-in connectors.
     pub fn engine(&self) -> synchub::sync::SyncEngine {
-        synchub::sync::SyncEngine::new(
-            self.db.clone(),
-            self.vault(),
-            std::sync::Arc::new(
-                synchub::connectors::ConnectorRegistry::built_in().expect("registry"),
-            ),
-            synchub::netpolicy::OutboundPolicy::allowing_private(),
-        )
-        .expect("engine")
-        .with_clock(self.time.clock())
+        self.engine_on(self.db.clone())
     }
 
     /// An engine on a pool of its own, with a rate limiter of its own: all a second worker
     /// process shares with this one is the database.
     pub async fn engine_of_another_process(&self) -> synchub::sync::SyncEngine {
+        self.engine_on(self.database.connect().await)
+    }
+
+    fn engine_on(&self, db: sea_orm::DatabaseConnection) -> synchub::sync::SyncEngine {
         synchub::sync::SyncEngine::new(
-            self.database.connect().await,
+            db,
             self.vault(),
             std::sync::Arc::new(
                 synchub::connectors::ConnectorRegistry::built_in().expect("registry"),
