@@ -65,7 +65,32 @@ pub struct Shipment {
 }
 
 fn text(record: &Value, pointer: &str) -> Option<String> {
-    record.pointer(pointer).and_then(as_text)
+    select(record, pointer).and_then(as_text)
+}
+
+/// A JSON pointer whose segments may pick an array's element by a field of it:
+/// `/district_info[address_level_name=City]/address_name` is the `address_name` of the
+/// first element whose `address_level_name` is `City` (TikTok Shop lists an address's
+/// state and city that way, in no fixed order). A plain pointer is a plain lookup.
+fn select<'a>(record: &'a Value, pointer: &str) -> Option<&'a Value> {
+    if !pointer.contains('[') {
+        return record.pointer(pointer);
+    }
+    let mut at = record;
+    for segment in pointer.split('/').skip(1) {
+        let (name, wanted) = match segment.split_once('[') {
+            Some((name, rest)) => (name, Some(rest.strip_suffix(']')?.split_once('=')?)),
+            None => (segment, None),
+        };
+        at = at.pointer(&format!("/{name}"))?;
+        if let Some((field, value)) = wanted {
+            at = at
+                .as_array()?
+                .iter()
+                .find(|element| element.get(field).and_then(as_text).as_deref() == Some(value))?;
+        }
+    }
+    Some(at)
 }
 
 fn integer(record: &Value, pointer: &str) -> Option<i64> {
@@ -289,6 +314,37 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_pointer_picks_an_array_element_by_a_field() {
+        let address = json!({"district_info": [
+            {"address_level_name": "State", "address_name": "NY"},
+            {"address_level_name": "City", "address_name": "New York"}]});
+        let city = "/district_info[address_level_name=City]/address_name";
+        assert_eq!(text(&address, city).as_deref(), Some("New York"));
+        let state = "/district_info[address_level_name=State]/address_name";
+        assert_eq!(text(&address, state).as_deref(), Some("NY"));
+        assert_eq!(
+            text(
+                &address,
+                "/district_info[address_level_name=Town]/address_name"
+            ),
+            None
+        );
+        assert_eq!(
+            text(&address, "/district_info[address_level_name]/address_name"),
+            None
+        );
+        assert_eq!(
+            text(&address, "/district_info/1/address_name").as_deref(),
+            Some("New York")
+        );
+        assert_eq!(
+            text(&json!({"district_info": "x"}), city),
+            None,
+            "not an array"
+        );
+    }
 
     fn mapping() -> OrderMapping {
         OrderMapping {

@@ -220,7 +220,8 @@ async fn shopee_orders_are_completed_fifty_at_a_time(backend: Backend) {
 }
 on_both_backends!(shopee_orders_are_completed_fifty_at_a_time);
 
-/// TikTok lists one line item per unit: the ERP gets one line per SKU with its unit count.
+/// TikTok lists one line item per unit: the ERP gets one line per SKU with its unit count,
+/// and the recipient's address.
 async fn tiktok_units_become_lines_with_quantities(backend: Backend) {
     let s = setup(backend, 40).await;
     let tiktok = s.marketplace("tiktok").await;
@@ -241,6 +242,27 @@ async fn tiktok_units_become_lines_with_quantities(backend: Backend) {
             .count();
     }
     assert!(multi_unit > 0, "units of one SKU are counted into one line");
+    // The recipient's state and city are district_info entries, picked by their level name.
+    let shipping = &orders.values().next().unwrap()["shipping"];
+    assert_eq!(
+        (
+            shipping["name"].as_str(),
+            shipping["country_code"].as_str(),
+            shipping["state"].as_str(),
+            shipping["city"].as_str(),
+            shipping["address_line1"].as_str(),
+            shipping["postal_code"].as_str(),
+        ),
+        (
+            Some("Jordan Lee"),
+            Some("US"),
+            Some("New York"),
+            Some("New York"),
+            Some("350 5th Ave"),
+            Some("10001")
+        ),
+        "{shipping}"
+    );
 }
 on_both_backends!(tiktok_units_become_lines_with_quantities);
 

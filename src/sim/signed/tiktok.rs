@@ -101,7 +101,12 @@ pub async fn tiktok_orders_search(
                 })
                 .collect();
             json!({"id": id.replace('-', ""), "status": "AWAITING_SHIPMENT", "create_time": at.timestamp(), "update_time": at.timestamp(),
-                   "payment": {"currency": "USD", "total_amount": catalogue::money(order_total_cents(id))}, "line_items": lines})
+                   "payment": {"currency": "USD", "total_amount": catalogue::money(order_total_cents(id))}, "line_items": lines,
+                   "recipient_address": {"name": "Jordan Lee", "phone_number": "(+1)2125550147", "region_code": "US", "postal_code": "10001",
+                       "address_line1": "350 5th Ave", "address_line2": "Suite 4100", "full_address": "350 5th Ave Suite 4100, New York, NY 10001",
+                       "district_info": [{"address_level": "L0", "address_level_name": "Country", "address_name": "United States"},
+                                         {"address_level": "L1", "address_level_name": "State", "address_name": "New York"},
+                                         {"address_level": "L3", "address_level_name": "City", "address_name": "New York"}]}})
         })
         .collect();
     tiktok_ok(
