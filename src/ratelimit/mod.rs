@@ -191,7 +191,7 @@ impl RateLimiter {
 
     /// Gives a young slot to the first waiter of this process that wants no longer a lease;
     /// the slot back when there is none.
-    fn hand_over(&self, mut slot: Slot) -> Option<Slot> {
+    fn hand_over(&self, slot: Slot) -> Option<Slot> {
         if slot.granted.elapsed() >= HAND_OVER_WITHIN {
             return Some(slot);
         }
@@ -200,26 +200,24 @@ impl RateLimiter {
             return Some(slot);
         };
         let mut passed_over = Vec::new();
-        while let Some((lease, waiter)) = entry.queue.pop_front() {
+        let mut unsent = Some(slot);
+        while let Some(slot) = unsent.take() {
+            let Some((lease, waiter)) = entry.queue.pop_front() else {
+                unsent = Some(slot);
+                break;
+            };
             if lease > slot.lease {
                 passed_over.push((lease, waiter));
+                unsent = Some(slot);
                 continue;
             }
-            match waiter.send(slot) {
-                Ok(()) => {
-                    for waiter in passed_over.into_iter().rev() {
-                        entry.queue.push_front(waiter);
-                    }
-                    return None;
-                }
-                // That waiter is gone (it got a slot from the store, or gave up).
-                Err(back) => slot = back,
-            }
+            // Refused by a waiter that is gone (it got a slot from the store, or gave up).
+            unsent = waiter.send(slot).err();
         }
         for waiter in passed_over.into_iter().rev() {
             entry.queue.push_front(waiter);
         }
-        Some(slot)
+        unsent
     }
 
     /// Takes one token from `key`, creating the bucket full on first use.
