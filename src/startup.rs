@@ -172,6 +172,7 @@ impl Application {
         // Whatever commits a run wakes this process's dispatcher.
         let runs = RunsSignal::new();
         let limiter = crate::ratelimit::RateLimiter::configured(&settings).await?;
+        let relaxed = store::connect_relaxed(&settings).await?;
         let connections = Connections::new(db.clone(), vault.clone(), registry.clone(), &settings)?
             .with_limiter(limiter.clone())
             .with_clock(clock.clone());
@@ -210,6 +211,7 @@ impl Application {
             outbound.clone(),
         )?
         .with_limiter(limiter.clone())
+        .with_relaxed_store(relaxed.clone())
         .with_lease(Duration::from_secs(settings.workers.lease_seconds))
         .with_slots(match settings.workers.per_version_slots {
             0 => crate::sync::VersionSlots::for_concurrency(settings.workers.concurrency),
@@ -270,6 +272,7 @@ impl Application {
                 concurrency: settings.workers.concurrency,
                 poll: Duration::from_millis(settings.workers.poll_millis),
                 clock: clock.clone(),
+                relaxed: Some(relaxed.clone()),
             };
             tokio::spawn(async move {
                 if let Err(err) = crate::runtime::run(db, engine, runs, options, shutdown).await {

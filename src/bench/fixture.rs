@@ -75,6 +75,11 @@ impl ScratchDatabase {
         Ok(db)
     }
 
+    /// The job layer's pool that skips the flush (`store::connect_relaxed`).
+    pub async fn connect_relaxed(&self) -> anyhow::Result<DatabaseConnection> {
+        crate::store::connect_relaxed(&self.settings(&[])?).await
+    }
+
     pub async fn remove(self) -> anyhow::Result<()> {
         if let Some((admin, name)) = self.postgres {
             admin

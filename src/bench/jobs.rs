@@ -62,6 +62,8 @@ pub struct JobsBenchArgs {
 #[derive(Clone)]
 struct NoopExecutor {
     db: DatabaseConnection,
+    /// Where the engine claims runs (`store::connect_relaxed`).
+    relaxed: DatabaseConnection,
     started: mpsc::UnboundedSender<(String, Instant)>,
     done: Arc<AtomicUsize>,
     commit: bool,
@@ -90,7 +92,8 @@ impl NoopExecutor {
     /// delivery had nothing to claim.
     async fn claim_and_succeed(&self, id: &RunId) -> crate::error::Result<bool> {
         let lease = chrono::Duration::from_std(crate::runs::DEFAULT_LEASE).unwrap_or_default();
-        let Some(claimed) = crate::runs::claim(&self.db, id, lease, chrono::Utc::now()).await?
+        let Some(claimed) =
+            crate::runs::claim(&self.relaxed, id, lease, chrono::Utc::now()).await?
         else {
             return Ok(false);
         };
@@ -157,6 +160,7 @@ impl Figures {
 struct Setup {
     database: ScratchDatabase,
     db: DatabaseConnection,
+    relaxed: DatabaseConnection,
     flows: Vec<flow::Model>,
     _sim: Simulator,
     _api: ApiSession,
@@ -176,6 +180,7 @@ impl Setup {
         let done = Arc::new(AtomicUsize::new(0));
         let executor = NoopExecutor {
             db: self.db.clone(),
+            relaxed: self.relaxed.clone(),
             started,
             done: done.clone(),
             commit,
@@ -191,6 +196,7 @@ impl Setup {
         pickup: hdrhistogram::Histogram<u64>,
     ) -> anyhow::Result<Figures> {
         self.db.clone().close().await?;
+        self.relaxed.clone().close().await?;
         self.database.remove().await?;
         Ok(Figures {
             drained,
@@ -223,9 +229,11 @@ impl Setup {
             })
             .await?,
         );
+        let relaxed = database.connect_relaxed().await?;
         Ok(Self {
             database,
             db,
+            relaxed,
             flows,
             _sim: sim,
             _api: api,
@@ -328,6 +336,7 @@ async fn measure_ours(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Figu
         concurrency: args.concurrency,
         poll: Duration::from_millis(args.poll_millis),
         clock: crate::clock::Clock::system(),
+        relaxed: Some(setup.relaxed.clone()),
     };
     let began = Instant::now();
     let runtime = tokio::spawn(crate::runtime::run(

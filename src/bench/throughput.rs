@@ -126,17 +126,20 @@ pub async fn run(args: ThroughputBenchArgs) -> anyhow::Result<()> {
         crate::netpolicy::OutboundPolicy::allowing_private(),
     )?;
     let signal = RunsSignal::new();
+    let relaxed = crate::store::connect_relaxed(&settings).await?;
     let engine = engine
         .with_limiter(match &args.redis_url {
             Some(url) => crate::ratelimit::RateLimiter::redis(url).await?,
             None => crate::ratelimit::RateLimiter::configured(&settings).await?,
         })
-        .with_runs_signal(signal.clone());
+        .with_runs_signal(signal.clone())
+        .with_relaxed_store(relaxed.clone());
     let shutdown = CancellationToken::new();
     let options = RuntimeOptions {
         concurrency: settings.workers.concurrency,
         poll: Duration::from_millis(settings.workers.poll_millis),
         clock: crate::clock::Clock::system(),
+        relaxed: Some(relaxed),
     };
     let runtime = tokio::spawn(crate::runtime::run(
         db.clone(),

@@ -69,6 +69,9 @@ pub struct RuntimeOptions {
     pub poll: Duration,
     /// What "due" is judged by.
     pub clock: Clock,
+    /// Where the queue and the dispatcher's marks commit without waiting for the disk
+    /// (`store::connect_relaxed`); None: the runs' own pool.
+    pub relaxed: Option<DatabaseConnection>,
 }
 
 /// Runs the dispatcher and an apalis worker with `concurrency` slots until cancelled.
@@ -79,11 +82,12 @@ pub async fn run<E: RunExecutor>(
     options: RuntimeOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let queue = Queue::open(&db).await?;
+    let relaxed = options.relaxed.clone().unwrap_or_else(|| db.clone());
+    let queue = Queue::open(&relaxed).await?;
     let waker = WorkerWaker::default();
     signal.listen_to_database(&db, shutdown.clone());
     tokio::spawn(dispatch::run(
-        db.clone(),
+        relaxed,
         queue.clone(),
         signal,
         waker.clone(),

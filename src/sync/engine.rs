@@ -60,6 +60,9 @@ pub(super) fn storage(err: sea_orm::DbErr) -> CallError {
 #[derive(Clone)]
 pub struct SyncEngine {
     pub(super) db: DatabaseConnection,
+    /// Claims and lease renewals commit here without waiting for the disk
+    /// (`store::connect_relaxed`); the same pool as `db` unless given.
+    pub(super) relaxed: DatabaseConnection,
     pub(super) vault: Vault,
     pub(super) versions: Versions,
     pub(super) limiter: RateLimiter,
@@ -85,6 +88,12 @@ impl SyncEngine {
     }
 
     /// Where rate-limit buckets and concurrency slots live (the database by default).
+    /// Where claims and lease renewals commit: a pool that skips the flush to disk.
+    pub fn with_relaxed_store(mut self, relaxed: DatabaseConnection) -> Self {
+        self.relaxed = relaxed;
+        self
+    }
+
     pub fn with_limiter(mut self, limiter: RateLimiter) -> Self {
         self.limiter = limiter;
         self
@@ -106,6 +115,7 @@ impl SyncEngine {
         Ok(Self {
             limiter: RateLimiter::new(db.clone()),
             versions: Versions::new(db.clone(), registry),
+            relaxed: db.clone(),
             db,
             vault,
             http,
@@ -244,13 +254,13 @@ impl SyncEngine {
 
     async fn attempt(&self, run_id: &RunId) -> Result<Option<RunReport>> {
         let Some(Claimed { run, flow }) =
-            runs::claim(&self.db, run_id, self.lease, self.clock.now()).await?
+            runs::claim(&self.relaxed, run_id, self.lease, self.clock.now()).await?
         else {
             return Ok(None);
         };
         // Keep the lease while the attempt is alive, however long a page takes.
         let heartbeat = runs::keep_lease(
-            self.db.clone(),
+            self.relaxed.clone(),
             run_id.clone(),
             self.lease,
             self.clock.clone(),
