@@ -16,6 +16,7 @@ mod m20261127_000009_alert_channels;
 mod m20261127_000010_alerts;
 mod m20261128_000011_credential_lifecycle;
 mod m20261202_000012_connect;
+mod m20261206_000013_runs_by_flow_and_status;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000010_alerts::Migration),
             Box::new(m20261128_000011_credential_lifecycle::Migration),
             Box::new(m20261202_000012_connect::Migration),
+            Box::new(m20261206_000013_runs_by_flow_and_status::Migration),
         ]
     }
 }
