@@ -24,6 +24,9 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
 #[utoipa::path(responses((status = 200, description = "Prometheus text format")), tag = "ops")]
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    // Counted by SQLite's busy handler on the connections' own threads; read at each scrape.
+    ::metrics::counter!("synchub_sqlite_lock_waits_total")
+        .absolute(crate::store::sqlite_lock_waits());
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

@@ -107,6 +107,11 @@ pub fn register(known: &KnownLabels<'_>) {
         "Connections by connector and where their credentials stand"
     );
     describe_counter!(
+        "synchub_sqlite_lock_waits_total",
+        "Times a SQLite connection found the write lock taken and waited (0 on PostgreSQL): \
+         climbs with writers contending"
+    );
+    describe_counter!(
         "synchub_http_requests_total",
         "API requests, by method, route and status"
     );
