@@ -3,7 +3,8 @@
 //! wake-ups) and through stock apalis measured the same way.
 //!
 //! Both sides execute the same run: nothing (the queue alone), or the run's real state
-//! machine without a sync in between (`runs::claim` under a lease, then `runs::succeed`), so
+//! machine without a sync in between (`runs::claim` under a lease, then the end through
+//! `runs::RunEnds`, as the engine ends runs), so
 //! the figures compare the queues and not the work. The runs belong to many flows, one
 //! each by default, as ticks and webhooks queue them: a flow runs one run at a time.
 
@@ -61,7 +62,7 @@ pub struct JobsBenchArgs {
 /// Reports when a run started and, if `commit`, claims it and ends it succeeded.
 #[derive(Clone)]
 struct NoopExecutor {
-    db: DatabaseConnection,
+    ends: crate::runs::RunEnds,
     /// Where the engine claims runs (`store::connect_relaxed`).
     relaxed: DatabaseConnection,
     started: mpsc::UnboundedSender<(String, Instant)>,
@@ -97,7 +98,9 @@ impl NoopExecutor {
         else {
             return Ok(false);
         };
-        crate::runs::succeed(&self.db, &claimed.flow, id, chrono::Utc::now()).await?;
+        self.ends
+            .succeed(&claimed.flow, id, chrono::Utc::now())
+            .await?;
         Ok(true)
     }
 }
@@ -179,7 +182,7 @@ impl Setup {
         let (started, reports) = mpsc::unbounded_channel();
         let done = Arc::new(AtomicUsize::new(0));
         let executor = NoopExecutor {
-            db: self.db.clone(),
+            ends: crate::runs::RunEnds::new(self.db.clone()),
             relaxed: self.relaxed.clone(),
             started,
             done: done.clone(),

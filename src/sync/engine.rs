@@ -74,6 +74,8 @@ pub struct SyncEngine {
     pub(super) slots: VersionSlots,
     /// Wakes this process's dispatcher when a run's end releases its flow's next run.
     pub(super) runs: crate::runtime::RunsSignal,
+    /// Where runs end (grouped into one transaction on SQLite).
+    pub(super) ends: runs::RunEnds,
 }
 
 impl SyncEngine {
@@ -112,6 +114,7 @@ impl SyncEngine {
         outbound: OutboundPolicy,
     ) -> anyhow::Result<Self> {
         let http = OutboundClient::new(outbound, Duration::from_secs(10), Duration::from_secs(30))?;
+        let ends = runs::RunEnds::new(db.clone());
         Ok(Self {
             limiter: RateLimiter::new(db.clone()),
             versions: Versions::new(db.clone(), registry),
@@ -123,6 +126,7 @@ impl SyncEngine {
             clock: crate::clock::Clock::system(),
             slots: VersionSlots::for_concurrency(4),
             runs: crate::runtime::RunsSignal::new(),
+            ends,
         })
     }
 
@@ -286,10 +290,14 @@ impl SyncEngine {
         }
         heartbeat.abort();
         match outcome {
-            Ok(()) => runs::succeed(&self.db, &flow, run_id, self.clock.now())
+            Ok(()) => self
+                .ends
+                .succeed(&flow, run_id, self.clock.now())
                 .await
                 .map(Some),
-            Err(failure) => runs::fail(&self.db, &flow, run_id, &failure, self.clock.now())
+            Err(failure) => self
+                .ends
+                .fail(&flow, run_id, &failure, self.clock.now())
                 .await
                 .map(Some),
         }

@@ -131,8 +131,14 @@ pub fn register(known: &KnownLabels<'_>) {
         metrics::counter!(name).increment(0);
     }
     // A histogram is served (all buckets at zero) from its first handle on.
+    describe_histogram!(
+        "synchub_run_end_batch_size",
+        "Run ends committed in one transaction (SQLite groups the ends of all workers)"
+    );
+
     for name in [
         "synchub_webhook_commit_batch_size",
+        "synchub_run_end_batch_size",
         "synchub_run_pickup_delay_seconds",
     ] {
         let _ = metrics::histogram!(name);
