@@ -3,8 +3,8 @@
 //! wake-ups) and through stock apalis measured the same way.
 //!
 //! Both sides execute the same run: nothing (the queue alone), or the run's real state
-//! machine without a sync in between (`runs::claim` under a lease, then the end through
-//! `runs::RunEnds`, as the engine ends runs), so
+//! machine without a sync in between (the claim under a lease, then the end, through
+//! `runs::RunWriter` as the engine does), so
 //! the figures compare the queues and not the work. The runs belong to many flows, one
 //! each by default, as ticks and webhooks queue them: a flow runs one run at a time.
 
@@ -62,9 +62,7 @@ pub struct JobsBenchArgs {
 /// Reports when a run started and, if `commit`, claims it and ends it succeeded.
 #[derive(Clone)]
 struct NoopExecutor {
-    ends: crate::runs::RunEnds,
-    /// Where the engine claims runs (`store::connect_relaxed`).
-    relaxed: DatabaseConnection,
+    writer: crate::runs::RunWriter,
     started: mpsc::UnboundedSender<(String, Instant)>,
     done: Arc<AtomicUsize>,
     commit: bool,
@@ -93,12 +91,10 @@ impl NoopExecutor {
     /// delivery had nothing to claim.
     async fn claim_and_succeed(&self, id: &RunId) -> crate::error::Result<bool> {
         let lease = chrono::Duration::from_std(crate::runs::DEFAULT_LEASE).unwrap_or_default();
-        let Some(claimed) =
-            crate::runs::claim(&self.relaxed, id, lease, chrono::Utc::now()).await?
-        else {
+        let Some(claimed) = self.writer.claim(id, lease, chrono::Utc::now()).await? else {
             return Ok(false);
         };
-        self.ends
+        self.writer
             .succeed(&claimed.flow, id, chrono::Utc::now())
             .await?;
         Ok(true)
@@ -182,8 +178,7 @@ impl Setup {
         let (started, reports) = mpsc::unbounded_channel();
         let done = Arc::new(AtomicUsize::new(0));
         let executor = NoopExecutor {
-            ends: crate::runs::RunEnds::new(self.db.clone()),
-            relaxed: self.relaxed.clone(),
+            writer: crate::runs::RunWriter::new(self.db.clone(), self.relaxed.clone()),
             started,
             done: done.clone(),
             commit,

@@ -4,8 +4,8 @@
 //! toward disabling the flow). The sync engine runs the pages in between; statuses and the
 //! one "due" predicate live on the run entity.
 
-mod ends;
 mod enqueue;
+mod writer;
 
 use std::time::Duration;
 
@@ -23,8 +23,8 @@ use crate::ids::{FlowId, RunId};
 use crate::runtime::backoff::backoff;
 use crate::store::entities::{flow, run};
 
-pub use ends::RunEnds;
 pub use enqueue::{WEBHOOK_PENDING, enqueue_run, enqueue_runs, queued_run};
+pub use writer::RunWriter;
 
 /// A flow is disabled after this many runs in a row end in the dead letters.
 pub const DISABLE_AFTER_FAILURES: i32 = 5;
@@ -102,12 +102,24 @@ pub async fn claim(
     // back if a sibling holds the flow, so that the sibling's end cannot slip in between and
     // miss it (`release_next`).
     let txn = crate::store::begin_write(db).await?;
+    let claimed = claim_in(&txn, run_id, lease, now).await?;
+    txn.commit().await?;
+    Ok(claimed)
+}
+
+/// `claim` inside the caller's write transaction (which commits it).
+async fn claim_in(
+    txn: &sea_orm::DatabaseTransaction,
+    run_id: &RunId,
+    lease: chrono::Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<Claimed>> {
     // One run of a flow at a time: two would read from the same cursor and write the same
     // records twice. SQLite's write transaction already excludes other claims; on
     // PostgreSQL the flow's run lock does, until this transaction ends.
-    lock_runs_of_run(&txn, run_id).await?;
+    lock_runs_of_run(txn, run_id).await?;
     let claimed = claim_statement(run_id, lease, now)
-        .exec_with_returning(&txn)
+        .exec_with_returning(txn)
         .await?;
     let Some(claimed) = claimed.into_iter().next() else {
         // Nothing claimed: finished, running, not due yet, unknown (a second delivery;
@@ -116,19 +128,16 @@ pub async fn claim(
         let behind_sibling = run::Entity::find()
             .filter(run::Column::Id.eq(run_id.clone()))
             .filter(run::Entity::due(now))
-            .count(&txn)
+            .count(txn)
             .await?
             > 0;
         if behind_sibling {
-            defer(&txn, run_id, now, WAIT_FOR_SIBLING).await?;
+            defer(txn, run_id, now, WAIT_FOR_SIBLING).await?;
         }
-        txn.commit().await?;
         return Ok(None);
     };
     // The flow is read before the commit: one connection taken from the pool, not two.
-    let claimed = with_flow(&txn, claimed, now).await?;
-    txn.commit().await?;
-    Ok(Some(claimed))
+    with_flow(txn, claimed, now).await.map(Some)
 }
 
 /// One statement claims the run if it is due and no sibling of its flow runs under a live

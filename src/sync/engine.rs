@@ -74,8 +74,8 @@ pub struct SyncEngine {
     pub(super) slots: VersionSlots,
     /// Wakes this process's dispatcher when a run's end releases its flow's next run.
     pub(super) runs: crate::runtime::RunsSignal,
-    /// Where runs end (grouped into one transaction on SQLite).
-    pub(super) ends: runs::RunEnds,
+    /// Where runs are claimed and ended (grouped into one transaction each on SQLite).
+    pub(super) writer: runs::RunWriter,
 }
 
 impl SyncEngine {
@@ -92,6 +92,7 @@ impl SyncEngine {
     /// Where rate-limit buckets and concurrency slots live (the database by default).
     /// Where claims and lease renewals commit: a pool that skips the flush to disk.
     pub fn with_relaxed_store(mut self, relaxed: DatabaseConnection) -> Self {
+        self.writer = runs::RunWriter::new(self.db.clone(), relaxed.clone());
         self.relaxed = relaxed;
         self
     }
@@ -114,7 +115,7 @@ impl SyncEngine {
         outbound: OutboundPolicy,
     ) -> anyhow::Result<Self> {
         let http = OutboundClient::new(outbound, Duration::from_secs(10), Duration::from_secs(30))?;
-        let ends = runs::RunEnds::new(db.clone());
+        let writer = runs::RunWriter::new(db.clone(), db.clone());
         Ok(Self {
             limiter: RateLimiter::new(db.clone()),
             versions: Versions::new(db.clone(), registry),
@@ -126,7 +127,7 @@ impl SyncEngine {
             clock: crate::clock::Clock::system(),
             slots: VersionSlots::for_concurrency(4),
             runs: crate::runtime::RunsSignal::new(),
-            ends,
+            writer,
         })
     }
 
@@ -257,8 +258,10 @@ impl SyncEngine {
     }
 
     async fn attempt(&self, run_id: &RunId) -> Result<Option<RunReport>> {
-        let Some(Claimed { run, flow }) =
-            runs::claim(&self.relaxed, run_id, self.lease, self.clock.now()).await?
+        let Some(Claimed { run, flow }) = self
+            .writer
+            .claim(run_id, self.lease, self.clock.now())
+            .await?
         else {
             return Ok(None);
         };
@@ -291,12 +294,12 @@ impl SyncEngine {
         heartbeat.abort();
         match outcome {
             Ok(()) => self
-                .ends
+                .writer
                 .succeed(&flow, run_id, self.clock.now())
                 .await
                 .map(Some),
             Err(failure) => self
-                .ends
+                .writer
                 .fail(&flow, run_id, &failure, self.clock.now())
                 .await
                 .map(Some),

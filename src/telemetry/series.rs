@@ -132,13 +132,14 @@ pub fn register(known: &KnownLabels<'_>) {
     }
     // A histogram is served (all buckets at zero) from its first handle on.
     describe_histogram!(
-        "synchub_run_end_batch_size",
-        "Run ends committed in one transaction (SQLite groups the ends of all workers)"
+        "synchub_run_write_batch_size",
+        "Run claims, or run ends, committed in one transaction (SQLite groups those of all \
+         workers)"
     );
 
     for name in [
         "synchub_webhook_commit_batch_size",
-        "synchub_run_end_batch_size",
+        "synchub_run_write_batch_size",
         "synchub_run_pickup_delay_seconds",
     ] {
         let _ = metrics::histogram!(name);
