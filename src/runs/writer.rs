@@ -75,32 +75,25 @@ impl Request {
         })
     }
 
-    /// In a transaction of its own, as `runs::claim`, `runs::succeed` and `runs::fail` do.
+    /// In a transaction of its own: a claim as `runs::claim` makes it (one statement on
+    /// SQLite when it claims), an end as `runs::succeed` and `runs::fail` do.
     async fn run_alone(&self, db: &sea_orm::DatabaseConnection) -> Result<Answer> {
-        Ok(match self {
-            Self::Claim {
-                run_id, lease, now, ..
-            } => Answer::Claimed(super::claim(db, run_id, *lease, *now).await?.map(Box::new)),
-            Self::End {
-                flow,
-                run_id,
-                outcome: Outcome::Succeeded,
-                now,
-                ..
-            } => Answer::Ended(super::succeed(db, flow, run_id, *now).await?),
-            Self::End {
-                flow,
-                run_id,
-                outcome: Outcome::Failed(failure),
-                now,
-                ..
-            } => Answer::Ended(super::fail(db, flow, run_id, failure, *now).await?),
-        })
+        if let Self::Claim {
+            run_id, lease, now, ..
+        } = self
+        {
+            return Ok(Answer::Claimed(
+                super::claim(db, run_id, *lease, *now).await?.map(Box::new),
+            ));
+        }
+        let txn = crate::store::begin_write(db).await?;
+        let answer = self.run_in(&txn).await?;
+        txn.commit().await?;
+        Ok(answer)
     }
 
     /// Hands the result to the caller, once the transaction that wrote it has committed.
-    /// `log_failure`: log a failed attempt's line (`runs::fail` logs its own).
-    fn answer(self, result: Result<Answer>, log_failure: bool) {
+    fn answer(self, result: Result<Answer>) {
         match self {
             Self::Claim { done, .. } => {
                 let _ = done.send(result.and_then(Answer::claimed));
@@ -112,9 +105,7 @@ impl Request {
                 ..
             } => {
                 let result = result.and_then(Answer::ended);
-                if let (Outcome::Failed(failure), Ok(report), true) =
-                    (&outcome, &result, log_failure)
-                {
+                if let (Outcome::Failed(failure), Ok(report)) = (&outcome, &result) {
                     super::log_failure(&run_id, failure, report);
                 }
                 let _ = done.send(result);
@@ -270,7 +261,7 @@ async fn commit(db: &sea_orm::DatabaseConnection, batch: Vec<Request>) {
         match together(db, &batch).await {
             Ok(answers) => {
                 for (request, answer) in batch.into_iter().zip(answers) {
-                    request.answer(Ok(answer), true);
+                    request.answer(Ok(answer));
                 }
                 return;
             }
@@ -282,7 +273,7 @@ async fn commit(db: &sea_orm::DatabaseConnection, batch: Vec<Request>) {
     }
     for request in batch {
         let result = request.run_alone(db).await;
-        request.answer(result, false);
+        request.answer(result);
     }
 }
 
