@@ -291,7 +291,7 @@ pub(crate) async fn scratch_sqlite() -> (tempfile::TempDir, DatabaseConnection) 
 mod tests {
     use sea_orm::ConnectionTrait;
 
-    /// A writer that finds the write lock taken tries again within a millisecond, through
+    /// A writer that finds the write lock taken tries again within a tenth of a millisecond, through
     /// synchub's busy handler: SQLite's own would try about seven times in 50 ms and count
     /// nothing here.
     #[tokio::test]
