@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -66,6 +66,24 @@ struct NoopExecutor {
     started: mpsc::UnboundedSender<(String, Instant)>,
     done: Arc<AtomicUsize>,
     commit: bool,
+    times: Arc<HandlerTimes>,
+}
+
+/// Where a committing handler's time went, summed over its runs: the claim and the end each
+/// wait for their writer's commit, which shows how the runs' writes keep up.
+#[derive(Default)]
+struct HandlerTimes {
+    claim_micros: AtomicU64,
+    end_micros: AtomicU64,
+}
+
+impl HandlerTimes {
+    /// Mean milliseconds of claims and of ends over `runs`.
+    fn means(&self, runs: usize) -> (f64, f64) {
+        let mean =
+            |sum: &AtomicU64| sum.load(Ordering::Relaxed) as f64 / 1000.0 / runs.max(1) as f64;
+        (mean(&self.claim_micros), mean(&self.end_micros))
+    }
 }
 
 impl NoopExecutor {
@@ -91,12 +109,22 @@ impl NoopExecutor {
     /// delivery had nothing to claim.
     async fn claim_and_succeed(&self, id: &RunId) -> crate::error::Result<bool> {
         let lease = chrono::Duration::from_std(crate::runs::DEFAULT_LEASE).unwrap_or_default();
-        let Some(claimed) = self.writer.claim(id, lease, chrono::Utc::now()).await? else {
+        let asked = Instant::now();
+        let claimed = self.writer.claim(id, lease, chrono::Utc::now()).await?;
+        let claimed_at = Instant::now();
+        let Some(claimed) = claimed else {
             return Ok(false);
         };
         self.writer
             .succeed(&claimed.flow, id, chrono::Utc::now())
             .await?;
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.times
+            .claim_micros
+            .fetch_add(micros(claimed_at - asked), Ordering::Relaxed);
+        self.times
+            .end_micros
+            .fetch_add(micros(claimed_at.elapsed()), Ordering::Relaxed);
         Ok(true)
     }
 }
@@ -127,8 +155,10 @@ pub async fn run(args: JobsBenchArgs) -> anyhow::Result<()> {
             ));
         }
     }
-    println!("| queue | jobs drained | jobs/s | pick-up p50 ms | pick-up p99 ms | max ms |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| queue | jobs drained | jobs/s | pick-up p50 ms | pick-up p99 ms | max ms | claim ms (mean) | end ms (mean) |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for (name, figures) in rows {
         figures.print(&name);
     }
@@ -139,13 +169,19 @@ struct Figures {
     drained: usize,
     per_second: f64,
     pickup: hdrhistogram::Histogram<u64>,
+    /// Mean claim and end, in ms, when the handler commits.
+    handler: Option<(f64, f64)>,
 }
 
 impl Figures {
     fn print(&self, name: &str) {
         let ms = |q: f64| self.pickup.value_at_quantile(q) as f64 / 1000.0;
+        let (claim, end) = match self.handler {
+            Some((claim, end)) => (format!("{claim:.2}"), format!("{end:.2}")),
+            None => ("-".to_string(), "-".to_string()),
+        };
         println!(
-            "| {name} | {} | {:.0} | {:.1} | {:.1} | {:.1} |",
+            "| {name} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {claim} | {end} |",
             self.drained,
             self.per_second,
             ms(0.5),
@@ -182,6 +218,7 @@ impl Setup {
             started,
             done: done.clone(),
             commit,
+            times: Arc::default(),
         };
         (executor, reports, done)
     }
@@ -192,6 +229,7 @@ impl Setup {
         drained: usize,
         per_second: f64,
         pickup: hdrhistogram::Histogram<u64>,
+        handler: Option<(f64, f64)>,
     ) -> anyhow::Result<Figures> {
         self.db.clone().close().await?;
         self.relaxed.clone().close().await?;
@@ -200,6 +238,7 @@ impl Setup {
             drained,
             per_second,
             pickup,
+            handler,
         })
     }
 
@@ -328,6 +367,7 @@ async fn measure_ours(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Figu
     let setup = Setup::new(args, args.jobs).await?;
     let ids = setup.queue_runs(args.jobs).await?;
     let (executor, mut started, done) = setup.executor(commit);
+    let times = executor.times.clone();
     let signal = RunsSignal::new();
     let shutdown = CancellationToken::new();
     let options = RuntimeOptions {
@@ -346,6 +386,7 @@ async fn measure_ours(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Figu
     ));
     wait_for(&done, ids.len(), Duration::from_secs(600)).await?;
     let per_second = ids.len() as f64 / began.elapsed().as_secs_f64();
+    let handler = commit.then(|| times.means(ids.len()));
     let pickup = pickup_delays(args.samples, &mut started, |sample| {
         let (setup, signal) = (&setup, &signal);
         async move {
@@ -359,7 +400,7 @@ async fn measure_ours(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Figu
     .await?;
     shutdown.cancel();
     let _ = runtime.await;
-    setup.finish(ids.len(), per_second, pickup).await
+    setup.finish(ids.len(), per_second, pickup, handler).await
 }
 
 /// Stock apalis: default configuration on the same pool, jobs pushed straight to the queue,
@@ -368,6 +409,7 @@ async fn measure_stock(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Fig
     let setup = Setup::new(args, args.stock_jobs).await?;
     let ids = setup.queue_runs(args.stock_jobs).await?;
     let (executor, mut started, done) = setup.executor(commit);
+    let times = executor.times.clone();
     let jobs: Vec<RunJob> = ids
         .iter()
         .map(|id| RunJob {
@@ -416,6 +458,7 @@ async fn measure_stock(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Fig
     let worker = tokio::spawn(worker);
     wait_for(&done, ids.len(), Duration::from_secs(1800)).await?;
     let per_second = ids.len() as f64 / began.elapsed().as_secs_f64();
+    let handler = commit.then(|| times.means(ids.len()));
     let pickup = pickup_delays(args.stock_samples, &mut started, |sample| {
         let setup = &setup;
         let push = &push;
@@ -431,7 +474,7 @@ async fn measure_stock(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Fig
     })
     .await?;
     worker.abort();
-    setup.finish(ids.len(), per_second, pickup).await
+    setup.finish(ids.len(), per_second, pickup, handler).await
 }
 
 type Pusher = Box<dyn Fn(RunJob) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;

@@ -5,6 +5,7 @@
 //! one "due" predicate live on the run entity.
 
 mod enqueue;
+mod together;
 mod writer;
 
 use std::time::Duration;
@@ -89,7 +90,7 @@ pub async fn claim(
     // it for four round trips to the connection's thread. Every worker's claim and end queue
     // for that lock: measured with four workers, a claim took 2.8 ms, mostly waiting.
     if crate::store::is_sqlite(db)
-        && let Some(run) = claim_statement(run_id, lease, now)
+        && let Some(run) = claim_statement(vec![run_id.clone()], lease, now)
             .exec_with_returning(db)
             .await?
             .into_iter()
@@ -118,22 +119,11 @@ async fn claim_in(
     // records twice. SQLite's write transaction already excludes other claims; on
     // PostgreSQL the flow's run lock does, until this transaction ends.
     lock_runs_of_run(txn, run_id).await?;
-    let claimed = claim_statement(run_id, lease, now)
+    let claimed = claim_statement(vec![run_id.clone()], lease, now)
         .exec_with_returning(txn)
         .await?;
     let Some(claimed) = claimed.into_iter().next() else {
-        // Nothing claimed: finished, running, not due yet, unknown (a second delivery;
-        // nothing to do), or due behind a running sibling, which is handed out again when
-        // that one ends (`release_next`), or after a while.
-        let behind_sibling = run::Entity::find()
-            .filter(run::Column::Id.eq(run_id.clone()))
-            .filter(run::Entity::due(now))
-            .count(txn)
-            .await?
-            > 0;
-        if behind_sibling {
-            defer(txn, run_id, now, WAIT_FOR_SIBLING).await?;
-        }
+        put_back_behind_sibling(txn, run_id, now).await?;
         return Ok(None);
     };
     // The flow is read before the commit: one connection taken from the pool, not two.
@@ -143,8 +133,30 @@ async fn claim_in(
 /// One statement claims the run if it is due and no sibling of its flow runs under a live
 /// lease: the claim is on every job's path, and each statement is a round trip inside the
 /// write lock (SQLite) or the flow's lock (PostgreSQL).
-fn claim_statement(
+/// Nothing claimed: finished, running, not due yet, unknown (a second delivery; nothing to
+/// do), or due behind a running sibling: then put back, to be handed out again when that one
+/// ends (`release_next`), or after a while.
+async fn put_back_behind_sibling(
+    txn: &sea_orm::DatabaseTransaction,
     run_id: &RunId,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    let behind_sibling = run::Entity::find()
+        .filter(run::Column::Id.eq(run_id.clone()))
+        .filter(run::Entity::due(now))
+        .count(txn)
+        .await?
+        > 0;
+    if behind_sibling {
+        defer(txn, run_id, now, WAIT_FOR_SIBLING).await?;
+    }
+    Ok(())
+}
+
+/// Claims those of `run_ids` that are due and have no sibling running. Two runs of one flow
+/// in one statement would not see each other: callers pass at most one run a flow.
+fn claim_statement(
+    run_ids: Vec<RunId>,
     lease: chrono::Duration,
     now: chrono::DateTime<chrono::Utc>,
 ) -> sea_orm::UpdateMany<run::Entity> {
@@ -170,12 +182,13 @@ fn claim_statement(
             run::Column::DedupeKey,
             Expr::case(
                 Expr::col(run::Column::DedupeKey).eq(WEBHOOK_PENDING),
-                format!("webhook:{run_id}"),
+                // `webhook:` and the run's id, each row its own.
+                Expr::cust(r#"'webhook:' || "runs"."id""#),
             )
             .finally(Expr::col(run::Column::DedupeKey))
             .into(),
         )
-        .filter(run::Column::Id.eq(run_id.clone()))
+        .filter(run::Column::Id.is_in(run_ids))
         .filter(run::Entity::due(now))
         .filter(Expr::not_exists(running_sibling(now)))
 }
@@ -190,12 +203,16 @@ async fn with_flow(
         .one(db)
         .await?
         .ok_or(Error::NotFound("flow"))?;
+    record_pickup(&claimed, now);
+    Ok(Claimed { run: claimed, flow })
+}
+
+fn record_pickup(claimed: &run::Model, now: chrono::DateTime<chrono::Utc>) {
     // Due since it was made, or since its retry time; a dead worker's run is counted from its
     // last due time too (the claim leaves the retry time as it was).
     let due_since = claimed.next_attempt_at.unwrap_or(claimed.created_at);
     metrics::histogram!("synchub_run_pickup_delay_seconds")
         .record(((now - due_since).num_milliseconds().clamp(0, i64::MAX) as f64) / 1000.0);
-    Ok(Claimed { run: claimed, flow })
 }
 
 /// Another run of the outer run's flow, running under a live lease.
@@ -217,19 +234,48 @@ fn running_sibling(now: chrono::DateTime<chrono::Utc>) -> sea_orm::sea_query::Se
         .to_owned()
 }
 
+/// What a flow's run lock is keyed by, before the flow's id.
+const RUNS_OF: &str = "synchub:runs-of:";
+
 /// PostgreSQL: takes the lock on starting and ending runs of one flow, held until the
 /// transaction ends. An advisory lock, not the flow's row: the scheduler claims flow rows
 /// with SKIP LOCKED, and a row held by a claim made it pass a due flow over (seen in CI).
 /// SQLite's write transaction is the lock already.
 async fn lock_runs_of(txn: &sea_orm::DatabaseTransaction, flow: &FlowId) -> Result<()> {
-    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-        txn.query_one_raw(sea_orm::Statement::from_sql_and_values(
-            sea_orm::DatabaseBackend::Postgres,
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))::text",
-            [format!("synchub:runs-of:{flow}").into()],
-        ))
-        .await?;
+    lock_runs_of_flows(txn, [flow]).await
+}
+
+/// `lock_runs_of` for several flows in one statement, always in the flows' order: two
+/// transactions that each take several never wait on each other in a circle.
+async fn lock_runs_of_flows<'a>(
+    txn: &sea_orm::DatabaseTransaction,
+    flows: impl IntoIterator<Item = &'a FlowId>,
+) -> Result<()> {
+    if txn.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        return Ok(());
     }
+    let mut keys: Vec<String> = flows
+        .into_iter()
+        .map(|flow| format!("{RUNS_OF}{flow}"))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    // A VALUES list is scanned in the order written, so the locks are taken in that order.
+    let rows = (1..=keys.len())
+        .map(|n| format!("(${n})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    txn.query_one_raw(sea_orm::Statement::from_sql_and_values(
+        sea_orm::DatabaseBackend::Postgres,
+        format!(
+            "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM (VALUES {rows}) AS keys(k)"
+        ),
+        keys.into_iter().map(sea_orm::Value::from),
+    ))
+    .await?;
     Ok(())
 }
 
@@ -238,8 +284,10 @@ async fn lock_runs_of_run(txn: &sea_orm::DatabaseTransaction, run_id: &RunId) ->
     if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
         txn.query_one_raw(sea_orm::Statement::from_sql_and_values(
             sea_orm::DatabaseBackend::Postgres,
-            "SELECT pg_advisory_xact_lock(hashtextextended('synchub:runs-of:' || flow_id, 0))::text \
-             FROM runs WHERE id = $1",
+            format!(
+                "SELECT pg_advisory_xact_lock(hashtextextended('{RUNS_OF}' || flow_id, 0))::text \
+                 FROM runs WHERE id = $1"
+            ),
             [run_id.to_string().into()],
         ))
         .await?;
@@ -268,13 +316,30 @@ async fn release_next(
     // claim holds the flow's run lock until it commits, and a release read before its
     // put-back would leave that run waiting out `WAIT_FOR_SIBLING`.
     lock_runs_of(txn, &flow.id).await?;
-    let released = run::Entity::update_many()
+    let released = release_statement(vec![flow.id.clone()], vec![run_id.clone()], now)
+        .exec(txn)
+        .await?
+        .rows_affected
+        > 0;
+    if released {
+        notify_released(txn).await?;
+    }
+    Ok(released)
+}
+
+/// Hands out the due runs of `flows` that `claim` put back, but for `ended` (those ending).
+fn release_statement(
+    flows: Vec<FlowId>,
+    ended: Vec<RunId>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> sea_orm::UpdateMany<run::Entity> {
+    run::Entity::update_many()
         .col_expr(
             run::Column::DispatchedAt,
             Option::<chrono::DateTime<chrono::Utc>>::None.into(),
         )
-        .filter(run::Column::FlowId.eq(flow.id.clone()))
-        .filter(run::Column::Id.ne(run_id.clone()))
+        .filter(run::Column::FlowId.is_in(flows))
+        .filter(run::Column::Id.is_not_in(ended))
         .filter(run::Column::Status.ne(run::RunStatus::Running))
         .filter(run::Entity::due(now))
         // Only a run `claim` put back (`defer` with `WAIT_FOR_SIBLING`); one still waiting
@@ -283,18 +348,18 @@ async fn release_next(
             run::Column::DispatchedAt
                 .lte(now - run::REDISPATCH_AFTER + WAIT_FOR_SIBLING + RELEASE_SLACK),
         )
-        .exec(txn)
-        .await?
-        .rows_affected
-        > 0;
-    if released && txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+}
+
+/// PostgreSQL's other processes hear of released runs at commit; SQLite's are one process.
+async fn notify_released(txn: &sea_orm::DatabaseTransaction) -> Result<()> {
+    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
         txn.execute_unprepared(&format!(
             "SELECT pg_notify('{}', '')",
             crate::runtime::RUNS_CHANNEL
         ))
         .await?;
     }
-    Ok(released)
+    Ok(())
 }
 
 /// Puts a due run back without claiming it (its version's worker slots are all in use): it
@@ -354,16 +419,27 @@ pub async fn succeed(
     Ok(report)
 }
 
-/// `succeed` inside the caller's transaction (which commits it).
+/// `succeed` inside the caller's transaction (which commits it): a group of one.
 async fn succeed_in(
     txn: &sea_orm::DatabaseTransaction,
     flow: &flow::Model,
     run_id: &RunId,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<RunReport> {
-    // Ended first, read back in the same statement: the checkpoint it returns holds the
-    // newest version the run committed.
-    let run = run::Entity::update_many()
+    lock_runs_of(txn, &flow.id).await?;
+    together::succeed_in_group(txn, &[together::SuccessRequest { flow, run_id, now }])
+        .await?
+        .pop()
+        .ok_or(Error::NotFound("run"))
+}
+
+/// Ends the runs as succeeded, read back in the same statement: the checkpoint each returns
+/// holds the newest version its run committed.
+fn success_statement(
+    run_ids: Vec<RunId>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> sea_orm::UpdateMany<run::Entity> {
+    run::Entity::update_many()
         .col_expr(run::Column::Status, run::RunStatus::Succeeded.into())
         .col_expr(run::Column::FinishedAt, Some(now).into())
         .col_expr(run::Column::ErrorClass, Option::<String>::None.into())
@@ -376,29 +452,25 @@ async fn succeed_in(
             run::Column::LeaseUntil,
             Option::<chrono::DateTime<chrono::Utc>>::None.into(),
         )
-        .filter(run::Column::Id.eq(run_id.clone()))
-        .exec_with_returning(txn)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or(Error::NotFound("run"))?;
-    if let Some(version) = Checkpoint::of(&run).max_version {
-        // The cursor moves only with the records it covers, all committed by now.
-        flow::Entity::update_many()
-            .col_expr(
-                flow::Column::Cursor,
-                Some(json!({ "updated_at_min": version })).into(),
-            )
-            .col_expr(flow::Column::ConsecutiveFailures, 0.into())
-            .filter(flow::Column::Id.eq(flow.id.clone()))
-            .exec(txn)
-            .await?;
-    }
-    let released = release_next(txn, flow, run_id, now).await?;
-    Ok(RunReport {
-        released_next: released,
-        ..report(&run)
-    })
+        .filter(run::Column::Id.is_in(run_ids))
+}
+
+/// The cursor moves only with the records it covers, all committed by the run's end.
+async fn move_cursor(
+    txn: &sea_orm::DatabaseTransaction,
+    flow: &FlowId,
+    version: String,
+) -> Result<()> {
+    flow::Entity::update_many()
+        .col_expr(
+            flow::Column::Cursor,
+            Some(json!({ "updated_at_min": version })).into(),
+        )
+        .col_expr(flow::Column::ConsecutiveFailures, 0.into())
+        .filter(flow::Column::Id.eq(flow.clone()))
+        .exec(txn)
+        .await?;
+    Ok(())
 }
 
 /// Records a failed attempt: a transient failure with attempts left is rescheduled in
@@ -574,5 +646,32 @@ fn report(run: &run::Model) -> RunReport {
         error_class: run.error_class.clone(),
         next_attempt_at: run.next_attempt_at,
         released_next: false,
+    }
+}
+
+/// A flow that is in no database yet, for tests to insert.
+#[cfg(test)]
+pub(crate) fn test_flow(now: chrono::DateTime<chrono::Utc>) -> flow::Model {
+    flow::Model {
+        id: FlowId::generate(),
+        tenant_id: crate::ids::TenantId::generate(),
+        name: "orders".into(),
+        stream: "orders".into(),
+        source_connection_id: crate::ids::ConnectionId::generate(),
+        destination_connection_id: crate::ids::ConnectionId::generate(),
+        schedule: None,
+        timezone: "UTC".into(),
+        on_webhook: false,
+        enabled: true,
+        catch_up: false,
+        max_attempts: 3,
+        retry_base_seconds: 1,
+        retry_cap_seconds: 60,
+        cursor: None,
+        next_run_at: None,
+        consecutive_failures: 0,
+        disabled_reason: None,
+        created_at: now,
+        updated_at: now,
     }
 }

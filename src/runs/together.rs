@@ -1,0 +1,453 @@
+//! Claims and ends of several runs in one transaction, a statement for all of them where one
+//! run's would repeat: what `RunWriter` commits when requests arrive together. Each does what
+//! `claim_in` and `succeed_in` do for one run; a run's own statements are only for what is
+//! rare (a run behind a sibling, a failed attempt, a cursor to move).
+
+use std::collections::{HashMap, HashSet};
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+
+use super::{
+    Checkpoint, Claimed, RUNS_OF, RunReport, claim_in, claim_statement, move_cursor,
+    put_back_behind_sibling, record_pickup, release_statement, report,
+};
+use crate::error::{Error, Result};
+use crate::ids::{FlowId, RunId};
+use crate::store::entities::{flow, run};
+
+/// One claim of a group.
+pub(super) struct ClaimRequest<'a> {
+    pub run_id: &'a RunId,
+    pub lease: chrono::Duration,
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
+/// Claims each run as `claim_in` would, answering in the requests' order. One statement
+/// claims the first run asked of each flow, under the locks of all the group's flows taken
+/// in one order (two processes' groups cannot wait on each other); a second run of a flow in
+/// the same group goes through `claim_in` after it, and finds its sibling running.
+pub(super) async fn claim_in_group(
+    txn: &sea_orm::DatabaseTransaction,
+    requests: &[ClaimRequest<'_>],
+) -> Result<Vec<Option<Claimed>>> {
+    let ids: Vec<RunId> = requests.iter().map(|r| r.run_id.clone()).collect();
+    let flow_of = flows_of_runs_locked(txn, ids).await?;
+
+    // One statement for the first claim of each flow that asks for the group's lease; a
+    // statement judged at the group's latest time claims what each claim would have a moment
+    // later.
+    let lease = requests.first().map(|r| r.lease).unwrap_or_default();
+    let now = requests.iter().map(|r| r.now).max().unwrap_or_default();
+    let mut flows_seen = HashSet::new();
+    let at_once: Vec<RunId> = requests
+        .iter()
+        .filter(|r| r.lease == lease)
+        .filter_map(|r| {
+            let flow = flow_of.get(r.run_id)?;
+            flows_seen.insert(flow).then(|| r.run_id.clone())
+        })
+        .collect();
+    let mut claimed: HashMap<RunId, run::Model> = if at_once.is_empty() {
+        HashMap::new()
+    } else {
+        claim_statement(at_once.clone(), lease, now)
+            .exec_with_returning(txn)
+            .await?
+            .into_iter()
+            .map(|run| (run.id.clone(), run))
+            .collect()
+    };
+    let flow_ids: Vec<FlowId> = claimed.values().map(|r| r.flow_id.clone()).collect();
+    let flows: HashMap<FlowId, flow::Model> = if flow_ids.is_empty() {
+        HashMap::new()
+    } else {
+        flow::Entity::find()
+            .filter(flow::Column::Id.is_in(flow_ids))
+            .all(txn)
+            .await?
+            .into_iter()
+            .map(|f| (f.id.clone(), f))
+            .collect()
+    };
+
+    let at_once: HashSet<RunId> = at_once.into_iter().collect();
+    let mut answers = Vec::with_capacity(requests.len());
+    for request in requests {
+        let answer = if let Some(run) = claimed.remove(request.run_id) {
+            let flow = flows
+                .get(&run.flow_id)
+                .cloned()
+                .ok_or(Error::NotFound("flow"))?;
+            record_pickup(&run, request.now);
+            Some(Claimed { run, flow })
+        } else if at_once.contains(request.run_id) {
+            put_back_behind_sibling(txn, request.run_id, request.now).await?;
+            None
+        } else if flow_of.contains_key(request.run_id) {
+            claim_in(txn, request.run_id, request.lease, request.now).await?
+        } else {
+            // Unknown: nobody's to claim.
+            None
+        };
+        answers.push(answer);
+    }
+    Ok(answers)
+}
+
+/// The flow of each run (those that exist), with the flows' locks taken (PostgreSQL) in the
+/// same statement and in the order `lock_runs_of_flows` takes them: PostgreSQL evaluates a
+/// volatile output expression after ORDER BY ("SELECT", Description, in its manual).
+async fn flows_of_runs_locked(
+    txn: &sea_orm::DatabaseTransaction,
+    ids: Vec<RunId>,
+) -> Result<HashMap<RunId, FlowId>> {
+    let mut select = run::Entity::find()
+        .select_only()
+        .column(run::Column::Id)
+        .column(run::Column::FlowId)
+        .filter(run::Column::Id.is_in(ids));
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        select = select
+            .expr(Expr::cust(format!(
+                r#"pg_advisory_xact_lock(hashtextextended('{RUNS_OF}' || "runs"."flow_id", 0))::text"#
+            )))
+            .order_by(
+                Expr::cust(r#""runs"."flow_id" COLLATE "C""#),
+                sea_orm::Order::Asc,
+            );
+    }
+    Ok(select
+        .into_tuple::<(RunId, FlowId)>()
+        .all(txn)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// One successful end of a group.
+pub(super) struct SuccessRequest<'a> {
+    pub flow: &'a flow::Model,
+    pub run_id: &'a RunId,
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
+/// Ends each run as succeeded, as `succeed_in` would: one statement ends them all and one
+/// hands out each flow's next run that was waiting; a run that is gone fails the group (the
+/// writer then ends each on its own, so only that one fails). The caller holds the flows'
+/// locks (`lock_runs_of_flows`), taken before any run is written.
+pub(super) async fn succeed_in_group(
+    txn: &sea_orm::DatabaseTransaction,
+    requests: &[SuccessRequest<'_>],
+) -> Result<Vec<RunReport>> {
+    if requests.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = requests.iter().map(|r| r.now).max().unwrap_or_default();
+    let ids: Vec<RunId> = requests.iter().map(|r| r.run_id.clone()).collect();
+    let mut ended: HashMap<RunId, run::Model> = super::success_statement(ids.clone(), now)
+        .exec_with_returning(txn)
+        .await?
+        .into_iter()
+        .map(|run| (run.id.clone(), run))
+        .collect();
+    if ended.len() != requests.len() {
+        return Err(Error::NotFound("run"));
+    }
+    for run in ended.values() {
+        if let Some(version) = Checkpoint::of(run).max_version {
+            move_cursor(txn, &run.flow_id, version).await?;
+        }
+    }
+    let flows: Vec<FlowId> = requests.iter().map(|r| r.flow.id.clone()).collect();
+    let released: HashSet<FlowId> = release_statement(flows, ids, now)
+        .exec_with_returning(txn)
+        .await?
+        .into_iter()
+        .map(|run| run.flow_id)
+        .collect();
+    if !released.is_empty() {
+        super::notify_released(txn).await?;
+    }
+    requests
+        .iter()
+        .map(|request| {
+            let run = ended.remove(request.run_id).ok_or(Error::NotFound("run"))?;
+            Ok(RunReport {
+                released_next: released.contains(&request.flow.id),
+                ..report(&run)
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::future::join_all;
+    use sea_orm::EntityTrait;
+
+    use super::*;
+    use crate::bench::fixture::ScratchDatabase;
+    use crate::runs::{RunWriter, lock_runs_of_flows, queued_run, test_flow};
+
+    /// Each test's scratch databases: SQLite, and PostgreSQL when the suite is given one.
+    async fn databases() -> Vec<ScratchDatabase> {
+        let mut all = vec![ScratchDatabase::create("sqlite", "").await.unwrap()];
+        if let Ok(url) = std::env::var("SYNCHUB_TEST_DATABASE_URL") {
+            all.push(ScratchDatabase::create("postgres", &url).await.unwrap());
+        }
+        all
+    }
+
+    async fn flow_with_runs(
+        db: &sea_orm::DatabaseConnection,
+        runs: usize,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> (flow::Model, Vec<RunId>) {
+        let flow = test_flow(now);
+        flow::Entity::insert(flow::ActiveModel::from(flow.clone()))
+            .exec(db)
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..runs {
+            let id = RunId::generate();
+            let row = queued_run(&flow, id.clone(), "manual", id.to_string(), None, now);
+            run::Entity::insert(row).exec(db).await.unwrap();
+            ids.push(id);
+        }
+        (flow, ids)
+    }
+
+    async fn row(db: &sea_orm::DatabaseConnection, id: &RunId) -> run::Model {
+        run::Entity::find_by_id(id.clone())
+            .one(db)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// A group claims one run a flow: a second run of the same flow in the group is put back
+    /// behind its sibling, an unknown run is nobody's; the group's ends release that second
+    /// run, and an end of a run that is gone fails the group (the writer then ends each alone).
+    #[tokio::test]
+    async fn a_group_claims_one_run_a_flow_and_its_ends_release_the_next() {
+        for database in databases().await {
+            let db = database.connect().await.unwrap();
+            let now = chrono::Utc::now();
+            let lease = chrono::Duration::seconds(120);
+            let (a, a_runs) = flow_with_runs(&db, 2, now).await;
+            let (b, b_runs) = flow_with_runs(&db, 1, now).await;
+            let unknown = RunId::generate();
+            let asked = [&a_runs[0], &a_runs[1], &b_runs[0], &unknown];
+            let requests: Vec<ClaimRequest> = asked
+                .iter()
+                .map(|run_id| ClaimRequest { run_id, lease, now })
+                .collect();
+            let txn = crate::store::begin_write(&db).await.unwrap();
+            let claimed = claim_in_group(&txn, &requests).await.unwrap();
+            txn.commit().await.unwrap();
+            let claimed_ids: Vec<Option<RunId>> = claimed
+                .iter()
+                .map(|c| c.as_ref().map(|c| c.run.id.clone()))
+                .collect();
+            assert_eq!(
+                claimed_ids,
+                [Some(a_runs[0].clone()), None, Some(b_runs[0].clone()), None],
+                "{}",
+                database.url
+            );
+            let behind = row(&db, &a_runs[1]).await;
+            assert_eq!(behind.status, run::RunStatus::Queued);
+            assert!(
+                behind.dispatched_at.is_some(),
+                "put back behind its sibling"
+            );
+            assert_eq!(row(&db, &b_runs[0]).await.status, run::RunStatus::Running);
+
+            let txn = crate::store::begin_write(&db).await.unwrap();
+            let gone = RunId::generate();
+            let with_gone = [
+                SuccessRequest {
+                    flow: &a,
+                    run_id: &a_runs[0],
+                    now,
+                },
+                SuccessRequest {
+                    flow: &b,
+                    run_id: &gone,
+                    now,
+                },
+            ];
+            assert!(matches!(
+                succeed_in_group(&txn, &with_gone).await,
+                Err(Error::NotFound("run"))
+            ));
+            txn.rollback().await.unwrap();
+
+            let txn = crate::store::begin_write(&db).await.unwrap();
+            lock_runs_of_flows(&txn, [&a.id, &b.id]).await.unwrap();
+            let ends = [
+                SuccessRequest {
+                    flow: &a,
+                    run_id: &a_runs[0],
+                    now,
+                },
+                SuccessRequest {
+                    flow: &b,
+                    run_id: &b_runs[0],
+                    now,
+                },
+            ];
+            let reports = succeed_in_group(&txn, &ends).await.unwrap();
+            txn.commit().await.unwrap();
+            assert_eq!(reports[0].status, run::RunStatus::Succeeded);
+            assert!(reports[0].released_next, "a's second run waited for it");
+            assert!(!reports[1].released_next, "b had nothing waiting");
+            assert_eq!(row(&db, &b_runs[0]).await.status, run::RunStatus::Succeeded);
+            assert!(
+                row(&db, &a_runs[1]).await.dispatched_at.is_none(),
+                "handed out again"
+            );
+            db.close().await.unwrap();
+            database.remove().await.unwrap();
+        }
+    }
+
+    /// Two processes' writers (two here, on one database) claim the same runs of many flows
+    /// at once, asked in opposite orders, and then end runs of the same flows in opposite
+    /// orders: every request answers, and each run is claimed once.
+    #[tokio::test]
+    async fn two_writers_on_the_same_flows_answer_every_request() {
+        for database in databases().await {
+            let db = database.connect().await.unwrap();
+            let now = chrono::Utc::now();
+            let lease = chrono::Duration::seconds(120);
+            let mut flows = Vec::new();
+            let mut runs = Vec::new();
+            for _ in 0..12 {
+                let (flow, ids) = flow_with_runs(&db, 3, now).await;
+                flows.push(flow);
+                runs.push(ids);
+            }
+            let first = RunWriter::new(db.clone(), db.clone());
+            let second = RunWriter::new(db.clone(), db.clone());
+            let claims: Vec<&RunId> = runs.iter().map(|ids| &ids[0]).collect();
+            let reversed: Vec<&RunId> = claims.iter().rev().copied().collect();
+            let (a, b) = tokio::join!(
+                join_all(claims.iter().map(|id| first.claim(id, lease, now))),
+                join_all(reversed.iter().map(|id| second.claim(id, lease, now))),
+            );
+            let mut claimed = 0;
+            for answer in a.into_iter().chain(b) {
+                if answer.expect("no claim fails, none deadlocks").is_some() {
+                    claimed += 1;
+                }
+            }
+            assert_eq!(
+                claimed,
+                claims.len(),
+                "each run claimed once: {}",
+                database.url
+            );
+
+            // Two more runs of each flow, running as if claimed by two other processes.
+            let others: Vec<RunId> = runs.iter().flat_map(|ids| ids[1..].to_vec()).collect();
+            run::Entity::update_many()
+                .col_expr(run::Column::Status, run::RunStatus::Running.into())
+                .col_expr(run::Column::LeaseUntil, Some(now + lease).into())
+                .filter(run::Column::Id.is_in(others))
+                .exec(&db)
+                .await
+                .unwrap();
+            let ends = |n: usize| {
+                flows
+                    .iter()
+                    .zip(&runs)
+                    .map(move |(flow, ids)| (flow, &ids[n]))
+            };
+            let reversed: Vec<_> = ends(2).rev().collect();
+            let (a, b) = tokio::join!(
+                join_all(ends(1).map(|(flow, id)| first.succeed(flow, id, now))),
+                join_all(
+                    reversed
+                        .iter()
+                        .map(|(flow, id)| second.succeed(flow, id, now))
+                ),
+            );
+            for report in a.into_iter().chain(b) {
+                assert_eq!(
+                    report.expect("no end fails, none deadlocks").status,
+                    run::RunStatus::Succeeded
+                );
+            }
+            db.close().await.unwrap();
+            database.remove().await.unwrap();
+        }
+    }
+
+    /// The groups' flow locks are taken in one order however they are asked: by runs whose
+    /// ids sort the other way from their flows' (a claim), by flows in either order (ends).
+    /// A third transaction holds a flow in the middle meanwhile, so that all are part-way
+    /// through their locks when it lets go; taken in the order asked, two would each hold a
+    /// lock the other waits for, and PostgreSQL would abort one as deadlocked.
+    #[tokio::test]
+    async fn group_locks_are_taken_in_one_order() {
+        for database in databases().await {
+            let db = database.connect().await.unwrap();
+            let now = chrono::Utc::now();
+            let mut flows = Vec::new();
+            for _ in 0..12 {
+                flows.push(flow_with_runs(&db, 0, now).await.0);
+            }
+            let mut runs = Vec::new();
+            for flow in flows.iter().rev() {
+                let id = RunId::generate();
+                let row = queued_run(flow, id.clone(), "manual", id.to_string(), None, now);
+                run::Entity::insert(row).exec(&db).await.unwrap();
+                runs.push(id);
+            }
+            let holder = crate::store::begin_write(&db).await.unwrap();
+            lock_runs_of_flows(&holder, [&flows[6].id]).await.unwrap();
+            let by_runs = {
+                let (db, runs) = (db.clone(), runs.clone());
+                tokio::spawn(async move {
+                    let txn = crate::store::begin_write(&db).await?;
+                    flows_of_runs_locked(&txn, runs).await?;
+                    txn.commit().await?;
+                    Ok::<_, Error>(())
+                })
+            };
+            let by_flows = |reverse: bool| {
+                let db = db.clone();
+                let mut ids: Vec<FlowId> = flows.iter().map(|f| f.id.clone()).collect();
+                if reverse {
+                    ids.reverse();
+                }
+                tokio::spawn(async move {
+                    let txn = crate::store::begin_write(&db).await?;
+                    lock_runs_of_flows(&txn, &ids).await?;
+                    txn.commit().await?;
+                    Ok::<_, Error>(())
+                })
+            };
+            let (forwards, backwards) = (by_flows(false), by_flows(true));
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            holder.commit().await.unwrap();
+            for (what, task) in [
+                ("by runs", by_runs),
+                ("by flows", forwards),
+                ("by flows reversed", backwards),
+            ] {
+                task.await
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("{what}: {e} ({})", database.url));
+            }
+            db.close().await.unwrap();
+            database.remove().await.unwrap();
+        }
+    }
+}
