@@ -43,8 +43,17 @@ fi
 work="target/schemathesis"
 rm -rf "$work"
 server=""
+fuzz_db=""
+# The PostgreSQL walk's database goes with its server, whether the walk passed or not.
+drop_fuzz_db() {
+  if [ -n "$fuzz_db" ]; then
+    psql -h "$PGSOCKET" -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $fuzz_db WITH (FORCE)" >/dev/null || true
+    fuzz_db=""
+  fi
+}
 cleanup() {
   if [ -n "$server" ]; then kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; fi
+  drop_fuzz_db
   rm -rf "$work"/*/data
 }
 trap cleanup EXIT
@@ -56,6 +65,7 @@ fuzz() {
   if [ -n "$database_url" ]; then
     local name="synchub_fuzz_$$_$RANDOM"
     psql -h "$PGSOCKET" -U postgres -d postgres -qc "CREATE DATABASE $name" >/dev/null
+    fuzz_db="$name"
     database_url="postgres://postgres@localhost/$name?host=$PGSOCKET"
   fi
   SYNCHUB_DATA_DIR="$dir/data" SYNCHUB_LISTEN="127.0.0.1:$PORT" SYNCHUB_BOOTSTRAP_TOKEN="$OPERATOR" \
@@ -102,6 +112,7 @@ PY
   done
   kill "$server" 2>/dev/null && wait "$server" 2>/dev/null || true
   server=""
+  drop_fuzz_db
   if grep -i "panicked" "$dir/server.log"; then return 1; fi
   [ "$failed" -eq 0 ]
 }
