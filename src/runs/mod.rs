@@ -130,9 +130,6 @@ async fn claim_in(
     with_flow(txn, claimed, now).await.map(Some)
 }
 
-/// One statement claims the run if it is due and no sibling of its flow runs under a live
-/// lease: the claim is on every job's path, and each statement is a round trip inside the
-/// write lock (SQLite) or the flow's lock (PostgreSQL).
 /// Nothing claimed: finished, running, not due yet, unknown (a second delivery; nothing to
 /// do), or due behind a running sibling: then put back, to be handed out again when that one
 /// ends (`release_next`), or after a while.
@@ -153,8 +150,10 @@ async fn put_back_behind_sibling(
     Ok(())
 }
 
-/// Claims those of `run_ids` that are due and have no sibling running. Two runs of one flow
-/// in one statement would not see each other: callers pass at most one run a flow.
+/// One statement claims those of `run_ids` that are due and have no sibling of their flow
+/// running under a live lease: the claim is on every job's path, and each statement is a
+/// round trip inside the write lock (SQLite) or the flow's lock (PostgreSQL). Two runs of one
+/// flow in one statement would not see each other: callers pass at most one run a flow.
 fn claim_statement(
     run_ids: Vec<RunId>,
     lease: chrono::Duration,
@@ -414,23 +413,15 @@ pub async fn succeed(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<RunReport> {
     let txn = crate::store::begin_write(db).await?;
-    let report = succeed_in(&txn, flow, run_id, now).await?;
+    // A group of one; the flow's lock first, as a group takes it.
+    lock_runs_of(&txn, &flow.id).await?;
+    let report =
+        together::succeed_in_group(&txn, &[together::SuccessRequest { flow, run_id, now }])
+            .await?
+            .pop()
+            .ok_or(Error::NotFound("run"))?;
     txn.commit().await?;
     Ok(report)
-}
-
-/// `succeed` inside the caller's transaction (which commits it): a group of one.
-async fn succeed_in(
-    txn: &sea_orm::DatabaseTransaction,
-    flow: &flow::Model,
-    run_id: &RunId,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<RunReport> {
-    lock_runs_of(txn, &flow.id).await?;
-    together::succeed_in_group(txn, &[together::SuccessRequest { flow, run_id, now }])
-        .await?
-        .pop()
-        .ok_or(Error::NotFound("run"))
 }
 
 /// Ends the runs as succeeded, read back in the same statement: the checkpoint each returns
@@ -485,6 +476,9 @@ pub async fn fail(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<RunReport> {
     let txn = crate::store::begin_write(db).await?;
+    // The flow's lock before the run's row, as a claim takes them: the other way round, a
+    // claim taking over this run (its lease run out) and this end would wait on each other.
+    lock_runs_of(&txn, &flow.id).await?;
     let report = fail_in(&txn, flow, run_id, failure, now).await?;
     txn.commit().await?;
     log_failure(run_id, failure, &report);

@@ -1,6 +1,6 @@
 //! Claims and ends of several runs in one transaction, a statement for all of them where one
 //! run's would repeat: what `RunWriter` commits when requests arrive together. Each does what
-//! `claim_in` and `succeed_in` do for one run; a run's own statements are only for what is
+//! `claim_in` and `succeed` do for one run; a run's own statements are only for what is
 //! rare (a run behind a sibling, a failed attempt, a cursor to move).
 
 use std::collections::{HashMap, HashSet};
@@ -135,7 +135,7 @@ pub(super) struct SuccessRequest<'a> {
     pub now: chrono::DateTime<chrono::Utc>,
 }
 
-/// Ends each run as succeeded, as `succeed_in` would: one statement ends them all and one
+/// Ends each run as succeeded, as `succeed` would, at the group's latest time: one statement ends them all and one
 /// hands out each flow's next run that was waiting; a run that is gone fails the group (the
 /// writer then ends each on its own, so only that one fails). The caller holds the flows'
 /// locks (`lock_runs_of_flows`), taken before any run is written.
