@@ -52,6 +52,11 @@ pub enum BenchCommand {
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    // Quiet unless asked: the servers a benchmark starts in this process log here with
+    // RUST_LOG set (say `RUST_LOG=warn`), to see why a request was refused.
+    if std::env::var_os("RUST_LOG").is_some() {
+        crate::telemetry::init_logging(false);
+    }
     match command {
         BenchCommand::Webhooks(args) => webhooks::run(args).await,
         BenchCommand::Jobs(args) => jobs::run(args).await,
