@@ -202,6 +202,20 @@ mod tests {
         all
     }
 
+    /// Runs `test` on each scratch database (`databases`), then removes it.
+    async fn on_each_database<F, Fut>(test: F)
+    where
+        F: Fn(sea_orm::DatabaseConnection, String) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        for database in databases().await {
+            let db = database.connect().await.unwrap();
+            test(db.clone(), database.url.clone()).await;
+            db.close().await.unwrap();
+            database.remove().await.unwrap();
+        }
+    }
+
     async fn flow_with_runs(
         db: &sea_orm::DatabaseConnection,
         runs: usize,
@@ -235,8 +249,7 @@ mod tests {
     /// run, and an end of a run that is gone fails the group (the writer then ends each alone).
     #[tokio::test]
     async fn a_group_claims_one_run_a_flow_and_its_ends_release_the_next() {
-        for database in databases().await {
-            let db = database.connect().await.unwrap();
+        on_each_database(|db, url| async move {
             let now = chrono::Utc::now();
             let lease = chrono::Duration::seconds(120);
             let (a, a_runs) = flow_with_runs(&db, 2, now).await;
@@ -258,7 +271,7 @@ mod tests {
                 claimed_ids,
                 [Some(a_runs[0].clone()), None, Some(b_runs[0].clone()), None],
                 "{}",
-                database.url
+                url
             );
             let behind = row(&db, &a_runs[1]).await;
             assert_eq!(behind.status, run::RunStatus::Queued);
@@ -312,9 +325,8 @@ mod tests {
                 row(&db, &a_runs[1]).await.dispatched_at.is_none(),
                 "handed out again"
             );
-            db.close().await.unwrap();
-            database.remove().await.unwrap();
-        }
+        })
+        .await;
     }
 
     /// Two processes' writers (two here, on one database) claim the same runs of many flows
@@ -322,8 +334,7 @@ mod tests {
     /// orders: every request answers, and each run is claimed once.
     #[tokio::test]
     async fn two_writers_on_the_same_flows_answer_every_request() {
-        for database in databases().await {
-            let db = database.connect().await.unwrap();
+        on_each_database(|db, url| async move {
             let now = chrono::Utc::now();
             let lease = chrono::Duration::seconds(120);
             let mut flows = Vec::new();
@@ -347,12 +358,7 @@ mod tests {
                     claimed += 1;
                 }
             }
-            assert_eq!(
-                claimed,
-                claims.len(),
-                "each run claimed once: {}",
-                database.url
-            );
+            assert_eq!(claimed, claims.len(), "each run claimed once: {}", url);
 
             // Two more runs of each flow, running as if claimed by two other processes.
             let others: Vec<RunId> = runs.iter().flat_map(|ids| ids[1..].to_vec()).collect();
@@ -384,9 +390,8 @@ mod tests {
                     run::RunStatus::Succeeded
                 );
             }
-            db.close().await.unwrap();
-            database.remove().await.unwrap();
-        }
+        })
+        .await;
     }
 
     /// The groups' flow locks are taken in one order however they are asked: by runs whose
@@ -396,8 +401,7 @@ mod tests {
     /// lock the other waits for, and PostgreSQL would abort one as deadlocked.
     #[tokio::test]
     async fn group_locks_are_taken_in_one_order() {
-        for database in databases().await {
-            let db = database.connect().await.unwrap();
+        on_each_database(|db, url| async move {
             let now = chrono::Utc::now();
             let mut flows = Vec::new();
             for _ in 0..12 {
@@ -444,10 +448,9 @@ mod tests {
             ] {
                 task.await
                     .unwrap()
-                    .unwrap_or_else(|e| panic!("{what}: {e} ({})", database.url));
+                    .unwrap_or_else(|e| panic!("{what}: {e} ({})", url));
             }
-            db.close().await.unwrap();
-            database.remove().await.unwrap();
-        }
+        })
+        .await;
     }
 }
