@@ -315,13 +315,31 @@ async fn release_next(
     // claim holds the flow's run lock until it commits, and a release read before its
     // put-back would leave that run waiting out `WAIT_FOR_SIBLING`.
     lock_runs_of(txn, &flow.id).await?;
-    let released = release_statement(vec![flow.id.clone()], vec![run_id.clone()], now)
-        .exec(txn)
+    let released = release_waiting(txn, vec![flow.id.clone()], vec![run_id.clone()], now).await?;
+    Ok(!released.is_empty())
+}
+
+/// `release_next` for the flows of runs ending together, their locks held: the flows whose
+/// next run was handed out.
+async fn release_waiting(
+    txn: &sea_orm::DatabaseTransaction,
+    flows: Vec<FlowId>,
+    ended: Vec<RunId>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<std::collections::HashSet<FlowId>> {
+    let released: std::collections::HashSet<FlowId> = release_statement(flows, ended, now)
+        .exec_with_returning(txn)
         .await?
-        .rows_affected
-        > 0;
-    if released {
-        notify_released(txn).await?;
+        .into_iter()
+        .map(|run| run.flow_id)
+        .collect();
+    if !released.is_empty() && txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        // PostgreSQL's other processes hear of it at commit; SQLite's are this one.
+        txn.execute_unprepared(&format!(
+            "SELECT pg_notify('{}', '')",
+            crate::runtime::RUNS_CHANNEL
+        ))
+        .await?;
     }
     Ok(released)
 }
@@ -347,18 +365,6 @@ fn release_statement(
             run::Column::DispatchedAt
                 .lte(now - run::REDISPATCH_AFTER + WAIT_FOR_SIBLING + RELEASE_SLACK),
         )
-}
-
-/// PostgreSQL's other processes hear of released runs at commit; SQLite's are one process.
-async fn notify_released(txn: &sea_orm::DatabaseTransaction) -> Result<()> {
-    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-        txn.execute_unprepared(&format!(
-            "SELECT pg_notify('{}', '')",
-            crate::runtime::RUNS_CHANNEL
-        ))
-        .await?;
-    }
-    Ok(())
 }
 
 /// Puts a due run back without claiming it (its version's worker slots are all in use): it

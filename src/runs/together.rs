@@ -13,7 +13,7 @@ use sea_orm::{
 
 use super::{
     Checkpoint, Claimed, RUNS_OF, RunReport, claim_in, claim_statement, move_cursor,
-    put_back_behind_sibling, record_pickup, release_statement, report,
+    put_back_behind_sibling, record_pickup, release_waiting, report,
 };
 use crate::error::{Error, Result};
 use crate::ids::{FlowId, RunId};
@@ -135,10 +135,10 @@ pub(super) struct SuccessRequest<'a> {
     pub now: chrono::DateTime<chrono::Utc>,
 }
 
-/// Ends each run as succeeded, as `succeed` would, at the group's latest time: one statement ends them all and one
-/// hands out each flow's next run that was waiting; a run that is gone fails the group (the
-/// writer then ends each on its own, so only that one fails). The caller holds the flows'
-/// locks (`lock_runs_of_flows`), taken before any run is written.
+/// Ends each run as succeeded, as `succeed` would, at the group's latest time: one statement
+/// ends them all and one hands out each flow's next run that was waiting; a run that is gone
+/// fails the group (the writer then ends each on its own, so only that one fails). The
+/// caller holds the flows' locks (`lock_runs_of_flows`), taken before any run is written.
 pub(super) async fn succeed_in_group(
     txn: &sea_orm::DatabaseTransaction,
     requests: &[SuccessRequest<'_>],
@@ -163,15 +163,7 @@ pub(super) async fn succeed_in_group(
         }
     }
     let flows: Vec<FlowId> = requests.iter().map(|r| r.flow.id.clone()).collect();
-    let released: HashSet<FlowId> = release_statement(flows, ids, now)
-        .exec_with_returning(txn)
-        .await?
-        .into_iter()
-        .map(|run| run.flow_id)
-        .collect();
-    if !released.is_empty() {
-        super::notify_released(txn).await?;
-    }
+    let released = release_waiting(txn, flows, ids, now).await?;
     requests
         .iter()
         .map(|request| {

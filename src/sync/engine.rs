@@ -74,7 +74,7 @@ pub struct SyncEngine {
     pub(super) slots: VersionSlots,
     /// Wakes this process's dispatcher when a run's end releases its flow's next run.
     pub(super) runs: crate::runtime::RunsSignal,
-    /// Where runs are claimed and ended (grouped into one transaction each on SQLite).
+    /// Where runs are claimed and ended (those arriving together in one transaction).
     pub(super) writer: runs::RunWriter,
 }
 
