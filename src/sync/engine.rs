@@ -504,7 +504,7 @@ impl SyncEngine {
                                         owner,
                                         plan.kind(),
                                         run,
-                                        &[],
+                                        Vec::new(),
                                         &checkpoint,
                                         read,
                                         written,
@@ -559,7 +559,7 @@ impl SyncEngine {
             let commit: Commit<'_> = Box::pin({
                 let (kind, checkpoint) = (plan.kind(), checkpoint.clone());
                 async move {
-                    self.commit_page(owner, kind, run, &delivered, &checkpoint, read, written)
+                    self.commit_page(owner, kind, run, delivered, &checkpoint, read, written)
                         .await
                         .map_err(internal)?;
                     self.refresh_statistics_as_it_grows(before, written).await;

@@ -4,8 +4,10 @@
 
 use std::collections::HashMap;
 
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, OnConflict, Query};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, Set,
+};
 use serde_json::{Map, Value};
 
 use super::engine::{SyncEngine, storage};
@@ -155,48 +157,41 @@ impl SyncEngine {
         owner: &connection::Model,
         kind: &str,
         run: &run::Model,
-        delivered: &[Item],
+        delivered: Vec<Item>,
         checkpoint: &Checkpoint,
         read: i64,
         written: i64,
     ) -> Result<()> {
         let txn = crate::store::begin_write(&self.db).await?;
+        let backend = self.db.get_database_backend();
         let now = self.clock.now();
-        let rows: Vec<(record::ActiveModel, &Value)> = delivered
-            .iter()
+        // Each document is serialised once, here: bound as a JSON value, sea-orm would copy
+        // the whole tree twice on its way to the driver (measured: a tenth of a page's CPU).
+        let rows: Vec<(Item, String)> = delivered
+            .into_iter()
             .map(|item| {
-                let row = record::ActiveModel {
-                    tenant_id: Set(owner.tenant_id.clone()),
-                    connection_id: Set(owner.id.clone()),
-                    kind: Set(kind.to_string()),
-                    platform_id: Set(item.platform_id.clone()),
-                    version: Set(item.version.clone()),
-                    data: Set(item.stored.clone()),
-                    synced_at: Set(now),
-                };
-                (row, &item.stored)
+                let text = item.stored.to_string();
+                (item, text)
             })
             .collect();
         // SQLite allows 32,766 bound values a statement: 7 a row.
-        let backend = self.db.get_database_backend();
-        let size = |r: &(record::ActiveModel, &Value)| r.1.to_string().len() + 160;
+        let size = |(_, text): &(Item, String)| text.len() + 160;
         for chunk in crate::store::statement_chunks(rows, backend, 1_000, size) {
-            record::Entity::insert_many(chunk.into_iter().map(|(row, _)| row))
-                .on_conflict(
-                    OnConflict::columns([
-                        record::Column::ConnectionId,
-                        record::Column::Kind,
-                        record::Column::PlatformId,
+            let mut insert = upsert_records();
+            for (item, text) in chunk {
+                insert
+                    .values([
+                        Expr::val(owner.tenant_id.clone()),
+                        Expr::val(owner.id.clone()),
+                        Expr::val(kind),
+                        Expr::val(item.platform_id),
+                        Expr::val(item.version),
+                        json_text(backend, text),
+                        Expr::val(now),
                     ])
-                    .update_columns([
-                        record::Column::Version,
-                        record::Column::Data,
-                        record::Column::SyncedAt,
-                    ])
-                    .to_owned(),
-                )
-                .exec_without_returning(&txn)
-                .await?;
+                    .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+            }
+            txn.execute(&insert).await?;
         }
         run::Entity::update_many()
             .col_expr(
@@ -210,6 +205,44 @@ impl SyncEngine {
             .await?;
         txn.commit().await?;
         Ok(())
+    }
+}
+
+/// An INSERT of records that replaces the version and document of one already there.
+fn upsert_records() -> InsertStatement {
+    Query::insert()
+        .into_table(record::Entity)
+        .columns([
+            record::Column::TenantId,
+            record::Column::ConnectionId,
+            record::Column::Kind,
+            record::Column::PlatformId,
+            record::Column::Version,
+            record::Column::Data,
+            record::Column::SyncedAt,
+        ])
+        .on_conflict(
+            OnConflict::columns([
+                record::Column::ConnectionId,
+                record::Column::Kind,
+                record::Column::PlatformId,
+            ])
+            .update_columns([
+                record::Column::Version,
+                record::Column::Data,
+                record::Column::SyncedAt,
+            ])
+            .to_owned(),
+        )
+        .to_owned()
+}
+
+/// A serialised JSON document as the `data` column takes it: SQLite keeps JSON as text;
+/// PostgreSQL's jsonb column is given text cast to jsonb (the driver binds text as text).
+fn json_text(backend: DatabaseBackend, text: String) -> Expr {
+    match backend {
+        DatabaseBackend::Postgres => Expr::val(text).cast_as("jsonb"),
+        _ => Expr::val(text),
     }
 }
 

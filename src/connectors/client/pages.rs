@@ -75,7 +75,7 @@ impl ConnectorClient {
             _ => {}
         }
         let method = op.method.as_reqwest();
-        let (headers, body) = self
+        let (headers, mut body) = self
             .send(op, &api_path, || {
                 let request = self.http.request(method.clone(), &url).query(&query);
                 match &body {
@@ -84,7 +84,26 @@ impl ConnectorClient {
                 }
             })
             .await?;
-        let records = records_at(&body, op.records.as_deref()).ok_or_else(|| {
+        // What pagination reads from the answer is read before the records are moved out.
+        let token = match &op.pagination {
+            Some(Pagination::Token { response, .. }) => body
+                .pointer(response)
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+            _ => None,
+        };
+        let page_count = match &op.pagination {
+            Some(Pagination::PageNumber {
+                pages: Some(pointer),
+                ..
+            }) => Some(
+                body.pointer(pointer)
+                    .and_then(|p| p.as_u64().or_else(|| p.as_str()?.parse().ok())),
+            ),
+            _ => None,
+        };
+        let records = take_records_at(&mut body, op.records.as_deref()).ok_or_else(|| {
             CallError::new(
                 ErrorClass::SchemaMismatch,
                 format!("no record list at {:?}", op.records),
@@ -98,23 +117,14 @@ impl ConnectorClient {
                 .filter_map(|v| v.to_str().ok())
                 .find_map(next_link)
                 .map(NextPage::Url),
-            Some(Pagination::Token { response, .. }) => body
-                .pointer(response)
-                .and_then(Value::as_str)
-                .filter(|t| !t.is_empty())
-                .map(|t| NextPage::Token(t.to_string())),
-            Some(Pagination::PageNumber {
-                start, size, pages, ..
-            }) => {
+            Some(Pagination::Token { .. }) => token.map(NextPage::Token),
+            Some(Pagination::PageNumber { start, size, .. }) => {
                 let current = match next {
                     Some(NextPage::Number(n)) => *n,
                     _ => *start,
                 };
-                let more = match pages {
-                    Some(pointer) => body
-                        .pointer(pointer)
-                        .and_then(|p| p.as_u64().or_else(|| p.as_str()?.parse().ok()))
-                        .is_some_and(|count| u64::from(current) < count),
+                let more = match page_count {
+                    Some(count) => count.is_some_and(|count| u64::from(current) < count),
                     None => records.len() as u32 >= *size,
                 };
                 more.then_some(NextPage::Number(current + 1))
@@ -154,11 +164,12 @@ impl ConnectorClient {
     }
 }
 /// The records at `pointer` (the whole answer without one): an array, or one object for an
-/// operation that reads a single record.
-pub(super) fn records_at(body: &Value, pointer: Option<&str>) -> Option<Vec<Value>> {
-    match body.pointer(pointer.unwrap_or(""))? {
-        Value::Array(records) => Some(records.clone()),
-        record @ Value::Object(_) => Some(vec![record.clone()]),
+/// operation that reads a single record. Moved out of the answer, not copied: a page's
+/// records are most of its memory.
+pub(super) fn take_records_at(body: &mut Value, pointer: Option<&str>) -> Option<Vec<Value>> {
+    match body.pointer_mut(pointer.unwrap_or(""))? {
+        Value::Array(records) => Some(std::mem::take(records)),
+        record @ Value::Object(_) => Some(vec![record.take()]),
         _ => None,
     }
 }
