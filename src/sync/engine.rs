@@ -436,7 +436,8 @@ impl SyncEngine {
             vars.set("cursor", cursor);
         }
         let (mut read, mut written) = (run.records_read, run.records_written);
-        let mut ahead: Option<Result<ListPage, CallError>> = None;
+        let mut ahead: Option<Result<(ListPage, Vec<Item>), CallError>> = None;
+        let ends = (&source, &destination);
         // The previous page's commit, still running while this page is written: the calls in
         // flight need not idle through a commit either. Each commit ends before the next
         // one starts, so the checkpoint only moves forward. A crash between them re-sends
@@ -447,16 +448,13 @@ impl SyncEngine {
         let confirmed =
             plan.write().is_none() && destination_client.confirm_spec(SINGLE_WRITE).is_some();
         loop {
-            let page = match ahead.take() {
-                Some(page) => page,
-                None => read_page(&plan, &source_client, &vars, checkpoint.next.as_ref()).await,
+            let fetched = match ahead.take() {
+                Some(fetched) => fetched,
+                None => {
+                    read_page(&plan, &source_client, &vars, checkpoint.next.as_ref(), ends).await
+                }
             };
-            let items = page.and_then(|page| {
-                let items =
-                    plan.items(&page.records, &source, &destination, source_client.zone())?;
-                Ok((page, items))
-            });
-            let (page, items) = match items {
+            let (page, items) = match fetched {
                 Ok(read) => read,
                 Err(error) => {
                     settle(committing.take()).await?;
@@ -534,7 +532,9 @@ impl SyncEngine {
             // flight need not idle through the source's answer.
             let read_ahead = async {
                 match &page.next {
-                    Some(next) => Some(read_page(&plan, &source_client, &vars, Some(next)).await),
+                    Some(next) => {
+                        Some(read_page(&plan, &source_client, &vars, Some(next), ends).await)
+                    }
                     None => None,
                 }
             };
@@ -633,13 +633,15 @@ async fn settle(commit: Option<Commit<'_>>) -> Result<(), CallError> {
 }
 
 /// One page of the flow's source list (the whole list where the plan sums it), with what
-/// the plan completes each record with.
+/// the plan completes each record with, and its records mapped for the destination: the
+/// next page is mapped while this one is written.
 async fn read_page(
     plan: &Plan,
     source: &ConnectorClient,
     vars: &Vars,
     next: Option<&NextPage>,
-) -> Result<ListPage, CallError> {
+    (from, to): (&connection::Model, &connection::Model),
+) -> Result<(ListPage, Vec<Item>), CallError> {
     let mut page = if plan.reads_whole_list() {
         ListPage {
             records: source.list_all(plan.list_operation(), vars).await?,
@@ -649,5 +651,6 @@ async fn read_page(
         source.list_page(plan.list_operation(), vars, next).await?
     };
     plan.complete(source, &mut page.records).await?;
-    Ok(page)
+    let items = plan.items(&page.records, from, to, source.zone())?;
+    Ok((page, items))
 }
