@@ -209,10 +209,10 @@ mod tests {
         let sizes = |chunks: Vec<Vec<webhook_event::ActiveModel>>| {
             chunks.iter().map(Vec::len).collect::<Vec<_>>()
         };
-        let batch = || (0..40).map(|_| event(1000)).collect::<Vec<_>>();
+        let batch = || (0..40).map(|_| event(100_000)).collect::<Vec<_>>();
         assert_eq!(
             sizes(statement_chunks(batch(), DatabaseBackend::Postgres)),
-            [9, 9, 9, 9, 4]
+            [10, 10, 10, 10]
         );
         assert_eq!(
             sizes(statement_chunks(batch(), DatabaseBackend::Sqlite)),
