@@ -5,9 +5,7 @@
 use std::collections::HashMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, OnConflict, Query};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, Set,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, Set};
 use serde_json::{Map, Value};
 
 use super::engine::{SyncEngine, storage};
@@ -166,7 +164,7 @@ impl SyncEngine {
         let backend = self.db.get_database_backend();
         let now = self.clock.now();
         // Each document is serialised once, here: bound as a JSON value, sea-orm would copy
-        // the whole tree twice on its way to the driver (measured: a tenth of a page's CPU).
+        // the whole tree twice on its way to the driver (measured: 6 % of a sync's CPU).
         let rows: Vec<(Item, String)> = delivered
             .into_iter()
             .map(|item| {
