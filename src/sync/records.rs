@@ -160,36 +160,38 @@ impl SyncEngine {
         read: i64,
         written: i64,
     ) -> Result<()> {
-        let txn = crate::store::begin_write(&self.db).await?;
         let backend = self.db.get_database_backend();
         let now = self.clock.now();
         // Each document is serialised once, here: bound as a JSON value, sea-orm would copy
         // the whole tree twice on its way to the driver (measured: 6 % of a sync's CPU).
-        let rows: Vec<(Item, String)> = delivered
+        let rows: Vec<(String, String, String)> = delivered
             .into_iter()
-            .map(|item| {
-                let text = item.stored.to_string();
-                (item, text)
-            })
+            .map(|item| (item.platform_id, item.version, item.stored.to_string()))
             .collect();
         // SQLite allows 32,766 bound values a statement: 7 a row.
-        let size = |(_, text): &(Item, String)| text.len() + 160;
+        let size = |(_, _, text): &(String, String, String)| text.len() + 160;
+        let mut inserts = Vec::new();
         for chunk in crate::store::statement_chunks(rows, backend, 1_000, size) {
             let mut insert = upsert_records();
-            for (item, text) in chunk {
+            for (platform_id, version, text) in chunk {
                 insert
                     .values([
                         Expr::val(owner.tenant_id.clone()),
                         Expr::val(owner.id.clone()),
                         Expr::val(kind),
-                        Expr::val(item.platform_id),
-                        Expr::val(item.version),
+                        Expr::val(platform_id),
+                        Expr::val(version),
                         json_text(backend, text),
                         Expr::val(now),
                     ])
                     .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
             }
-            txn.execute(&insert).await?;
+            inserts.push(insert);
+        }
+        // Built before the transaction: on SQLite it holds the write lock from its start.
+        let txn = crate::store::begin_write(&self.db).await?;
+        for insert in &inserts {
+            txn.execute(insert).await?;
         }
         run::Entity::update_many()
             .col_expr(
