@@ -192,6 +192,7 @@ impl Application {
         );
         let ingest = IngestService::start(
             db.clone(),
+            store::connect_event_writer(&settings).await?,
             connections.clone(),
             &settings.webhooks,
             runs.clone(),
@@ -220,6 +221,7 @@ impl Application {
         .with_clock(clock.clone())
         .with_runs_signal(runs.clone());
         let shutdown = CancellationToken::new();
+        store::spawn_checkpointer(db.clone(), shutdown.clone());
         if settings.scheduler.enabled {
             let interval = Duration::from_millis(settings.scheduler.tick_millis);
             tokio::spawn(

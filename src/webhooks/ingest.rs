@@ -42,8 +42,11 @@ pub struct IngestService {
 }
 
 impl IngestService {
+    /// `event_store` is the group commit's own connection where the store has one
+    /// (`store::connect_event_writer`), else None and it shares `db`.
     pub fn start(
         db: DatabaseConnection,
+        event_store: Option<DatabaseConnection>,
         connections: Connections,
         settings: &WebhookSettings,
         runs: RunsSignal,
@@ -54,7 +57,7 @@ impl IngestService {
             connections.clock().clone(),
         );
         let writer = EventWriter::start(
-            db.clone(),
+            event_store.unwrap_or_else(|| db.clone()),
             settings.max_batch,
             Duration::from_micros(settings.batch_linger_micros),
             runs,
