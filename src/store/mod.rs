@@ -4,10 +4,12 @@ mod checkpoint;
 pub mod entities;
 mod owned;
 mod sqlite_busy;
+mod wal_flush;
 
 pub use checkpoint::{Checkpointed, checkpoint, spawn_checkpointer};
 pub use owned::{TenantOwned, find_owned};
 pub use sqlite_busy::lock_waits as sqlite_lock_waits;
+pub use wal_flush::WalFlush;
 
 use std::time::Duration;
 
@@ -64,16 +66,22 @@ pub async fn connect_relaxed(settings: &Settings) -> anyhow::Result<DatabaseConn
 /// next (a pooled one found pages another connection had changed, dropped its cache and
 /// read them again: 6 % of the ingest server's CPU in `pread`), and it is larger than a
 /// pooled one's so the dedupe index, whose random keys touch a leaf per event, stays in it.
-/// On PostgreSQL the group commit shares the pool: None.
-pub async fn connect_event_writer(
-    settings: &Settings,
-) -> anyhow::Result<Option<DatabaseConnection>> {
+/// It commits without the flush, which the writer does through `wal` before it answers
+/// (`wal_flush`). On PostgreSQL the group commit shares the pool: None.
+pub async fn connect_event_writer(settings: &Settings) -> anyhow::Result<Option<EventStore>> {
     if !settings.effective_database_url().starts_with("sqlite:") {
         return Ok(None);
     }
-    open_with(settings, 1, Flush::EveryCommit, EVENT_WRITER_CACHE_KIB)
-        .await
-        .map(Some)
+    let db = open_with(settings, 1, Flush::Relaxed, EVENT_WRITER_CACHE_KIB).await?;
+    let wal = WalFlush::of(&db).await?;
+    Ok(Some(EventStore { db, wal }))
+}
+
+/// A connection whose commits are durable only once `wal` has flushed after them.
+#[derive(Clone, Debug)]
+pub struct EventStore {
+    pub db: DatabaseConnection,
+    pub wal: WalFlush,
 }
 
 /// The event writer's page cache, in KiB.
@@ -355,8 +363,8 @@ mod tests {
         assert!(waits >= 50, "only {waits} tries in 50 ms");
     }
 
-    /// The group commit's own SQLite connection keeps a cache that holds the dedupe index;
-    /// on PostgreSQL there is none (the group commit shares the pool).
+    /// The group commit's own SQLite connection keeps a cache that holds the dedupe index,
+    /// and flushes its database's WAL; on PostgreSQL there is none (it shares the pool).
     #[tokio::test]
     async fn the_event_writer_has_a_large_cache_of_its_own_on_sqlite() {
         use sea_orm::{ConnectionTrait, Statement};
@@ -382,7 +390,16 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(cache(writer).await, -(super::EVENT_WRITER_CACHE_KIB as i64));
+        assert_eq!(
+            writer.wal,
+            super::WalFlush::at(dir.path().join("t.db-wal")),
+            "the flush is of this database's WAL"
+        );
+        assert!(writer.wal.flush().await.is_ok());
+        assert_eq!(
+            cache(writer.db).await,
+            -(super::EVENT_WRITER_CACHE_KIB as i64)
+        );
         let pooled = super::connect(&settings).await.unwrap();
         assert_eq!(cache(pooled).await, -2_000);
 

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::rejections::RejectionTally;
 use super::schemes::{self, Headers};
-use super::writer::EventWriter;
+use super::writer::{EventSink, EventWriter};
 use crate::config::WebhookSettings;
 use crate::connections::{Connections, Target, Unavailable};
 use crate::error::{Error, Result};
@@ -46,7 +46,7 @@ impl IngestService {
     /// (`store::connect_event_writer`), else None and it shares `db`.
     pub fn start(
         db: DatabaseConnection,
-        event_store: Option<DatabaseConnection>,
+        event_store: Option<crate::store::EventStore>,
         connections: Connections,
         settings: &WebhookSettings,
         runs: RunsSignal,
@@ -57,7 +57,10 @@ impl IngestService {
             connections.clock().clone(),
         );
         let writer = EventWriter::start(
-            event_store.unwrap_or_else(|| db.clone()),
+            match event_store {
+                Some(store) => EventSink::FlushAfterCommit(store),
+                None => EventSink::Durable(db.clone()),
+            },
             settings.max_batch,
             Duration::from_micros(settings.batch_linger_micros),
             runs,

@@ -23,31 +23,37 @@ const QUEUE_CAPACITY: usize = 16_384;
 /// Rows per INSERT statement (SQLite allows 32,766 bound values; a row binds 9).
 const MAX_ROWS_PER_STATEMENT: usize = 512;
 
-struct Command(
-    Box<webhook_event::ActiveModel>,
-    oneshot::Sender<Result<(), String>>,
-);
+struct Command(Box<webhook_event::ActiveModel>, Waiter);
+
+type Waiter = oneshot::Sender<Result<(), String>>;
 
 #[derive(Clone)]
 pub struct EventWriter {
     tx: mpsc::Sender<Command>,
 }
 
+/// Where the writer commits: a store whose commits are durable when they return, or one
+/// whose WAL must be flushed after them (SQLite's own writer connection, `store::EventStore`).
+pub enum EventSink {
+    Durable(DatabaseConnection),
+    FlushAfterCommit(crate::store::EventStore),
+}
+
 impl EventWriter {
     /// Starts the writer task; it ends when every handle is dropped and the queue is drained.
     pub fn start(
-        db: DatabaseConnection,
+        sink: EventSink,
         max_batch: usize,
         linger: Duration,
         runs: RunsSignal,
         clock: crate::clock::Clock,
     ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run(db, rx, max_batch, linger, runs, clock));
+        tokio::spawn(run(sink, rx, max_batch, linger, runs, clock));
         Self { tx }
     }
 
-    /// Resolves once the event is committed (or was a duplicate of a committed one).
+    /// Resolves once the event is committed and on disk (or was a duplicate of one).
     pub async fn insert(&self, event: webhook_event::ActiveModel) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
         self.tx
@@ -60,13 +66,19 @@ impl EventWriter {
 }
 
 async fn run(
-    db: DatabaseConnection,
+    sink: EventSink,
     mut rx: mpsc::Receiver<Command>,
     max_batch: usize,
     linger: Duration,
     runs: RunsSignal,
     clock: crate::clock::Clock,
 ) {
+    let (db, flusher) = match sink {
+        EventSink::Durable(db) => (db, None),
+        EventSink::FlushAfterCommit(store) => {
+            (store.db, Some(start_flusher(store.wal, runs.clone())))
+        }
+    };
     let mut batch = Vec::with_capacity(max_batch);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -79,18 +91,76 @@ async fn run(
                 Err(_) => break,
             }
         }
-        if commit(&db, std::mem::take(&mut batch), clock.now()).await {
+        let committed = commit(&db, std::mem::take(&mut batch), clock.now()).await;
+        match &flusher {
+            // The next batch begins while this one's flush runs.
+            Some(flusher) => {
+                if let Err(mpsc::error::SendError(committed)) = flusher.send(committed) {
+                    committed.answer(Err("the WAL flush has stopped"), &runs);
+                }
+            }
+            None => committed.answer(Ok(()), &runs),
+        }
+    }
+}
+
+/// A batch's outcome, answered once it is durable.
+struct Committed {
+    outcomes: Vec<(Waiter, Result<(), String>)>,
+    queued_runs: bool,
+}
+
+impl Committed {
+    /// Answers each event; `durable` is whether the flush after the commit (if any) worked.
+    /// A queued run wakes the dispatcher only now, with the event it was queued for on disk.
+    fn answer(self, durable: Result<(), &str>, runs: &RunsSignal) {
+        for (done, outcome) in self.outcomes {
+            let _ = done.send(match durable {
+                Ok(()) => outcome,
+                Err(why) => Err(why.to_string()),
+            });
+        }
+        if self.queued_runs && durable.is_ok() {
             runs.notify();
         }
     }
 }
 
-/// Commits a batch; true when it queued a run (after the commit, so the dispatcher sees it).
+/// Flushes the WAL for the batches committed so far, and answers them; batches that
+/// commit during a flush share the next one.
+fn start_flusher(
+    wal: crate::store::WalFlush,
+    runs: RunsSignal,
+) -> mpsc::UnboundedSender<Committed> {
+    // Unbounded: what waits here is bounded by the writer's queue, one request a waiter.
+    let (tx, mut rx) = mpsc::unbounded_channel::<Committed>();
+    tokio::spawn(async move {
+        let mut ready = Vec::new();
+        while rx.recv_many(&mut ready, usize::MAX).await > 0 {
+            let flushed = wal.flush().await;
+            if let Err(err) = &flushed {
+                tracing::error!(error = %err, "flushing the webhook events' WAL failed");
+            }
+            for committed in ready.drain(..) {
+                committed.answer(
+                    flushed
+                        .as_ref()
+                        .map(|_| ())
+                        .map_err(|_| "the event could not be flushed to disk"),
+                    &runs,
+                );
+            }
+        }
+    });
+    tx
+}
+
+/// Commits a batch; each event's outcome, and whether it queued a run.
 async fn commit(
     db: &DatabaseConnection,
     batch: Vec<Command>,
     now: chrono::DateTime<chrono::Utc>,
-) -> bool {
+) -> Committed {
     let mut batch: Vec<_> = batch
         .into_iter()
         .map(|Command(event, done)| (*event, done))
@@ -102,16 +172,15 @@ async fn commit(
     let (events, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     metrics::histogram!("synchub_webhook_commit_batch_size").record(events.len() as f64);
     match write(db, events.clone(), now).await {
-        Ok(queued_runs) => {
-            for done in waiters {
-                let _ = done.send(Ok(()));
-            }
-            queued_runs
-        }
+        Ok(queued_runs) => Committed {
+            outcomes: waiters.into_iter().map(|done| (done, Ok(()))).collect(),
+            queued_runs,
+        },
         Err(err) => {
             // One bad row must not fail its neighbours: retry each event on its own.
             tracing::warn!(error = %err, size = events.len(), "group commit failed; retrying events one by one");
             let mut queued_runs = false;
+            let mut outcomes = Vec::with_capacity(waiters.len());
             for (event, done) in events.into_iter().zip(waiters) {
                 let result = write(db, vec![event], now)
                     .await
@@ -120,9 +189,12 @@ async fn commit(
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "webhook event could not be stored");
                 }
-                let _ = done.send(result);
+                outcomes.push((done, result));
             }
-            queued_runs
+            Committed {
+                outcomes,
+                queued_runs,
+            }
         }
     }
 }
@@ -214,7 +286,7 @@ fn statement_chunks(
 
 #[cfg(test)]
 mod tests {
-    use sea_orm::Set;
+    use sea_orm::{PaginatorTrait, Set};
 
     use super::*;
 
@@ -223,6 +295,47 @@ mod tests {
             body: Set(vec![0; body_len]),
             ..Default::default()
         }
+    }
+
+    /// On a store that flushes after the commit, an event is answered with the flush's
+    /// outcome: committed but not on disk is not stored, whatever the commit said.
+    #[tokio::test]
+    async fn an_event_is_acknowledged_only_once_its_wal_is_flushed() {
+        use crate::store::{EventStore, WalFlush};
+        let (dir, db) = crate::store::scratch_sqlite().await;
+        crate::store::migrate(&db).await.unwrap();
+        let writer = |wal: WalFlush| {
+            EventWriter::start(
+                EventSink::FlushAfterCommit(EventStore {
+                    db: db.clone(),
+                    wal,
+                }),
+                64,
+                Duration::ZERO,
+                RunsSignal::new(),
+                crate::clock::Clock::system(),
+            )
+        };
+        let stored = |key: &str| webhook_event::ActiveModel {
+            id: Set(crate::ids::EventId::generate()),
+            tenant_id: Set(crate::ids::TenantId::generate()),
+            connection_id: Set(ConnectionId::generate()),
+            dedupe_key: Set(key.to_string()),
+            platform_event_id: Set(None),
+            topic: Set(None),
+            content_type: Set(None),
+            body: Set(b"{}".to_vec()),
+            received_at: Set(chrono::Utc::now()),
+        };
+
+        let flushed = writer(WalFlush::of(&db).await.unwrap());
+        assert_eq!(flushed.insert(stored("id:1")).await, Ok(()));
+
+        let unflushable = writer(WalFlush::at(dir.path().join("elsewhere-wal")));
+        let answer = unflushable.insert(stored("id:2")).await;
+        assert!(answer.is_err(), "{answer:?}");
+        // The commit itself went through; only the answer depends on the flush.
+        assert_eq!(webhook_event::Entity::find().count(&db).await.unwrap(), 2);
     }
 
     #[test]

@@ -1,0 +1,56 @@
+//! A SQLite commit made durable after the fact, so that the next transaction need not wait
+//! for the disk. With `synchronous=FULL` SQLite flushes the WAL inside COMMIT, holding the
+//! one write lock there is: the webhook group commit's next batch waited for the previous
+//! batch's flush. Its connection now commits with `synchronous=NORMAL` (the frames are
+//! written, not flushed) and [`WalFlush::flush`] then flushes the WAL file before the batch
+//! is acknowledged, while the next batch already runs. One flush covers every commit that
+//! returned before it began, as PostgreSQL's group commit does.
+//!
+//! It holds what FULL holds: a committed transaction is its frames in the WAL, and they are
+//! on disk once a flush that began after COMMIT returned has finished. SQLite syncs the WAL
+//! header whenever it restarts the log, at any level but OFF (`sqlite3WalFrames`, "an
+//! out-of-order write following a WAL restart could result in database corruption"), and
+//! flushes the database file after each checkpoint, so a restart cannot strand frames.
+
+use std::path::PathBuf;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WalFlush {
+    wal: PathBuf,
+}
+
+impl WalFlush {
+    /// The WAL of the main database of `db` (a SQLite connection in WAL mode), where SQLite
+    /// itself says the database file is.
+    pub async fn of(db: &DatabaseConnection) -> anyhow::Result<Self> {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT file FROM pragma_database_list WHERE name = 'main'",
+            ))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("SQLite lists no main database"))?;
+        let file: String = row.try_get_by_index(0)?;
+        anyhow::ensure!(
+            !file.is_empty(),
+            "an in-memory or temporary SQLite database has no WAL to flush"
+        );
+        Ok(Self::at(PathBuf::from(format!("{file}-wal"))))
+    }
+
+    /// A flush of the WAL file at `wal`.
+    pub fn at(wal: PathBuf) -> Self {
+        Self { wal }
+    }
+
+    /// Flushes everything written to the WAL so far. The file is opened for each flush: a
+    /// descriptor kept open would outlive a WAL that SQLite deleted and made anew.
+    pub async fn flush(&self) -> std::io::Result<()> {
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || std::fs::File::open(&wal)?.sync_all())
+            .await
+            .map_err(std::io::Error::other)?
+    }
+}
