@@ -2,9 +2,10 @@
 //! task gathers whatever events are queued into one transaction, so a disk flush serves
 //! hundreds of requests instead of one. (Refusals are tallied apart: `rejections`.)
 //!
-//! One batch is in flight at a time. Measured on PostgreSQL with two to four at once, the
-//! batches shrank to a few events each and the CPU a request rose by half (12,000/s beside
-//! 16,000/s in `bench webhooks`); SQLite has one writer anyway.
+//! One batch commits at a time. Measured on PostgreSQL with two to four at once, the batches
+//! shrank to a few events each and the CPU a request rose by half (12,000/s beside 16,000/s
+//! in `bench webhooks`); SQLite has one writer anyway. On SQLite a batch's flush to disk
+//! runs after its commit, beside the next batch's (`EventSink::FlushAfterCommit`).
 
 use std::time::Duration;
 
