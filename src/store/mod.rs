@@ -9,7 +9,7 @@ mod wal_flush;
 pub use checkpoint::{Checkpointed, checkpoint, spawn_checkpointer};
 pub use owned::{TenantOwned, find_owned};
 pub use sqlite_busy::lock_waits as sqlite_lock_waits;
-pub use wal_flush::WalFlush;
+pub use wal_flush::{AfterFlush, WalFlush};
 
 use std::time::Duration;
 

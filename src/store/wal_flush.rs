@@ -54,3 +54,46 @@ impl WalFlush {
             .map_err(std::io::Error::other)?
     }
 }
+
+/// An answer waiting for the flush after its commit: called with the flush's outcome.
+type Pending = Box<dyn FnOnce(Result<(), &std::io::Error>) + Send>;
+
+/// Answers callers once their commit is on disk: a task flushes the WAL for whatever
+/// commits were handed to it meanwhile (those arriving during a flush share the next one)
+/// and then calls their answers, while the writer that handed them on commits its next
+/// transaction. The webhook group commit and the runs' ends use it on SQLite.
+#[derive(Clone)]
+pub struct AfterFlush {
+    pending: tokio::sync::mpsc::UnboundedSender<Pending>,
+}
+
+impl AfterFlush {
+    /// Starts the flushing task (inside a Tokio runtime); it ends with its last handle.
+    pub fn start(wal: WalFlush) -> Self {
+        // Unbounded: what waits here is bounded by the writers' own queues.
+        let (pending, mut handed) = tokio::sync::mpsc::unbounded_channel::<Pending>();
+        tokio::spawn(async move {
+            let mut ready = Vec::new();
+            while handed.recv_many(&mut ready, usize::MAX).await > 0 {
+                let flushed = wal.flush().await;
+                if let Err(err) = &flushed {
+                    tracing::error!(error = %err, wal = %wal.wal.display(), "flushing the WAL after a commit failed");
+                }
+                for answer in ready.drain(..) {
+                    answer(flushed.as_ref().map(|_| ()));
+                }
+            }
+        });
+        Self { pending }
+    }
+
+    /// Calls `answer` once a flush begun after this call has ended, with its outcome; at
+    /// once with an error if the flushing task has stopped.
+    pub fn then(&self, answer: impl FnOnce(Result<(), &std::io::Error>) + Send + 'static) {
+        if let Err(tokio::sync::mpsc::error::SendError(answer)) =
+            self.pending.send(Box::new(answer))
+        {
+            answer(Err(&std::io::Error::other("the WAL flush has stopped")));
+        }
+    }
+}
