@@ -5,13 +5,19 @@
 //! One batch commits at a time. Measured on PostgreSQL with two to four at once, the batches
 //! shrank to a few events each and the CPU a request rose by half (12,000/s beside 16,000/s
 //! in `bench webhooks`); SQLite has one writer anyway. On SQLite a batch's flush to disk
-//! runs after its commit, beside the next batch's (`EventSink::FlushAfterCommit`).
+//! runs after its commit, beside the next batch's (`EventSink::FlushAfterCommit`,
+//! `store::AfterFlush`). A batch is three round trips to the database, whatever its size:
+//! begin, its events' INSERT together with the read of the flows they trigger, commit (and
+//! one more when it queues runs).
 
 use std::time::Duration;
 
+use sea_orm::sea_query::{
+    CommonTableExpression, PostgresQueryBuilder, SqliteQueryBuilder, WithClause,
+};
 use sea_orm::{
-    ActiveValue, ColumnTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder,
+    ActiveValue, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QueryTrait, Select, Statement, TryInsert,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -77,7 +83,7 @@ async fn run(
     let (db, flusher) = match sink {
         EventSink::Durable(db) => (db, None),
         EventSink::FlushAfterCommit(store) => {
-            (store.db, Some(start_flusher(store.wal, runs.clone())))
+            (store.db, Some(crate::store::AfterFlush::start(store.wal)))
         }
     };
     let mut batch = Vec::with_capacity(max_batch);
@@ -96,9 +102,13 @@ async fn run(
         match &flusher {
             // The next batch begins while this one's flush runs.
             Some(flusher) => {
-                if let Err(mpsc::error::SendError(committed)) = flusher.send(committed) {
-                    committed.answer(Err("the WAL flush has stopped"), &runs);
-                }
+                let runs = runs.clone();
+                flusher.then(move |flushed| {
+                    committed.answer(
+                        flushed.map_err(|_| "the event could not be flushed to disk"),
+                        &runs,
+                    )
+                });
             }
             None => committed.answer(Ok(()), &runs),
         }
@@ -125,35 +135,6 @@ impl Committed {
             runs.notify();
         }
     }
-}
-
-/// Flushes the WAL for the batches committed so far, and answers them; batches that
-/// commit during a flush share the next one.
-fn start_flusher(
-    wal: crate::store::WalFlush,
-    runs: RunsSignal,
-) -> mpsc::UnboundedSender<Committed> {
-    // Unbounded: what waits here is bounded by the writer's queue, one request a waiter.
-    let (tx, mut rx) = mpsc::unbounded_channel::<Committed>();
-    tokio::spawn(async move {
-        let mut ready = Vec::new();
-        while rx.recv_many(&mut ready, usize::MAX).await > 0 {
-            let flushed = wal.flush().await;
-            if let Err(err) = &flushed {
-                tracing::error!(error = %err, "flushing the webhook events' WAL failed");
-            }
-            for committed in ready.drain(..) {
-                committed.answer(
-                    flushed
-                        .as_ref()
-                        .map(|_| ())
-                        .map_err(|_| "the event could not be flushed to disk"),
-                    &runs,
-                );
-            }
-        }
-    });
-    tx
 }
 
 /// Commits a batch; each event's outcome, and whether it queued a run.
@@ -230,29 +211,40 @@ async fn write(
         ids.dedup();
         ids
     };
-    for chunk in statement_chunks(events, db.get_database_backend()) {
-        webhook_event::Entity::insert_many(chunk)
-            .on_conflict_do_nothing_on([
+    let backend = db.get_database_backend();
+    let mut inserts: Vec<_> = statement_chunks(events, backend)
+        .into_iter()
+        .map(|chunk| {
+            webhook_event::Entity::insert_many(chunk).on_conflict_do_nothing_on([
                 webhook_event::Column::ConnectionId,
                 webhook_event::Column::DedupeKey,
             ])
-            .exec_without_returning(&txn)
-            .await?;
+        })
+        .collect();
+    let Some(last) = inserts.pop() else {
+        return Ok(false);
+    };
+    for insert in inserts {
+        insert.exec_without_returning(&txn).await?;
     }
     // In the same transaction as the events: a verified webhook triggers an incremental run
     // of each flow that asks for it, and a burst coalesces into the one run still waiting.
-    let mut queued_runs = false;
-    if !sources.is_empty() {
-        let flows = flow::Entity::find()
-            .filter(flow::Column::SourceConnectionId.is_in(sources))
-            .filter(flow::Column::OnWebhook.eq(true))
-            .filter(flow::Column::Enabled.eq(true))
-            .order_by_asc(flow::Column::Id)
-            .all(&txn)
-            .await?;
-        for flow in &flows {
-            queued_runs |= crate::runs::enqueue_run(
-                &txn,
+    // The flows are read in the round trip of the last INSERT.
+    let triggered = flow::Entity::find()
+        .filter(flow::Column::SourceConnectionId.is_in(sources))
+        .filter(flow::Column::OnWebhook.eq(true))
+        .filter(flow::Column::Enabled.eq(true))
+        .order_by_asc(flow::Column::Id);
+    let flows = txn
+        .query_all_raw(insert_then_select(last, triggered, backend))
+        .await?
+        .iter()
+        .map(|row| flow::Model::from_query_result(row, ""))
+        .collect::<Result<Vec<_>, _>>()?;
+    let runs: Vec<_> = flows
+        .iter()
+        .map(|flow| {
+            crate::runs::queued_run(
                 flow,
                 RunId::generate(),
                 "webhook",
@@ -260,13 +252,45 @@ async fn write(
                 None,
                 now,
             )
-            .await
-            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
-            .is_some();
-        }
-    }
+        })
+        .collect();
+    // In the flows' order, one statement: batches of several processes lock alike.
+    let queued_runs = crate::runs::enqueue_runs(&txn, runs)
+        .await
+        .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
+        > 0;
     txn.commit().await?;
     Ok(queued_runs)
+}
+
+/// One statement that runs `insert` and then answers `select`, so both take one round trip
+/// to the database: a data-modifying WITH on PostgreSQL (run to completion whether or not
+/// the query reads it), two statements in one string on SQLite (which sqlx runs in turn,
+/// binding each its share of the values).
+fn insert_then_select(
+    insert: TryInsert<webhook_event::ActiveModel>,
+    select: Select<flow::Entity>,
+    backend: DatabaseBackend,
+) -> Statement {
+    match backend {
+        DatabaseBackend::Postgres => {
+            let stored = CommonTableExpression::new()
+                .query(insert.into_query())
+                .table_name("stored")
+                .to_owned();
+            let (sql, values) = select
+                .into_query()
+                .with(WithClause::new().cte(stored).to_owned())
+                .build(PostgresQueryBuilder);
+            Statement::from_sql_and_values(backend, sql, values)
+        }
+        _ => {
+            let (insert_sql, mut values) = insert.into_query().build(SqliteQueryBuilder);
+            let (select_sql, select_values) = select.into_query().build(SqliteQueryBuilder);
+            values.0.extend(select_values.0);
+            Statement::from_sql_and_values(backend, format!("{insert_sql}; {select_sql}"), values)
+        }
+    }
 }
 
 /// Splits a batch into INSERT statements small enough for the backend.
@@ -337,6 +361,79 @@ mod tests {
         assert!(answer.is_err(), "{answer:?}");
         // The commit itself went through; only the answer depends on the flush.
         assert_eq!(webhook_event::Entity::find().count(&db).await.unwrap(), 2);
+    }
+
+    /// The batch's INSERT and the read of the flows it triggers share a statement: on each
+    /// database both happen (events stored once, a run queued for the flow that runs on
+    /// webhooks), and a later batch coalesces into the run still waiting.
+    #[tokio::test]
+    async fn a_batch_stores_its_events_and_queues_the_runs_it_triggers() {
+        use crate::store::entities::run;
+        let mut databases = vec![
+            crate::bench::fixture::ScratchDatabase::create("sqlite", "")
+                .await
+                .unwrap(),
+        ];
+        if let Ok(url) = std::env::var("SYNCHUB_TEST_DATABASE_URL") {
+            databases.push(
+                crate::bench::fixture::ScratchDatabase::create("postgres", &url)
+                    .await
+                    .unwrap(),
+            );
+        }
+        for database in databases {
+            let db = database.connect().await.unwrap();
+            let now = chrono::Utc::now();
+            let flow = flow::Model {
+                on_webhook: true,
+                ..crate::runs::test_flow(now)
+            };
+            flow::Entity::insert(flow::ActiveModel::from(flow.clone()))
+                .exec(&db)
+                .await
+                .unwrap();
+            let stored = |connection: &ConnectionId, key: &str| webhook_event::ActiveModel {
+                id: Set(crate::ids::EventId::generate()),
+                tenant_id: Set(flow.tenant_id.clone()),
+                connection_id: Set(connection.clone()),
+                dedupe_key: Set(key.to_string()),
+                platform_event_id: Set(None),
+                topic: Set(None),
+                content_type: Set(None),
+                body: Set(b"{}".to_vec()),
+                received_at: Set(now),
+            };
+            let source = &flow.source_connection_id;
+            let other = ConnectionId::generate();
+            let batch = vec![
+                stored(source, "id:1"),
+                stored(source, "id:2"),
+                stored(source, "id:1"),
+                stored(&other, "id:1"),
+            ];
+            assert!(
+                write(&db, batch, now).await.unwrap(),
+                "{}: a run is queued",
+                database.url
+            );
+            assert!(
+                !write(&db, vec![stored(source, "id:3")], now).await.unwrap(),
+                "{}: the next webhook joins the run still waiting",
+                database.url
+            );
+            assert_eq!(
+                webhook_event::Entity::find().count(&db).await.unwrap(),
+                4,
+                "{}: each event once",
+                database.url
+            );
+            let runs = run::Entity::find().all(&db).await.unwrap();
+            assert_eq!(runs.len(), 1, "{}", database.url);
+            assert_eq!(runs[0].flow_id, flow.id);
+            assert_eq!(runs[0].dedupe_key, crate::runs::WEBHOOK_PENDING);
+            db.close().await.unwrap();
+            database.remove().await.unwrap();
+        }
     }
 
     #[test]
