@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult, JoinType,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, RelationDef,
 };
 
 use super::{
@@ -48,7 +48,7 @@ pub(super) async fn claim_in_group(
         .filter(|r| r.lease == lease)
         .filter_map(|r| {
             let flow = flow_of.get(r.run_id)?;
-            flows_seen.insert(flow).then(|| r.run_id.clone())
+            flows_seen.insert(&flow.id).then(|| r.run_id.clone())
         })
         .collect();
     let mut claimed: HashMap<RunId, run::Model> = if at_once.is_empty() {
@@ -61,25 +61,13 @@ pub(super) async fn claim_in_group(
             .map(|run| (run.id.clone(), run))
             .collect()
     };
-    let flow_ids: Vec<FlowId> = claimed.values().map(|r| r.flow_id.clone()).collect();
-    let flows: HashMap<FlowId, flow::Model> = if flow_ids.is_empty() {
-        HashMap::new()
-    } else {
-        flow::Entity::find()
-            .filter(flow::Column::Id.is_in(flow_ids))
-            .all(txn)
-            .await?
-            .into_iter()
-            .map(|f| (f.id.clone(), f))
-            .collect()
-    };
 
     let at_once: HashSet<RunId> = at_once.into_iter().collect();
     let mut answers = Vec::with_capacity(requests.len());
     for request in requests {
         let answer = if let Some(run) = claimed.remove(request.run_id) {
-            let flow = flows
-                .get(&run.flow_id)
+            let flow = flow_of
+                .get(&run.id)
                 .cloned()
                 .ok_or(Error::NotFound("flow"))?;
             record_pickup(&run, request.now);
@@ -98,19 +86,24 @@ pub(super) async fn claim_in_group(
     Ok(answers)
 }
 
-/// The flow of each run (those that exist), with the flows' locks taken (PostgreSQL) in the
-/// same statement and in the order `lock_runs_of_flows` takes them: PostgreSQL evaluates a
-/// volatile output expression after ORDER BY ("SELECT", Description, in its manual).
+/// The flow of each run (those that exist), read with the flows' locks taken (PostgreSQL) in
+/// the same statement and in the order `lock_runs_of_flows` takes them: PostgreSQL evaluates
+/// a volatile output expression after ORDER BY ("SELECT", Description, in its manual). The
+/// flows come in this round trip so that the claim needs none of its own to read them.
 async fn flows_of_runs_locked(
     txn: &sea_orm::DatabaseTransaction,
     ids: Vec<RunId>,
-) -> Result<HashMap<RunId, FlowId>> {
-    let mut select = run::Entity::find()
-        .select_only()
-        .column(run::Column::Id)
-        .column(run::Column::FlowId)
+) -> Result<HashMap<RunId, flow::Model>> {
+    let backend = txn.get_database_backend();
+    let runs_of_flow: RelationDef = run::Entity::belongs_to(flow::Entity)
+        .from(run::Column::FlowId)
+        .to(flow::Column::Id)
+        .into();
+    let mut select = flow::Entity::find()
+        .join_rev(JoinType::InnerJoin, runs_of_flow)
+        .column_as(run::Column::Id, ASKED_RUN)
         .filter(run::Column::Id.is_in(ids));
-    if txn.get_database_backend() == DatabaseBackend::Postgres {
+    if backend == DatabaseBackend::Postgres {
         select = select
             .expr(Expr::cust(format!(
                 r#"pg_advisory_xact_lock(hashtextextended('{RUNS_OF}' || "runs"."flow_id", 0))::text"#
@@ -120,13 +113,16 @@ async fn flows_of_runs_locked(
                 sea_orm::Order::Asc,
             );
     }
-    Ok(select
-        .into_tuple::<(RunId, FlowId)>()
-        .all(txn)
-        .await?
-        .into_iter()
-        .collect())
+    let mut flows = HashMap::new();
+    for row in txn.query_all_raw(select.build(backend)).await? {
+        let run: RunId = row.try_get("", ASKED_RUN)?;
+        flows.insert(run, flow::Model::from_query_result(&row, "")?);
+    }
+    Ok(flows)
 }
+
+/// The column that names, beside each flow, the run it was read for.
+const ASKED_RUN: &str = "asked_run_id";
 
 /// One successful end of a group.
 pub(super) struct SuccessRequest<'a> {
