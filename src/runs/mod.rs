@@ -334,14 +334,20 @@ async fn release_waiting(
         .map(|run| run.flow_id)
         .collect();
     if !released.is_empty() && txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-        // PostgreSQL's other processes hear of it at commit; SQLite's are this one.
-        txn.execute_unprepared(&format!(
-            "SELECT pg_notify('{}', '')",
-            crate::runtime::RUNS_CHANNEL
-        ))
-        .await?;
+        notify_released(txn).await?;
     }
     Ok(released)
+}
+
+/// Tells PostgreSQL's other processes, at commit, that runs were handed out (SQLite's are
+/// this one).
+async fn notify_released(txn: &sea_orm::DatabaseTransaction) -> Result<()> {
+    txn.execute_unprepared(&format!(
+        "SELECT pg_notify('{}', '')",
+        crate::runtime::RUNS_CHANNEL
+    ))
+    .await?;
+    Ok(())
 }
 
 /// Hands out the due runs of `flows` that `claim` put back, but for `ended` (those ending).

@@ -5,15 +5,18 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{
+    CommonTableExpression, Expr, PostgresQueryBuilder, Query, ValueTuple, WithClause,
+};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult, JoinType,
     QueryFilter, QueryOrder, QuerySelect, QueryTrait, RelationDef,
 };
 
 use super::{
-    Checkpoint, Claimed, RUNS_OF, RunReport, claim_in, claim_statement, move_cursor,
-    put_back_behind_sibling, record_pickup, release_waiting, report,
+    Checkpoint, Claimed, RUNS_OF, RunReport, claim_in, claim_statement, lock_runs_of_flows,
+    move_cursor, notify_released, put_back_behind_sibling, record_pickup, release_statement,
+    release_waiting, report,
 };
 use crate::error::{Error, Result};
 use crate::ids::{FlowId, RunId};
@@ -171,6 +174,109 @@ pub(super) async fn succeed_in_group(
         })
         .collect()
 }
+
+/// Ends each run as succeeded, taking its flow's lock first, as `lock_runs_of_flows` and then
+/// `succeed_in_group` would. On PostgreSQL it is one statement, where those are three round
+/// trips: the locks are a MATERIALIZED WITH that both UPDATEs gate on, a condition without a
+/// row in it, so PostgreSQL evaluates it once before either reads a run (a "One-Time Filter"
+/// in the plan), and a VALUES list is scanned in the order written, so the locks come in
+/// `lock_runs_of_flows`'s order. A cursor to move costs its own statement, as there.
+pub(super) async fn lock_and_succeed_in_group(
+    txn: &sea_orm::DatabaseTransaction,
+    requests: &[SuccessRequest<'_>],
+) -> Result<Vec<RunReport>> {
+    if txn.get_database_backend() != DatabaseBackend::Postgres || requests.is_empty() {
+        lock_runs_of_flows(txn, requests.iter().map(|r| &r.flow.id)).await?;
+        return succeed_in_group(txn, requests).await;
+    }
+    let now = requests.iter().map(|r| r.now).max().unwrap_or_default();
+    let ids: Vec<RunId> = requests.iter().map(|r| r.run_id.clone()).collect();
+    let flows: Vec<FlowId> = requests.iter().map(|r| r.flow.id.clone()).collect();
+    let mut keys: Vec<String> = flows
+        .iter()
+        .map(|flow| format!("{RUNS_OF}{flow}"))
+        .collect();
+    keys.sort();
+    keys.dedup();
+
+    let mut locks = Query::select();
+    locks
+        .expr_as(
+            Expr::cust(r#"count(pg_advisory_xact_lock(hashtextextended("keys"."column1", 0)))"#),
+            "taken",
+        )
+        .from_values(keys.into_iter().map(|k| ValueTuple::One(k.into())), "keys");
+    let locked = Expr::cust(r#"(SELECT "taken" FROM "locks") >= 0"#);
+    let mut ended = super::success_statement(ids.clone(), now).into_query();
+    ended.and_where(locked.clone()).returning_all();
+    let mut released = release_statement(flows, ids, now).into_query();
+    released
+        .and_where(locked)
+        .returning_col(run::Column::FlowId);
+    let cte =
+        |name: &'static str, query: sea_orm::sea_query::SubQueryStatement, materialized: bool| {
+            CommonTableExpression::new()
+                .query(query)
+                .table_name(name)
+                .materialized(materialized)
+                .to_owned()
+        };
+    let with = WithClause::new()
+        .cte(cte("locks", locks.into(), true))
+        .cte(cte("ended", ended.into(), false))
+        .cte(cte("released", released.into(), false))
+        .to_owned();
+    let (sql, values) = Query::select()
+        .expr(Expr::cust(r#""ended".*"#))
+        .expr_as(
+            Expr::cust(
+                r#"EXISTS (SELECT 1 FROM "released" WHERE "released"."flow_id" = "ended"."flow_id")"#,
+            ),
+            RELEASED_NEXT,
+        )
+        .from("ended")
+        .to_owned()
+        .with(with)
+        .build(PostgresQueryBuilder);
+    let rows = txn
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?;
+    let mut ended: HashMap<RunId, (run::Model, bool)> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let run = run::Model::from_query_result(&row, "")?;
+        let released_next: bool = row.try_get("", RELEASED_NEXT)?;
+        ended.insert(run.id.clone(), (run, released_next));
+    }
+    if ended.len() != requests.len() {
+        return Err(Error::NotFound("run"));
+    }
+    if ended.values().any(|(_, released)| *released) {
+        notify_released(txn).await?;
+    }
+    for (run, _) in ended.values() {
+        if let Some(version) = Checkpoint::of(run).max_version {
+            move_cursor(txn, &run.flow_id, version).await?;
+        }
+    }
+    requests
+        .iter()
+        .map(|request| {
+            let (run, released_next) =
+                ended.remove(request.run_id).ok_or(Error::NotFound("run"))?;
+            Ok(RunReport {
+                released_next,
+                ..report(&run)
+            })
+        })
+        .collect()
+}
+
+/// The column that says, beside each ended run, whether its flow's next run was handed out.
+const RELEASED_NEXT: &str = "released_next";
 
 #[cfg(test)]
 mod tests {
@@ -382,6 +488,84 @@ mod tests {
         .await;
     }
 
+    /// An end group takes its flows' locks before it writes a run: while another transaction
+    /// holds one of them, the group waits, and then ends its runs and hands out the run that
+    /// waited behind one of them.
+    #[tokio::test]
+    async fn an_end_group_waits_for_its_flows_locks() {
+        on_each_database(|db, url| async move {
+            let now = chrono::Utc::now();
+            let lease = chrono::Duration::seconds(120);
+            let (a, a_runs) = flow_with_runs(&db, 2, now).await;
+            let (b, b_runs) = flow_with_runs(&db, 1, now).await;
+            let txn = crate::store::begin_write(&db).await.unwrap();
+            let asked = [&a_runs[0], &a_runs[1], &b_runs[0]];
+            let requests: Vec<ClaimRequest> = asked
+                .iter()
+                .map(|run_id| ClaimRequest { run_id, lease, now })
+                .collect();
+            claim_in_group(&txn, &requests).await.unwrap();
+            txn.commit().await.unwrap();
+
+            let holder = crate::store::begin_write(&db).await.unwrap();
+            lock_runs_of_flows(&holder, [&b.id]).await.unwrap();
+            let ending = {
+                let (db, a, b, a_run, b_run) = (
+                    db.clone(),
+                    a.clone(),
+                    b.clone(),
+                    a_runs[0].clone(),
+                    b_runs[0].clone(),
+                );
+                tokio::spawn(async move {
+                    let requests = [
+                        SuccessRequest {
+                            flow: &b,
+                            run_id: &b_run,
+                            now,
+                        },
+                        SuccessRequest {
+                            flow: &a,
+                            run_id: &a_run,
+                            now,
+                        },
+                    ];
+                    let txn = crate::store::begin_write(&db).await?;
+                    let reports = lock_and_succeed_in_group(&txn, &requests).await?;
+                    txn.commit().await?;
+                    Ok::<_, Error>(reports)
+                })
+            };
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            assert!(!ending.is_finished(), "{url}: the group waits for b's lock");
+            assert_eq!(row(&db, &a_runs[0]).await.status, run::RunStatus::Running);
+            holder.commit().await.unwrap();
+            let reports = ending.await.unwrap().unwrap();
+            assert_eq!(reports[0].status, run::RunStatus::Succeeded, "{url}");
+            assert!(!reports[0].released_next, "b had nothing waiting");
+            assert!(
+                reports[1].released_next,
+                "{url}: a's second run waited for it"
+            );
+            assert_eq!(row(&db, &a_runs[0]).await.status, run::RunStatus::Succeeded);
+            assert!(row(&db, &a_runs[1]).await.dispatched_at.is_none());
+
+            let txn = crate::store::begin_write(&db).await.unwrap();
+            let gone = RunId::generate();
+            let with_gone = [SuccessRequest {
+                flow: &a,
+                run_id: &gone,
+                now,
+            }];
+            assert!(matches!(
+                lock_and_succeed_in_group(&txn, &with_gone).await,
+                Err(Error::NotFound("run"))
+            ));
+            txn.rollback().await.unwrap();
+        })
+        .await;
+    }
+
     /// The groups' flow locks are taken in one order however they are asked: by runs whose
     /// ids sort the other way from their flows' (a claim), by flows in either order (ends).
     /// A third transaction holds a flow in the middle meanwhile, so that all are part-way
@@ -427,12 +611,29 @@ mod tests {
                 })
             };
             let (forwards, backwards) = (by_flows(false), by_flows(true));
+            // Ends of the runs, their flows asked in reverse: the locks of the one statement.
+            let by_ends = {
+                let (db, flows, runs) = (db.clone(), flows.clone(), runs.clone());
+                tokio::spawn(async move {
+                    let requests: Vec<SuccessRequest> = flows
+                        .iter()
+                        .rev()
+                        .zip(&runs)
+                        .map(|(flow, run_id)| SuccessRequest { flow, run_id, now })
+                        .collect();
+                    let txn = crate::store::begin_write(&db).await?;
+                    lock_and_succeed_in_group(&txn, &requests).await?;
+                    txn.commit().await?;
+                    Ok::<_, Error>(())
+                })
+            };
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             holder.commit().await.unwrap();
             for (what, task) in [
                 ("by runs", by_runs),
                 ("by flows", forwards),
                 ("by flows reversed", backwards),
+                ("by ends", by_ends),
             ] {
                 task.await
                     .unwrap()

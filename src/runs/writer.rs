@@ -15,7 +15,9 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::together::{ClaimRequest, SuccessRequest, claim_in_group, succeed_in_group};
+use super::together::{
+    ClaimRequest, SuccessRequest, claim_in_group, lock_and_succeed_in_group, succeed_in_group,
+};
 use super::{Claimed, RunReport, fail_in, lock_runs_of_flows};
 use crate::connectors::client::CallError;
 use crate::error::{Error, Result};
@@ -293,16 +295,6 @@ async fn in_group(txn: &sea_orm::DatabaseTransaction, batch: &[Request]) -> Resu
         // Claims lock their flows before ends would lock theirs: not in one order.
         return Err(mismatch());
     }
-    // Every flow's lock first, in one order; then the successes in two statements, and each
-    // failure on its own (rare, and it writes alerts).
-    lock_runs_of_flows(
-        txn,
-        batch.iter().filter_map(|request| match request {
-            Request::End { flow, .. } => Some(&flow.id),
-            Request::Claim { .. } => None,
-        }),
-    )
-    .await?;
     let successes: Vec<SuccessRequest> = batch
         .iter()
         .filter_map(|request| match request {
@@ -320,6 +312,24 @@ async fn in_group(txn: &sea_orm::DatabaseTransaction, batch: &[Request]) -> Resu
             _ => None,
         })
         .collect();
+    if successes.len() == batch.len() {
+        // The usual group: the locks and the successes together.
+        return Ok(lock_and_succeed_in_group(txn, &successes)
+            .await?
+            .into_iter()
+            .map(Answer::Ended)
+            .collect());
+    }
+    // Every flow's lock first, in one order; then the successes in two statements, and each
+    // failure on its own (rare, and it writes alerts).
+    lock_runs_of_flows(
+        txn,
+        batch.iter().filter_map(|request| match request {
+            Request::End { flow, .. } => Some(&flow.id),
+            Request::Claim { .. } => None,
+        }),
+    )
+    .await?;
     let mut succeeded = succeed_in_group(txn, &successes).await?.into_iter();
     let mut answers = Vec::with_capacity(batch.len());
     for request in batch {
