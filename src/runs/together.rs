@@ -213,18 +213,17 @@ pub(super) async fn lock_and_succeed_in_group(
     released
         .and_where(locked)
         .returning_col(run::Column::FlowId);
-    let cte =
-        |name: &'static str, query: sea_orm::sea_query::SubQueryStatement, materialized: bool| {
-            CommonTableExpression::new()
-                .query(query)
-                .table_name(name)
-                .materialized(materialized)
-                .to_owned()
-        };
+    let cte = |name: &'static str, query: sea_orm::sea_query::SubQueryStatement| {
+        CommonTableExpression::new()
+            .query(query)
+            .table_name(name)
+            .to_owned()
+    };
     let with = WithClause::new()
-        .cte(cte("locks", locks.into(), true))
-        .cte(cte("ended", ended.into(), false))
-        .cte(cte("released", released.into(), false))
+        // Materialized: evaluated once, whichever UPDATE asks first.
+        .cte(cte("locks", locks.into()).materialized(true).to_owned())
+        .cte(cte("ended", ended.into()))
+        .cte(cte("released", released.into()))
         .to_owned();
     let (sql, values) = Query::select()
         .expr(Expr::cust(r#""ended".*"#))
