@@ -61,7 +61,7 @@ type Pending = Box<dyn FnOnce(Result<(), &std::io::Error>) + Send>;
 /// Answers callers once their commit is on disk: a task flushes the WAL for whatever
 /// commits were handed to it meanwhile (those arriving during a flush share the next one)
 /// and then calls their answers, while the writer that handed them on commits its next
-/// transaction. The webhook group commit and the runs' ends use it on SQLite.
+/// transaction. The webhook group commit uses it on SQLite.
 #[derive(Clone)]
 pub struct AfterFlush {
     pending: tokio::sync::mpsc::UnboundedSender<Pending>,
@@ -70,7 +70,7 @@ pub struct AfterFlush {
 impl AfterFlush {
     /// Starts the flushing task (inside a Tokio runtime); it ends with its last handle.
     pub fn start(wal: WalFlush) -> Self {
-        // Unbounded: what waits here is bounded by the writers' own queues.
+        // Unbounded: what waits here is bounded by the writer's own queue.
         let (pending, mut handed) = tokio::sync::mpsc::unbounded_channel::<Pending>();
         tokio::spawn(async move {
             let mut ready = Vec::new();
