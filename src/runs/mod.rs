@@ -244,6 +244,18 @@ async fn lock_runs_of(txn: &sea_orm::DatabaseTransaction, flow: &FlowId) -> Resu
     lock_runs_of_flows(txn, [flow]).await
 }
 
+/// The advisory-lock keys of `flows`' runs, once each and in the one order every group takes
+/// them (`lock_runs_of_flows`, `together::lock_and_succeed_in_group`).
+fn run_lock_keys<'a>(flows: impl IntoIterator<Item = &'a FlowId>) -> Vec<String> {
+    let mut keys: Vec<String> = flows
+        .into_iter()
+        .map(|flow| format!("{RUNS_OF}{flow}"))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
 /// `lock_runs_of` for several flows in one statement, always in the flows' order: two
 /// transactions that each take several never wait on each other in a circle.
 async fn lock_runs_of_flows<'a>(
@@ -253,12 +265,7 @@ async fn lock_runs_of_flows<'a>(
     if txn.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
         return Ok(());
     }
-    let mut keys: Vec<String> = flows
-        .into_iter()
-        .map(|flow| format!("{RUNS_OF}{flow}"))
-        .collect();
-    keys.sort();
-    keys.dedup();
+    let keys = run_lock_keys(flows);
     if keys.is_empty() {
         return Ok(());
     }

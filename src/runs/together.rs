@@ -16,7 +16,7 @@ use sea_orm::{
 use super::{
     Checkpoint, Claimed, RUNS_OF, RunReport, claim_in, claim_statement, lock_runs_of_flows,
     move_cursor, notify_released, put_back_behind_sibling, record_pickup, release_statement,
-    release_waiting, report,
+    release_waiting, report, run_lock_keys,
 };
 use crate::error::{Error, Result};
 use crate::ids::{FlowId, RunId};
@@ -192,12 +192,7 @@ pub(super) async fn lock_and_succeed_in_group(
     let now = requests.iter().map(|r| r.now).max().unwrap_or_default();
     let ids: Vec<RunId> = requests.iter().map(|r| r.run_id.clone()).collect();
     let flows: Vec<FlowId> = requests.iter().map(|r| r.flow.id.clone()).collect();
-    let mut keys: Vec<String> = flows
-        .iter()
-        .map(|flow| format!("{RUNS_OF}{flow}"))
-        .collect();
-    keys.sort();
-    keys.dedup();
+    let keys = run_lock_keys(&flows);
 
     let mut locks = Query::select();
     locks
