@@ -198,7 +198,6 @@ async fn write(
     events: Vec<webhook_event::ActiveModel>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<bool, sea_orm::DbErr> {
-    let txn = crate::store::begin_write(db).await?;
     let sources: Vec<ConnectionId> = {
         let mut ids: Vec<ConnectionId> = events
             .iter()
@@ -224,6 +223,8 @@ async fn write(
     let Some(last) = inserts.pop() else {
         return Ok(false);
     };
+    // The rows are gathered before the transaction begins, not under its write lock.
+    let txn = crate::store::begin_write(db).await?;
     for insert in inserts {
         insert.exec_without_returning(&txn).await?;
     }
