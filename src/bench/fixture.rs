@@ -55,6 +55,17 @@ impl ScratchDatabase {
         }
     }
 
+    /// A test's scratch databases: SQLite, and PostgreSQL when the suite is given one
+    /// (`SYNCHUB_TEST_DATABASE_URL`, set by `.ci/run`).
+    #[cfg(test)]
+    pub async fn for_tests() -> anyhow::Result<Vec<Self>> {
+        let mut all = vec![Self::create("sqlite", "").await?];
+        if let Ok(url) = std::env::var("SYNCHUB_TEST_DATABASE_URL") {
+            all.push(Self::create("postgres", &url).await?);
+        }
+        Ok(all)
+    }
+
     /// Settings for a process on this database; `env` adds SYNCHUB_* variables.
     pub fn settings(&self, env: &[(&str, &str)]) -> anyhow::Result<Settings> {
         let mut vars = vec![

@@ -281,22 +281,13 @@ mod tests {
     use crate::bench::fixture::ScratchDatabase;
     use crate::runs::{RunWriter, lock_runs_of_flows, queued_run, test_flow};
 
-    /// Each test's scratch databases: SQLite, and PostgreSQL when the suite is given one.
-    async fn databases() -> Vec<ScratchDatabase> {
-        let mut all = vec![ScratchDatabase::create("sqlite", "").await.unwrap()];
-        if let Ok(url) = std::env::var("SYNCHUB_TEST_DATABASE_URL") {
-            all.push(ScratchDatabase::create("postgres", &url).await.unwrap());
-        }
-        all
-    }
-
-    /// Runs `test` on each scratch database (`databases`), then removes it.
+    /// Runs `test` on each scratch database (`ScratchDatabase::for_tests`), then removes it.
     async fn on_each_database<F, Fut>(test: F)
     where
         F: Fn(sea_orm::DatabaseConnection, String) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
-        for database in databases().await {
+        for database in ScratchDatabase::for_tests().await.unwrap() {
             let db = database.connect().await.unwrap();
             test(db.clone(), database.url.clone()).await;
             db.close().await.unwrap();

@@ -370,19 +370,10 @@ mod tests {
     #[tokio::test]
     async fn a_batch_stores_its_events_and_queues_the_runs_it_triggers() {
         use crate::store::entities::run;
-        let mut databases = vec![
-            crate::bench::fixture::ScratchDatabase::create("sqlite", "")
-                .await
-                .unwrap(),
-        ];
-        if let Ok(url) = std::env::var("SYNCHUB_TEST_DATABASE_URL") {
-            databases.push(
-                crate::bench::fixture::ScratchDatabase::create("postgres", &url)
-                    .await
-                    .unwrap(),
-            );
-        }
-        for database in databases {
+        for database in crate::bench::fixture::ScratchDatabase::for_tests()
+            .await
+            .unwrap()
+        {
             let db = database.connect().await.unwrap();
             let now = chrono::Utc::now();
             let flow = flow::Model {
