@@ -388,15 +388,24 @@ pub async fn defer(
     now: chrono::DateTime<chrono::Utc>,
     wait: chrono::Duration,
 ) -> Result<()> {
+    defer_statement(vec![run_id.clone()], now, wait)
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// `defer` of several runs in one statement.
+fn defer_statement(
+    run_ids: Vec<RunId>,
+    now: chrono::DateTime<chrono::Utc>,
+    wait: chrono::Duration,
+) -> sea_orm::UpdateMany<run::Entity> {
     run::Entity::update_many()
         .col_expr(
             run::Column::DispatchedAt,
             Some(now - run::REDISPATCH_AFTER + wait).into(),
         )
-        .filter(run::Column::Id.eq(run_id.clone()))
-        .exec(db)
-        .await?;
-    Ok(())
+        .filter(run::Column::Id.is_in(run_ids))
 }
 
 /// Renews the run's lease every third of its length until aborted: the attempt's heartbeat.
@@ -471,6 +480,11 @@ async fn move_cursor(
     flow: &FlowId,
     version: String,
 ) -> Result<()> {
+    move_cursor_statement(flow, version).exec(txn).await?;
+    Ok(())
+}
+
+fn move_cursor_statement(flow: &FlowId, version: String) -> sea_orm::UpdateMany<flow::Entity> {
     flow::Entity::update_many()
         .col_expr(
             flow::Column::Cursor,
@@ -478,9 +492,6 @@ async fn move_cursor(
         )
         .col_expr(flow::Column::ConsecutiveFailures, 0.into())
         .filter(flow::Column::Id.eq(flow.clone()))
-        .exec(txn)
-        .await?;
-    Ok(())
 }
 
 /// Records a failed attempt: a transient failure with attempts left is rescheduled in

@@ -9,17 +9,19 @@ use sea_orm::sea_query::{
     CommonTableExpression, Expr, PostgresQueryBuilder, Query, ValueTuple, WithClause,
 };
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult, JoinType,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, RelationDef,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult, IdenStatic,
+    JoinType, QueryFilter, QueryOrder, QuerySelect, QueryTrait, RelationDef,
 };
 
 use super::{
-    Checkpoint, Claimed, RUNS_OF, RunReport, claim_in, claim_statement, lock_runs_of_flows,
-    move_cursor, notify_released, put_back_behind_sibling, record_pickup, release_statement,
-    release_waiting, report, run_lock_keys,
+    Checkpoint, Claimed, RUNS_OF, RunReport, WAIT_FOR_SIBLING, claim_in, claim_statement,
+    defer_statement, lock_runs_of_flows, move_cursor, move_cursor_statement, notify_released,
+    put_back_behind_sibling, record_pickup, release_statement, release_waiting, report,
+    run_lock_keys,
 };
 use crate::error::{Error, Result};
 use crate::ids::{FlowId, RunId};
+use crate::store::FoldedTransaction;
 use crate::store::entities::{flow, run};
 
 /// One claim of a group.
@@ -39,21 +41,11 @@ pub(super) async fn claim_in_group(
 ) -> Result<Vec<Option<Claimed>>> {
     let ids: Vec<RunId> = requests.iter().map(|r| r.run_id.clone()).collect();
     let flow_of = flows_of_runs_locked(txn, ids).await?;
-
-    // One statement for the first claim of each flow that asks for the group's lease; a
-    // statement judged at the group's latest time claims what each claim would have a moment
-    // later.
-    let lease = requests.first().map(|r| r.lease).unwrap_or_default();
-    let now = requests.iter().map(|r| r.now).max().unwrap_or_default();
-    let mut flows_seen = HashSet::new();
-    let at_once: Vec<RunId> = requests
-        .iter()
-        .filter(|r| r.lease == lease)
-        .filter_map(|r| {
-            let flow = flow_of.get(r.run_id)?;
-            flows_seen.insert(&flow.id).then(|| r.run_id.clone())
-        })
-        .collect();
+    let FirstClaims {
+        lease,
+        now,
+        at_once,
+    } = first_claims(requests, &flow_of);
     let mut claimed: HashMap<RunId, run::Model> = if at_once.is_empty() {
         HashMap::new()
     } else {
@@ -89,6 +81,37 @@ pub(super) async fn claim_in_group(
     Ok(answers)
 }
 
+/// The runs of a claim group that one statement claims: the first asked of each flow, among
+/// those asking for the group's lease (the first request's), judged at the group's latest
+/// time, which claims what each claim would have a moment later.
+struct FirstClaims {
+    lease: chrono::Duration,
+    now: chrono::DateTime<chrono::Utc>,
+    at_once: Vec<RunId>,
+}
+
+fn first_claims(
+    requests: &[ClaimRequest<'_>],
+    flow_of: &HashMap<RunId, flow::Model>,
+) -> FirstClaims {
+    let lease = requests.first().map(|r| r.lease).unwrap_or_default();
+    let now = requests.iter().map(|r| r.now).max().unwrap_or_default();
+    let mut flows_seen = HashSet::new();
+    let at_once = requests
+        .iter()
+        .filter(|r| r.lease == lease)
+        .filter_map(|r| {
+            let flow = flow_of.get(r.run_id)?;
+            flows_seen.insert(&flow.id).then(|| r.run_id.clone())
+        })
+        .collect();
+    FirstClaims {
+        lease,
+        now,
+        at_once,
+    }
+}
+
 /// The flow of each run (those that exist), read with the flows' locks taken (PostgreSQL) in
 /// the same statement and in the order `lock_runs_of_flows` takes them: PostgreSQL evaluates
 /// a volatile output expression after ORDER BY ("SELECT", Description, in its manual). The
@@ -97,7 +120,20 @@ async fn flows_of_runs_locked(
     txn: &sea_orm::DatabaseTransaction,
     ids: Vec<RunId>,
 ) -> Result<HashMap<RunId, flow::Model>> {
-    let backend = txn.get_database_backend();
+    let statement = flows_of_runs_statement(ids, txn.get_database_backend());
+    read_flows_of_runs(&txn.query_all_raw(statement).await?)
+}
+
+fn read_flows_of_runs(rows: &[sea_orm::QueryResult]) -> Result<HashMap<RunId, flow::Model>> {
+    let mut flows = HashMap::new();
+    for row in rows {
+        let run: RunId = row.try_get("", ASKED_RUN)?;
+        flows.insert(run, flow::Model::from_query_result(row, "")?);
+    }
+    Ok(flows)
+}
+
+fn flows_of_runs_statement(ids: Vec<RunId>, backend: DatabaseBackend) -> sea_orm::Statement {
     let runs_of_flow: RelationDef = run::Entity::belongs_to(flow::Entity)
         .from(run::Column::FlowId)
         .to(flow::Column::Id)
@@ -116,12 +152,7 @@ async fn flows_of_runs_locked(
                 sea_orm::Order::Asc,
             );
     }
-    let mut flows = HashMap::new();
-    for row in txn.query_all_raw(select.build(backend)).await? {
-        let run: RunId = row.try_get("", ASKED_RUN)?;
-        flows.insert(run, flow::Model::from_query_result(&row, "")?);
-    }
-    Ok(flows)
+    select.build(backend)
 }
 
 /// The column that names, beside each flow, the run it was read for.
@@ -271,6 +302,127 @@ pub(super) async fn lock_and_succeed_in_group(
 
 /// The column that says, beside each ended run, whether its flow's next run was handed out.
 const RELEASED_NEXT: &str = "released_next";
+
+/// The rows of a trip's `n`th statement.
+fn rows_of(trip: &[Vec<sea_orm::QueryResult>], n: usize) -> &[sea_orm::QueryResult] {
+    trip.get(n).map(Vec::as_slice).unwrap_or_default()
+}
+
+/// SQLite: `claim_in_group` in two trips to the connection's thread
+/// (`store::FoldedTransaction`) instead of four: the transaction's begin and the flows' read,
+/// then the claim, the put-back of the runs it left behind a running sibling, and the commit.
+/// None, with nothing written, for a group with a second run of a flow or another lease,
+/// which `claim_in_group` takes.
+pub(super) async fn claim_in_two_trips(
+    db: &sea_orm::DatabaseConnection,
+    requests: &[ClaimRequest<'_>],
+) -> Result<Option<Vec<Option<Claimed>>>> {
+    let backend = db.get_database_backend();
+    let mut txn = FoldedTransaction::acquire(db).await?;
+    let ids: Vec<RunId> = requests.iter().map(|r| r.run_id.clone()).collect();
+    let read = txn
+        .trip(vec![flows_of_runs_statement(ids, backend)], false)
+        .await?;
+    let flow_of = read_flows_of_runs(rows_of(&read, 0))?;
+    let FirstClaims {
+        lease,
+        now,
+        at_once,
+    } = first_claims(requests, &flow_of);
+    if requests
+        .iter()
+        .any(|r| flow_of.contains_key(r.run_id) && !at_once.contains(r.run_id))
+    {
+        txn.rollback().await?;
+        return Ok(None);
+    }
+    if at_once.is_empty() {
+        txn.commit().await?;
+        return Ok(Some(requests.iter().map(|_| None).collect()));
+    }
+    let mut claim = claim_statement(at_once.clone(), lease, now).into_query();
+    claim.returning_all();
+    // After the claim, a run of `at_once` still due is one it left behind a running sibling
+    // (a claimed run's lease has just begun): what `put_back_behind_sibling` finds one by one.
+    let put_back = defer_statement(at_once, now, WAIT_FOR_SIBLING)
+        .filter(run::Entity::due(now))
+        .into_query();
+    let written = txn
+        .trip(vec![backend.build(&claim), backend.build(&put_back)], true)
+        .await?;
+    let mut claimed: HashMap<RunId, run::Model> = HashMap::new();
+    for row in rows_of(&written, 0) {
+        let run = run::Model::from_query_result(row, "")?;
+        claimed.insert(run.id.clone(), run);
+    }
+    let mut answers = Vec::with_capacity(requests.len());
+    for request in requests {
+        answers.push(match claimed.remove(request.run_id) {
+            Some(run) => {
+                let flow = flow_of
+                    .get(&run.id)
+                    .cloned()
+                    .ok_or(Error::NotFound("flow"))?;
+                record_pickup(&run, request.now);
+                Some(Claimed { run, flow })
+            }
+            None => None,
+        });
+    }
+    Ok(Some(answers))
+}
+
+/// SQLite: `lock_and_succeed_in_group` in two trips to the connection's thread
+/// (`store::FoldedTransaction`) instead of four: the transaction's begin, the ends and the
+/// hand-out of the runs waiting behind them; then the cursors to move, and the commit.
+pub(super) async fn succeed_in_two_trips(
+    db: &sea_orm::DatabaseConnection,
+    requests: &[SuccessRequest<'_>],
+) -> Result<Vec<RunReport>> {
+    let backend = db.get_database_backend();
+    let now = requests.iter().map(|r| r.now).max().unwrap_or_default();
+    let ids: Vec<RunId> = requests.iter().map(|r| r.run_id.clone()).collect();
+    let flows: Vec<FlowId> = requests.iter().map(|r| r.flow.id.clone()).collect();
+    let mut ended = super::success_statement(ids.clone(), now).into_query();
+    ended.returning_all();
+    let mut released = release_statement(flows, ids, now).into_query();
+    released.returning_col(run::Column::FlowId);
+    let mut txn = FoldedTransaction::acquire(db).await?;
+    let written = txn
+        .trip(vec![backend.build(&ended), backend.build(&released)], false)
+        .await?;
+    let mut ended: HashMap<RunId, run::Model> = HashMap::with_capacity(requests.len());
+    for row in rows_of(&written, 0) {
+        let run = run::Model::from_query_result(row, "")?;
+        ended.insert(run.id.clone(), run);
+    }
+    if ended.len() != requests.len() {
+        txn.rollback().await?;
+        return Err(Error::NotFound("run"));
+    }
+    let mut released = HashSet::new();
+    for row in rows_of(&written, 1) {
+        released.insert(row.try_get::<FlowId>("", run::Column::FlowId.as_str())?);
+    }
+    let cursors: Vec<sea_orm::Statement> = ended
+        .values()
+        .filter_map(|run| {
+            let version = Checkpoint::of(run).max_version?;
+            Some(backend.build(&move_cursor_statement(&run.flow_id, version).into_query()))
+        })
+        .collect();
+    txn.trip(cursors, true).await?;
+    requests
+        .iter()
+        .map(|request| {
+            let run = ended.remove(request.run_id).ok_or(Error::NotFound("run"))?;
+            Ok(RunReport {
+                released_next: released.contains(&request.flow.id),
+                ..report(&run)
+            })
+        })
+        .collect()
+}
 
 #[cfg(test)]
 mod tests {
@@ -471,6 +623,134 @@ mod tests {
             }
         })
         .await;
+    }
+
+    fn claim_requests(
+        ids: &[RunId],
+        lease: chrono::Duration,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<ClaimRequest<'_>> {
+        ids.iter()
+            .map(|run_id| ClaimRequest { run_id, lease, now })
+            .collect()
+    }
+
+    /// SQLite's groups in two trips do what the groups in a sea-orm transaction do: a run
+    /// behind a running sibling is put back, the others claimed, an unknown run is nobody's; a
+    /// group with two runs of one flow is left to `claim_in_group`, nothing written; ends hand
+    /// out the run put back and move the cursor a checkpoint carries; a group with a run that
+    /// is gone writes nothing. (SQLite alone: PostgreSQL's groups take the flows' locks.)
+    #[tokio::test]
+    async fn sqlite_groups_in_two_trips_claim_put_back_and_end_as_in_a_transaction() {
+        let (_dir, db) = crate::store::scratch_sqlite().await;
+        crate::store::migrate(&db).await.unwrap();
+        let now = chrono::Utc::now();
+        let lease = chrono::Duration::seconds(120);
+        let (a, a_runs) = flow_with_runs(&db, 2, now).await;
+        let (b, b_runs) = flow_with_runs(&db, 1, now).await;
+        let group = |ids: &[&RunId]| -> Vec<RunId> { ids.iter().map(|id| (*id).clone()).collect() };
+        let asked = group(&[&a_runs[0], &a_runs[1]]);
+        let two_of_a = claim_requests(&asked, lease, now);
+        assert!(
+            claim_in_two_trips(&db, &two_of_a).await.unwrap().is_none(),
+            "two runs of one flow: left to claim_in_group"
+        );
+        assert_eq!(row(&db, &a_runs[0]).await.status, run::RunStatus::Queued);
+        assert!(row(&db, &a_runs[1]).await.dispatched_at.is_none());
+
+        let unknown = RunId::generate();
+        let asked = group(&[&a_runs[0], &b_runs[0], &unknown]);
+        let requests = claim_requests(&asked, lease, now);
+        let claimed = claim_in_two_trips(&db, &requests).await.unwrap().unwrap();
+        let claimed_ids: Vec<Option<RunId>> = claimed
+            .iter()
+            .map(|c| c.as_ref().map(|c| c.run.id.clone()))
+            .collect();
+        assert_eq!(
+            claimed_ids,
+            [Some(a_runs[0].clone()), Some(b_runs[0].clone()), None]
+        );
+        assert_eq!(claimed[1].as_ref().unwrap().flow.id, b.id);
+
+        // a's second run, asked while the first runs, is put back behind it.
+        let asked = group(&[&a_runs[1]]);
+        let behind = claim_requests(&asked, lease, now);
+        assert_eq!(
+            claim_in_two_trips(&db, &behind).await.unwrap().unwrap()[0]
+                .as_ref()
+                .map(|c| c.run.id.clone()),
+            None
+        );
+        let put_back = row(&db, &a_runs[1]).await;
+        assert_eq!(put_back.status, run::RunStatus::Queued);
+        assert!(
+            put_back.dispatched_at.is_some(),
+            "put back behind its sibling"
+        );
+
+        let gone = RunId::generate();
+        let with_gone = [
+            SuccessRequest {
+                flow: &a,
+                run_id: &a_runs[0],
+                now,
+            },
+            SuccessRequest {
+                flow: &b,
+                run_id: &gone,
+                now,
+            },
+        ];
+        assert!(matches!(
+            succeed_in_two_trips(&db, &with_gone).await,
+            Err(Error::NotFound("run"))
+        ));
+        assert_eq!(
+            row(&db, &a_runs[0]).await.status,
+            run::RunStatus::Running,
+            "a group with a gone run writes nothing"
+        );
+
+        run::Entity::update_many()
+            .col_expr(
+                run::Column::Checkpoint,
+                Some(serde_json::json!({"max_version": "2026-12-06T10:00:00Z"})).into(),
+            )
+            .filter(run::Column::Id.eq(b_runs[0].clone()))
+            .exec(&db)
+            .await
+            .unwrap();
+        let ends = [
+            SuccessRequest {
+                flow: &a,
+                run_id: &a_runs[0],
+                now,
+            },
+            SuccessRequest {
+                flow: &b,
+                run_id: &b_runs[0],
+                now,
+            },
+        ];
+        let reports = succeed_in_two_trips(&db, &ends).await.unwrap();
+        assert_eq!(reports[0].status, run::RunStatus::Succeeded);
+        assert!(reports[0].released_next, "a's second run waited for it");
+        assert!(!reports[1].released_next, "b had nothing waiting");
+        assert!(
+            row(&db, &a_runs[1]).await.dispatched_at.is_none(),
+            "handed out again"
+        );
+        let b_now = flow::Entity::find_by_id(b.id.clone())
+            .one(&db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            b_now.cursor,
+            Some(serde_json::json!({"updated_at_min": "2026-12-06T10:00:00Z"})),
+            "the cursor moved with the end"
+        );
+        assert_eq!(row(&db, &b_runs[0]).await.status, run::RunStatus::Succeeded);
     }
 
     /// An end group takes its flows' locks before it writes a run: while another transaction

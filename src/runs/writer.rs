@@ -16,7 +16,8 @@
 use tokio::sync::{mpsc, oneshot};
 
 use super::together::{
-    ClaimRequest, SuccessRequest, claim_in_group, lock_and_succeed_in_group, succeed_in_group,
+    ClaimRequest, SuccessRequest, claim_in_group, claim_in_two_trips, lock_and_succeed_in_group,
+    succeed_in_group, succeed_in_two_trips,
 };
 use super::{Claimed, RunReport, fail_in, lock_runs_of_flows};
 use crate::connectors::client::CallError;
@@ -262,16 +263,48 @@ async fn commit(db: &sea_orm::DatabaseConnection, batch: Vec<Request>) {
 }
 
 async fn together(db: &sea_orm::DatabaseConnection, batch: &[Request]) -> Result<Vec<Answer>> {
+    if crate::store::is_sqlite(db)
+        && let Some(answers) = in_two_trips(db, batch).await?
+    {
+        return Ok(answers);
+    }
     let txn = crate::store::begin_write(db).await?;
     let answers = in_group(&txn, batch).await?;
     txn.commit().await?;
     Ok(answers)
 }
 
-/// Runs a batch of one kind (each writer has its own queue) in the caller's transaction, a
-/// statement for all where it can (`runs::together`); answers in the batch's order.
-async fn in_group(txn: &sea_orm::DatabaseTransaction, batch: &[Request]) -> Result<Vec<Answer>> {
-    let claims: Vec<ClaimRequest> = batch
+/// SQLite: a group of claims, or of successes, in two trips to the connection's thread
+/// (`together::claim_in_two_trips`, `together::succeed_in_two_trips`); None for a group of
+/// another shape, which `in_group` takes.
+async fn in_two_trips(
+    db: &sea_orm::DatabaseConnection,
+    batch: &[Request],
+) -> Result<Option<Vec<Answer>>> {
+    let claims = claims_of(batch);
+    if claims.len() == batch.len() {
+        return Ok(claim_in_two_trips(db, &claims).await?.map(|claimed| {
+            claimed
+                .into_iter()
+                .map(|c| Answer::Claimed(c.map(Box::new)))
+                .collect()
+        }));
+    }
+    let successes = successes_of(batch);
+    if successes.len() == batch.len() {
+        return Ok(Some(
+            succeed_in_two_trips(db, &successes)
+                .await?
+                .into_iter()
+                .map(Answer::Ended)
+                .collect(),
+        ));
+    }
+    Ok(None)
+}
+
+fn claims_of(batch: &[Request]) -> Vec<ClaimRequest<'_>> {
+    batch
         .iter()
         .filter_map(|request| match request {
             Request::Claim {
@@ -283,19 +316,11 @@ async fn in_group(txn: &sea_orm::DatabaseTransaction, batch: &[Request]) -> Resu
             }),
             Request::End { .. } => None,
         })
-        .collect();
-    if claims.len() == batch.len() {
-        let claimed = claim_in_group(txn, &claims).await?;
-        return Ok(claimed
-            .into_iter()
-            .map(|c| Answer::Claimed(c.map(Box::new)))
-            .collect());
-    }
-    if !claims.is_empty() {
-        // Claims lock their flows before ends would lock theirs: not in one order.
-        return Err(mismatch());
-    }
-    let successes: Vec<SuccessRequest> = batch
+        .collect()
+}
+
+fn successes_of(batch: &[Request]) -> Vec<SuccessRequest<'_>> {
+    batch
         .iter()
         .filter_map(|request| match request {
             Request::End {
@@ -311,7 +336,25 @@ async fn in_group(txn: &sea_orm::DatabaseTransaction, batch: &[Request]) -> Resu
             }),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// Runs a batch of one kind (each writer has its own queue) in the caller's transaction, a
+/// statement for all where it can (`runs::together`); answers in the batch's order.
+async fn in_group(txn: &sea_orm::DatabaseTransaction, batch: &[Request]) -> Result<Vec<Answer>> {
+    let claims = claims_of(batch);
+    if claims.len() == batch.len() {
+        let claimed = claim_in_group(txn, &claims).await?;
+        return Ok(claimed
+            .into_iter()
+            .map(|c| Answer::Claimed(c.map(Box::new)))
+            .collect());
+    }
+    if !claims.is_empty() {
+        // Claims lock their flows before ends would lock theirs: not in one order.
+        return Err(mismatch());
+    }
+    let successes = successes_of(batch);
     if successes.len() == batch.len() {
         // The usual group: the locks and the successes together.
         return Ok(lock_and_succeed_in_group(txn, &successes)
