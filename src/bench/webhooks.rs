@@ -184,6 +184,8 @@ pub async fn run(args: WebhookBenchArgs) -> anyhow::Result<()> {
         );
     }
     let mut rows = Vec::new();
+    // (backend, rows a second durable storage takes alone, synchub's rate)
+    let mut ceilings = Vec::new();
 
     let port = free_port()?;
     let bare = Server(
@@ -263,6 +265,11 @@ pub async fn run(args: WebhookBenchArgs) -> anyhow::Result<()> {
             cpu_us,
             durability: Some((acknowledged, stored)),
         });
+        ceilings.push((
+            backend,
+            storage_ceiling(backend, &args).await?,
+            report_rate(&rows),
+        ));
     }
 
     let bare_rate = rows[0].report.per_second();
@@ -290,6 +297,15 @@ pub async fn run(args: WebhookBenchArgs) -> anyhow::Result<()> {
             row.cpu_us.map_or("-".to_string(), |us| format!("{us:.0}"))
         );
     }
+    println!(
+        "\ndurable storage alone: the same rows, {STORAGE_BATCH} a transaction, one writer, no HTTP\n"
+    );
+    for (backend, ceiling, rate) in &ceilings {
+        println!(
+            "{backend:<10} {ceiling:>8.0} rows/s; synchub's ingest is {:.1}% of it",
+            100.0 * rate / ceiling.max(1.0)
+        );
+    }
     let mut lost = false;
     for row in &rows {
         if let Some((acknowledged, stored)) = row.durability {
@@ -310,6 +326,66 @@ pub async fn run(args: WebhookBenchArgs) -> anyhow::Result<()> {
         anyhow::bail!("acknowledged webhooks were missing after SIGKILL");
     }
     Ok(())
+}
+
+/// The rate of the last row measured.
+fn report_rate(rows: &[Row]) -> f64 {
+    rows.last().map_or(0.0, |row| row.report.per_second())
+}
+
+/// Rows a transaction in `storage_ceiling`: 64 connections have at most 64 webhooks in flight.
+const STORAGE_BATCH: usize = 64;
+
+/// What durable storage takes alone: the webhook table of a fresh database, written as the
+/// group commit writes it (a multi-row INSERT that skips duplicates, committed with the
+/// flush to disk: SQLite `synchronous=FULL`) by one writer in batches of 64, with the keys the
+/// load generator sends and the same body, for the measured seconds. The ingest's rate beside
+/// it says how much of what the disk allows the HTTP, verification and batching leave.
+async fn storage_ceiling(backend: &str, args: &WebhookBenchArgs) -> anyhow::Result<f64> {
+    use sea_orm::{Set, TransactionTrait};
+
+    use crate::ids::{ConnectionId, EventId, TenantId};
+
+    let database = super::fixture::ScratchDatabase::create(backend, &args.postgres_url).await?;
+    let db = database.connect().await?;
+    let (tenant, connection) = (TenantId::generate(), ConnectionId::generate());
+    let body = order_body();
+    let until = std::time::Instant::now() + Duration::from_secs(args.seconds);
+    let started = std::time::Instant::now();
+    let mut written = 0u64;
+    let mut batch_number = 0u64;
+    while std::time::Instant::now() < until {
+        let now = chrono::Utc::now();
+        let events = (0..STORAGE_BATCH).map(|c| {
+            let key = format!("storage-{c}-{batch_number}");
+            webhook_event::ActiveModel {
+                id: Set(EventId::generate()),
+                tenant_id: Set(tenant.clone()),
+                connection_id: Set(connection.clone()),
+                dedupe_key: Set(format!("id:{key}")),
+                platform_event_id: Set(Some(key)),
+                topic: Set(Some("orders/create".into())),
+                content_type: Set(Some("application/json".into())),
+                body: Set(body.clone()),
+                received_at: Set(now),
+            }
+        });
+        let txn = db.begin().await?;
+        webhook_event::Entity::insert_many(events)
+            .on_conflict_do_nothing_on([
+                webhook_event::Column::ConnectionId,
+                webhook_event::Column::DedupeKey,
+            ])
+            .exec_without_returning(&txn)
+            .await?;
+        txn.commit().await?;
+        written += STORAGE_BATCH as u64;
+        batch_number += 1;
+    }
+    let rate = written as f64 / started.elapsed().as_secs_f64();
+    db.close().await?;
+    database.remove().await?;
+    Ok(rate)
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
