@@ -5,7 +5,8 @@
 //! never deleted, and on SQLite two of its indexes mislead the planner (the ack query walks
 //! `LIdx` over every job this worker ever locked). Our runs table keeps the real state, so the
 //! queue only has to hold jobs in flight: finished jobs are pruned within seconds and the two
-//! indexes are dropped.
+//! indexes are dropped. On SQLite it is opened on a file of its own (`store::connect_queue`),
+//! whose write lock the runs' claims and ends do not share.
 
 use std::time::Duration;
 
