@@ -5,8 +5,7 @@
 //! never deleted, and on SQLite two of its indexes mislead the planner (the ack query walks
 //! `LIdx` over every job this worker ever locked). Our runs table keeps the real state, so the
 //! queue only has to hold jobs in flight: finished jobs are pruned within seconds and the two
-//! indexes are dropped. On SQLite it is opened on a file of its own (`store::connect_queue`),
-//! whose write lock the runs' claims and ends do not share.
+//! indexes are dropped.
 
 use std::time::Duration;
 
@@ -94,21 +93,6 @@ impl Queue {
             Self::Postgres(storage) => storage.push_bulk(jobs).await.map_err(|e| e.to_string()),
         }
         .map_err(|e| anyhow::anyhow!("pushing jobs: {e}"))
-    }
-}
-
-impl Queue {
-    /// `prune_finished` on the pool the queue lives on.
-    pub async fn prune_finished(&self, age: Duration) -> anyhow::Result<u64> {
-        let db = match self {
-            Self::Sqlite(storage) => {
-                sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(storage.pool().clone())
-            }
-            Self::Postgres(storage) => {
-                sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(storage.pool().clone())
-            }
-        };
-        prune_finished(&db, age).await
     }
 }
 
