@@ -61,12 +61,7 @@ pub(super) async fn claim_in_group(
     let mut answers = Vec::with_capacity(requests.len());
     for request in requests {
         let answer = if let Some(run) = claimed.remove(request.run_id) {
-            let flow = flow_of
-                .get(&run.id)
-                .cloned()
-                .ok_or(Error::NotFound("flow"))?;
-            record_pickup(&run, request.now);
-            Some(Claimed { run, flow })
+            Some(with_its_flow(run, &flow_of, request.now)?)
         } else if at_once.contains(request.run_id) {
             put_back_behind_sibling(txn, request.run_id, request.now).await?;
             None
@@ -79,6 +74,20 @@ pub(super) async fn claim_in_group(
         answers.push(answer);
     }
     Ok(answers)
+}
+
+/// A run a group claimed, with its flow as the group read it.
+fn with_its_flow(
+    run: run::Model,
+    flow_of: &HashMap<RunId, flow::Model>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Claimed> {
+    let flow = flow_of
+        .get(&run.id)
+        .cloned()
+        .ok_or(Error::NotFound("flow"))?;
+    record_pickup(&run, now);
+    Ok(Claimed { run, flow })
 }
 
 /// The runs of a claim group that one statement claims: the first asked of each flow, among
@@ -178,7 +187,7 @@ pub(super) async fn succeed_in_group(
     }
     let now = requests.iter().map(|r| r.now).max().unwrap_or_default();
     let ids: Vec<RunId> = requests.iter().map(|r| r.run_id.clone()).collect();
-    let mut ended: HashMap<RunId, run::Model> = super::success_statement(ids.clone(), now)
+    let ended: HashMap<RunId, run::Model> = super::success_statement(ids.clone(), now)
         .exec_with_returning(txn)
         .await?
         .into_iter()
@@ -194,6 +203,16 @@ pub(super) async fn succeed_in_group(
     }
     let flows: Vec<FlowId> = requests.iter().map(|r| r.flow.id.clone()).collect();
     let released = release_waiting(txn, flows, ids, now).await?;
+    success_reports(requests, ended, &released)
+}
+
+/// Each request's report, from the runs its group ended and the flows whose next run it
+/// handed out.
+fn success_reports(
+    requests: &[SuccessRequest<'_>],
+    mut ended: HashMap<RunId, run::Model>,
+    released: &HashSet<FlowId>,
+) -> Result<Vec<RunReport>> {
     requests
         .iter()
         .map(|request| {
@@ -358,14 +377,7 @@ pub(super) async fn claim_in_two_trips(
     let mut answers = Vec::with_capacity(requests.len());
     for request in requests {
         answers.push(match claimed.remove(request.run_id) {
-            Some(run) => {
-                let flow = flow_of
-                    .get(&run.id)
-                    .cloned()
-                    .ok_or(Error::NotFound("flow"))?;
-                record_pickup(&run, request.now);
-                Some(Claimed { run, flow })
-            }
+            Some(run) => Some(with_its_flow(run, &flow_of, request.now)?),
             None => None,
         });
     }
@@ -412,16 +424,7 @@ pub(super) async fn succeed_in_two_trips(
         })
         .collect();
     txn.trip(cursors, true).await?;
-    requests
-        .iter()
-        .map(|request| {
-            let run = ended.remove(request.run_id).ok_or(Error::NotFound("run"))?;
-            Ok(RunReport {
-                released_next: released.contains(&request.flow.id),
-                ..report(&run)
-            })
-        })
-        .collect()
+    success_reports(requests, ended, &released)
 }
 
 #[cfg(test)]
