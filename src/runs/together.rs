@@ -490,10 +490,7 @@ mod tests {
             let (b, b_runs) = flow_with_runs(&db, 1, now).await;
             let unknown = RunId::generate();
             let asked = [&a_runs[0], &a_runs[1], &b_runs[0], &unknown];
-            let requests: Vec<ClaimRequest> = asked
-                .iter()
-                .map(|run_id| ClaimRequest { run_id, lease, now })
-                .collect();
+            let requests = claim_requests(&asked, lease, now);
             let txn = crate::store::begin_write(&db).await.unwrap();
             let claimed = claim_in_group(&txn, &requests).await.unwrap();
             txn.commit().await.unwrap();
@@ -517,18 +514,7 @@ mod tests {
 
             let txn = crate::store::begin_write(&db).await.unwrap();
             let gone = RunId::generate();
-            let with_gone = [
-                SuccessRequest {
-                    flow: &a,
-                    run_id: &a_runs[0],
-                    now,
-                },
-                SuccessRequest {
-                    flow: &b,
-                    run_id: &gone,
-                    now,
-                },
-            ];
+            let with_gone = success_requests(&[(&a, &a_runs[0]), (&b, &gone)], now);
             assert!(matches!(
                 succeed_in_group(&txn, &with_gone).await,
                 Err(Error::NotFound("run"))
@@ -537,18 +523,7 @@ mod tests {
 
             let txn = crate::store::begin_write(&db).await.unwrap();
             lock_runs_of_flows(&txn, [&a.id, &b.id]).await.unwrap();
-            let ends = [
-                SuccessRequest {
-                    flow: &a,
-                    run_id: &a_runs[0],
-                    now,
-                },
-                SuccessRequest {
-                    flow: &b,
-                    run_id: &b_runs[0],
-                    now,
-                },
-            ];
+            let ends = success_requests(&[(&a, &a_runs[0]), (&b, &b_runs[0])], now);
             let reports = succeed_in_group(&txn, &ends).await.unwrap();
             txn.commit().await.unwrap();
             assert_eq!(reports[0].status, run::RunStatus::Succeeded);
@@ -628,13 +603,24 @@ mod tests {
         .await;
     }
 
-    fn claim_requests(
-        ids: &[RunId],
+    /// A claim of each run, all for `lease` at `now`.
+    fn claim_requests<'a>(
+        ids: &[&'a RunId],
         lease: chrono::Duration,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Vec<ClaimRequest<'_>> {
+    ) -> Vec<ClaimRequest<'a>> {
         ids.iter()
             .map(|run_id| ClaimRequest { run_id, lease, now })
+            .collect()
+    }
+
+    /// A successful end of each run of its flow, at `now`.
+    fn success_requests<'a>(
+        ends: &[(&'a flow::Model, &'a RunId)],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<SuccessRequest<'a>> {
+        ends.iter()
+            .map(|&(flow, run_id)| SuccessRequest { flow, run_id, now })
             .collect()
     }
 
@@ -651,9 +637,7 @@ mod tests {
         let lease = chrono::Duration::seconds(120);
         let (a, a_runs) = flow_with_runs(&db, 2, now).await;
         let (b, b_runs) = flow_with_runs(&db, 1, now).await;
-        let group = |ids: &[&RunId]| -> Vec<RunId> { ids.iter().map(|id| (*id).clone()).collect() };
-        let asked = group(&[&a_runs[0], &a_runs[1]]);
-        let two_of_a = claim_requests(&asked, lease, now);
+        let two_of_a = claim_requests(&[&a_runs[0], &a_runs[1]], lease, now);
         assert!(
             claim_in_two_trips(&db, &two_of_a).await.unwrap().is_none(),
             "two runs of one flow: left to claim_in_group"
@@ -662,8 +646,7 @@ mod tests {
         assert!(row(&db, &a_runs[1]).await.dispatched_at.is_none());
 
         let unknown = RunId::generate();
-        let asked = group(&[&a_runs[0], &b_runs[0], &unknown]);
-        let requests = claim_requests(&asked, lease, now);
+        let requests = claim_requests(&[&a_runs[0], &b_runs[0], &unknown], lease, now);
         let claimed = claim_in_two_trips(&db, &requests).await.unwrap().unwrap();
         let claimed_ids: Vec<Option<RunId>> = claimed
             .iter()
@@ -676,8 +659,7 @@ mod tests {
         assert_eq!(claimed[1].as_ref().unwrap().flow.id, b.id);
 
         // a's second run, asked while the first runs, is put back behind it.
-        let asked = group(&[&a_runs[1]]);
-        let behind = claim_requests(&asked, lease, now);
+        let behind = claim_requests(&[&a_runs[1]], lease, now);
         assert_eq!(
             claim_in_two_trips(&db, &behind).await.unwrap().unwrap()[0]
                 .as_ref()
@@ -692,18 +674,7 @@ mod tests {
         );
 
         let gone = RunId::generate();
-        let with_gone = [
-            SuccessRequest {
-                flow: &a,
-                run_id: &a_runs[0],
-                now,
-            },
-            SuccessRequest {
-                flow: &b,
-                run_id: &gone,
-                now,
-            },
-        ];
+        let with_gone = success_requests(&[(&a, &a_runs[0]), (&b, &gone)], now);
         assert!(matches!(
             succeed_in_two_trips(&db, &with_gone).await,
             Err(Error::NotFound("run"))
@@ -723,18 +694,7 @@ mod tests {
             .exec(&db)
             .await
             .unwrap();
-        let ends = [
-            SuccessRequest {
-                flow: &a,
-                run_id: &a_runs[0],
-                now,
-            },
-            SuccessRequest {
-                flow: &b,
-                run_id: &b_runs[0],
-                now,
-            },
-        ];
+        let ends = success_requests(&[(&a, &a_runs[0]), (&b, &b_runs[0])], now);
         let reports = succeed_in_two_trips(&db, &ends).await.unwrap();
         assert_eq!(reports[0].status, run::RunStatus::Succeeded);
         assert!(reports[0].released_next, "a's second run waited for it");
@@ -768,10 +728,7 @@ mod tests {
             let (b, b_runs) = flow_with_runs(&db, 1, now).await;
             let txn = crate::store::begin_write(&db).await.unwrap();
             let asked = [&a_runs[0], &a_runs[1], &b_runs[0]];
-            let requests: Vec<ClaimRequest> = asked
-                .iter()
-                .map(|run_id| ClaimRequest { run_id, lease, now })
-                .collect();
+            let requests = claim_requests(&asked, lease, now);
             claim_in_group(&txn, &requests).await.unwrap();
             txn.commit().await.unwrap();
 
@@ -786,18 +743,7 @@ mod tests {
                     b_runs[0].clone(),
                 );
                 tokio::spawn(async move {
-                    let requests = [
-                        SuccessRequest {
-                            flow: &b,
-                            run_id: &b_run,
-                            now,
-                        },
-                        SuccessRequest {
-                            flow: &a,
-                            run_id: &a_run,
-                            now,
-                        },
-                    ];
+                    let requests = success_requests(&[(&b, &b_run), (&a, &a_run)], now);
                     let txn = crate::store::begin_write(&db).await?;
                     let reports = lock_and_succeed_in_group(&txn, &requests).await?;
                     txn.commit().await?;
