@@ -116,7 +116,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = crate::store::connect(&settings).await?;
             crate::store::settle_schema(&db, true, std::time::Duration::ZERO).await?;
             // The job queue's tables too, so that the roles find everything in place.
-            crate::runtime::Queue::open(&db)
+            let queue_db = crate::store::connect_queue(&settings, &db).await?;
+            crate::runtime::Queue::open(queue_db.as_ref().unwrap_or(&db))
                 .await
                 .context("preparing the job queue's tables")?;
             println!("migrations applied");

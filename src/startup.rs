@@ -43,6 +43,8 @@ pub struct Application {
     port: u16,
     pub bootstrap: Bootstrap,
     pub db: DatabaseConnection,
+    /// Where the job queue lives: SQLite's file of its own (`store::connect_queue`), or `db`.
+    pub queue_db: DatabaseConnection,
 }
 
 /// The master key from configuration, or (outside production) one kept in the data dir.
@@ -159,7 +161,8 @@ impl Application {
         // re-prepare it with more columns than sqlx cached: sqlx's connection thread
         // panics and the database stays locked (seen once in CI). Opening the queue again
         // in the workers changes nothing.
-        crate::runtime::Queue::open(&db)
+        let queue_db = store::connect_queue(&settings, &db).await?;
+        crate::runtime::Queue::open(queue_db.as_ref().unwrap_or(&db))
             .await
             .context("preparing the job queue's tables")?;
         let registry = Arc::new(registry);
@@ -222,6 +225,9 @@ impl Application {
         .with_runs_signal(runs.clone());
         let shutdown = CancellationToken::new();
         store::spawn_checkpointer(db.clone(), shutdown.clone());
+        if let Some(queue_db) = &queue_db {
+            store::spawn_checkpointer(queue_db.clone(), shutdown.clone());
+        }
         if settings.scheduler.enabled {
             let interval = Duration::from_millis(settings.scheduler.tick_millis);
             tokio::spawn(
@@ -275,6 +281,7 @@ impl Application {
                 poll: Duration::from_millis(settings.workers.poll_millis),
                 clock: clock.clone(),
                 relaxed: Some(relaxed.clone()),
+                queue: queue_db.clone(),
             };
             tokio::spawn(async move {
                 if let Err(err) = crate::runtime::run(db, engine, runs, options, shutdown).await {
@@ -340,6 +347,7 @@ impl Application {
             shutdown,
             port,
             bootstrap,
+            queue_db: queue_db.unwrap_or_else(|| db.clone()),
             db,
         })
     }

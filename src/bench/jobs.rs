@@ -196,6 +196,8 @@ struct Setup {
     database: ScratchDatabase,
     db: DatabaseConnection,
     relaxed: DatabaseConnection,
+    /// The queue's own pool, as the service opens it (`store::connect_queue`).
+    queue: Option<DatabaseConnection>,
     flows: Vec<flow::Model>,
     _sim: Simulator,
     _api: ApiSession,
@@ -233,6 +235,9 @@ impl Setup {
     ) -> anyhow::Result<Figures> {
         self.db.clone().close().await?;
         self.relaxed.clone().close().await?;
+        if let Some(queue) = &self.queue {
+            queue.clone().close().await?;
+        }
         self.database.remove().await?;
         Ok(Figures {
             drained,
@@ -267,10 +272,12 @@ impl Setup {
             .await?,
         );
         let relaxed = database.connect_relaxed().await?;
+        let queue = crate::store::connect_queue(&database.settings(&[])?, &db).await?;
         Ok(Self {
             database,
             db,
             relaxed,
+            queue,
             flows,
             _sim: sim,
             _api: api,
@@ -375,6 +382,7 @@ async fn measure_ours(args: &JobsBenchArgs, commit: bool) -> anyhow::Result<Figu
         poll: Duration::from_millis(args.poll_millis),
         clock: crate::clock::Clock::system(),
         relaxed: Some(setup.relaxed.clone()),
+        queue: setup.queue.clone(),
     };
     let began = Instant::now();
     let runtime = tokio::spawn(crate::runtime::run(

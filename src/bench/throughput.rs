@@ -140,6 +140,7 @@ pub async fn run(args: ThroughputBenchArgs) -> anyhow::Result<()> {
         poll: Duration::from_millis(settings.workers.poll_millis),
         clock: crate::clock::Clock::system(),
         relaxed: Some(relaxed),
+        queue: crate::store::connect_queue(&settings, &db).await?,
     };
     let runtime = tokio::spawn(crate::runtime::run(
         db.clone(),

@@ -10,7 +10,7 @@ use sea_orm::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::queue::{Queue, RunJob, prune_finished};
+use super::queue::{Queue, RunJob};
 use super::wakeup::{RunsSignal, WorkerWaker};
 use crate::store::entities::run;
 use crate::store::entities::run::REDISPATCH_AFTER;
@@ -59,7 +59,7 @@ pub(super) async fn run(
         }
         if pruned_at.elapsed() >= PRUNE_EVERY {
             pruned_at = Instant::now();
-            match prune_finished(&db, PRUNE_AGE).await {
+            match queue.prune_finished(PRUNE_AGE).await {
                 Ok(n) if n > 0 => tracing::debug!(jobs = n, "pruned finished jobs"),
                 Ok(_) => {}
                 Err(err) => tracing::warn!(error = %err, "pruning finished jobs failed"),

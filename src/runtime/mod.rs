@@ -72,6 +72,9 @@ pub struct RuntimeOptions {
     /// Where the queue and the dispatcher's marks commit without waiting for the disk
     /// (`store::connect_relaxed`); None: the runs' own pool.
     pub relaxed: Option<DatabaseConnection>,
+    /// Where the queue lives when not there: SQLite's file of its own
+    /// (`store::connect_queue`).
+    pub queue: Option<DatabaseConnection>,
 }
 
 /// Runs the dispatcher and an apalis worker with `concurrency` slots until cancelled.
@@ -83,7 +86,8 @@ pub async fn run<E: RunExecutor>(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let relaxed = options.relaxed.clone().unwrap_or_else(|| db.clone());
-    let queue = Queue::open(&relaxed).await?;
+    let queue_db = options.queue.clone().unwrap_or_else(|| relaxed.clone());
+    let queue = Queue::open(&queue_db).await?;
     let waker = WorkerWaker::default();
     signal.listen_to_database(&db, shutdown.clone());
     tokio::spawn(dispatch::run(

@@ -96,6 +96,21 @@ impl Queue {
     }
 }
 
+impl Queue {
+    /// `prune_finished` on the pool the queue lives on.
+    pub async fn prune_finished(&self, age: Duration) -> anyhow::Result<u64> {
+        let db = match self {
+            Self::Sqlite(storage) => {
+                sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(storage.pool().clone())
+            }
+            Self::Postgres(storage) => {
+                sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(storage.pool().clone())
+            }
+        };
+        prune_finished(&db, age).await
+    }
+}
+
 /// Deletes finished jobs older than `age`. The runs table is the record of what happened; a
 /// finished job is only dead weight in every queue query.
 pub async fn prune_finished(db: &DatabaseConnection, age: Duration) -> anyhow::Result<u64> {

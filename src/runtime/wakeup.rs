@@ -4,6 +4,7 @@
 //! jobs to the queue. On PostgreSQL both hops also cross processes: a trigger on `runs`
 //! notifies `synchub_runs`, and apalis notifies `apalis::job::insert` for each job.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -86,7 +87,7 @@ impl WorkerWaker {
         if let Ok(mut slot) = self.0.lock() {
             *slot = Some(tx);
         }
-        Wakeups(Arc::new(Mutex::new(rx)))
+        Wakeups::new(rx)
     }
 
     pub fn wake(&self) {
@@ -100,21 +101,61 @@ impl WorkerWaker {
 
 /// Wake-ups for one worker. Several pending ones collapse into one poll of the queue.
 /// (apalis wants a `Sync` stream; the receiver sits behind a mutex for that.)
-pub struct Wakeups(Arc<Mutex<UnboundedReceiver<()>>>);
+///
+/// Each wake-up is echoed once, [`ECHO_AFTER`] later. apalis 1.0 polls this stream on every
+/// poll of the worker, also while a fetch is in flight: a wake-up for a job pushed after that
+/// fetch read the queue is spent on it, the fetch comes back empty, and the worker parks
+/// until its fallback tick. Traced on SQLite, every latency tail of 100-200 ms in `bench
+/// latency` was that: a job pushed 0.2-0.8 ms into a fetch begun by the previous job's ack.
+/// The echo arrives after the fetch that spent the wake-up and starts one that sees the job.
+pub struct Wakeups {
+    rx: Mutex<UnboundedReceiver<()>>,
+    echo: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// Long enough for the fetch in flight at a wake-up to end (they take under a millisecond),
+/// short enough that a job it missed waits for no more than this.
+const ECHO_AFTER: Duration = Duration::from_millis(5);
+
+impl Wakeups {
+    fn new(rx: UnboundedReceiver<()>) -> Self {
+        Self {
+            rx: Mutex::new(rx),
+            echo: None,
+        }
+    }
+}
 
 impl Stream for Wakeups {
     type Item = ();
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<()>> {
-        let Ok(mut rx) = self.0.lock() else {
-            return Poll::Ready(None);
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<()>> {
+        let woken = {
+            let Ok(mut rx) = self.rx.lock() else {
+                return Poll::Ready(None);
+            };
+            match rx.poll_next_unpin(cx) {
+                Poll::Ready(Some(())) => {
+                    while let Poll::Ready(Some(())) = rx.poll_next_unpin(cx) {}
+                    true
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => false,
+            }
         };
-        match rx.poll_next_unpin(cx) {
-            Poll::Ready(Some(())) => {
-                while let Poll::Ready(Some(())) = rx.poll_next_unpin(cx) {}
+        if woken {
+            // Polled once now, so that its timer holds this task's waker.
+            let mut echo = Box::pin(tokio::time::sleep(ECHO_AFTER));
+            let _ = echo.as_mut().poll(cx);
+            self.echo = Some(echo);
+            return Poll::Ready(Some(()));
+        }
+        match self.echo.as_mut().map(|echo| echo.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => {
+                self.echo = None;
                 Poll::Ready(Some(()))
             }
-            other => other,
+            _ => Poll::Pending,
         }
     }
 }
@@ -137,5 +178,77 @@ impl Stream for Ticker {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<()>> {
         self.0.poll_tick(cx).map(|_| Some(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+    use std::time::Duration;
+
+    use futures_util::Stream;
+
+    use super::{ECHO_AFTER, WorkerWaker};
+
+    /// Counts how often the worker's task would have been woken.
+    #[derive(Default)]
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A wake-up spent on a poll during a fetch is echoed: with no further poll of the
+    /// stream and no further wake-up, the worker's task is woken once more, after
+    /// ECHO_AFTER, and that poll yields; nothing more after it. (apalis polls the stream
+    /// only when its task is woken, so an echo whose timer did not hold the task's waker
+    /// would never come: the latency tails this was made for.)
+    #[tokio::test(start_paused = true)]
+    async fn a_spent_wake_up_is_echoed_once() {
+        let waker = WorkerWaker::default();
+        let mut wakeups = waker.subscribe();
+        let counter = Arc::new(CountingWaker::default());
+        let task = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&task);
+
+        assert_eq!(
+            std::pin::Pin::new(&mut wakeups).poll_next(&mut cx),
+            Poll::Pending
+        );
+        waker.wake();
+        waker.wake();
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            1,
+            "the wake-up wakes the task"
+        );
+        assert_eq!(
+            std::pin::Pin::new(&mut wakeups).poll_next(&mut cx),
+            Poll::Ready(Some(())),
+            "two wake-ups collapse into one"
+        );
+
+        tokio::time::advance(ECHO_AFTER - Duration::from_millis(1)).await;
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "not before its time");
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            2,
+            "the echo wakes the task"
+        );
+        assert_eq!(
+            std::pin::Pin::new(&mut wakeups).poll_next(&mut cx),
+            Poll::Ready(Some(()))
+        );
+        assert_eq!(
+            std::pin::Pin::new(&mut wakeups).poll_next(&mut cx),
+            Poll::Pending
+        );
+        tokio::time::advance(ECHO_AFTER * 10).await;
+        assert_eq!(counter.0.load(Ordering::SeqCst), 2, "one echo a wake-up");
     }
 }

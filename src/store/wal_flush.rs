@@ -14,7 +14,7 @@
 
 use std::path::PathBuf;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use sea_orm::DatabaseConnection;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct WalFlush {
@@ -25,19 +25,10 @@ impl WalFlush {
     /// The WAL of the main database of `db` (a SQLite connection in WAL mode), where SQLite
     /// itself says the database file is.
     pub async fn of(db: &DatabaseConnection) -> anyhow::Result<Self> {
-        let row = db
-            .query_one_raw(Statement::from_string(
-                db.get_database_backend(),
-                "SELECT file FROM pragma_database_list WHERE name = 'main'",
-            ))
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("SQLite lists no main database"))?;
-        let file: String = row.try_get_by_index(0)?;
-        anyhow::ensure!(
-            !file.is_empty(),
-            "an in-memory or temporary SQLite database has no WAL to flush"
-        );
-        Ok(Self::at(PathBuf::from(format!("{file}-wal"))))
+        let file = super::sqlite_main_file(db).await?.ok_or_else(|| {
+            anyhow::anyhow!("an in-memory or temporary SQLite database has no WAL to flush")
+        })?;
+        Ok(Self::at(PathBuf::from(format!("{}-wal", file.display()))))
     }
 
     /// A flush of the WAL file at `wal`.

@@ -192,6 +192,8 @@ pub struct TestApp {
     pub time: synchub::clock::Offset,
     /// The app's own database handle, for tests that set up state the API does not expose.
     pub db: sea_orm::DatabaseConnection,
+    /// Where the app's job queue lives (SQLite: a file of its own).
+    pub queue_db: sea_orm::DatabaseConnection,
     pub client: reqwest::Client,
     pub database: TestDatabase,
 }
@@ -219,11 +221,13 @@ impl TestApp {
                 .expect("app builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let db = app.db.clone();
+        let queue_db = app.queue_db.clone();
         tokio::spawn(app.run_until_stopped());
         Self {
             address,
             time,
             db,
+            queue_db,
             client: reqwest::Client::builder()
                 .no_proxy()
                 .build()

@@ -102,7 +102,7 @@ async fn finished_jobs_are_pruned_from_the_queue(backend: Backend) {
         run_until_done(&app, &token, &flow, Duration::from_secs(30)).await;
     }
     assert!(
-        jobs_in_queue(&app.db).await >= 1,
+        jobs_in_queue(&app.queue_db).await >= 1,
         "the jobs went through the queue"
     );
     // The dispatcher prunes jobs finished more than a few seconds ago; prune now instead.
@@ -110,10 +110,10 @@ async fn finished_jobs_are_pruned_from_the_queue(backend: Backend) {
         "finished jobs leave the queue",
         Duration::from_secs(10),
         || async {
-            synchub::runtime::prune_finished(&app.db, Duration::ZERO)
+            synchub::runtime::prune_finished(&app.queue_db, Duration::ZERO)
                 .await
                 .unwrap();
-            match jobs_in_queue(&app.db).await {
+            match jobs_in_queue(&app.queue_db).await {
                 0 => Ok(()),
                 left => Err(left),
             }
