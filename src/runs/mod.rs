@@ -245,7 +245,7 @@ async fn lock_runs_of(txn: &sea_orm::DatabaseTransaction, flow: &FlowId) -> Resu
 }
 
 /// The advisory-lock keys of `flows`' runs, once each and in the one order every group takes
-/// them (`lock_runs_of_flows`, `together::lock_and_succeed_in_group`).
+/// them (`lock_runs_of_flows`).
 fn run_lock_keys<'a>(flows: impl IntoIterator<Item = &'a FlowId>) -> Vec<String> {
     let mut keys: Vec<String> = flows
         .into_iter()

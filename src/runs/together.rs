@@ -5,9 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sea_orm::sea_query::{
-    CommonTableExpression, Expr, PostgresQueryBuilder, Query, ValueTuple, WithClause,
-};
+use sea_orm::sea_query::{CommonTableExpression, Expr, PostgresQueryBuilder, Query, WithClause};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult, IdenStatic,
     JoinType, QueryFilter, QueryOrder, QuerySelect, QueryTrait, RelationDef,
@@ -17,7 +15,6 @@ use super::{
     Checkpoint, Claimed, RUNS_OF, RunReport, WAIT_FOR_SIBLING, claim_in, claim_statement,
     defer_statement, lock_runs_of_flows, move_cursor, move_cursor_statement, notify_released,
     put_back_behind_sibling, record_pickup, release_statement, release_waiting, report,
-    run_lock_keys,
 };
 use crate::error::{Error, Result};
 use crate::ids::{FlowId, RunId};
@@ -226,38 +223,27 @@ fn success_reports(
 }
 
 /// Ends each run as succeeded, taking its flow's lock first, as `lock_runs_of_flows` and then
-/// `succeed_in_group` would. On PostgreSQL it is one statement, where those are three round
-/// trips: the locks are a MATERIALIZED WITH that both UPDATEs gate on, a condition without a
-/// row in it, so PostgreSQL evaluates it once before either reads a run (a "One-Time Filter"
-/// in the plan), and a VALUES list is scanned in the order written, so the locks come in
-/// `lock_runs_of_flows`'s order. A cursor to move costs its own statement, as there.
+/// `succeed_in_group` would. On PostgreSQL the ends and the hand-out are one statement, where
+/// `succeed_in_group` takes two; the locks come in a statement before it, never inside it: a
+/// statement reads the runs as of its start, so one that first waited for a lock held by a
+/// claim would not see the run that claim put back, and that run would wait out
+/// `WAIT_FOR_SIBLING` (test: `an_end_hands_out_the_run_a_claim_put_back_while_it_waited`).
+/// A cursor to move costs its own statement, as there.
 pub(super) async fn lock_and_succeed_in_group(
     txn: &sea_orm::DatabaseTransaction,
     requests: &[SuccessRequest<'_>],
 ) -> Result<Vec<RunReport>> {
+    lock_runs_of_flows(txn, requests.iter().map(|r| &r.flow.id)).await?;
     if txn.get_database_backend() != DatabaseBackend::Postgres || requests.is_empty() {
-        lock_runs_of_flows(txn, requests.iter().map(|r| &r.flow.id)).await?;
         return succeed_in_group(txn, requests).await;
     }
     let now = requests.iter().map(|r| r.now).max().unwrap_or_default();
     let ids: Vec<RunId> = requests.iter().map(|r| r.run_id.clone()).collect();
     let flows: Vec<FlowId> = requests.iter().map(|r| r.flow.id.clone()).collect();
-    let keys = run_lock_keys(&flows);
-
-    let mut locks = Query::select();
-    locks
-        .expr_as(
-            Expr::cust(r#"count(pg_advisory_xact_lock(hashtextextended("keys"."column1", 0)))"#),
-            "taken",
-        )
-        .from_values(keys.into_iter().map(|k| ValueTuple::One(k.into())), "keys");
-    let locked = Expr::cust(r#"(SELECT "taken" FROM "locks") >= 0"#);
     let mut ended = super::success_statement(ids.clone(), now).into_query();
-    ended.and_where(locked.clone()).returning_all();
+    ended.returning_all();
     let mut released = release_statement(flows, ids, now).into_query();
-    released
-        .and_where(locked)
-        .returning_col(run::Column::FlowId);
+    released.returning_col(run::Column::FlowId);
     let cte = |name: &'static str, query: sea_orm::sea_query::SubQueryStatement| {
         CommonTableExpression::new()
             .query(query)
@@ -265,8 +251,6 @@ pub(super) async fn lock_and_succeed_in_group(
             .to_owned()
     };
     let with = WithClause::new()
-        // Materialized: evaluated once, whichever UPDATE asks first.
-        .cte(cte("locks", locks.into()).materialized(true).to_owned())
         .cte(cte("ended", ended.into()))
         .cte(cte("released", released.into()))
         .to_owned();
@@ -776,6 +760,52 @@ mod tests {
                 Err(Error::NotFound("run"))
             ));
             txn.rollback().await.unwrap();
+        })
+        .await;
+    }
+
+    /// A claim that puts a run back behind its running sibling, and that sibling's end,
+    /// meet: the end group waits for the flow's lock while the claim holds it, and once the
+    /// claim commits, the end hands out the run it put back. (On PostgreSQL a statement that
+    /// waits for a lock still reads as of its start: an end whose locks and release were one
+    /// statement missed the put-back, and the run waited out `WAIT_FOR_SIBLING`, 5 s, in
+    /// `bench latency`'s tails.)
+    #[tokio::test]
+    async fn an_end_hands_out_the_run_a_claim_put_back_while_it_waited() {
+        on_each_database(|db, url| async move {
+            let now = chrono::Utc::now();
+            let lease = chrono::Duration::seconds(120);
+            let (a, a_runs) = flow_with_runs(&db, 2, now).await;
+            let txn = crate::store::begin_write(&db).await.unwrap();
+            claim_in_group(&txn, &claim_requests(&[&a_runs[0]], lease, now))
+                .await
+                .unwrap();
+            txn.commit().await.unwrap();
+
+            let claim = crate::store::begin_write(&db).await.unwrap();
+            let claimed = claim_in_group(&claim, &claim_requests(&[&a_runs[1]], lease, now))
+                .await
+                .unwrap();
+            assert!(claimed[0].is_none(), "{url}: its sibling is running");
+            let ending = {
+                let (db, a, run) = (db.clone(), a.clone(), a_runs[0].clone());
+                tokio::spawn(async move {
+                    let requests = success_requests(&[(&a, &run)], now);
+                    let txn = crate::store::begin_write(&db).await?;
+                    let reports = lock_and_succeed_in_group(&txn, &requests).await?;
+                    txn.commit().await?;
+                    Ok::<_, Error>(reports)
+                })
+            };
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            assert!(!ending.is_finished(), "{url}: the end waits for the claim");
+            claim.commit().await.unwrap();
+            let reports = ending.await.unwrap().unwrap();
+            assert!(
+                reports[0].released_next,
+                "{url}: the run put back is handed out"
+            );
+            assert!(row(&db, &a_runs[1]).await.dispatched_at.is_none(), "{url}");
         })
         .await;
     }

@@ -89,7 +89,6 @@ impl SyncEngine {
         Ok(self)
     }
 
-    /// Where rate-limit buckets and concurrency slots live (the database by default).
     /// Where claims and lease renewals commit: a pool that skips the flush to disk.
     pub fn with_relaxed_store(mut self, relaxed: DatabaseConnection) -> Self {
         self.writer = runs::RunWriter::new(self.db.clone(), relaxed.clone());
@@ -97,6 +96,7 @@ impl SyncEngine {
         self
     }
 
+    /// Where rate-limit buckets and concurrency slots live (the database by default).
     pub fn with_limiter(mut self, limiter: RateLimiter) -> Self {
         self.limiter = limiter;
         self
