@@ -53,6 +53,7 @@ pub(super) async fn claim_in_group(
             .map(|run| (run.id.clone(), run))
             .collect()
     };
+    let flow_of = fresh_flows_of_claimed(txn, flow_of, &claimed).await?;
 
     let at_once: HashSet<RunId> = at_once.into_iter().collect();
     let mut answers = Vec::with_capacity(requests.len());
@@ -71,6 +72,36 @@ pub(super) async fn claim_in_group(
         answers.push(answer);
     }
     Ok(answers)
+}
+
+/// On PostgreSQL, the claimed runs' flows read again, now that their locks are held: the
+/// statement that took the locks read the flows as of its start, and one that waited for a
+/// sibling's end would hand out the flow from before that end (its cursor not yet moved,
+/// so the run would read again what the sibling synced). Test:
+/// `a_claim_that_waited_for_an_end_reads_the_flow_it_left`. SQLite's write lock is taken
+/// before anything is read.
+async fn fresh_flows_of_claimed(
+    txn: &sea_orm::DatabaseTransaction,
+    mut flow_of: HashMap<RunId, flow::Model>,
+    claimed: &HashMap<RunId, run::Model>,
+) -> Result<HashMap<RunId, flow::Model>> {
+    if txn.get_database_backend() != DatabaseBackend::Postgres || claimed.is_empty() {
+        return Ok(flow_of);
+    }
+    let ids: HashSet<FlowId> = claimed.values().map(|run| run.flow_id.clone()).collect();
+    let fresh: HashMap<FlowId, flow::Model> = flow::Entity::find()
+        .filter(flow::Column::Id.is_in(ids))
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|flow| (flow.id.clone(), flow))
+        .collect();
+    for run in claimed.values() {
+        if let Some(flow) = fresh.get(&run.flow_id) {
+            flow_of.insert(run.id.clone(), flow.clone());
+        }
+    }
+    Ok(flow_of)
 }
 
 /// A run a group claimed, with its flow as the group read it.
@@ -121,7 +152,8 @@ fn first_claims(
 /// The flow of each run (those that exist), read with the flows' locks taken (PostgreSQL) in
 /// the same statement and in the order `lock_runs_of_flows` takes them: PostgreSQL evaluates
 /// a volatile output expression after ORDER BY ("SELECT", Description, in its manual). The
-/// flows come in this round trip so that the claim needs none of its own to read them.
+/// flows come in this round trip so that SQLite's claim needs none of its own to read them;
+/// PostgreSQL reads the claimed runs' flows again after the claim (`fresh_flows_of_claimed`).
 async fn flows_of_runs_locked(
     txn: &sea_orm::DatabaseTransaction,
     ids: Vec<RunId>,
@@ -806,6 +838,57 @@ mod tests {
                 "{url}: the run put back is handed out"
             );
             assert!(row(&db, &a_runs[1]).await.dispatched_at.is_none(), "{url}");
+        })
+        .await;
+    }
+
+    /// A claim that waits for its flow's lock while the sibling's end holds it (the end
+    /// moving the flow's cursor) claims the run once the end commits, with the flow as that
+    /// end left it: a run that started from the cursor before would read again what its
+    /// sibling synced.
+    #[tokio::test]
+    async fn a_claim_that_waited_for_an_end_reads_the_flow_it_left() {
+        on_each_database(|db, url| async move {
+            let now = chrono::Utc::now();
+            let lease = chrono::Duration::seconds(120);
+            let (a, a_runs) = flow_with_runs(&db, 2, now).await;
+            let txn = crate::store::begin_write(&db).await.unwrap();
+            claim_in_group(&txn, &claim_requests(&[&a_runs[0]], lease, now))
+                .await
+                .unwrap();
+            txn.commit().await.unwrap();
+
+            let moved = serde_json::json!({"updated_at_min": "2026-12-06T10:00:00Z"});
+            let end = crate::store::begin_write(&db).await.unwrap();
+            lock_runs_of_flows(&end, [&a.id]).await.unwrap();
+            succeed_in_group(&end, &success_requests(&[(&a, &a_runs[0])], now))
+                .await
+                .unwrap();
+            flow::Entity::update_many()
+                .col_expr(flow::Column::Cursor, Some(moved.clone()).into())
+                .filter(flow::Column::Id.eq(a.id.clone()))
+                .exec(&end)
+                .await
+                .unwrap();
+            let claiming = {
+                let (db, run) = (db.clone(), a_runs[1].clone());
+                tokio::spawn(async move {
+                    let txn = crate::store::begin_write(&db).await?;
+                    let claimed =
+                        claim_in_group(&txn, &claim_requests(&[&run], lease, now)).await?;
+                    txn.commit().await?;
+                    Ok::<_, Error>(claimed)
+                })
+            };
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            assert!(
+                !claiming.is_finished(),
+                "{url}: the claim waits for the end"
+            );
+            end.commit().await.unwrap();
+            let claimed = claiming.await.unwrap().unwrap();
+            let claimed = claimed[0].as_ref().expect("claimed once its sibling ended");
+            assert_eq!(claimed.flow.cursor, Some(moved), "{url}");
         })
         .await;
     }
