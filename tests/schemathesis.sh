@@ -106,7 +106,8 @@ fuzz() {
     # A clean checkout keeps nothing after CI, so a failure's details go to the CI log.
     if [ "$walk_failed" -eq 1 ]; then
       failed=1
-      sed -n '/FAILURES/,/SUMMARY/p' "$dir/$who.log" | head -n 120 | sed "s/^/$backend ($who): /"
+      { sed -n '/= FAILURES =/,/= SUMMARY =/p' "$dir/$who.log" | grep . || tail -n 80 "$dir/$who.log"; } |
+        head -n 120 | sed "s/^/$backend ($who): /" || true
     fi
     python3 - "$dir/$who.har" "$backend ($who)" <<'PY'
 import collections, json, sys
