@@ -102,6 +102,22 @@ impl ScratchDatabase {
     }
 }
 
+/// Runs `test` on each scratch database (`ScratchDatabase::for_tests`), connected with
+/// migrations applied, then closes and removes it.
+#[cfg(test)]
+pub async fn on_each_database<F, Fut>(test: F)
+where
+    F: Fn(DatabaseConnection, String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for database in ScratchDatabase::for_tests().await.unwrap() {
+        let db = database.connect().await.unwrap();
+        test(db.clone(), database.url.clone()).await;
+        db.close().await.unwrap();
+        database.remove().await.unwrap();
+    }
+}
+
 /// A running API server in this process, and a tenant token to call it with.
 pub struct ApiSession {
     pub base: String,

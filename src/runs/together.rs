@@ -449,22 +449,8 @@ mod tests {
     use sea_orm::EntityTrait;
 
     use super::*;
-    use crate::bench::fixture::ScratchDatabase;
+    use crate::bench::fixture::on_each_database;
     use crate::runs::{RunWriter, lock_runs_of_flows, queued_run, test_flow};
-
-    /// Runs `test` on each scratch database (`ScratchDatabase::for_tests`), then removes it.
-    async fn on_each_database<F, Fut>(test: F)
-    where
-        F: Fn(sea_orm::DatabaseConnection, String) -> Fut,
-        Fut: std::future::Future<Output = ()>,
-    {
-        for database in ScratchDatabase::for_tests().await.unwrap() {
-            let db = database.connect().await.unwrap();
-            test(db.clone(), database.url.clone()).await;
-            db.close().await.unwrap();
-            database.remove().await.unwrap();
-        }
-    }
 
     async fn flow_with_runs(
         db: &sea_orm::DatabaseConnection,
@@ -506,10 +492,7 @@ mod tests {
             let (b, b_runs) = flow_with_runs(&db, 1, now).await;
             let unknown = RunId::generate();
             let asked = [&a_runs[0], &a_runs[1], &b_runs[0], &unknown];
-            let requests = claim_requests(&asked, lease, now);
-            let txn = crate::store::begin_write(&db).await.unwrap();
-            let claimed = claim_in_group(&txn, &requests).await.unwrap();
-            txn.commit().await.unwrap();
+            let claimed = claim_committed(&db, &asked, lease, now).await.unwrap();
             let claimed_ids: Vec<Option<RunId>> = claimed
                 .iter()
                 .map(|c| c.as_ref().map(|c| c.run.id.clone()))
@@ -630,6 +613,32 @@ mod tests {
             .collect()
     }
 
+    /// Claims `ids` as one group in a transaction of its own.
+    async fn claim_committed(
+        db: &sea_orm::DatabaseConnection,
+        ids: &[&RunId],
+        lease: chrono::Duration,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Option<Claimed>>> {
+        let txn = crate::store::begin_write(db).await?;
+        let claimed = claim_in_group(&txn, &claim_requests(ids, lease, now)).await?;
+        txn.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Ends each run of its flow as one group, its flows' locks first, in a transaction of
+    /// its own.
+    async fn end_committed(
+        db: &sea_orm::DatabaseConnection,
+        ends: &[(&flow::Model, &RunId)],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<RunReport>> {
+        let txn = crate::store::begin_write(db).await?;
+        let reports = lock_and_succeed_in_group(&txn, &success_requests(ends, now)).await?;
+        txn.commit().await?;
+        Ok(reports)
+    }
+
     /// A successful end of each run of its flow, at `now`.
     fn success_requests<'a>(
         ends: &[(&'a flow::Model, &'a RunId)],
@@ -742,11 +751,8 @@ mod tests {
             let lease = chrono::Duration::seconds(120);
             let (a, a_runs) = flow_with_runs(&db, 2, now).await;
             let (b, b_runs) = flow_with_runs(&db, 1, now).await;
-            let txn = crate::store::begin_write(&db).await.unwrap();
             let asked = [&a_runs[0], &a_runs[1], &b_runs[0]];
-            let requests = claim_requests(&asked, lease, now);
-            claim_in_group(&txn, &requests).await.unwrap();
-            txn.commit().await.unwrap();
+            claim_committed(&db, &asked, lease, now).await.unwrap();
 
             let holder = crate::store::begin_write(&db).await.unwrap();
             lock_runs_of_flows(&holder, [&b.id]).await.unwrap();
@@ -758,13 +764,9 @@ mod tests {
                     a_runs[0].clone(),
                     b_runs[0].clone(),
                 );
-                tokio::spawn(async move {
-                    let requests = success_requests(&[(&b, &b_run), (&a, &a_run)], now);
-                    let txn = crate::store::begin_write(&db).await?;
-                    let reports = lock_and_succeed_in_group(&txn, &requests).await?;
-                    txn.commit().await?;
-                    Ok::<_, Error>(reports)
-                })
+                tokio::spawn(
+                    async move { end_committed(&db, &[(&b, &b_run), (&a, &a_run)], now).await },
+                )
             };
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             assert!(!ending.is_finished(), "{url}: the group waits for b's lock");
@@ -808,11 +810,9 @@ mod tests {
             let now = chrono::Utc::now();
             let lease = chrono::Duration::seconds(120);
             let (a, a_runs) = flow_with_runs(&db, 2, now).await;
-            let txn = crate::store::begin_write(&db).await.unwrap();
-            claim_in_group(&txn, &claim_requests(&[&a_runs[0]], lease, now))
+            claim_committed(&db, &[&a_runs[0]], lease, now)
                 .await
                 .unwrap();
-            txn.commit().await.unwrap();
 
             let claim = crate::store::begin_write(&db).await.unwrap();
             let claimed = claim_in_group(&claim, &claim_requests(&[&a_runs[1]], lease, now))
@@ -821,13 +821,7 @@ mod tests {
             assert!(claimed[0].is_none(), "{url}: its sibling is running");
             let ending = {
                 let (db, a, run) = (db.clone(), a.clone(), a_runs[0].clone());
-                tokio::spawn(async move {
-                    let requests = success_requests(&[(&a, &run)], now);
-                    let txn = crate::store::begin_write(&db).await?;
-                    let reports = lock_and_succeed_in_group(&txn, &requests).await?;
-                    txn.commit().await?;
-                    Ok::<_, Error>(reports)
-                })
+                tokio::spawn(async move { end_committed(&db, &[(&a, &run)], now).await })
             };
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             assert!(!ending.is_finished(), "{url}: the end waits for the claim");
@@ -852,11 +846,9 @@ mod tests {
             let now = chrono::Utc::now();
             let lease = chrono::Duration::seconds(120);
             let (a, a_runs) = flow_with_runs(&db, 2, now).await;
-            let txn = crate::store::begin_write(&db).await.unwrap();
-            claim_in_group(&txn, &claim_requests(&[&a_runs[0]], lease, now))
+            claim_committed(&db, &[&a_runs[0]], lease, now)
                 .await
                 .unwrap();
-            txn.commit().await.unwrap();
 
             let moved = serde_json::json!({"updated_at_min": "2026-12-06T10:00:00Z"});
             let end = crate::store::begin_write(&db).await.unwrap();
@@ -872,13 +864,7 @@ mod tests {
                 .unwrap();
             let claiming = {
                 let (db, run) = (db.clone(), a_runs[1].clone());
-                tokio::spawn(async move {
-                    let txn = crate::store::begin_write(&db).await?;
-                    let claimed =
-                        claim_in_group(&txn, &claim_requests(&[&run], lease, now)).await?;
-                    txn.commit().await?;
-                    Ok::<_, Error>(claimed)
-                })
+                tokio::spawn(async move { claim_committed(&db, &[&run], lease, now).await })
             };
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             assert!(

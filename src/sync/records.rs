@@ -305,7 +305,7 @@ mod tests {
     use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
 
     use super::{known_versions_statement, statistics_stale};
-    use crate::bench::fixture::ScratchDatabase;
+    use crate::bench::fixture::on_each_database;
 
     /// On PostgreSQL the lookup of a page's known versions probes the primary key once an id
     /// on a table never analysed (a new or fast-growing one), where `platform_id IN (...)`
@@ -313,12 +313,9 @@ mod tests {
     /// in its plan); and it answers the known ids only.
     #[tokio::test]
     async fn known_versions_probe_the_primary_key_without_statistics() {
-        for database in ScratchDatabase::for_tests().await.unwrap() {
-            let db = database.connect().await.unwrap();
+        on_each_database(|db, url| async move {
             if db.get_database_backend() != DatabaseBackend::Postgres {
-                db.close().await.unwrap();
-                database.remove().await.unwrap();
-                continue;
+                return;
             }
             db.execute_unprepared(
                 "INSERT INTO records SELECT 'ten_1', 'con_1', 'orders', g::text, \
@@ -342,9 +339,9 @@ mod tests {
                 .join("\n");
             assert!(
                 explained.contains("Index Cond") && explained.contains("platform_id"),
-                "{explained}"
+                "{url}: {explained}"
             );
-            assert!(!explained.contains("Filter"), "{explained}");
+            assert!(!explained.contains("Filter"), "{url}: {explained}");
 
             let mut asked = ids.clone();
             asked.push("4900".into());
@@ -357,9 +354,8 @@ mod tests {
                 102,
                 "4,900-5,000 once each, and 4,900 asked twice"
             );
-            db.close().await.unwrap();
-            database.remove().await.unwrap();
-        }
+        })
+        .await;
     }
 
     #[test]
