@@ -90,7 +90,7 @@ pub async fn claim(
     // it for four round trips to the connection's thread. Every worker's claim and end queue
     // for that lock: measured with four workers, a claim took 2.8 ms, mostly waiting.
     if crate::store::is_sqlite(db)
-        && let Some(run) = claim_statement(vec![run_id.clone()], lease, now)
+        && let Some(run) = claim_statement(run::Column::Id.eq(run_id.clone()), lease, now)
             .exec_with_returning(db)
             .await?
             .into_iter()
@@ -119,7 +119,7 @@ async fn claim_in(
     // records twice. SQLite's write transaction already excludes other claims; on
     // PostgreSQL the flow's run lock does, until this transaction ends.
     lock_runs_of_run(txn, run_id).await?;
-    let claimed = claim_statement(vec![run_id.clone()], lease, now)
+    let claimed = claim_statement(run::Column::Id.eq(run_id.clone()), lease, now)
         .exec_with_returning(txn)
         .await?;
     let Some(claimed) = claimed.into_iter().next() else {
@@ -155,7 +155,7 @@ async fn put_back_behind_sibling(
 /// round trip inside the write lock (SQLite) or the flow's lock (PostgreSQL). Two runs of one
 /// flow in one statement would not see each other: callers pass at most one run a flow.
 fn claim_statement(
-    run_ids: Vec<RunId>,
+    which: impl Into<sea_orm::sea_query::SimpleExpr>,
     lease: chrono::Duration,
     now: chrono::DateTime<chrono::Utc>,
 ) -> sea_orm::UpdateMany<run::Entity> {
@@ -187,7 +187,7 @@ fn claim_statement(
             .finally(Expr::col(run::Column::DedupeKey))
             .into(),
         )
-        .filter(run::Column::Id.is_in(run_ids))
+        .filter(which.into())
         .filter(run::Entity::due(now))
         .filter(Expr::not_exists(running_sibling(now)))
 }
@@ -265,24 +265,30 @@ async fn lock_runs_of_flows<'a>(
     if txn.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
         return Ok(());
     }
-    let keys = run_lock_keys(flows);
+    if let Some(statement) = lock_flows_statement(&run_lock_keys(flows)) {
+        txn.query_one_raw(statement).await?;
+    }
+    Ok(())
+}
+
+/// PostgreSQL: the statement that takes the run locks `keys` (`run_lock_keys`) in their
+/// order; None for none.
+fn lock_flows_statement(keys: &[String]) -> Option<sea_orm::Statement> {
     if keys.is_empty() {
-        return Ok(());
+        return None;
     }
     // A VALUES list is scanned in the order written, so the locks are taken in that order.
     let rows = (1..=keys.len())
         .map(|n| format!("(${n})"))
         .collect::<Vec<_>>()
         .join(", ");
-    txn.query_one_raw(sea_orm::Statement::from_sql_and_values(
+    Some(sea_orm::Statement::from_sql_and_values(
         sea_orm::DatabaseBackend::Postgres,
         format!(
             "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM (VALUES {rows}) AS keys(k)"
         ),
-        keys.into_iter().map(sea_orm::Value::from),
+        keys.iter().map(|key| sea_orm::Value::from(key.clone())),
     ))
-    .await?;
-    Ok(())
 }
 
 /// `lock_runs_of` for the flow of a run, read in the same statement that takes the lock.
@@ -388,7 +394,7 @@ pub async fn defer(
     now: chrono::DateTime<chrono::Utc>,
     wait: chrono::Duration,
 ) -> Result<()> {
-    defer_statement(vec![run_id.clone()], now, wait)
+    defer_statement(run::Column::Id.eq(run_id.clone()), now, wait)
         .exec(db)
         .await?;
     Ok(())
@@ -396,7 +402,7 @@ pub async fn defer(
 
 /// `defer` of several runs in one statement.
 fn defer_statement(
-    run_ids: Vec<RunId>,
+    which: impl Into<sea_orm::sea_query::SimpleExpr>,
     now: chrono::DateTime<chrono::Utc>,
     wait: chrono::Duration,
 ) -> sea_orm::UpdateMany<run::Entity> {
@@ -405,7 +411,7 @@ fn defer_statement(
             run::Column::DispatchedAt,
             Some(now - run::REDISPATCH_AFTER + wait).into(),
         )
-        .filter(run::Column::Id.is_in(run_ids))
+        .filter(which.into())
 }
 
 /// Renews the run's lease every third of its length until aborted: the attempt's heartbeat.
@@ -484,11 +490,15 @@ async fn move_cursor(
     Ok(())
 }
 
+/// The key of a flow's cursor: the newest version its runs committed, which the next run
+/// asks the source for changes from (`sync::engine`).
+pub(crate) const CURSOR_KEY: &str = "updated_at_min";
+
 fn move_cursor_statement(flow: &FlowId, version: String) -> sea_orm::UpdateMany<flow::Entity> {
     flow::Entity::update_many()
         .col_expr(
             flow::Column::Cursor,
-            Some(json!({ "updated_at_min": version })).into(),
+            Some(json!({ CURSOR_KEY: version })).into(),
         )
         .col_expr(flow::Column::ConsecutiveFailures, 0.into())
         .filter(flow::Column::Id.eq(flow.clone()))

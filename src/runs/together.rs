@@ -1,24 +1,39 @@
 //! Claims and ends of several runs in one transaction, a statement for all of them where one
-//! run's would repeat: what `RunWriter` commits when requests arrive together. Each does what
-//! `claim_in` and `succeed` do for one run; a run's own statements are only for what is
-//! rare (a run behind a sibling, a failed attempt, a cursor to move).
+//! run's would repeat, sent to the database in one trip with their BEGIN and COMMIT
+//! (`store::FoldedWriter`): what `RunWriter` commits when requests arrive together, or
+//! one alone. Each does what `claim_in` and `succeed` do for one run; a run's own statements
+//! are only for what is rare (a failed attempt, a group of ends with one).
+//!
+//! Why one trip: at four worker slots a run's time was mostly its groups' trips to the
+//! database, five for a claim group and four for an end group on PostgreSQL, each about
+//! 0.2 ms beyond its statement (`bench jobs`, 6 Dec, ninth session: claim 1.57 ms and end
+//! 1.40 ms a run, 1,064-1,088 runs/s). So every statement of a group is one whose text does
+//! not depend on what an earlier one returned: which run of a flow to claim is chosen by
+//! the claim statement itself, and the cursors move in a statement that reads the ended
+//! runs' checkpoints.
+//!
+//! PostgreSQL reads each statement as of its start, also one that first waited for a lock
+//! (READ COMMITTED): the flows' locks are a statement of their own before any that reads
+//! runs or flows. An end whose locks and release were one statement missed a run that a
+//! claim it waited for put back (test: `an_end_hands_out_the_run_a_claim_put_back_while_it_waited`),
+//! and a claim that read its flow in the statement that took the lock handed out the flow
+//! from before the sibling's end (`a_claim_that_waited_for_an_end_reads_the_flow_it_left`).
 
 use std::collections::{HashMap, HashSet};
 
-use sea_orm::sea_query::{CommonTableExpression, Expr, PostgresQueryBuilder, Query, WithClause};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult, IdenStatic,
-    JoinType, QueryFilter, QueryOrder, QuerySelect, QueryTrait, RelationDef,
+    ColumnTrait, DatabaseBackend, EntityTrait, FromQueryResult, IdenStatic, JoinType, QueryFilter,
+    QuerySelect, QueryTrait, RelationDef,
 };
 
 use super::{
-    Checkpoint, Claimed, RUNS_OF, RunReport, WAIT_FOR_SIBLING, claim_in, claim_statement,
-    defer_statement, lock_runs_of_flows, move_cursor, move_cursor_statement, notify_released,
-    put_back_behind_sibling, record_pickup, release_statement, release_waiting, report,
+    Checkpoint, Claimed, RunReport, WAIT_FOR_SIBLING, claim_statement, defer_statement,
+    lock_flows_statement, move_cursor, record_pickup, release_statement, report, run_lock_keys,
 };
 use crate::error::{Error, Result};
 use crate::ids::{FlowId, RunId};
-use crate::store::FoldedTransaction;
+use crate::store::FoldedWriter;
 use crate::store::entities::{flow, run};
 
 /// One claim of a group.
@@ -28,138 +43,181 @@ pub(super) struct ClaimRequest<'a> {
     pub now: chrono::DateTime<chrono::Utc>,
 }
 
-/// Claims each run as `claim_in` would, answering in the requests' order. One statement
-/// claims the first run asked of each flow, under the locks of all the group's flows taken
-/// in one order (two processes' groups cannot wait on each other); a second run of a flow in
-/// the same group goes through `claim_in` after it, and finds its sibling running.
-pub(super) async fn claim_in_group(
-    txn: &sea_orm::DatabaseTransaction,
+/// Claims each run as `claim_in` would, answering in the requests' order: one trip for the
+/// requests of each lease asked (almost always one), judged at their latest time, which
+/// claims what each claim would have a moment later.
+pub(super) async fn claim_group(
+    db: &mut FoldedWriter,
     requests: &[ClaimRequest<'_>],
 ) -> Result<Vec<Option<Claimed>>> {
-    let ids: Vec<RunId> = requests.iter().map(|r| r.run_id.clone()).collect();
-    let flow_of = flows_of_runs_locked(txn, ids).await?;
-    let FirstClaims {
-        lease,
-        now,
-        at_once,
-    } = first_claims(requests, &flow_of);
-    let mut claimed: HashMap<RunId, run::Model> = if at_once.is_empty() {
-        HashMap::new()
-    } else {
-        claim_statement(at_once.clone(), lease, now)
-            .exec_with_returning(txn)
-            .await?
-            .into_iter()
-            .map(|run| (run.id.clone(), run))
-            .collect()
-    };
-    let flow_of = fresh_flows_of_claimed(txn, flow_of, &claimed).await?;
-
-    let at_once: HashSet<RunId> = at_once.into_iter().collect();
-    let mut answers = Vec::with_capacity(requests.len());
+    let mut answers: Vec<Option<Claimed>> = requests.iter().map(|_| None).collect();
+    let mut leases: Vec<chrono::Duration> = Vec::new();
     for request in requests {
-        let answer = if let Some(run) = claimed.remove(request.run_id) {
-            Some(with_its_flow(run, &flow_of, request.now)?)
-        } else if at_once.contains(request.run_id) {
-            put_back_behind_sibling(txn, request.run_id, request.now).await?;
-            None
-        } else if flow_of.contains_key(request.run_id) {
-            claim_in(txn, request.run_id, request.lease, request.now).await?
-        } else {
-            // Unknown: nobody's to claim.
-            None
-        };
-        answers.push(answer);
+        if !leases.contains(&request.lease) {
+            leases.push(request.lease);
+        }
+    }
+    for lease in leases {
+        let asked: Vec<usize> = (0..requests.len())
+            .filter(|&i| requests[i].lease == lease)
+            .collect();
+        let ids: Vec<RunId> = asked.iter().map(|&i| requests[i].run_id.clone()).collect();
+        let now = asked
+            .iter()
+            .map(|&i| requests[i].now)
+            .max()
+            .unwrap_or_default();
+        let mut claimed = claim_in_one_trip(db, ids, lease, now).await?;
+        for i in asked {
+            answers[i] = claimed.remove(requests[i].run_id);
+        }
     }
     Ok(answers)
 }
 
-/// On PostgreSQL, the claimed runs' flows read again, now that their locks are held: the
-/// statement that took the locks read the flows as of its start, and one that waited for a
-/// sibling's end would hand out the flow from before that end (its cursor not yet moved,
-/// so the run would read again what the sibling synced). Test:
-/// `a_claim_that_waited_for_an_end_reads_the_flow_it_left`. SQLite's write lock is taken
-/// before anything is read.
-async fn fresh_flows_of_claimed(
-    txn: &sea_orm::DatabaseTransaction,
-    mut flow_of: HashMap<RunId, flow::Model>,
-    claimed: &HashMap<RunId, run::Model>,
-) -> Result<HashMap<RunId, flow::Model>> {
-    if txn.get_database_backend() != DatabaseBackend::Postgres || claimed.is_empty() {
-        return Ok(flow_of);
-    }
-    let ids: HashSet<FlowId> = claimed.values().map(|run| run.flow_id.clone()).collect();
-    let fresh: HashMap<FlowId, flow::Model> = flow::Entity::find()
-        .filter(flow::Column::Id.is_in(ids))
-        .all(txn)
-        .await?
-        .into_iter()
-        .map(|flow| (flow.id.clone(), flow))
-        .collect();
-    for run in claimed.values() {
-        if let Some(flow) = fresh.get(&run.flow_id) {
-            flow_of.insert(run.id.clone(), flow.clone());
-        }
-    }
-    Ok(flow_of)
-}
-
-/// A run a group claimed, with its flow as the group read it.
-fn with_its_flow(
-    run: run::Model,
-    flow_of: &HashMap<RunId, flow::Model>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Claimed> {
-    let flow = flow_of
-        .get(&run.id)
-        .cloned()
-        .ok_or(Error::NotFound("flow"))?;
-    record_pickup(&run, now);
-    Ok(Claimed { run, flow })
-}
-
-/// The runs of a claim group that one statement claims: the first asked of each flow, among
-/// those asking for the group's lease (the first request's), judged at the group's latest
-/// time, which claims what each claim would have a moment later.
-struct FirstClaims {
+/// One trip: the flows' locks (PostgreSQL), the claim of the oldest due run of each flow
+/// that has none running, the flows of the runs asked, and the put-back of each run asked
+/// that is still due (left behind a running sibling, in the group or not), then the commit.
+async fn claim_in_one_trip(
+    db: &mut FoldedWriter,
+    ids: Vec<RunId>,
     lease: chrono::Duration,
     now: chrono::DateTime<chrono::Utc>,
-    at_once: Vec<RunId>,
-}
-
-fn first_claims(
-    requests: &[ClaimRequest<'_>],
-    flow_of: &HashMap<RunId, flow::Model>,
-) -> FirstClaims {
-    let lease = requests.first().map(|r| r.lease).unwrap_or_default();
-    let now = requests.iter().map(|r| r.now).max().unwrap_or_default();
-    let mut flows_seen = HashSet::new();
-    let at_once = requests
-        .iter()
-        .filter(|r| r.lease == lease)
-        .filter_map(|r| {
-            let flow = flow_of.get(r.run_id)?;
-            flows_seen.insert(&flow.id).then(|| r.run_id.clone())
-        })
-        .collect();
-    FirstClaims {
-        lease,
-        now,
-        at_once,
+) -> Result<HashMap<RunId, Claimed>> {
+    let backend = db.backend();
+    let locking = backend == DatabaseBackend::Postgres;
+    let mut statements = Vec::with_capacity(4);
+    if locking {
+        statements.push(lock_flows_of_runs_statement(&ids));
     }
+    statements.push(claim_oldest_statement(&ids, lease, now, backend));
+    statements.push(flows_of_runs_statement(ids.clone(), backend));
+    let put_back = defer_statement(due_among(&ids, now, backend), now, WAIT_FOR_SIBLING)
+        .filter(run::Entity::due(now))
+        .into_query();
+    statements.push(backend.build(&put_back));
+
+    let trip = db.transaction(statements).await?;
+    let first = usize::from(locking);
+    let flow_of = read_flows_of_runs(rows_of(&trip, first + 1))?;
+    let mut claimed = HashMap::new();
+    for row in rows_of(&trip, first) {
+        let run = run::Model::from_query_result(row, "")?;
+        let flow = flow_of
+            .get(&run.id)
+            .cloned()
+            .ok_or(Error::NotFound("flow"))?;
+        record_pickup(&run, now);
+        claimed.insert(run.id.clone(), Claimed { run, flow });
+    }
+    Ok(claimed)
 }
 
-/// The flow of each run (those that exist), read with the flows' locks taken (PostgreSQL) in
-/// the same statement and in the order `lock_runs_of_flows` takes them: PostgreSQL evaluates
-/// a volatile output expression after ORDER BY ("SELECT", Description, in its manual). The
-/// flows come in this round trip so that SQLite's claim needs none of its own to read them;
-/// PostgreSQL reads the claimed runs' flows again after the claim (`fresh_flows_of_claimed`).
-async fn flows_of_runs_locked(
-    txn: &sea_orm::DatabaseTransaction,
-    ids: Vec<RunId>,
-) -> Result<HashMap<RunId, flow::Model>> {
-    let statement = flows_of_runs_statement(ids, txn.get_database_backend());
-    read_flows_of_runs(&txn.query_all_raw(statement).await?)
+/// Claims the oldest due run of each flow among `ids` (ids grow with time) that has none
+/// running, returning it: two runs of one flow in one claim statement would not see each
+/// other running.
+fn claim_oldest_statement(
+    ids: &[RunId],
+    lease: chrono::Duration,
+    now: chrono::DateTime<chrono::Utc>,
+    backend: DatabaseBackend,
+) -> sea_orm::Statement {
+    let oldest = Query::select()
+        .expr(Func::min(Expr::col((DUE, run::Column::Id))))
+        .from_subquery(due_runs_among(ids, now, backend), DUE)
+        .group_by_col((DUE, run::Column::FlowId))
+        .to_owned();
+    let mut claim = claim_statement(run::Column::Id.in_subquery(oldest), lease, now);
+    if backend != DatabaseBackend::Postgres {
+        // SQLite: without the list beside the subquery its planner scanned the runs table
+        // (`bench jobs`: a claim 6.7 ms instead of 0.5).
+        claim = claim.filter(run::Column::Id.is_in(ids.to_vec()));
+    }
+    let mut claim = claim.into_query();
+    claim.returning_all();
+    backend.build(&claim)
+}
+
+/// The runs `ids` that are due, as a condition on the runs table (the statement's own due
+/// condition says it again, for a row another transaction changed meanwhile): SQLite's
+/// planner takes an IN list by the primary key; PostgreSQL's gets the ids from
+/// `due_runs_among`.
+fn due_among(
+    ids: &[RunId],
+    now: chrono::DateTime<chrono::Utc>,
+    backend: DatabaseBackend,
+) -> sea_orm::sea_query::SimpleExpr {
+    if backend != DatabaseBackend::Postgres {
+        return run::Column::Id.is_in(ids.to_vec());
+    }
+    let ids_of = Query::select()
+        .column((DUE, run::Column::Id))
+        .from_subquery(due_runs_among(ids, now, backend), DUE)
+        .to_owned();
+    run::Column::Id.in_subquery(ids_of)
+}
+
+/// The due ones of the runs `ids`: their ids and flows. On PostgreSQL a primary-key probe
+/// an id (a VALUES list joined LATERAL, as `sync::records` does for known versions): with
+/// `runs.id IN (...) AND <due>`, and the runs table not analysed since a backlog grew,
+/// the planner ANDed the primary key's bitmap with `ix_runs_status`'s for "queued", reading
+/// every queued run's index entry (79,389 of them after 40,000 runs, 2.3 ms) to claim 16
+/// (EXPLAIN ANALYZE, custom and generic plans alike): a claim group of 16 took 4.4 ms of the
+/// server's time in `bench jobs`. Probed, 0.5 ms.
+fn due_runs_among(
+    ids: &[RunId],
+    now: chrono::DateTime<chrono::Utc>,
+    backend: DatabaseBackend,
+) -> sea_orm::sea_query::SelectStatement {
+    let due_runs = |select: &mut sea_orm::sea_query::SelectStatement| {
+        select
+            .column((run::Entity, run::Column::Id))
+            .column((run::Entity, run::Column::FlowId))
+            .from(run::Entity)
+            .cond_where(run::Entity::due(now))
+            .to_owned()
+    };
+    if backend != DatabaseBackend::Postgres || ids.is_empty() {
+        return due_runs(Query::select().and_where(run::Column::Id.is_in(ids.to_vec())));
+    }
+    // Inside the probe, "runs" is the probe's own table, as in any subquery over it.
+    let probe = due_runs(
+        Query::select()
+            .and_where(Expr::col((run::Entity, run::Column::Id)).equals((ASKED, VALUES_COLUMN)))
+            .limit(1),
+    );
+    Query::select()
+        .column((PROBED, run::Column::Id))
+        .column((PROBED, run::Column::FlowId))
+        .from_values(ids.iter().map(|id| id.to_string()), ASKED)
+        .join_lateral(JoinType::InnerJoin, probe, PROBED, Expr::cust("TRUE"))
+        .to_owned()
+}
+
+/// Names in `due_runs_among` and the statements over it: the ids asked (a VALUES list,
+/// whose one column PostgreSQL calls `column1`), a run probed, a due run.
+const ASKED: &str = "asked";
+const VALUES_COLUMN: &str = "column1";
+const PROBED: &str = "probed";
+const DUE: &str = "due";
+
+/// PostgreSQL: the run locks of the flows of `ids`, in the one order every group takes them
+/// (`run_lock_keys`): PostgreSQL evaluates a volatile output expression after ORDER BY
+/// ("SELECT", Description, in its manual). A run's flow never changes, so reading it before
+/// the lock is safe.
+fn lock_flows_of_runs_statement(ids: &[RunId]) -> sea_orm::Statement {
+    let placeholders = (1..=ids.len())
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    sea_orm::Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        format!(
+            r#"SELECT pg_advisory_xact_lock(hashtextextended('{}' || "flow_id", 0))::text FROM (SELECT DISTINCT "flow_id" FROM "runs" WHERE "id" IN ({placeholders})) AS "f" ORDER BY "flow_id" COLLATE "C""#,
+            super::RUNS_OF
+        ),
+        ids.iter().map(|id| sea_orm::Value::from(id.to_string())),
+    )
 }
 
 fn read_flows_of_runs(rows: &[sea_orm::QueryResult]) -> Result<HashMap<RunId, flow::Model>> {
@@ -171,26 +229,17 @@ fn read_flows_of_runs(rows: &[sea_orm::QueryResult]) -> Result<HashMap<RunId, fl
     Ok(flows)
 }
 
+/// The flow of each of the runs `ids` that exists, beside the run's id (`ASKED_RUN`).
 fn flows_of_runs_statement(ids: Vec<RunId>, backend: DatabaseBackend) -> sea_orm::Statement {
     let runs_of_flow: RelationDef = run::Entity::belongs_to(flow::Entity)
         .from(run::Column::FlowId)
         .to(flow::Column::Id)
         .into();
-    let mut select = flow::Entity::find()
+    flow::Entity::find()
         .join_rev(JoinType::InnerJoin, runs_of_flow)
         .column_as(run::Column::Id, ASKED_RUN)
-        .filter(run::Column::Id.is_in(ids));
-    if backend == DatabaseBackend::Postgres {
-        select = select
-            .expr(Expr::cust(format!(
-                r#"pg_advisory_xact_lock(hashtextextended('{RUNS_OF}' || "runs"."flow_id", 0))::text"#
-            )))
-            .order_by(
-                Expr::cust(r#""runs"."flow_id" COLLATE "C""#),
-                sea_orm::Order::Asc,
-            );
-    }
-    select.build(backend)
+        .filter(run::Column::Id.is_in(ids))
+        .build(backend)
 }
 
 /// The column that names, beside each flow, the run it was read for.
@@ -203,10 +252,101 @@ pub(super) struct SuccessRequest<'a> {
     pub now: chrono::DateTime<chrono::Utc>,
 }
 
-/// Ends each run as succeeded, as `succeed` would, at the group's latest time: one statement
-/// ends them all and one hands out each flow's next run that was waiting; a run that is gone
-/// fails the group (the writer then ends each on its own, so only that one fails). The
-/// caller holds the flows' locks (`lock_runs_of_flows`), taken before any run is written.
+/// Ends each run as succeeded, as `succeed` would, at the group's latest time, in one trip:
+/// the flows' locks (PostgreSQL), the ends, the hand-out of each flow's next run that was
+/// waiting (which, on PostgreSQL, tells the other processes at commit), the cursors the
+/// ended runs' checkpoints move, and the commit. Each request's own answer: a run that is
+/// gone is `NotFound` while the others end.
+pub(super) async fn succeed_group(
+    db: &mut FoldedWriter,
+    requests: &[SuccessRequest<'_>],
+) -> Result<Vec<Result<RunReport>>> {
+    if requests.is_empty() {
+        return Ok(Vec::new());
+    }
+    let backend = db.backend();
+    let now = requests.iter().map(|r| r.now).max().unwrap_or_default();
+    let ids: Vec<RunId> = requests.iter().map(|r| r.run_id.clone()).collect();
+    let flows: Vec<FlowId> = requests.iter().map(|r| r.flow.id.clone()).collect();
+    let mut statements = Vec::with_capacity(4);
+    let locking = backend == DatabaseBackend::Postgres;
+    if locking {
+        statements.extend(lock_flows_statement(&run_lock_keys(&flows)));
+    }
+    let first = statements.len();
+    let mut ended = super::success_statement(ids.clone(), now).into_query();
+    ended.returning_all();
+    statements.push(backend.build(&ended));
+    let mut released = release_statement(flows, ids.clone(), now).into_query();
+    let mut returned = vec![Expr::col(run::Column::FlowId)];
+    if locking {
+        returned.push(Expr::cust(format!(
+            "pg_notify('{}', '')::text",
+            crate::runtime::RUNS_CHANNEL
+        )));
+    }
+    released.returning(Query::returning().exprs(returned));
+    statements.push(backend.build(&released));
+    statements.push(move_cursors_statement(&ids, backend));
+
+    let trip = db.transaction(statements).await?;
+    let mut ended: HashMap<RunId, run::Model> = HashMap::with_capacity(requests.len());
+    for row in rows_of(&trip, first) {
+        let run = run::Model::from_query_result(row, "")?;
+        ended.insert(run.id.clone(), run);
+    }
+    let mut released = HashSet::new();
+    for row in rows_of(&trip, first + 1) {
+        released.insert(row.try_get::<FlowId>("", run::Column::FlowId.as_str())?);
+    }
+    Ok(requests
+        .iter()
+        .map(|request| {
+            let run = ended.get(request.run_id).ok_or(Error::NotFound("run"))?;
+            Ok(RunReport {
+                released_next: released.contains(&request.flow.id),
+                ..report(run)
+            })
+        })
+        .collect())
+}
+
+/// Moves each flow's cursor to the newest version its run among `ids` committed, as
+/// `move_cursor` does, read from the runs' checkpoints (`Checkpoint::max_version`) after
+/// their ends in the same transaction; a run without one leaves its flow's cursor.
+fn move_cursors_statement(ids: &[RunId], backend: DatabaseBackend) -> sea_orm::Statement {
+    let (placeholders, object, version): (Vec<String>, &str, &str) = match backend {
+        DatabaseBackend::Postgres => (
+            (1..=ids.len()).map(|n| format!("${n}")).collect(),
+            "jsonb_build_object",
+            r#""checkpoint" ->> 'max_version'"#,
+        ),
+        _ => (
+            ids.iter().map(|_| "?".to_string()).collect(),
+            "json_object",
+            r#"json_extract("checkpoint", '$.max_version')"#,
+        ),
+    };
+    sea_orm::Statement::from_sql_and_values(
+        backend,
+        format!(
+            r#"UPDATE "flows" SET "cursor" = {object}('{}', "moved"."version"), "consecutive_failures" = 0 FROM (SELECT "flow_id", {version} AS "version" FROM "runs" WHERE "id" IN ({})) AS "moved" WHERE "flows"."id" = "moved"."flow_id" AND "moved"."version" IS NOT NULL"#,
+            super::CURSOR_KEY,
+            placeholders.join(", ")
+        ),
+        ids.iter().map(|id| sea_orm::Value::from(id.to_string())),
+    )
+}
+
+/// The rows of a trip's `n`th statement.
+fn rows_of(trip: &[Vec<sea_orm::QueryResult>], n: usize) -> &[sea_orm::QueryResult] {
+    trip.get(n).map(Vec::as_slice).unwrap_or_default()
+}
+
+/// Ends each run as succeeded inside the caller's transaction, which holds the flows' locks
+/// (`lock_runs_of_flows`): the path of a group of ends with a failure among them, and of
+/// `succeed`. A run that is gone fails the group (the writer then ends each on its own, so
+/// only that one fails).
 pub(super) async fn succeed_in_group(
     txn: &sea_orm::DatabaseTransaction,
     requests: &[SuccessRequest<'_>],
@@ -231,226 +371,27 @@ pub(super) async fn succeed_in_group(
         }
     }
     let flows: Vec<FlowId> = requests.iter().map(|r| r.flow.id.clone()).collect();
-    let released = release_waiting(txn, flows, ids, now).await?;
-    success_reports(requests, ended, &released)
-}
-
-/// Each request's report, from the runs its group ended and the flows whose next run it
-/// handed out.
-fn success_reports(
-    requests: &[SuccessRequest<'_>],
-    mut ended: HashMap<RunId, run::Model>,
-    released: &HashSet<FlowId>,
-) -> Result<Vec<RunReport>> {
+    let released = super::release_waiting(txn, flows, ids, now).await?;
     requests
         .iter()
         .map(|request| {
-            let run = ended.remove(request.run_id).ok_or(Error::NotFound("run"))?;
+            let run = ended.get(request.run_id).ok_or(Error::NotFound("run"))?;
             Ok(RunReport {
                 released_next: released.contains(&request.flow.id),
-                ..report(&run)
+                ..report(run)
             })
         })
         .collect()
-}
-
-/// Ends each run as succeeded, taking its flow's lock first, as `lock_runs_of_flows` and then
-/// `succeed_in_group` would. On PostgreSQL the ends and the hand-out are one statement, where
-/// `succeed_in_group` takes two; the locks come in a statement before it, never inside it: a
-/// statement reads the runs as of its start, so one that first waited for a lock held by a
-/// claim would not see the run that claim put back, and that run would wait out
-/// `WAIT_FOR_SIBLING` (test: `an_end_hands_out_the_run_a_claim_put_back_while_it_waited`).
-/// A cursor to move costs its own statement, as there.
-pub(super) async fn lock_and_succeed_in_group(
-    txn: &sea_orm::DatabaseTransaction,
-    requests: &[SuccessRequest<'_>],
-) -> Result<Vec<RunReport>> {
-    lock_runs_of_flows(txn, requests.iter().map(|r| &r.flow.id)).await?;
-    if txn.get_database_backend() != DatabaseBackend::Postgres || requests.is_empty() {
-        return succeed_in_group(txn, requests).await;
-    }
-    let now = requests.iter().map(|r| r.now).max().unwrap_or_default();
-    let ids: Vec<RunId> = requests.iter().map(|r| r.run_id.clone()).collect();
-    let flows: Vec<FlowId> = requests.iter().map(|r| r.flow.id.clone()).collect();
-    let mut ended = super::success_statement(ids.clone(), now).into_query();
-    ended.returning_all();
-    let mut released = release_statement(flows, ids, now).into_query();
-    released.returning_col(run::Column::FlowId);
-    let cte = |name: &'static str, query: sea_orm::sea_query::SubQueryStatement| {
-        CommonTableExpression::new()
-            .query(query)
-            .table_name(name)
-            .to_owned()
-    };
-    let with = WithClause::new()
-        .cte(cte("ended", ended.into()))
-        .cte(cte("released", released.into()))
-        .to_owned();
-    let (sql, values) = Query::select()
-        .expr(Expr::cust(r#""ended".*"#))
-        .expr_as(
-            Expr::cust(
-                r#"EXISTS (SELECT 1 FROM "released" WHERE "released"."flow_id" = "ended"."flow_id")"#,
-            ),
-            RELEASED_NEXT,
-        )
-        .from("ended")
-        .to_owned()
-        .with(with)
-        .build(PostgresQueryBuilder);
-    let rows = txn
-        .query_all_raw(sea_orm::Statement::from_sql_and_values(
-            DatabaseBackend::Postgres,
-            sql,
-            values,
-        ))
-        .await?;
-    let mut ended: HashMap<RunId, (run::Model, bool)> = HashMap::with_capacity(rows.len());
-    for row in rows {
-        let run = run::Model::from_query_result(&row, "")?;
-        let released_next: bool = row.try_get("", RELEASED_NEXT)?;
-        ended.insert(run.id.clone(), (run, released_next));
-    }
-    if ended.len() != requests.len() {
-        return Err(Error::NotFound("run"));
-    }
-    if ended.values().any(|(_, released)| *released) {
-        notify_released(txn).await?;
-    }
-    for (run, _) in ended.values() {
-        if let Some(version) = Checkpoint::of(run).max_version {
-            move_cursor(txn, &run.flow_id, version).await?;
-        }
-    }
-    requests
-        .iter()
-        .map(|request| {
-            let (run, released_next) =
-                ended.remove(request.run_id).ok_or(Error::NotFound("run"))?;
-            Ok(RunReport {
-                released_next,
-                ..report(&run)
-            })
-        })
-        .collect()
-}
-
-/// The column that says, beside each ended run, whether its flow's next run was handed out.
-const RELEASED_NEXT: &str = "released_next";
-
-/// The rows of a trip's `n`th statement.
-fn rows_of(trip: &[Vec<sea_orm::QueryResult>], n: usize) -> &[sea_orm::QueryResult] {
-    trip.get(n).map(Vec::as_slice).unwrap_or_default()
-}
-
-/// SQLite: `claim_in_group` in two trips to the connection's thread
-/// (`store::FoldedTransaction`) instead of four: the transaction's begin and the flows' read,
-/// then the claim, the put-back of the runs it left behind a running sibling, and the commit.
-/// None, with nothing written, for a group with a second run of a flow or another lease,
-/// which `claim_in_group` takes.
-pub(super) async fn claim_in_two_trips(
-    db: &sea_orm::DatabaseConnection,
-    requests: &[ClaimRequest<'_>],
-) -> Result<Option<Vec<Option<Claimed>>>> {
-    let backend = db.get_database_backend();
-    let mut txn = FoldedTransaction::acquire(db).await?;
-    let ids: Vec<RunId> = requests.iter().map(|r| r.run_id.clone()).collect();
-    let read = txn
-        .trip(vec![flows_of_runs_statement(ids, backend)], false)
-        .await?;
-    let flow_of = read_flows_of_runs(rows_of(&read, 0))?;
-    let FirstClaims {
-        lease,
-        now,
-        at_once,
-    } = first_claims(requests, &flow_of);
-    if requests
-        .iter()
-        .any(|r| flow_of.contains_key(r.run_id) && !at_once.contains(r.run_id))
-    {
-        txn.rollback().await?;
-        return Ok(None);
-    }
-    if at_once.is_empty() {
-        txn.commit().await?;
-        return Ok(Some(requests.iter().map(|_| None).collect()));
-    }
-    let mut claim = claim_statement(at_once.clone(), lease, now).into_query();
-    claim.returning_all();
-    // After the claim, a run of `at_once` still due is one it left behind a running sibling
-    // (a claimed run's lease has just begun): what `put_back_behind_sibling` finds one by one.
-    let put_back = defer_statement(at_once, now, WAIT_FOR_SIBLING)
-        .filter(run::Entity::due(now))
-        .into_query();
-    let written = txn
-        .trip(vec![backend.build(&claim), backend.build(&put_back)], true)
-        .await?;
-    let mut claimed: HashMap<RunId, run::Model> = HashMap::new();
-    for row in rows_of(&written, 0) {
-        let run = run::Model::from_query_result(row, "")?;
-        claimed.insert(run.id.clone(), run);
-    }
-    let mut answers = Vec::with_capacity(requests.len());
-    for request in requests {
-        answers.push(match claimed.remove(request.run_id) {
-            Some(run) => Some(with_its_flow(run, &flow_of, request.now)?),
-            None => None,
-        });
-    }
-    Ok(Some(answers))
-}
-
-/// SQLite: `lock_and_succeed_in_group` in two trips to the connection's thread
-/// (`store::FoldedTransaction`) instead of four: the transaction's begin, the ends and the
-/// hand-out of the runs waiting behind them; then the cursors to move, and the commit.
-pub(super) async fn succeed_in_two_trips(
-    db: &sea_orm::DatabaseConnection,
-    requests: &[SuccessRequest<'_>],
-) -> Result<Vec<RunReport>> {
-    let backend = db.get_database_backend();
-    let now = requests.iter().map(|r| r.now).max().unwrap_or_default();
-    let ids: Vec<RunId> = requests.iter().map(|r| r.run_id.clone()).collect();
-    let flows: Vec<FlowId> = requests.iter().map(|r| r.flow.id.clone()).collect();
-    let mut ended = super::success_statement(ids.clone(), now).into_query();
-    ended.returning_all();
-    let mut released = release_statement(flows, ids, now).into_query();
-    released.returning_col(run::Column::FlowId);
-    let mut txn = FoldedTransaction::acquire(db).await?;
-    let written = txn
-        .trip(vec![backend.build(&ended), backend.build(&released)], false)
-        .await?;
-    let mut ended: HashMap<RunId, run::Model> = HashMap::with_capacity(requests.len());
-    for row in rows_of(&written, 0) {
-        let run = run::Model::from_query_result(row, "")?;
-        ended.insert(run.id.clone(), run);
-    }
-    if ended.len() != requests.len() {
-        txn.rollback().await?;
-        return Err(Error::NotFound("run"));
-    }
-    let mut released = HashSet::new();
-    for row in rows_of(&written, 1) {
-        released.insert(row.try_get::<FlowId>("", run::Column::FlowId.as_str())?);
-    }
-    let cursors: Vec<sea_orm::Statement> = ended
-        .values()
-        .filter_map(|run| {
-            let version = Checkpoint::of(run).max_version?;
-            Some(backend.build(&move_cursor_statement(&run.flow_id, version).into_query()))
-        })
-        .collect();
-    txn.trip(cursors, true).await?;
-    success_reports(requests, ended, &released)
 }
 
 #[cfg(test)]
 mod tests {
     use futures_util::future::join_all;
-    use sea_orm::EntityTrait;
+    use sea_orm::{ConnectionTrait, EntityTrait};
 
     use super::*;
     use crate::bench::fixture::on_each_database;
-    use crate::runs::{RunWriter, lock_runs_of_flows, queued_run, test_flow};
+    use crate::runs::{RunWriter, defer, lock_runs_of_flows, queued_run, test_flow};
 
     async fn flow_with_runs(
         db: &sea_orm::DatabaseConnection,
@@ -480,58 +421,180 @@ mod tests {
             .unwrap()
     }
 
-    /// A group claims one run a flow: a second run of the same flow in the group is put back
-    /// behind its sibling, an unknown run is nobody's; the group's ends release that second
-    /// run, and an end of a run that is gone fails the group (the writer then ends each alone).
+    /// A claim of each run, all for `lease` at `now`, as one group.
+    async fn claim(
+        db: &sea_orm::DatabaseConnection,
+        ids: &[&RunId],
+        lease: chrono::Duration,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Option<Claimed>>> {
+        let requests: Vec<ClaimRequest> = ids
+            .iter()
+            .map(|run_id| ClaimRequest { run_id, lease, now })
+            .collect();
+        claim_group(&mut FoldedWriter::new(db)?, &requests).await
+    }
+
+    fn claimed_ids(claimed: &[Option<Claimed>]) -> Vec<Option<RunId>> {
+        claimed
+            .iter()
+            .map(|c| c.as_ref().map(|c| c.run.id.clone()))
+            .collect()
+    }
+
+    /// A successful end of each run of its flow, at `now`, as one group.
+    async fn end(
+        db: &sea_orm::DatabaseConnection,
+        ends: &[(&flow::Model, &RunId)],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Result<RunReport>>> {
+        let requests: Vec<SuccessRequest> = ends
+            .iter()
+            .map(|&(flow, run_id)| SuccessRequest { flow, run_id, now })
+            .collect();
+        succeed_group(&mut FoldedWriter::new(db)?, &requests).await
+    }
+
+    /// A group claims one run a flow, the oldest: a second run of the same flow in the group
+    /// is put back behind its sibling, an unknown run is nobody's; a later claim of a run
+    /// behind a running sibling puts it back too. The group's ends hand out the run put
+    /// back, move the cursor a checkpoint carries and leave the other; a run that is gone
+    /// answers "not found" on its own while the others end.
     #[tokio::test]
     async fn a_group_claims_one_run_a_flow_and_its_ends_release_the_next() {
         on_each_database(|db, url| async move {
             let now = chrono::Utc::now();
             let lease = chrono::Duration::seconds(120);
-            let (a, a_runs) = flow_with_runs(&db, 2, now).await;
+            let (a, a_runs) = flow_with_runs(&db, 3, now).await;
             let (b, b_runs) = flow_with_runs(&db, 1, now).await;
             let unknown = RunId::generate();
-            let asked = [&a_runs[0], &a_runs[1], &b_runs[0], &unknown];
-            let claimed = claim_committed(&db, &asked, lease, now).await.unwrap();
-            let claimed_ids: Vec<Option<RunId>> = claimed
-                .iter()
-                .map(|c| c.as_ref().map(|c| c.run.id.clone()))
-                .collect();
+            let asked = [&a_runs[1], &a_runs[0], &b_runs[0], &unknown];
+            let claimed = claim(&db, &asked, lease, now).await.unwrap();
             assert_eq!(
-                claimed_ids,
-                [Some(a_runs[0].clone()), None, Some(b_runs[0].clone()), None],
-                "{}",
-                url
+                claimed_ids(&claimed),
+                [None, Some(a_runs[0].clone()), Some(b_runs[0].clone()), None],
+                "{url}"
             );
+            assert_eq!(claimed[2].as_ref().unwrap().flow.id, b.id);
             let behind = row(&db, &a_runs[1]).await;
             assert_eq!(behind.status, run::RunStatus::Queued);
             assert!(
                 behind.dispatched_at.is_some(),
-                "put back behind its sibling"
+                "{url}: put back behind its sibling"
             );
             assert_eq!(row(&db, &b_runs[0]).await.status, run::RunStatus::Running);
+            let later = claim(&db, &[&a_runs[2]], lease, now).await.unwrap();
+            assert!(later[0].is_none(), "{url}: a's first run is running");
+            assert!(row(&db, &a_runs[2]).await.dispatched_at.is_some(), "{url}");
 
-            let txn = crate::store::begin_write(&db).await.unwrap();
+            run::Entity::update_many()
+                .col_expr(
+                    run::Column::Checkpoint,
+                    Some(serde_json::json!({"max_version": "2026-12-06T10:00:00Z"})).into(),
+                )
+                .filter(run::Column::Id.eq(b_runs[0].clone()))
+                .exec(&db)
+                .await
+                .unwrap();
             let gone = RunId::generate();
-            let with_gone = success_requests(&[(&a, &a_runs[0]), (&b, &gone)], now);
-            assert!(matches!(
-                succeed_in_group(&txn, &with_gone).await,
-                Err(Error::NotFound("run"))
-            ));
-            txn.rollback().await.unwrap();
-
-            let txn = crate::store::begin_write(&db).await.unwrap();
-            lock_runs_of_flows(&txn, [&a.id, &b.id]).await.unwrap();
-            let ends = success_requests(&[(&a, &a_runs[0]), (&b, &b_runs[0])], now);
-            let reports = succeed_in_group(&txn, &ends).await.unwrap();
-            txn.commit().await.unwrap();
-            assert_eq!(reports[0].status, run::RunStatus::Succeeded);
-            assert!(reports[0].released_next, "a's second run waited for it");
-            assert!(!reports[1].released_next, "b had nothing waiting");
-            assert_eq!(row(&db, &b_runs[0]).await.status, run::RunStatus::Succeeded);
+            let reports = end(&db, &[(&a, &a_runs[0]), (&b, &gone), (&b, &b_runs[0])], now)
+                .await
+                .unwrap();
+            let a_report = reports[0].as_ref().unwrap();
+            assert_eq!(a_report.status, run::RunStatus::Succeeded);
+            assert!(a_report.released_next, "{url}: a's runs waited for it");
             assert!(
-                row(&db, &a_runs[1]).await.dispatched_at.is_none(),
-                "handed out again"
+                matches!(reports[1], Err(Error::NotFound("run"))),
+                "{url}: {:?}",
+                reports[1]
+            );
+            assert!(
+                !reports[2].as_ref().unwrap().released_next,
+                "b had nothing waiting"
+            );
+            assert_eq!(row(&db, &b_runs[0]).await.status, run::RunStatus::Succeeded);
+            for id in &a_runs[1..] {
+                assert!(
+                    row(&db, id).await.dispatched_at.is_none(),
+                    "{url}: handed out again"
+                );
+            }
+            let flow_of = |id: FlowId| {
+                let db = db.clone();
+                async move {
+                    flow::Entity::find_by_id(id)
+                        .one(&db)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                }
+            };
+            assert_eq!(
+                flow_of(b.id.clone()).await.cursor,
+                Some(serde_json::json!({"updated_at_min": "2026-12-06T10:00:00Z"})),
+                "{url}: the cursor moved with the end"
+            );
+            assert_eq!(
+                flow_of(a.id.clone()).await.cursor,
+                a.cursor,
+                "{url}: a run without a version leaves its cursor"
+            );
+        })
+        .await;
+    }
+
+    /// On PostgreSQL a claim group probes the runs it asks for by their primary key, with
+    /// 20,000 queued runs in a table never analysed (a backlog that just grew): no plan that
+    /// reads the status index, which holds every queued run.
+    #[tokio::test]
+    async fn a_claim_probes_its_runs_by_key_in_a_backlog_without_statistics() {
+        on_each_database(|db, url| async move {
+            if db.get_database_backend() != DatabaseBackend::Postgres {
+                return;
+            }
+            let now = chrono::Utc::now();
+            let (_, ids) = flow_with_runs(&db, 16, now).await;
+            db.execute_unprepared(&format!(
+                "INSERT INTO runs SELECT (jsonb_populate_record(r, jsonb_build_object(\
+                 'id', 'run_' || lpad(to_hex(g), 32, '0'), 'dedupe_key', 'backlog-' || g))).* \
+                 FROM runs r, generate_series(1, 20000) g WHERE r.id = '{}'",
+                ids[0]
+            ))
+            .await
+            .unwrap();
+            let asked: Vec<RunId> = ids.clone();
+            let statement = claim_oldest_statement(
+                &asked,
+                chrono::Duration::seconds(120),
+                now,
+                DatabaseBackend::Postgres,
+            );
+            let explained = db
+                .query_all_raw(sea_orm::Statement::from_sql_and_values(
+                    DatabaseBackend::Postgres,
+                    format!("EXPLAIN {}", statement.sql),
+                    statement.values.clone().map(|v| v.0).unwrap_or_default(),
+                ))
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.try_get_by_index::<String>(0).unwrap())
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(!explained.contains("ix_runs_status"), "{url}: {explained}");
+            assert!(explained.contains("runs_pkey"), "{url}: {explained}");
+            let claimed = claim(
+                &db,
+                &ids.iter().collect::<Vec<_>>(),
+                chrono::Duration::seconds(120),
+                now,
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                claimed_ids(&claimed).iter().flatten().count(),
+                1,
+                "{url}: one run of the flow"
             );
         })
         .await;
@@ -602,145 +665,6 @@ mod tests {
         .await;
     }
 
-    /// A claim of each run, all for `lease` at `now`.
-    fn claim_requests<'a>(
-        ids: &[&'a RunId],
-        lease: chrono::Duration,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Vec<ClaimRequest<'a>> {
-        ids.iter()
-            .map(|run_id| ClaimRequest { run_id, lease, now })
-            .collect()
-    }
-
-    /// Claims `ids` as one group in a transaction of its own.
-    async fn claim_committed(
-        db: &sea_orm::DatabaseConnection,
-        ids: &[&RunId],
-        lease: chrono::Duration,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<Option<Claimed>>> {
-        let txn = crate::store::begin_write(db).await?;
-        let claimed = claim_in_group(&txn, &claim_requests(ids, lease, now)).await?;
-        txn.commit().await?;
-        Ok(claimed)
-    }
-
-    /// Ends each run of its flow as one group, its flows' locks first, in a transaction of
-    /// its own.
-    async fn end_committed(
-        db: &sea_orm::DatabaseConnection,
-        ends: &[(&flow::Model, &RunId)],
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<RunReport>> {
-        let txn = crate::store::begin_write(db).await?;
-        let reports = lock_and_succeed_in_group(&txn, &success_requests(ends, now)).await?;
-        txn.commit().await?;
-        Ok(reports)
-    }
-
-    /// A successful end of each run of its flow, at `now`.
-    fn success_requests<'a>(
-        ends: &[(&'a flow::Model, &'a RunId)],
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Vec<SuccessRequest<'a>> {
-        ends.iter()
-            .map(|&(flow, run_id)| SuccessRequest { flow, run_id, now })
-            .collect()
-    }
-
-    /// SQLite's groups in two trips do what the groups in a sea-orm transaction do: a run
-    /// behind a running sibling is put back, the others claimed, an unknown run is nobody's; a
-    /// group with two runs of one flow is left to `claim_in_group`, nothing written; ends hand
-    /// out the run put back and move the cursor a checkpoint carries; a group with a run that
-    /// is gone writes nothing. (SQLite alone: PostgreSQL's groups take the flows' locks.)
-    #[tokio::test]
-    async fn sqlite_groups_in_two_trips_claim_put_back_and_end_as_in_a_transaction() {
-        let (_dir, db) = crate::store::scratch_sqlite().await;
-        crate::store::migrate(&db).await.unwrap();
-        let now = chrono::Utc::now();
-        let lease = chrono::Duration::seconds(120);
-        let (a, a_runs) = flow_with_runs(&db, 2, now).await;
-        let (b, b_runs) = flow_with_runs(&db, 1, now).await;
-        let two_of_a = claim_requests(&[&a_runs[0], &a_runs[1]], lease, now);
-        assert!(
-            claim_in_two_trips(&db, &two_of_a).await.unwrap().is_none(),
-            "two runs of one flow: left to claim_in_group"
-        );
-        assert_eq!(row(&db, &a_runs[0]).await.status, run::RunStatus::Queued);
-        assert!(row(&db, &a_runs[1]).await.dispatched_at.is_none());
-
-        let unknown = RunId::generate();
-        let requests = claim_requests(&[&a_runs[0], &b_runs[0], &unknown], lease, now);
-        let claimed = claim_in_two_trips(&db, &requests).await.unwrap().unwrap();
-        let claimed_ids: Vec<Option<RunId>> = claimed
-            .iter()
-            .map(|c| c.as_ref().map(|c| c.run.id.clone()))
-            .collect();
-        assert_eq!(
-            claimed_ids,
-            [Some(a_runs[0].clone()), Some(b_runs[0].clone()), None]
-        );
-        assert_eq!(claimed[1].as_ref().unwrap().flow.id, b.id);
-
-        // a's second run, asked while the first runs, is put back behind it.
-        let behind = claim_requests(&[&a_runs[1]], lease, now);
-        assert_eq!(
-            claim_in_two_trips(&db, &behind).await.unwrap().unwrap()[0]
-                .as_ref()
-                .map(|c| c.run.id.clone()),
-            None
-        );
-        let put_back = row(&db, &a_runs[1]).await;
-        assert_eq!(put_back.status, run::RunStatus::Queued);
-        assert!(
-            put_back.dispatched_at.is_some(),
-            "put back behind its sibling"
-        );
-
-        let gone = RunId::generate();
-        let with_gone = success_requests(&[(&a, &a_runs[0]), (&b, &gone)], now);
-        assert!(matches!(
-            succeed_in_two_trips(&db, &with_gone).await,
-            Err(Error::NotFound("run"))
-        ));
-        assert_eq!(
-            row(&db, &a_runs[0]).await.status,
-            run::RunStatus::Running,
-            "a group with a gone run writes nothing"
-        );
-
-        run::Entity::update_many()
-            .col_expr(
-                run::Column::Checkpoint,
-                Some(serde_json::json!({"max_version": "2026-12-06T10:00:00Z"})).into(),
-            )
-            .filter(run::Column::Id.eq(b_runs[0].clone()))
-            .exec(&db)
-            .await
-            .unwrap();
-        let ends = success_requests(&[(&a, &a_runs[0]), (&b, &b_runs[0])], now);
-        let reports = succeed_in_two_trips(&db, &ends).await.unwrap();
-        assert_eq!(reports[0].status, run::RunStatus::Succeeded);
-        assert!(reports[0].released_next, "a's second run waited for it");
-        assert!(!reports[1].released_next, "b had nothing waiting");
-        assert!(
-            row(&db, &a_runs[1]).await.dispatched_at.is_none(),
-            "handed out again"
-        );
-        let b_now = flow::Entity::find_by_id(b.id.clone())
-            .one(&db)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            b_now.cursor,
-            Some(serde_json::json!({"updated_at_min": "2026-12-06T10:00:00Z"})),
-            "the cursor moved with the end"
-        );
-        assert_eq!(row(&db, &b_runs[0]).await.status, run::RunStatus::Succeeded);
-    }
-
     /// An end group takes its flows' locks before it writes a run: while another transaction
     /// holds one of them, the group waits, and then ends its runs and hands out the run that
     /// waited behind one of them.
@@ -751,8 +675,9 @@ mod tests {
             let lease = chrono::Duration::seconds(120);
             let (a, a_runs) = flow_with_runs(&db, 2, now).await;
             let (b, b_runs) = flow_with_runs(&db, 1, now).await;
-            let asked = [&a_runs[0], &a_runs[1], &b_runs[0]];
-            claim_committed(&db, &asked, lease, now).await.unwrap();
+            claim(&db, &[&a_runs[0], &a_runs[1], &b_runs[0]], lease, now)
+                .await
+                .unwrap();
 
             let holder = crate::store::begin_write(&db).await.unwrap();
             lock_runs_of_flows(&holder, [&b.id]).await.unwrap();
@@ -764,36 +689,22 @@ mod tests {
                     a_runs[0].clone(),
                     b_runs[0].clone(),
                 );
-                tokio::spawn(
-                    async move { end_committed(&db, &[(&b, &b_run), (&a, &a_run)], now).await },
-                )
+                tokio::spawn(async move { end(&db, &[(&b, &b_run), (&a, &a_run)], now).await })
             };
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             assert!(!ending.is_finished(), "{url}: the group waits for b's lock");
             assert_eq!(row(&db, &a_runs[0]).await.status, run::RunStatus::Running);
             holder.commit().await.unwrap();
             let reports = ending.await.unwrap().unwrap();
-            assert_eq!(reports[0].status, run::RunStatus::Succeeded, "{url}");
-            assert!(!reports[0].released_next, "b had nothing waiting");
+            let (b_report, a_report) = (reports[0].as_ref().unwrap(), reports[1].as_ref().unwrap());
+            assert_eq!(b_report.status, run::RunStatus::Succeeded, "{url}");
+            assert!(!b_report.released_next, "b had nothing waiting");
             assert!(
-                reports[1].released_next,
+                a_report.released_next,
                 "{url}: a's second run waited for it"
             );
             assert_eq!(row(&db, &a_runs[0]).await.status, run::RunStatus::Succeeded);
             assert!(row(&db, &a_runs[1]).await.dispatched_at.is_none());
-
-            let txn = crate::store::begin_write(&db).await.unwrap();
-            let gone = RunId::generate();
-            let with_gone = [SuccessRequest {
-                flow: &a,
-                run_id: &gone,
-                now,
-            }];
-            assert!(matches!(
-                lock_and_succeed_in_group(&txn, &with_gone).await,
-                Err(Error::NotFound("run"))
-            ));
-            txn.rollback().await.unwrap();
         })
         .await;
     }
@@ -803,32 +714,31 @@ mod tests {
     /// claim commits, the end hands out the run it put back. (On PostgreSQL a statement that
     /// waits for a lock still reads as of its start: an end whose locks and release were one
     /// statement missed the put-back, and the run waited out `WAIT_FOR_SIBLING`, 5 s, in
-    /// `bench latency`'s tails.)
+    /// `bench latency`'s tails.) The claim is held open where it has put the run back, as a
+    /// claim group's transaction would be between its statements.
     #[tokio::test]
     async fn an_end_hands_out_the_run_a_claim_put_back_while_it_waited() {
         on_each_database(|db, url| async move {
             let now = chrono::Utc::now();
             let lease = chrono::Duration::seconds(120);
             let (a, a_runs) = flow_with_runs(&db, 2, now).await;
-            claim_committed(&db, &[&a_runs[0]], lease, now)
-                .await
-                .unwrap();
+            claim(&db, &[&a_runs[0]], lease, now).await.unwrap();
 
-            let claim = crate::store::begin_write(&db).await.unwrap();
-            let claimed = claim_in_group(&claim, &claim_requests(&[&a_runs[1]], lease, now))
+            let claiming = crate::store::begin_write(&db).await.unwrap();
+            lock_runs_of_flows(&claiming, [&a.id]).await.unwrap();
+            defer(&claiming, &a_runs[1], now, WAIT_FOR_SIBLING)
                 .await
                 .unwrap();
-            assert!(claimed[0].is_none(), "{url}: its sibling is running");
             let ending = {
                 let (db, a, run) = (db.clone(), a.clone(), a_runs[0].clone());
-                tokio::spawn(async move { end_committed(&db, &[(&a, &run)], now).await })
+                tokio::spawn(async move { end(&db, &[(&a, &run)], now).await })
             };
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             assert!(!ending.is_finished(), "{url}: the end waits for the claim");
-            claim.commit().await.unwrap();
+            claiming.commit().await.unwrap();
             let reports = ending.await.unwrap().unwrap();
             assert!(
-                reports[0].released_next,
+                reports[0].as_ref().unwrap().released_next,
                 "{url}: the run put back is handed out"
             );
             assert!(row(&db, &a_runs[1]).await.dispatched_at.is_none(), "{url}");
@@ -846,32 +756,33 @@ mod tests {
             let now = chrono::Utc::now();
             let lease = chrono::Duration::seconds(120);
             let (a, a_runs) = flow_with_runs(&db, 2, now).await;
-            claim_committed(&db, &[&a_runs[0]], lease, now)
-                .await
-                .unwrap();
+            claim(&db, &[&a_runs[0]], lease, now).await.unwrap();
 
             let moved = serde_json::json!({"updated_at_min": "2026-12-06T10:00:00Z"});
-            let end = crate::store::begin_write(&db).await.unwrap();
-            lock_runs_of_flows(&end, [&a.id]).await.unwrap();
-            succeed_in_group(&end, &success_requests(&[(&a, &a_runs[0])], now))
-                .await
-                .unwrap();
+            let ending = crate::store::begin_write(&db).await.unwrap();
+            lock_runs_of_flows(&ending, [&a.id]).await.unwrap();
+            let requests = [SuccessRequest {
+                flow: &a,
+                run_id: &a_runs[0],
+                now,
+            }];
+            succeed_in_group(&ending, &requests).await.unwrap();
             flow::Entity::update_many()
                 .col_expr(flow::Column::Cursor, Some(moved.clone()).into())
                 .filter(flow::Column::Id.eq(a.id.clone()))
-                .exec(&end)
+                .exec(&ending)
                 .await
                 .unwrap();
             let claiming = {
                 let (db, run) = (db.clone(), a_runs[1].clone());
-                tokio::spawn(async move { claim_committed(&db, &[&run], lease, now).await })
+                tokio::spawn(async move { claim(&db, &[&run], lease, now).await })
             };
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             assert!(
                 !claiming.is_finished(),
                 "{url}: the claim waits for the end"
             );
-            end.commit().await.unwrap();
+            ending.commit().await.unwrap();
             let claimed = claiming.await.unwrap().unwrap();
             let claimed = claimed[0].as_ref().expect("claimed once its sibling ended");
             assert_eq!(claimed.flow.cursor, Some(moved), "{url}");
@@ -888,6 +799,7 @@ mod tests {
     async fn group_locks_are_taken_in_one_order() {
         on_each_database(|db, url| async move {
             let now = chrono::Utc::now();
+            let lease = chrono::Duration::seconds(120);
             let mut flows = Vec::new();
             for _ in 0..12 {
                 flows.push(flow_with_runs(&db, 0, now).await.0);
@@ -904,10 +816,8 @@ mod tests {
             let by_runs = {
                 let (db, runs) = (db.clone(), runs.clone());
                 tokio::spawn(async move {
-                    let txn = crate::store::begin_write(&db).await?;
-                    flows_of_runs_locked(&txn, runs).await?;
-                    txn.commit().await?;
-                    Ok::<_, Error>(())
+                    let ids: Vec<&RunId> = runs.iter().collect();
+                    claim(&db, &ids, lease, now).await.map(drop)
                 })
             };
             let by_flows = |reverse: bool| {
@@ -928,16 +838,8 @@ mod tests {
             let by_ends = {
                 let (db, flows, runs) = (db.clone(), flows.clone(), runs.clone());
                 tokio::spawn(async move {
-                    let requests: Vec<SuccessRequest> = flows
-                        .iter()
-                        .rev()
-                        .zip(&runs)
-                        .map(|(flow, run_id)| SuccessRequest { flow, run_id, now })
-                        .collect();
-                    let txn = crate::store::begin_write(&db).await?;
-                    lock_and_succeed_in_group(&txn, &requests).await?;
-                    txn.commit().await?;
-                    Ok::<_, Error>(())
+                    let ends: Vec<(&flow::Model, &RunId)> = flows.iter().rev().zip(&runs).collect();
+                    end(&db, &ends, now).await.map(drop)
                 })
             };
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;

@@ -1,28 +1,27 @@
 //! Where a process's runs are claimed and ended. One task for claims and one for ends take
 //! what arrived meanwhile and write it in one transaction, a statement for all where one
-//! run's would repeat (`runs::together`), answering each caller only after that commit, so a
-//! claim or an end is as durable as alone. Alone in its turn, a request runs as it would
-//! without the task.
+//! run's would repeat, sent in one trip (`runs::together`, `store::FoldedWriter`), answering
+//! each caller only after that commit, so a claim or an end is as durable as alone.
 //!
 //! Why: on SQLite each claim and each end was a write transaction queueing for the database's
 //! one write lock (and an end for its flush too): measured with four workers, a claim took
 //! 2.8 ms and an end 2.6 ms, mostly waiting; now two writers of ours queue. On PostgreSQL a
 //! run cost about ten round trips to the server (begin, lock, claim, read the flow, commit;
 //! the same for the end), each a wake-up of a server process and of ours: 780 runs/s with 4
-//! workers and 900 with 16 (6 Dec, this machine); grouped, a handful of statements serve a
-//! whole group. A group takes its flows' run locks in one order, in one statement, before it
-//! writes a run, so two processes' groups cannot wait on each other in a circle.
+//! workers and 900 with 16 (6 Dec, this machine); grouped, and then each group in one trip,
+//! 1,400-1,750 at 4 (6 Dec, ninth session). A group takes its flows' run locks in one order,
+//! in one statement, before it writes a run, so two processes' groups cannot wait on each
+//! other in a circle. Ends with a failure among them (rare, and a failure writes alerts) go
+//! in a sea-orm transaction instead.
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::together::{
-    ClaimRequest, SuccessRequest, claim_in_group, claim_in_two_trips, lock_and_succeed_in_group,
-    succeed_in_group, succeed_in_two_trips,
-};
+use super::together::{ClaimRequest, SuccessRequest, claim_group, succeed_group, succeed_in_group};
 use super::{Claimed, RunReport, fail_in, lock_runs_of_flows};
 use crate::connectors::client::CallError;
 use crate::error::{Error, Result};
 use crate::ids::RunId;
+use crate::store::FoldedWriter;
 use crate::store::entities::flow;
 
 /// Requests waiting for a writer; a worker slot holds at most one, so this is never reached
@@ -71,7 +70,7 @@ impl Request {
                 super::claim(db, run_id, *lease, *now).await?.map(Box::new),
             ));
         }
-        together(db, std::slice::from_ref(self))
+        ends_in_transaction(db, std::slice::from_ref(self))
             .await?
             .pop()
             .ok_or_else(mismatch)
@@ -234,73 +233,91 @@ fn start(db: sea_orm::DatabaseConnection) -> mpsc::Sender<Request> {
 
 /// The writer: whatever requests are queued when it looks, in one transaction.
 async fn write(db: sea_orm::DatabaseConnection, mut queue: mpsc::Receiver<Request>) {
+    let mut folded = match FoldedWriter::new(&db) {
+        Ok(folded) => Some(folded),
+        Err(err) => {
+            tracing::warn!(error = %err, "runs are written one by one");
+            None
+        }
+    };
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        commit(&db, std::mem::take(&mut batch)).await;
+        let batch = std::mem::take(&mut batch);
+        match folded.as_mut() {
+            Some(folded) => commit(&db, folded, batch).await,
+            None => each_alone_after(&db, batch).await,
+        }
     }
 }
 
-async fn commit(db: &sea_orm::DatabaseConnection, batch: Vec<Request>) {
+/// Writes a batch: claims, or successes, in one trip (`runs::together`); ends with a failure
+/// among them in a transaction; each alone if the group cannot be written.
+async fn commit(db: &sea_orm::DatabaseConnection, folded: &mut FoldedWriter, batch: Vec<Request>) {
     metrics::histogram!("synchub_run_write_batch_size").record(batch.len() as f64);
+    let claims = claims_of(&batch);
+    if claims.len() == batch.len() {
+        match claim_group(folded, &claims).await {
+            Ok(claimed) => {
+                drop(claims);
+                for (request, claimed) in batch.into_iter().zip(claimed) {
+                    request.answer(Ok(Answer::Claimed(claimed.map(Box::new))));
+                }
+                return;
+            }
+            Err(err) => each_alone(db, batch, &err).await,
+        }
+        return;
+    }
+    let successes = successes_of(&batch);
+    if successes.len() == batch.len() {
+        match succeed_group(folded, &successes).await {
+            Ok(reports) => {
+                drop(successes);
+                for (request, report) in batch.into_iter().zip(reports) {
+                    request.answer(report.map(Answer::Ended));
+                }
+            }
+            Err(err) => each_alone(db, batch, &err).await,
+        }
+        return;
+    }
+    drop((claims, successes));
     if batch.len() > 1 {
-        match together(db, &batch).await {
+        match ends_in_transaction(db, &batch).await {
             Ok(answers) => {
                 for (request, answer) in batch.into_iter().zip(answers) {
                     request.answer(Ok(answer));
                 }
-                return;
             }
-            // One request that cannot be written must not fail the others: each alone.
-            Err(err) => {
-                tracing::warn!(error = %err, size = batch.len(), "writing runs together failed; writing each on its own")
-            }
+            Err(err) => each_alone(db, batch, &err).await,
         }
+        return;
     }
+    each_alone_after(db, batch).await;
+}
+
+/// One request that cannot be written must not fail the others: each alone.
+async fn each_alone(db: &sea_orm::DatabaseConnection, batch: Vec<Request>, err: &Error) {
+    tracing::warn!(error = %err, size = batch.len(), "writing runs together failed; writing each on its own");
+    each_alone_after(db, batch).await;
+}
+
+async fn each_alone_after(db: &sea_orm::DatabaseConnection, batch: Vec<Request>) {
     for request in batch {
         let result = request.run_alone(db).await;
         request.answer(result);
     }
 }
 
-async fn together(db: &sea_orm::DatabaseConnection, batch: &[Request]) -> Result<Vec<Answer>> {
-    if crate::store::is_sqlite(db)
-        && let Some(answers) = in_two_trips(db, batch).await?
-    {
-        return Ok(answers);
-    }
-    let txn = crate::store::begin_write(db).await?;
-    let answers = in_group(&txn, batch).await?;
-    txn.commit().await?;
-    Ok(answers)
-}
-
-/// SQLite: a group of claims, or of successes, in two trips to the connection's thread
-/// (`together::claim_in_two_trips`, `together::succeed_in_two_trips`); None for a group of
-/// another shape, which `in_group` takes.
-async fn in_two_trips(
+/// Ends, with a failure among them, in one sea-orm transaction.
+async fn ends_in_transaction(
     db: &sea_orm::DatabaseConnection,
     batch: &[Request],
-) -> Result<Option<Vec<Answer>>> {
-    let claims = claims_of(batch);
-    if claims.len() == batch.len() {
-        return Ok(claim_in_two_trips(db, &claims).await?.map(|claimed| {
-            claimed
-                .into_iter()
-                .map(|c| Answer::Claimed(c.map(Box::new)))
-                .collect()
-        }));
-    }
-    let successes = successes_of(batch);
-    if successes.len() == batch.len() {
-        return Ok(Some(
-            succeed_in_two_trips(db, &successes)
-                .await?
-                .into_iter()
-                .map(Answer::Ended)
-                .collect(),
-        ));
-    }
-    Ok(None)
+) -> Result<Vec<Answer>> {
+    let txn = crate::store::begin_write(db).await?;
+    let answers = ends_in(&txn, batch).await?;
+    txn.commit().await?;
+    Ok(answers)
 }
 
 fn claims_of(batch: &[Request]) -> Vec<ClaimRequest<'_>> {
@@ -339,32 +356,10 @@ fn successes_of(batch: &[Request]) -> Vec<SuccessRequest<'_>> {
         .collect()
 }
 
-/// Runs a batch of one kind (each writer has its own queue) in the caller's transaction, a
-/// statement for all where it can (`runs::together`); answers in the batch's order.
-async fn in_group(txn: &sea_orm::DatabaseTransaction, batch: &[Request]) -> Result<Vec<Answer>> {
-    let claims = claims_of(batch);
-    if claims.len() == batch.len() {
-        let claimed = claim_in_group(txn, &claims).await?;
-        return Ok(claimed
-            .into_iter()
-            .map(|c| Answer::Claimed(c.map(Box::new)))
-            .collect());
-    }
-    if !claims.is_empty() {
-        // Claims lock their flows before ends would lock theirs: not in one order.
-        return Err(mismatch());
-    }
-    let successes = successes_of(batch);
-    if successes.len() == batch.len() {
-        // The usual group: the locks and the successes together.
-        return Ok(lock_and_succeed_in_group(txn, &successes)
-            .await?
-            .into_iter()
-            .map(Answer::Ended)
-            .collect());
-    }
-    // Every flow's lock first, in one order; then the successes in two statements, and each
-    // failure on its own (rare, and it writes alerts).
+/// Ends of a batch (each writer has its own queue) in the caller's transaction: every flow's
+/// lock first, in one order; then the successes in a statement for all, and each failure on
+/// its own (rare, and it writes alerts). Answers in the batch's order.
+async fn ends_in(txn: &sea_orm::DatabaseTransaction, batch: &[Request]) -> Result<Vec<Answer>> {
     lock_runs_of_flows(
         txn,
         batch.iter().filter_map(|request| match request {
@@ -373,6 +368,7 @@ async fn in_group(txn: &sea_orm::DatabaseTransaction, batch: &[Request]) -> Resu
         }),
     )
     .await?;
+    let successes = successes_of(batch);
     let mut succeeded = succeed_in_group(txn, &successes).await?.into_iter();
     let mut answers = Vec::with_capacity(batch.len());
     for request in batch {
@@ -388,6 +384,7 @@ async fn in_group(txn: &sea_orm::DatabaseTransaction, batch: &[Request]) -> Resu
                 now,
                 ..
             } => fail_in(txn, flow, run_id, failure, *now).await?,
+            // Claims lock their flows before ends would lock theirs: not in one order.
             Request::Claim { .. } => return Err(mismatch()),
         };
         answers.push(Answer::Ended(report));

@@ -8,7 +8,7 @@ mod sqlite_busy;
 mod wal_flush;
 
 pub use checkpoint::{Checkpointed, checkpoint, spawn_checkpointer};
-pub use folded::FoldedTransaction;
+pub use folded::FoldedWriter;
 pub use owned::{TenantOwned, find_owned};
 pub use sqlite_busy::lock_waits as sqlite_lock_waits;
 pub use wal_flush::{AfterFlush, WalFlush};
