@@ -150,10 +150,10 @@ async fn put_back_behind_sibling(
     Ok(())
 }
 
-/// One statement claims those of `run_ids` that are due and have no sibling of their flow
-/// running under a live lease: the claim is on every job's path, and each statement is a
-/// round trip inside the write lock (SQLite) or the flow's lock (PostgreSQL). Two runs of one
-/// flow in one statement would not see each other: callers pass at most one run a flow.
+/// One statement claims the runs `which` picks that are due and have no sibling of their
+/// flow running under a live lease: the claim is on every job's path, and each statement is
+/// a round trip inside the write lock (SQLite) or the flow's lock (PostgreSQL). Two runs of
+/// one flow in one statement would not see each other: callers pick at most one run a flow.
 fn claim_statement(
     which: impl Into<sea_orm::sea_query::SimpleExpr>,
     lease: chrono::Duration,
@@ -400,7 +400,7 @@ pub async fn defer(
     Ok(())
 }
 
-/// `defer` of several runs in one statement.
+/// `defer` of the runs `which` picks, in one statement.
 fn defer_statement(
     which: impl Into<sea_orm::sea_query::SimpleExpr>,
     now: chrono::DateTime<chrono::Utc>,

@@ -431,7 +431,7 @@ impl SyncEngine {
         if let Some(cursor) = flow
             .cursor
             .as_ref()
-            .and_then(|c| c["updated_at_min"].as_str())
+            .and_then(|c| c[crate::runs::CURSOR_KEY].as_str())
         {
             vars.set("cursor", cursor);
         }
