@@ -118,6 +118,26 @@ where
     }
 }
 
+/// PostgreSQL's plan for `statement` (EXPLAIN, its values bound), one line a row.
+#[cfg(test)]
+pub async fn explain_on_postgres(
+    db: &DatabaseConnection,
+    statement: &sea_orm::Statement,
+) -> String {
+    use sea_orm::ConnectionTrait;
+    db.query_all_raw(sea_orm::Statement::from_sql_and_values(
+        sea_orm::DatabaseBackend::Postgres,
+        format!("EXPLAIN {}", statement.sql),
+        statement.values.clone().map(|v| v.0).unwrap_or_default(),
+    ))
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| row.try_get_by_index::<String>(0).unwrap())
+    .collect::<Vec<_>>()
+    .join("\n")
+}
+
 /// A running API server in this process, and a tenant token to call it with.
 pub struct ApiSession {
     pub base: String,

@@ -390,7 +390,7 @@ mod tests {
     use sea_orm::{ConnectionTrait, EntityTrait};
 
     use super::*;
-    use crate::bench::fixture::on_each_database;
+    use crate::bench::fixture::{explain_on_postgres, on_each_database};
     use crate::runs::{RunWriter, defer, lock_runs_of_flows, queued_run, test_flow};
 
     async fn flow_with_runs(
@@ -562,25 +562,13 @@ mod tests {
             ))
             .await
             .unwrap();
-            let asked: Vec<RunId> = ids.clone();
             let statement = claim_oldest_statement(
-                &asked,
+                &ids,
                 chrono::Duration::seconds(120),
                 now,
                 DatabaseBackend::Postgres,
             );
-            let explained = db
-                .query_all_raw(sea_orm::Statement::from_sql_and_values(
-                    DatabaseBackend::Postgres,
-                    format!("EXPLAIN {}", statement.sql),
-                    statement.values.clone().map(|v| v.0).unwrap_or_default(),
-                ))
-                .await
-                .unwrap()
-                .iter()
-                .map(|row| row.try_get_by_index::<String>(0).unwrap())
-                .collect::<Vec<_>>()
-                .join("\n");
+            let explained = explain_on_postgres(&db, &statement).await;
             assert!(!explained.contains("ix_runs_status"), "{url}: {explained}");
             assert!(explained.contains("runs_pkey"), "{url}: {explained}");
             let claimed = claim(

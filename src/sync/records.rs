@@ -302,10 +302,10 @@ fn json_text(backend: DatabaseBackend, text: String) -> Expr {
 
 #[cfg(test)]
 mod tests {
-    use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+    use sea_orm::{ConnectionTrait, DatabaseBackend};
 
     use super::{known_versions_statement, statistics_stale};
-    use crate::bench::fixture::on_each_database;
+    use crate::bench::fixture::{explain_on_postgres, on_each_database};
 
     /// On PostgreSQL the lookup of a page's known versions probes the primary key once an id
     /// on a table never analysed (a new or fast-growing one), where `platform_id IN (...)`
@@ -325,18 +325,7 @@ mod tests {
             .unwrap();
             let ids: Vec<String> = (4_900..5_150).map(|n| n.to_string()).collect();
             let lookup = known_versions_statement("con_1", "orders", &ids);
-            let explained = db
-                .query_all_raw(Statement::from_sql_and_values(
-                    DatabaseBackend::Postgres,
-                    format!("EXPLAIN {}", lookup.sql),
-                    lookup.values.clone().map(|v| v.0).unwrap_or_default(),
-                ))
-                .await
-                .unwrap()
-                .iter()
-                .map(|row| row.try_get_by_index::<String>(0).unwrap())
-                .collect::<Vec<_>>()
-                .join("\n");
+            let explained = explain_on_postgres(&db, &lookup).await;
             assert!(
                 explained.contains("Index Cond") && explained.contains("platform_id"),
                 "{url}: {explained}"
