@@ -254,46 +254,47 @@ async fn write(db: sea_orm::DatabaseConnection, mut queue: mpsc::Receiver<Reques
 /// among them in a transaction; each alone if the group cannot be written.
 async fn commit(db: &sea_orm::DatabaseConnection, folded: &mut FoldedWriter, batch: Vec<Request>) {
     metrics::histogram!("synchub_run_write_batch_size").record(batch.len() as f64);
-    let claims = claims_of(&batch);
+    match together(db, folded, &batch).await {
+        Ok(answers) => {
+            for (request, answer) in batch.into_iter().zip(answers) {
+                request.answer(answer);
+            }
+        }
+        Err(err) => each_alone(db, batch, &err).await,
+    }
+}
+
+/// Each request's answer, from one group; an error when the group as a whole could not be
+/// written. A lone end with a failure is written as it would be alone, its error its own.
+async fn together(
+    db: &sea_orm::DatabaseConnection,
+    folded: &mut FoldedWriter,
+    batch: &[Request],
+) -> Result<Vec<Result<Answer>>> {
+    let claims = claims_of(batch);
     if claims.len() == batch.len() {
-        match claim_group(folded, &claims).await {
-            Ok(claimed) => {
-                drop(claims);
-                for (request, claimed) in batch.into_iter().zip(claimed) {
-                    request.answer(Ok(Answer::Claimed(claimed.map(Box::new))));
-                }
-                return;
-            }
-            Err(err) => each_alone(db, batch, &err).await,
-        }
-        return;
+        return Ok(claim_group(folded, &claims)
+            .await?
+            .into_iter()
+            .map(|claimed| Ok(Answer::Claimed(claimed.map(Box::new))))
+            .collect());
     }
-    let successes = successes_of(&batch);
+    let successes = successes_of(batch);
     if successes.len() == batch.len() {
-        match succeed_group(folded, &successes).await {
-            Ok(reports) => {
-                drop(successes);
-                for (request, report) in batch.into_iter().zip(reports) {
-                    request.answer(report.map(Answer::Ended));
-                }
-            }
-            Err(err) => each_alone(db, batch, &err).await,
-        }
-        return;
+        return Ok(succeed_group(folded, &successes)
+            .await?
+            .into_iter()
+            .map(|report| report.map(Answer::Ended))
+            .collect());
     }
-    drop((claims, successes));
-    if batch.len() > 1 {
-        match ends_in_transaction(db, &batch).await {
-            Ok(answers) => {
-                for (request, answer) in batch.into_iter().zip(answers) {
-                    request.answer(Ok(answer));
-                }
-            }
-            Err(err) => each_alone(db, batch, &err).await,
-        }
-        return;
+    if let [alone] = batch {
+        return Ok(vec![alone.run_alone(db).await]);
     }
-    each_alone_after(db, batch).await;
+    Ok(ends_in_transaction(db, batch)
+        .await?
+        .into_iter()
+        .map(Ok)
+        .collect())
 }
 
 /// One request that cannot be written must not fail the others: each alone.
