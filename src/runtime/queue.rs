@@ -67,7 +67,9 @@ impl Queue {
                     .queue(QUEUE)
                     .batch_size(FETCH_BATCH)
                     .heartbeat_interval(HEARTBEAT)
-                    .missed_heartbeats(MISSED_HEARTBEATS);
+                    .missed_heartbeats(MISSED_HEARTBEATS)
+                    // As on SQLite below: a fetched job is already locked to this worker.
+                    .lock_tasks(false);
                 Self::Postgres(PostgresStorage::new(&pool).with_config(config))
             }
             _ => {
@@ -110,17 +112,43 @@ impl Queue {
 }
 
 impl Queue {
-    /// `prune_finished` on the pool the queue lives on.
-    pub async fn prune_finished(&self, age: Duration) -> anyhow::Result<u64> {
-        let db = match self {
+    /// The pool the queue lives on.
+    fn db(&self) -> DatabaseConnection {
+        match self {
             Self::Sqlite(storage) => {
                 sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(storage.pool().clone())
             }
             Self::Postgres(storage) => {
                 sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(storage.pool().clone())
             }
+        }
+    }
+
+    /// `prune_finished` on the pool the queue lives on.
+    pub async fn prune_finished(&self, age: Duration) -> anyhow::Result<u64> {
+        prune_finished(&self.db(), age).await
+    }
+
+    /// Jobs no worker has fetched yet, in every process (the predicate is apalis's fetch's).
+    pub async fn waiting(&self) -> anyhow::Result<u64> {
+        let db = self.db();
+        let backend = db.get_database_backend();
+        let sql = match backend {
+            DatabaseBackend::Postgres => {
+                "SELECT count(*) AS n FROM apalis.jobs WHERE job_type = $1 \
+                 AND (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))"
+            }
+            _ => {
+                "SELECT count(*) AS n FROM Jobs WHERE job_type = ? \
+                 AND (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))"
+            }
         };
-        prune_finished(&db, age).await
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(backend, sql, [QUEUE.into()]))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("a count returned no row"))?;
+        let n: i64 = row.try_get("", "n")?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 }
 
