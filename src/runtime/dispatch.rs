@@ -27,11 +27,17 @@ const QUEUE_DEPTH: u64 = 1_000;
 /// While due runs wait for room in the queue, how soon to look again: at 3,000 runs a
 /// second the workers take 60 jobs meanwhile, and a refill is half the queue.
 const REFILL_CHECK: Duration = Duration::from_millis(20);
-/// Finished jobs are deleted this long after they finished, checked this often. Every ack
-/// reads them too (see `QUEUE_DEPTH`): kept 10 s, at 1,500 runs a second they were most of
-/// the table, and an ack took 2.6 ms on PostgreSQL; kept 1 s, 1.2 ms.
+/// Finished jobs are deleted this long after they finished. Every ack reads them too (see
+/// `QUEUE_DEPTH`): kept 10 s, at 1,500 runs a second they were most of the table, and an
+/// ack took 2.6 ms on PostgreSQL; kept 1 s, 1.2 ms.
 const PRUNE_AGE: Duration = Duration::from_secs(1);
-const PRUNE_EVERY: Duration = Duration::from_millis(500);
+/// How often to prune while the last prune found `BUSY_PRUNE` jobs or more, and otherwise.
+/// A quiet queue has little to prune, and on SQLite each prune takes the queue file's write
+/// lock: pruning it every half second, the slowest of 200 pick-ups on an idle queue took
+/// 11-12 ms, every 2 s 5-8 ms (`bench jobs`, four runs each).
+const PRUNE_EVERY_BUSY: Duration = Duration::from_millis(500);
+const PRUNE_EVERY: Duration = Duration::from_secs(2);
+const BUSY_PRUNE: u64 = 100;
 
 pub(super) async fn run(
     db: DatabaseConnection,
@@ -45,6 +51,7 @@ pub(super) async fn run(
     let mut timer = tokio::time::interval(poll);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pruned_at = Instant::now();
+    let mut last_pruned = 0;
     let mut room = Room::unknown();
     let mut waiting_for_room = false;
     loop {
@@ -79,13 +86,25 @@ pub(super) async fn run(
                 return;
             }
         }
-        if pruned_at.elapsed() >= PRUNE_EVERY {
+        let prune_every = if last_pruned >= BUSY_PRUNE {
+            PRUNE_EVERY_BUSY
+        } else {
+            PRUNE_EVERY
+        };
+        if pruned_at.elapsed() >= prune_every {
             pruned_at = Instant::now();
-            match queue.prune_finished(PRUNE_AGE).await {
-                Ok(n) if n > 0 => tracing::debug!(jobs = n, "pruned finished jobs"),
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "pruning finished jobs failed"),
-            }
+            last_pruned = match queue.prune_finished(PRUNE_AGE).await {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::debug!(jobs = n, "pruned finished jobs");
+                    }
+                    n
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "pruning finished jobs failed");
+                    0
+                }
+            };
         }
     }
 }
