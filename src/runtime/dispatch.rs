@@ -52,7 +52,7 @@ pub(super) async fn run(
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pruned_at = Instant::now();
     let mut last_pruned = 0;
-    let mut room = Room::unknown();
+    let mut known = Room::unknown();
     let mut waiting_for_room = false;
     loop {
         tokio::select! {
@@ -64,7 +64,7 @@ pub(super) async fn run(
         waiting_for_room = false;
         // As long as each pass fills what room there was, more may be due: keep going.
         loop {
-            match dispatch_due(&db, &mut queue, &mut room, clock.now()).await {
+            match dispatch_due(&db, &mut queue, &mut known, clock.now()).await {
                 Ok(Pass::QueueFull) => {
                     waiting_for_room = true;
                     break;
@@ -230,11 +230,13 @@ mod tests {
                 .collect();
             enqueue_runs(&db, rows).await.unwrap();
             let mut queue = Queue::open(&db).await.unwrap();
-            let mut room = Room::unknown();
+            let mut known = Room::unknown();
 
             let mut passes = Vec::new();
             loop {
-                let pass = dispatch_due(&db, &mut queue, &mut room, now).await.unwrap();
+                let pass = dispatch_due(&db, &mut queue, &mut known, now)
+                    .await
+                    .unwrap();
                 let full = pass == Pass::QueueFull;
                 passes.push(pass);
                 if full || passes.len() > 10 {
@@ -273,7 +275,9 @@ mod tests {
             };
             db.execute_unprepared(take).await.unwrap();
             assert_eq!(
-                dispatch_due(&db, &mut queue, &mut room, now).await.unwrap(),
+                dispatch_due(&db, &mut queue, &mut known, now)
+                    .await
+                    .unwrap(),
                 Pass::Handed {
                     handed: 300,
                     room: batch
