@@ -189,7 +189,7 @@ impl KeptConnection {
         &mut self,
         statements: Vec<Statement>,
     ) -> Result<Vec<Vec<QueryResult>>, DbErr> {
-        let conn = match self.conn.take() {
+        let mut conn = match self.conn.take() {
             Some(conn) => conn,
             None => {
                 self.prepared.clear();
@@ -225,7 +225,6 @@ impl KeptConnection {
         sql.push("COMMIT".into());
         parts.push(Part::Frame);
 
-        let mut conn = conn;
         let answered =
             results((&mut conn).fetch_many(sea_orm::sqlx::raw_sql(AssertSqlSafe(sql.join(";\n")))))
                 .await;
