@@ -118,22 +118,25 @@ where
     }
 }
 
-/// PostgreSQL's plan for `statement` (EXPLAIN, its values bound), one line a row.
+/// The plan of `statement`: PostgreSQL's EXPLAIN, or SQLite's EXPLAIN QUERY PLAN (each
+/// step's detail), one line each.
 #[cfg(test)]
-pub async fn explain_on_postgres(
-    db: &DatabaseConnection,
-    statement: &sea_orm::Statement,
-) -> String {
+pub async fn explain(db: &DatabaseConnection, statement: &sea_orm::Statement) -> String {
     use sea_orm::ConnectionTrait;
+    let backend = db.get_database_backend();
+    let (prefix, column) = match backend {
+        sea_orm::DatabaseBackend::Postgres => ("EXPLAIN", 0),
+        _ => ("EXPLAIN QUERY PLAN", 3),
+    };
     db.query_all_raw(sea_orm::Statement::from_sql_and_values(
-        sea_orm::DatabaseBackend::Postgres,
-        format!("EXPLAIN {}", statement.sql),
+        backend,
+        format!("{prefix} {}", statement.sql),
         statement.values.clone().map(|v| v.0).unwrap_or_default(),
     ))
     .await
     .unwrap()
     .iter()
-    .map(|row| row.try_get_by_index::<String>(0).unwrap())
+    .map(|row| row.try_get_by_index::<String>(column).unwrap())
     .collect::<Vec<_>>()
     .join("\n")
 }

@@ -90,11 +90,16 @@ pub async fn claim(
     // it for four round trips to the connection's thread. Every worker's claim and end queue
     // for that lock: measured with four workers, a claim took 2.8 ms, mostly waiting.
     if crate::store::is_sqlite(db)
-        && let Some(run) = claim_statement(run::Column::Id.eq(run_id.clone()), lease, now)
-            .exec_with_returning(db)
-            .await?
-            .into_iter()
-            .next()
+        && let Some(run) = claim_statement(
+            run::Column::Id.eq(run_id.clone()),
+            lease,
+            now,
+            db.get_database_backend(),
+        )
+        .exec_with_returning(db)
+        .await?
+        .into_iter()
+        .next()
     {
         // Read outside the write lock: the lease keeps the run this worker's.
         return with_flow(db, run, now).await.map(Some);
@@ -119,9 +124,14 @@ async fn claim_in(
     // records twice. SQLite's write transaction already excludes other claims; on
     // PostgreSQL the flow's run lock does, until this transaction ends.
     lock_runs_of_run(txn, run_id).await?;
-    let claimed = claim_statement(run::Column::Id.eq(run_id.clone()), lease, now)
-        .exec_with_returning(txn)
-        .await?;
+    let claimed = claim_statement(
+        run::Column::Id.eq(run_id.clone()),
+        lease,
+        now,
+        txn.get_database_backend(),
+    )
+    .exec_with_returning(txn)
+    .await?;
     let Some(claimed) = claimed.into_iter().next() else {
         put_back_behind_sibling(txn, run_id, now).await?;
         return Ok(None);
@@ -158,6 +168,7 @@ fn claim_statement(
     which: impl Into<sea_orm::sea_query::SimpleExpr>,
     lease: chrono::Duration,
     now: chrono::DateTime<chrono::Utc>,
+    backend: sea_orm::DatabaseBackend,
 ) -> sea_orm::UpdateMany<run::Entity> {
     run::Entity::update_many()
         .col_expr(run::Column::Status, run::RunStatus::Running.into())
@@ -188,7 +199,7 @@ fn claim_statement(
             .into(),
         )
         .filter(which.into())
-        .filter(run::Entity::due(now))
+        .filter(run::Entity::due_by_key(now, backend))
         .filter(Expr::not_exists(running_sibling(now)))
 }
 

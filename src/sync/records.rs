@@ -305,7 +305,7 @@ mod tests {
     use sea_orm::{ConnectionTrait, DatabaseBackend};
 
     use super::{known_versions_statement, statistics_stale};
-    use crate::bench::fixture::{explain_on_postgres, on_each_database};
+    use crate::bench::fixture::{explain, on_each_database};
 
     /// On PostgreSQL the lookup of a page's known versions probes the primary key once an id
     /// on a table never analysed (a new or fast-growing one), where `platform_id IN (...)`
@@ -325,7 +325,7 @@ mod tests {
             .unwrap();
             let ids: Vec<String> = (4_900..5_150).map(|n| n.to_string()).collect();
             let lookup = known_versions_statement("con_1", "orders", &ids);
-            let explained = explain_on_postgres(&db, &lookup).await;
+            let explained = explain(&db, &lookup).await;
             assert!(
                 explained.contains("Index Cond") && explained.contains("platform_id"),
                 "{url}: {explained}"

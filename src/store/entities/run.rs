@@ -1,4 +1,5 @@
 use sea_orm::entity::prelude::*;
+use sea_orm::sea_query::ExprTrait;
 
 use crate::ids::{FlowId, RunId, TenantId};
 
@@ -62,16 +63,35 @@ impl Entity {
     /// claim (what a worker may take): queued, retrying whose next attempt has come, or
     /// running under a lease that ran out (its worker died).
     pub fn due(now: DateTimeUtc) -> sea_orm::Condition {
+        Self::due_by(Expr::col((Entity, Column::Status)), now)
+    }
+
+    /// `due`, for a statement that picks its runs by id. SQLite's planner, with no
+    /// statistics (a table not analysed since a backlog grew), judged an IN list of 16 ids
+    /// dearer than the status terms and read every queued run through `ix_runs_status`: a
+    /// claim group of 16 among 20,000 queued runs held the write lock 10.8 ms instead of
+    /// 0.16. On SQLite the status terms here carry a unary `+`, which keeps a term out of
+    /// the choice of index and changes nothing else ("Disqualifying WHERE Clause Terms
+    /// Using Unary-+", in SQLite's query optimizer overview). PostgreSQL has no unary `+`
+    /// for text, and its statements probe the primary key (`runs::together`).
+    pub fn due_by_key(now: DateTimeUtc, backend: sea_orm::DatabaseBackend) -> sea_orm::Condition {
+        if backend != sea_orm::DatabaseBackend::Sqlite {
+            return Self::due(now);
+        }
+        Self::due_by(Expr::cust(r#"+"runs"."status""#), now)
+    }
+
+    fn due_by(status: Expr, now: DateTimeUtc) -> sea_orm::Condition {
         sea_orm::Condition::any()
-            .add(Column::Status.eq(RunStatus::Queued))
+            .add(ExprTrait::eq(status.clone(), RunStatus::Queued))
             .add(
                 sea_orm::Condition::all()
-                    .add(Column::Status.eq(RunStatus::Retrying))
+                    .add(ExprTrait::eq(status.clone(), RunStatus::Retrying))
                     .add(Column::NextAttemptAt.lte(now)),
             )
             .add(
                 sea_orm::Condition::all()
-                    .add(Column::Status.eq(RunStatus::Running))
+                    .add(ExprTrait::eq(status, RunStatus::Running))
                     .add(Column::LeaseUntil.lt(now)),
             )
     }
