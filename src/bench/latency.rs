@@ -38,6 +38,8 @@ struct Measured {
     rate: u32,
     sent: usize,
     refused: usize,
+    /// Why webhooks were refused (the status, or the client's error), and how often.
+    refusals: HashMap<String, usize>,
     /// Milliseconds from each order's 200 to its arrival in the ERP, sorted.
     latencies_ms: Vec<f64>,
     /// Arrived before its webhook's 200 reached the sender (counted as 0 ms).
@@ -95,6 +97,11 @@ pub async fn run(args: LatencyBenchArgs) -> anyhow::Result<()> {
             m.missing
         );
     }
+    for m in &results {
+        for (why, count) in &m.refusals {
+            println!("\nrefused at {}/s: {count} x {why}", m.rate);
+        }
+    }
     println!("\norders written twice: {duplicates}");
     drop(api);
     database.remove().await?;
@@ -120,7 +127,7 @@ async fn measure(
         .timeout(Duration::from_secs(30))
         .build()?;
     let acked: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let refused: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let total = (u64::from(rate) * length.as_secs()) as usize;
@@ -158,8 +165,17 @@ async fn measure(
                         acked.insert(id.to_string(), Instant::now());
                     }
                 }
-                _ => {
-                    refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Tallied by cause: a refusal is rare, and its cause is what to look at next.
+                other => {
+                    let why = match other {
+                        Ok(answer) => format!("HTTP {}", answer.status()),
+                        // reqwest's own text is terse ("error sending request"): the
+                        // causes under it say what happened.
+                        Err(err) => format!("{:#}", anyhow::Error::from(err.without_url())),
+                    };
+                    if let Ok(mut refused) = refused.lock() {
+                        *refused.entry(why).or_default() += 1;
+                    }
                 }
             }
         });
@@ -189,10 +205,12 @@ async fn measure(
         }
     }
     latencies_ms.sort_by(f64::total_cmp);
+    let refusals = refused.lock().map(|r| r.clone()).unwrap_or_default();
     Ok(Measured {
         rate,
         sent: total,
-        refused: refused.load(std::sync::atomic::Ordering::Relaxed),
+        refused: refusals.values().sum(),
+        refusals,
         latencies_ms,
         before_ack,
         missing,

@@ -27,9 +27,9 @@ const QUEUE_DEPTH: u64 = 1_000;
 /// While due runs wait for room in the queue, how soon to look again: at 3,000 runs a
 /// second the workers take 60 jobs meanwhile, and a refill is half the queue.
 const REFILL_CHECK: Duration = Duration::from_millis(20);
-/// Jobs a worker took are deleted this long after it took them: the fetch reads past them
-/// (when apalis still acked jobs, kept 10 s at 1,500 runs a second they were most of the
-/// table, and an ack took 2.6 ms on PostgreSQL; kept 1 s, 1.2 ms).
+/// Finished jobs are deleted this long after they finished. Every ack reads them too (see
+/// `QUEUE_DEPTH`): kept 10 s, at 1,500 runs a second they were most of the table, and an
+/// ack took 2.6 ms on PostgreSQL; kept 1 s, 1.2 ms.
 const PRUNE_AGE: Duration = Duration::from_secs(1);
 /// How often to prune while the last prune found `BUSY_PRUNE` jobs or more, and otherwise.
 /// A quiet queue has little to prune, and on SQLite each prune takes the queue file's write
@@ -93,15 +93,15 @@ pub(super) async fn run(
         };
         if pruned_at.elapsed() >= prune_every {
             pruned_at = Instant::now();
-            last_pruned = match queue.prune_taken(PRUNE_AGE).await {
+            last_pruned = match queue.prune_finished(PRUNE_AGE).await {
                 Ok(n) => {
                     if n > 0 {
-                        tracing::debug!(jobs = n, "pruned jobs the workers took");
+                        tracing::debug!(jobs = n, "pruned finished jobs");
                     }
                     n
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, "pruning the queue failed");
+                    tracing::warn!(error = %err, "pruning finished jobs failed");
                     0
                 }
             };
@@ -262,17 +262,15 @@ mod tests {
             assert_eq!(queue.waiting().await.unwrap(), QUEUE_DEPTH, "{url}");
             assert_eq!(handed_over(&db).await, QUEUE_DEPTH, "{url}");
 
-            // Workers take 600 jobs, as apalis's fetch marks them (less `lock_by`, which names
-            // a registered worker).
+            // Workers take 600 jobs and finish them.
             let take = match db.get_database_backend() {
                 sea_orm::DatabaseBackend::Postgres => {
-                    "UPDATE apalis.jobs SET status = 'Queued', lock_at = now() \
-                     WHERE id IN (SELECT id FROM apalis.jobs WHERE status = 'Pending' LIMIT 600)"
+                    "UPDATE apalis.jobs SET status = 'Done' WHERE id IN \
+                     (SELECT id FROM apalis.jobs WHERE status = 'Pending' LIMIT 600)"
                 }
                 _ => {
-                    "UPDATE Jobs SET status = 'Queued', \
-                     lock_at = strftime('%s', 'now') \
-                     WHERE id IN (SELECT id FROM Jobs WHERE status = 'Pending' LIMIT 600)"
+                    "UPDATE Jobs SET status = 'Done' WHERE id IN \
+                     (SELECT id FROM Jobs WHERE status = 'Pending' LIMIT 600)"
                 }
             };
             db.execute_unprepared(take).await.unwrap();

@@ -17,7 +17,7 @@ use apalis::prelude::*;
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
-pub use queue::{QUEUE, Queue, RunJob, prune_taken};
+pub use queue::{QUEUE, Queue, RunJob, prune_finished};
 pub use wakeup::{RUNS_CHANNEL, RunsSignal};
 
 pub use crate::clock::Clock;

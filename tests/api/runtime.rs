@@ -110,7 +110,7 @@ async fn finished_jobs_are_pruned_from_the_queue(backend: Backend) {
         "finished jobs leave the queue",
         Duration::from_secs(10),
         || async {
-            synchub::runtime::prune_taken(&app.queue_db, Duration::ZERO)
+            synchub::runtime::prune_finished(&app.queue_db, Duration::ZERO)
                 .await
                 .unwrap();
             match jobs_in_queue(&app.queue_db).await {
