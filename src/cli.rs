@@ -58,6 +58,10 @@ pub enum Command {
         /// The token's name in the audit log and token lists.
         #[arg(long, default_value = "operator")]
         name: String,
+        /// Revoke this operator token (its id, `tok_...`) instead of creating one: a leaked
+        /// one, even the last (this command can always make another).
+        #[arg(long, value_name = "TOKEN_ID", conflicts_with = "name")]
+        revoke: Option<String>,
     },
     /// Ask a running synchub whether it is ready: exit 0 when the URL answers 2xx within
     /// five seconds (a container's HEALTHCHECK, which has no curl).
@@ -123,15 +127,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
         }
         Command::Health { url } => health(&url).await?,
-        Command::OperatorToken { server, name } => {
+        Command::OperatorToken {
+            server,
+            name,
+            revoke,
+        } => {
             let settings = Settings::load(&server.overrides())?;
             crate::telemetry::init_logging(settings.log_json);
             let db = crate::store::connect(&settings).await?;
             crate::store::settle_schema(&db, false, std::time::Duration::ZERO).await?;
-            let token = crate::tenancy::create_operator_token(&db, &name)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("{token}");
+            match revoke {
+                Some(id) => {
+                    let revoked = crate::tenancy::revoke_operator_token(
+                        &db,
+                        &crate::audit::Actor::system("cli:operator-token"),
+                        &id,
+                        crate::tenancy::LastOperatorToken::MayRevoke,
+                        chrono::Utc::now(),
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    println!("revoked {} ({})", revoked.id, revoked.name);
+                }
+                None => {
+                    let token = crate::tenancy::create_operator_token(&db, &name)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    println!("{token}");
+                }
+            }
         }
         Command::MasterKey(MasterKeyCommand::Generate) => {
             println!("{}", MasterKey::generate()?.to_base64());

@@ -43,6 +43,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(tenants::create_token)
         .service(tenants::list_tokens)
         .service(tenants::revoke_token)
+        .service(tenants::list_operator_tokens)
+        .service(tenants::revoke_operator_token)
         .service(connectors::list_connectors)
         .service(connectors::list_versions)
         .service(connectors::publish_version)

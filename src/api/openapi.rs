@@ -184,6 +184,7 @@ fn needs_token(operation: &Operation) -> bool {
     paths(
         health::healthz, health::readyz, health::metrics,
         tenants::create_tenant, tenants::create_token, tenants::list_tokens, tenants::revoke_token,
+        tenants::list_operator_tokens, tenants::revoke_operator_token,
         connectors::list_connectors, connectors::list_versions, connectors::publish_version,
         connections::create, connections::list, connections::get, connections::update, connections::delete,
         connections::rotate_credentials, connections::get_allowlist, connections::put_allowlist, connections::list_events,

@@ -81,3 +81,39 @@ pub async fn revoke_token(
     let revoked = tenancy::revoke_token(&state.db, &principal.actor(), &tenant, &token).await?;
     Ok(HttpResponse::Ok().json(revoked))
 }
+
+/// List the operator's tokens (operator only; never the tokens themselves).
+#[utoipa::path(params(PageQuery), responses((status = 200, body = crate::pagination::Page<tenancy::TokenView>), (status = 403, body = crate::api::problem::Problem)), tag = "tenants", security(("bearer" = [])))]
+#[get("/v1/operator/tokens")]
+pub async fn list_operator_tokens(
+    state: web::Data<AppState>,
+    Auth(principal): Auth,
+    Query(query): Query<PageQuery>,
+) -> Result<HttpResponse> {
+    principal.require_operator()?;
+    principal.require(Scope::Admin)?;
+    let page = query.validate()?;
+    Ok(HttpResponse::Ok().json(tenancy::list_operator_tokens(&state.db, &page).await?))
+}
+
+/// Revoke an operator token (operator only); it stops working at once. The last working one
+/// stays: 409 until another exists (`synchub operator-token` makes one).
+#[utoipa::path(params(("token_id" = String, Path)), responses((status = 200, body = tenancy::TokenView), (status = 404, body = crate::api::problem::Problem), (status = 409, body = crate::api::problem::Problem)), tag = "tenants", security(("bearer" = [])))]
+#[delete("/v1/operator/tokens/{token_id}")]
+pub async fn revoke_operator_token(
+    state: web::Data<AppState>,
+    Auth(principal): Auth,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    principal.require_operator()?;
+    principal.require(Scope::Admin)?;
+    let revoked = tenancy::revoke_operator_token(
+        &state.db,
+        &principal.actor(),
+        &path,
+        tenancy::LastOperatorToken::Keep,
+        state.clock.now(),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(revoked))
+}

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ipnet::IpNet;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, Set,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -229,6 +229,85 @@ pub async fn revoke_token(
     };
     txn.commit().await?;
     Ok(view(model))
+}
+
+/// The operator's tokens (admin over every tenant; never the tokens themselves).
+pub async fn list_operator_tokens(
+    db: &DatabaseConnection,
+    page: &PageRequest,
+) -> Result<Page<TokenView>> {
+    let query = api_token::Entity::find().filter(api_token::Column::TenantId.is_null());
+    let rows = page_query(query, api_token::Column::Id, page, Direction::OldestFirst)
+        .all(db)
+        .await?;
+    Ok(Page::from_rows(
+        rows,
+        page.limit,
+        |m| m.id.to_string(),
+        view,
+    ))
+}
+
+/// Who may revoke the last working operator token.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LastOperatorToken {
+    /// The API: a request that revoked the last one would leave nobody able to manage
+    /// tenants until someone with the database's credentials runs `synchub operator-token`.
+    Keep,
+    /// The command line, run with the database's credentials, which can always make another.
+    MayRevoke,
+}
+
+/// Revokes an operator token (a leaked one, or the bootstrap token once others exist); it
+/// stops working at once. A tenant's token is not found here, and revoking a revoked one
+/// changes nothing.
+pub async fn revoke_operator_token(
+    db: &DatabaseConnection,
+    actor: &Actor,
+    token: &str,
+    last: LastOperatorToken,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<TokenView> {
+    let id = TokenId::parse(token).ok_or(Error::NotFound("token"))?;
+    let txn = crate::store::begin_write(db).await?;
+    // Every operator token, locked (PostgreSQL; SQLite's write transaction holds the whole
+    // database): two revokes at once of the last two would each see the other still working.
+    let operator_tokens = api_token::Entity::find()
+        .filter(api_token::Column::TenantId.is_null())
+        .order_by_asc(api_token::Column::Id)
+        .lock_exclusive()
+        .all(&txn)
+        .await?;
+    let (mut asked, others): (Vec<_>, Vec<_>) =
+        operator_tokens.into_iter().partition(|t| t.id == id);
+    let model = asked.pop().ok_or(Error::NotFound("token"))?;
+    if model.revoked_at.is_some() {
+        return Ok(view(model));
+    }
+    let works =
+        |t: &api_token::Model| t.revoked_at.is_none() && t.expires_at.is_none_or(|at| at > now);
+    if last == LastOperatorToken::Keep && !others.iter().any(works) {
+        return Err(Error::Conflict(
+            "this is the last working operator token: create another with `synchub operator-token` first".into(),
+        ));
+    }
+    let mut active: api_token::ActiveModel = model.into();
+    active.revoked_at = Set(Some(now));
+    let updated = active.update(&txn).await?;
+    audit::record(
+        &txn,
+        actor,
+        Entry {
+            tenant_id: None,
+            action: "token.operator_revoke",
+            resource_type: "token",
+            resource_id: updated.id.as_str(),
+            details: serde_json::json!({ "name": updated.name }),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(view(updated))
 }
 
 /// Resolves a bearer token to its principal. Unknown, expired and revoked tokens are 401;

@@ -472,6 +472,34 @@ async fn production_prints_no_operator_token() {
     assert_eq!(made.actor_name, "cli:operator-token");
     assert_eq!(made.details["name"], "recovered");
 
+    // A leaked operator token, even the only one, is revoked from the command line.
+    let listed: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base}/v1/operator/tokens"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = listed["data"][0]["id"].as_str().unwrap().to_string();
+    let said = succeed(
+        synchub(&database)
+            .args(["operator-token", "--revoke", &id])
+            .env_remove("SYNCHUB_BOOTSTRAP_TOKEN")
+            .env("SYNCHUB_ENV", "production")
+            .env("SYNCHUB_MASTER_KEY", key),
+    );
+    assert!(said.contains(&id), "{said}");
+    let status = reqwest::Client::new()
+        .get(format!("{base}/v1/operator/tokens"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 401, "revoked from the command line");
+
     let _ = server.0.kill();
     let finished = std::mem::replace(
         &mut server.0,

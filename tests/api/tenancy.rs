@@ -299,3 +299,122 @@ async fn token_lifecycle_and_source_networks(backend: Backend) {
     assert_eq!(fields, ["scopes", "allowed_cidrs[0]"]);
 }
 on_both_backends!(token_lifecycle_and_source_networks);
+
+/// The operator's own tokens are listed and revoked through the API, by the operator only: a
+/// leaked one stops working at once, the last working one stays (409, so nobody is locked
+/// out of managing tenants), a tenant's token and an unknown id are not found here, and a
+/// tenant admin is refused.
+async fn operator_tokens_are_revoked_but_never_the_last(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (tenant, tenant_admin) = app.tenant_with_token(&["admin"]).await;
+    let spare = synchub::tenancy::create_operator_token(&app.database.connect().await, "spare")
+        .await
+        .unwrap();
+    assert_eq!(app.get("/v1/operator/tokens", &spare).await.0, 200);
+
+    let (status, listed) = app.get("/v1/operator/tokens", OPERATOR_TOKEN).await;
+    assert_eq!(status, 200, "{listed}");
+    let listed = listed["data"].as_array().unwrap().clone();
+    assert_eq!(
+        listed.len(),
+        2,
+        "the operator's two tokens, no tenant's: {listed:?}"
+    );
+    assert!(listed.iter().all(|t| t["tenant_id"].is_null()));
+    let text = serde_json::to_string(&listed).unwrap();
+    assert!(!text.contains(&spare) && !text.contains(OPERATOR_TOKEN));
+    let id_of = |name: &str| {
+        listed
+            .iter()
+            .find(|t| t["name"] == name)
+            .and_then(|t| t["id"].as_str())
+            .unwrap()
+            .to_string()
+    };
+    let (spare_id, own_id) = (id_of("spare"), id_of("operator"));
+
+    let revoke = |id: String, token: String| {
+        let app = &app;
+        async move {
+            app.send(
+                reqwest::Method::DELETE,
+                &format!("/v1/operator/tokens/{id}"),
+                &token,
+                None,
+            )
+            .await
+        }
+    };
+    assert_eq!(app.get("/v1/operator/tokens", &tenant_admin).await.0, 403);
+    assert_eq!(revoke(spare_id.clone(), tenant_admin.clone()).await.0, 403);
+    let (_, tenant_tokens) = app
+        .get(&format!("/v1/tenants/{tenant}/tokens"), OPERATOR_TOKEN)
+        .await;
+    let tenant_token_id = tenant_tokens["data"][0]["id"].as_str().unwrap().to_string();
+    for id in [
+        tenant_token_id,
+        "tok_00000000000000000000000000000000".into(),
+        "not-a-token".into(),
+    ] {
+        let (status, problem) = revoke(id.clone(), OPERATOR_TOKEN.into()).await;
+        assert_eq!(status, 404, "{id}: {problem}");
+    }
+    assert_eq!(
+        app.get("/v1/connections", &tenant_admin).await.0,
+        200,
+        "untouched"
+    );
+
+    let (status, revoked) = revoke(spare_id.clone(), OPERATOR_TOKEN.into()).await;
+    assert_eq!(status, 200, "{revoked}");
+    assert!(revoked["revoked_at"].is_string());
+    let (status, problem) = app.get("/v1/operator/tokens", &spare).await;
+    assert_eq!((status, problem["detail"].as_str()), (401, Some(NOT_VALID)));
+    let (status, again) = revoke(spare_id, OPERATOR_TOKEN.into()).await;
+    assert_eq!(
+        (status, &again["revoked_at"]),
+        (200, &revoked["revoked_at"])
+    );
+
+    let (status, problem) = revoke(own_id.clone(), OPERATOR_TOKEN.into()).await;
+    assert_eq!(status, 409, "the last working operator token: {problem}");
+    assert_eq!(app.get("/v1/operator/tokens", OPERATOR_TOKEN).await.0, 200);
+
+    // Two operators revoking each other's token at once: one of them keeps working.
+    let second = synchub::tenancy::create_operator_token(&app.database.connect().await, "second")
+        .await
+        .unwrap();
+    let (_, listed) = app.get("/v1/operator/tokens", OPERATOR_TOKEN).await;
+    let second_id = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "second")
+        .and_then(|t| t["id"].as_str())
+        .unwrap()
+        .to_string();
+    let (a, b) = tokio::join!(
+        revoke(second_id, OPERATOR_TOKEN.into()),
+        revoke(own_id, second.clone())
+    );
+    // The loser is refused as the last (409), or was revoked before it was let in (401).
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert!(
+        statuses == [200, 401] || statuses == [200, 409],
+        "{a:?} {b:?}"
+    );
+    let mut working = Vec::new();
+    for token in [OPERATOR_TOKEN, second.as_str()] {
+        if app.get("/v1/operator/tokens", token).await.0 == 200 {
+            working.push(token);
+        }
+    }
+    assert_eq!(working.len(), 1, "exactly one operator token works");
+    let (_, audit) = app.get("/v1/audit", working[0]).await;
+    assert!(
+        audit.to_string().contains("token.operator_revoke"),
+        "{audit}"
+    );
+}
+on_both_backends!(operator_tokens_are_revoked_but_never_the_last);
