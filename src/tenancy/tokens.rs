@@ -187,7 +187,15 @@ pub async fn list_tokens(
     page: &PageRequest,
 ) -> Result<Page<TokenView>> {
     super::ensure_tenant_exists(db, tenant).await?;
-    let query = api_token::Entity::find_in_tenant(tenant);
+    token_page(db, api_token::Entity::find_in_tenant(tenant), page).await
+}
+
+/// A page of the tokens `query` selects, oldest first.
+async fn token_page(
+    db: &DatabaseConnection,
+    query: sea_orm::Select<api_token::Entity>,
+    page: &PageRequest,
+) -> Result<Page<TokenView>> {
     let rows = page_query(query, api_token::Column::Id, page, Direction::OldestFirst)
         .all(db)
         .await?;
@@ -236,16 +244,8 @@ pub async fn list_operator_tokens(
     db: &DatabaseConnection,
     page: &PageRequest,
 ) -> Result<Page<TokenView>> {
-    let query = api_token::Entity::find().filter(api_token::Column::TenantId.is_null());
-    let rows = page_query(query, api_token::Column::Id, page, Direction::OldestFirst)
-        .all(db)
-        .await?;
-    Ok(Page::from_rows(
-        rows,
-        page.limit,
-        |m| m.id.to_string(),
-        view,
-    ))
+    let operator_tokens = api_token::Entity::find().filter(api_token::Column::TenantId.is_null());
+    token_page(db, operator_tokens, page).await
 }
 
 /// Who may revoke the last working operator token.
