@@ -473,15 +473,13 @@ async fn production_prints_no_operator_token() {
     assert_eq!(made.details["name"], "recovered");
 
     // A leaked operator token, even the only one, is revoked from the command line.
-    let listed: serde_json::Value = reqwest::Client::new()
-        .get(format!("{base}/v1/operator/tokens"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let operator_tokens = || {
+        reqwest::Client::new()
+            .get(format!("{base}/v1/operator/tokens"))
+            .bearer_auth(&token)
+            .send()
+    };
+    let listed: serde_json::Value = operator_tokens().await.unwrap().json().await.unwrap();
     let id = listed["data"][0]["id"].as_str().unwrap().to_string();
     let said = succeed(
         synchub(&database)
@@ -491,13 +489,7 @@ async fn production_prints_no_operator_token() {
             .env("SYNCHUB_MASTER_KEY", key),
     );
     assert!(said.contains(&id), "{said}");
-    let status = reqwest::Client::new()
-        .get(format!("{base}/v1/operator/tokens"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let status = operator_tokens().await.unwrap().status();
     assert_eq!(status, 401, "revoked from the command line");
 
     let _ = server.0.kill();

@@ -323,15 +323,10 @@ async fn operator_tokens_are_revoked_but_never_the_last(backend: Backend) {
     assert!(listed.iter().all(|t| t["tenant_id"].is_null()));
     let text = serde_json::to_string(&listed).unwrap();
     assert!(!text.contains(&spare) && !text.contains(OPERATOR_TOKEN));
-    let id_of = |name: &str| {
-        listed
-            .iter()
-            .find(|t| t["name"] == name)
-            .and_then(|t| t["id"].as_str())
-            .unwrap()
-            .to_string()
-    };
-    let (spare_id, own_id) = (id_of("spare"), id_of("operator"));
+    let (spare_id, own_id) = (
+        token_id_named(&listed, "spare"),
+        token_id_named(&listed, "operator"),
+    );
 
     let revoke = |id: String, token: String| {
         let app = &app;
@@ -385,14 +380,7 @@ async fn operator_tokens_are_revoked_but_never_the_last(backend: Backend) {
         .await
         .unwrap();
     let (_, listed) = app.get("/v1/operator/tokens", OPERATOR_TOKEN).await;
-    let second_id = listed["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "second")
-        .and_then(|t| t["id"].as_str())
-        .unwrap()
-        .to_string();
+    let second_id = token_id_named(listed["data"].as_array().unwrap(), "second");
     let (a, b) = tokio::join!(
         revoke(second_id, OPERATOR_TOKEN.into()),
         revoke(own_id, second.clone())
@@ -418,3 +406,13 @@ async fn operator_tokens_are_revoked_but_never_the_last(backend: Backend) {
     );
 }
 on_both_backends!(operator_tokens_are_revoked_but_never_the_last);
+
+/// The id of the token called `name` in a listed page's data.
+fn token_id_named(listed: &[serde_json::Value], name: &str) -> String {
+    listed
+        .iter()
+        .find(|t| t["name"] == name)
+        .and_then(|t| t["id"].as_str())
+        .unwrap()
+        .to_string()
+}
