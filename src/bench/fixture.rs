@@ -26,9 +26,7 @@ pub struct ScratchDatabase {
 impl ScratchDatabase {
     /// `kind` is sqlite or postgres; `postgres_url` names the server and an existing database.
     pub async fn create(kind: &str, postgres_url: &str) -> anyhow::Result<Self> {
-        let dir =
-            std::env::temp_dir().join(format!("synchub-bench-{}", uuid::Uuid::now_v7().simple()));
-        std::fs::create_dir_all(&dir)?;
+        let dir = scratch_dir("synchub-bench")?;
         match kind {
             "sqlite" => Ok(Self {
                 url: format!("sqlite://{}?mode=rwc", dir.join("bench.db").display()),
@@ -64,6 +62,11 @@ impl ScratchDatabase {
             all.push(Self::create("postgres", &url).await?);
         }
         Ok(all)
+    }
+
+    /// A folder of this run's own, removed with the database: a server's data directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// Settings for a process on this database; `env` adds SYNCHUB_* variables.
@@ -321,6 +324,14 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A new folder under the system's temporary one, named `{prefix}-{uuid}`; the caller
+/// removes it.
+pub fn scratch_dir(prefix: &str) -> std::io::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 pub fn free_port() -> anyhow::Result<u16> {

@@ -17,10 +17,6 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn per_second(&self) -> f64 {
-        self.ok as f64 / self.elapsed.as_secs_f64()
-    }
-
     pub fn p(&self, quantile: f64) -> f64 {
         self.latency_us.value_at_quantile(quantile) as f64 / 1000.0
     }

@@ -13,6 +13,7 @@ mod quota;
 mod scheduler;
 mod throughput;
 mod webhooks;
+mod wrk;
 
 use std::path::PathBuf;
 

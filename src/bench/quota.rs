@@ -61,8 +61,7 @@ pub struct QuotaWorkerArgs {
 pub async fn run(args: QuotaBenchArgs) -> anyhow::Result<()> {
     let sim = Simulator::start("127.0.0.1:0", 10)?;
     sim.state.set_shop_limit(SHOP, args.rate, args.burst);
-    let dir = std::env::temp_dir().join(format!("synchub-quota-{}", uuid::Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = super::fixture::scratch_dir("synchub-quota")?;
     let (url, cleanup) = match args.database.as_str() {
         "sqlite" => (
             format!("sqlite://{}?mode=rwc", dir.join("quota.db").display()),

@@ -1,6 +1,6 @@
 //! Webhook ingest benchmark. Starts `synchub serve` and a bare actix-web server as separate
-//! processes, drives both with the same load generator, and checks afterwards that every
-//! acknowledged webhook is in the database.
+//! processes, drives both with the same load generator (the built-in one, wrk, or each in
+//! turn), and checks afterwards that every acknowledged webhook is in the database.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
-use sea_orm::{ConnectionTrait, Database, EntityTrait, PaginatorTrait};
+use sea_orm::{Database, EntityTrait, PaginatorTrait};
 
-use super::fixture::{Server, cpu_seconds, free_port, wait_until_up};
+use super::fixture::{ScratchDatabase, Server, cpu_seconds, free_port, wait_until_up};
 use super::loadgen::{self, Report, RequestFn};
+use super::wrk::{self, WrkReport, WrkRequest};
 use crate::store::entities::webhook_event;
 use crate::webhooks::sign;
 
@@ -32,6 +33,9 @@ pub struct WebhookBenchArgs {
     /// Seconds of measured load per target (after a warm-up of a fifth of it).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// The load generator: the built-in one, wrk, or both (each target measured under each).
+    #[arg(long, value_enum, default_value = "both")]
+    load: Load,
 }
 
 pub async fn bare_server(listen: &str) -> anyhow::Result<()> {
@@ -76,29 +80,147 @@ fn request_fn(path: String, run: &'static str) -> RequestFn {
     })
 }
 
-/// Warms up, then measures. Returns the measured report, how many requests were
-/// acknowledged in all (warm-up included), to check against what is on disk, and the
-/// server's (process `pid`) CPU microseconds per measured request.
-async fn drive(
+/// The load generators `bench webhooks` can drive its targets with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Load {
+    /// The built-in generator (raw sockets on tokio).
+    Builtin,
+    /// wrk, with a Lua script (must be on PATH).
+    Wrk,
+    /// Both, one after the other; wrk is left out with a note when it is not on PATH.
+    Both,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Generator {
+    Builtin,
+    Wrk,
+}
+
+impl Generator {
+    fn describe(self) -> &'static str {
+        match self {
+            Generator::Builtin => "built-in load generator (raw sockets, tokio)",
+            Generator::Wrk => "wrk (C, Lua script)",
+        }
+    }
+}
+
+fn generators(load: Load) -> anyhow::Result<Vec<Generator>> {
+    Ok(match load {
+        Load::Builtin => vec![Generator::Builtin],
+        Load::Wrk => {
+            wrk::find()?;
+            vec![Generator::Wrk]
+        }
+        Load::Both => match wrk::find() {
+            Ok(_) => vec![Generator::Builtin, Generator::Wrk],
+            Err(why) => {
+                eprintln!("note: measuring with the built-in generator only: {why:#}");
+                vec![Generator::Builtin]
+            }
+        },
+    })
+}
+
+/// What one generator measured against one target.
+struct Measured {
+    ok: u64,
+    failed: u64,
+    elapsed: Duration,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl Measured {
+    fn per_second(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl From<Report> for Measured {
+    fn from(report: Report) -> Self {
+        Self {
+            ok: report.ok,
+            failed: report.failed,
+            elapsed: report.elapsed,
+            p50_ms: report.p(0.5),
+            p99_ms: report.p(0.99),
+            max_ms: report.latency_us.max() as f64 / 1000.0,
+        }
+    }
+}
+
+impl From<WrkReport> for Measured {
+    fn from(report: WrkReport) -> Self {
+        Self {
+            ok: report.ok,
+            failed: report.failed,
+            elapsed: report.elapsed,
+            p50_ms: report.p50_us / 1000.0,
+            p99_ms: report.p99_us / 1000.0,
+            max_ms: report.max_us / 1000.0,
+        }
+    }
+}
+
+/// One load of `duration`; `run` makes this load's event ids its own.
+async fn load(
+    generator: Generator,
     addr: &str,
-    path: String,
+    path: &str,
+    connections: usize,
+    duration: Duration,
+    run: &'static str,
+) -> anyhow::Result<Measured> {
+    match generator {
+        Generator::Builtin => {
+            let request = request_fn(path.to_string(), run);
+            Ok(loadgen::run(addr, connections, duration, request)
+                .await?
+                .into())
+        }
+        Generator::Wrk => {
+            let body = order_body();
+            let signature = sign::shopify(SECRET, &body);
+            let request = WrkRequest {
+                path,
+                headers: &[
+                    ("Content-Type", "application/json"),
+                    ("X-Shopify-Topic", "orders/create"),
+                    ("X-Shopify-Hmac-Sha256", &signature),
+                ],
+                unique_header: "X-Shopify-Event-Id",
+                body: &body,
+            };
+            Ok(wrk::run(addr, connections, duration, run, &request)
+                .await?
+                .into())
+        }
+    }
+}
+
+/// Warms up, then measures. Returns the measured load, how many requests were acknowledged
+/// in all (warm-up included), to check against what is on disk, and the server's (process
+/// `pid`) CPU microseconds per measured request.
+async fn drive(
+    generator: Generator,
+    addr: &str,
+    path: &str,
     args: &WebhookBenchArgs,
     pid: u32,
-) -> anyhow::Result<(Report, u64, Option<f64>)> {
+) -> anyhow::Result<(Measured, u64, Option<f64>)> {
     let warmup = Duration::from_secs((args.seconds / 5).max(1));
-    let warm = loadgen::run(
-        addr,
-        args.connections,
-        warmup,
-        request_fn(path.clone(), "warmup"),
-    )
-    .await?;
+    let warm = load(generator, addr, path, args.connections, warmup, "warmup").await?;
     let cpu_before = cpu_seconds(pid);
-    let measured = loadgen::run(
+    let measured = load(
+        generator,
         addr,
+        path,
         args.connections,
         Duration::from_secs(args.seconds),
-        request_fn(path, "measured"),
+        "measured",
     )
     .await?;
     // The server's CPU per answered request: steadier than the rate on a machine whose cores
@@ -169,8 +291,9 @@ async fn start_synchub(
 }
 
 struct Row {
+    generator: Generator,
     target: String,
-    report: Report,
+    measured: Measured,
     /// The server's CPU microseconds per request.
     cpu_us: Option<f64>,
     /// (acknowledged in all, events found on disk after SIGKILL)
@@ -183,10 +306,95 @@ pub async fn run(args: WebhookBenchArgs) -> anyhow::Result<()> {
             "warning: this is a debug build; run `cargo run --release -- bench webhooks` for real figures"
         );
     }
+    let backends: Vec<&str> = match args.database.as_str() {
+        "both" => vec!["sqlite", "postgres"],
+        "sqlite" => vec!["sqlite"],
+        "postgres" => vec!["postgres"],
+        other => anyhow::bail!("--database must be sqlite, postgres or both, not {other}"),
+    };
+    let generators = generators(args.load)?;
     let mut rows = Vec::new();
-    // (backend, rows a second durable storage takes alone, synchub's rate)
+    for &generator in &generators {
+        rows.push(measure_bare(generator, &args).await?);
+        for backend in &backends {
+            rows.push(measure_synchub(generator, backend, &args).await?);
+        }
+    }
     let mut ceilings = Vec::new();
+    for backend in &backends {
+        ceilings.push((*backend, storage_ceiling(backend, &args).await?));
+    }
 
+    println!(
+        "\nwebhook ingest, {} connections, {} s measured per target (Shopify orders/create, {} B body)",
+        args.connections,
+        args.seconds,
+        order_body().len()
+    );
+    for &generator in &generators {
+        let rows: Vec<&Row> = rows
+            .iter()
+            .filter(|row| row.generator == generator)
+            .collect();
+        let bare_rate = rows.first().map_or(0.0, |row| row.measured.per_second());
+        println!("\n{}\n", generator.describe());
+        println!(
+            "{:<26} {:>12} {:>9} {:>9} {:>9} {:>8} {:>10} {:>12}",
+            "target", "requests/s", "p50 ms", "p99 ms", "max ms", "errors", "vs bare", "CPU µs/req"
+        );
+        for row in rows {
+            let m = &row.measured;
+            println!(
+                "{:<26} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>9.1}% {:>12}",
+                row.target,
+                m.per_second(),
+                m.p50_ms,
+                m.p99_ms,
+                m.max_ms,
+                m.failed,
+                100.0 * m.per_second() / bare_rate.max(1e-9),
+                row.cpu_us.map_or("-".to_string(), |us| format!("{us:.0}"))
+            );
+        }
+    }
+    println!(
+        "\ndurable storage alone: the same rows, {STORAGE_BATCH} a transaction, one writer, no HTTP\n"
+    );
+    for (backend, ceiling) in &ceilings {
+        let target = format!("synchub on {backend}");
+        for row in rows.iter().filter(|row| row.target == target) {
+            println!(
+                "{backend:<10} {ceiling:>8.0} rows/s; synchub's ingest under {} is {:.1}% of it",
+                row.generator.describe(),
+                100.0 * row.measured.per_second() / ceiling.max(1.0)
+            );
+        }
+    }
+    let mut lost = false;
+    for row in &rows {
+        if let Some((acknowledged, stored)) = row.durability {
+            // Every request carried a distinct event id, so stored < acknowledged means loss.
+            let verdict = if stored >= acknowledged {
+                "none lost"
+            } else {
+                "LOST EVENTS"
+            };
+            lost |= stored < acknowledged;
+            println!(
+                "{} ({}): {acknowledged} acknowledged (warm-up included), {stored} on disk after SIGKILL: {verdict}",
+                row.target,
+                row.generator.describe()
+            );
+        }
+    }
+    if lost {
+        anyhow::bail!("acknowledged webhooks were missing after SIGKILL");
+    }
+    Ok(())
+}
+
+/// The bare actix-web handler, in a process of its own, under `generator`.
+async fn measure_bare(generator: Generator, args: &WebhookBenchArgs) -> anyhow::Result<Row> {
     let port = free_port()?;
     let bare = Server(
         Command::new(super::current_exe()?)
@@ -201,136 +409,53 @@ pub async fn run(args: WebhookBenchArgs) -> anyhow::Result<()> {
             .spawn()?,
     );
     wait_until_up(&format!("http://127.0.0.1:{port}/")).await?;
-    let (report, _, cpu_us) = drive(
+    let (measured, _, cpu_us) = drive(
+        generator,
         &format!("127.0.0.1:{port}"),
-        "/hook".into(),
-        &args,
+        "/hook",
+        args,
         bare.0.id(),
     )
     .await?;
-    drop(bare);
-    rows.push(Row {
+    Ok(Row {
+        generator,
         target: "bare actix-web handler".into(),
-        report,
+        measured,
         cpu_us,
         durability: None,
-    });
-
-    let backends: Vec<&str> = match args.database.as_str() {
-        "both" => vec!["sqlite", "postgres"],
-        "sqlite" => vec!["sqlite"],
-        "postgres" => vec!["postgres"],
-        other => anyhow::bail!("--database must be sqlite, postgres or both, not {other}"),
-    };
-    for backend in backends {
-        let dir = tempfile_dir()?;
-        let (url, cleanup) = match backend {
-            "sqlite" => (
-                format!("sqlite://{}?mode=rwc", dir.join("synchub.db").display()),
-                None,
-            ),
-            _ => {
-                let name = format!("synchub_bench_{}", uuid::Uuid::now_v7().simple());
-                let admin = Database::connect(args.postgres_url.as_str())
-                    .await
-                    .context("connecting to PostgreSQL")?;
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-                    .await?;
-                let base = args
-                    .postgres_url
-                    .rsplit_once('/')
-                    .map(|(b, _)| b)
-                    .unwrap_or(&args.postgres_url);
-                (format!("{base}/{name}"), Some((admin, name)))
-            }
-        };
-        let port = free_port()?;
-        let (server, path) = start_synchub(&url, &dir, port).await?;
-        let (report, acknowledged, cpu_us) =
-            drive(&format!("127.0.0.1:{port}"), path, &args, server.0.id()).await?;
-        drop(server); // SIGKILL: what was acknowledged must already be on disk.
-        let db = Database::connect(url.as_str()).await?;
-        let stored = webhook_event::Entity::find().count(&db).await?;
-        db.close().await?;
-        if let Some((admin, name)) = cleanup {
-            admin
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .await?;
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        rows.push(Row {
-            target: format!("synchub on {backend}"),
-            report,
-            cpu_us,
-            durability: Some((acknowledged, stored)),
-        });
-        ceilings.push((
-            backend,
-            storage_ceiling(backend, &args).await?,
-            report_rate(&rows),
-        ));
-    }
-
-    let bare_rate = rows[0].report.per_second();
-    println!(
-        "\nwebhook ingest, {} connections, {} s measured per target (Shopify orders/create, {} B body)\n",
-        args.connections,
-        args.seconds,
-        order_body().len()
-    );
-    println!(
-        "{:<26} {:>12} {:>9} {:>9} {:>9} {:>8} {:>10} {:>12}",
-        "target", "requests/s", "p50 ms", "p99 ms", "max ms", "errors", "vs bare", "CPU µs/req"
-    );
-    for row in &rows {
-        let r = &row.report;
-        println!(
-            "{:<26} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>9.1}% {:>12}",
-            row.target,
-            r.per_second(),
-            r.p(0.5),
-            r.p(0.99),
-            r.latency_us.max() as f64 / 1000.0,
-            r.failed,
-            100.0 * r.per_second() / bare_rate,
-            row.cpu_us.map_or("-".to_string(), |us| format!("{us:.0}"))
-        );
-    }
-    println!(
-        "\ndurable storage alone: the same rows, {STORAGE_BATCH} a transaction, one writer, no HTTP\n"
-    );
-    for (backend, ceiling, rate) in &ceilings {
-        println!(
-            "{backend:<10} {ceiling:>8.0} rows/s; synchub's ingest is {:.1}% of it",
-            100.0 * rate / ceiling.max(1.0)
-        );
-    }
-    let mut lost = false;
-    for row in &rows {
-        if let Some((acknowledged, stored)) = row.durability {
-            // Every request carried a distinct event id, so stored < acknowledged means loss.
-            let verdict = if stored >= acknowledged {
-                "none lost"
-            } else {
-                "LOST EVENTS"
-            };
-            lost |= stored < acknowledged;
-            println!(
-                "{}: {acknowledged} acknowledged (warm-up included), {stored} on disk after SIGKILL: {verdict}",
-                row.target
-            );
-        }
-    }
-    if lost {
-        anyhow::bail!("acknowledged webhooks were missing after SIGKILL");
-    }
-    Ok(())
+    })
 }
 
-/// The rate of the last row measured.
-fn report_rate(rows: &[Row]) -> f64 {
-    rows.last().map_or(0.0, |row| row.report.per_second())
+/// `synchub serve` on a fresh database under `generator`, killed with SIGKILL afterwards and
+/// its acknowledged webhooks counted on disk.
+async fn measure_synchub(
+    generator: Generator,
+    backend: &str,
+    args: &WebhookBenchArgs,
+) -> anyhow::Result<Row> {
+    let database = ScratchDatabase::create(backend, &args.postgres_url).await?;
+    let port = free_port()?;
+    let (server, path) = start_synchub(&database.url, database.dir(), port).await?;
+    let (measured, acknowledged, cpu_us) = drive(
+        generator,
+        &format!("127.0.0.1:{port}"),
+        &path,
+        args,
+        server.0.id(),
+    )
+    .await?;
+    drop(server); // SIGKILL: what was acknowledged must already be on disk.
+    let db = Database::connect(database.url.as_str()).await?;
+    let stored = webhook_event::Entity::find().count(&db).await?;
+    db.close().await?;
+    database.remove().await?;
+    Ok(Row {
+        generator,
+        target: format!("synchub on {backend}"),
+        measured,
+        cpu_us,
+        durability: Some((acknowledged, stored)),
+    })
 }
 
 /// Rows a transaction in `storage_ceiling`: 64 connections have at most 64 webhooks in flight.
@@ -386,10 +511,4 @@ async fn storage_ceiling(backend: &str, args: &WebhookBenchArgs) -> anyhow::Resu
     db.close().await?;
     database.remove().await?;
     Ok(rate)
-}
-
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("synchub-bench-{}", uuid::Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
