@@ -216,27 +216,52 @@ pub async fn revoke_token(
     let txn = crate::store::begin_write(db).await?;
     let model = crate::store::find_owned::<api_token::Entity>(&txn, tenant, token).await?;
     let model = if model.revoked_at.is_none() {
-        let mut active: api_token::ActiveModel = model.into();
-        active.revoked_at = Set(Some(chrono::Utc::now()));
-        let updated = active.update(&txn).await?;
-        audit::record(
+        revoke_and_record(
             &txn,
             actor,
-            Entry {
-                tenant_id: Some(tenant),
-                action: "token.revoke",
-                resource_type: "token",
-                resource_id: updated.id.as_str(),
-                details: serde_json::json!({ "name": updated.name }),
-            },
+            model,
+            Some(tenant),
+            "token.revoke",
+            chrono::Utc::now(),
         )
-        .await?;
-        updated
+        .await?
     } else {
         model
     };
     txn.commit().await?;
     Ok(view(model))
+}
+
+/// Marks `model` revoked at `now` and records who did it, inside the caller's transaction.
+async fn revoke_and_record(
+    txn: &sea_orm::DatabaseTransaction,
+    actor: &Actor,
+    model: api_token::Model,
+    tenant_id: Option<&TenantId>,
+    action: &'static str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<api_token::Model> {
+    let mut active: api_token::ActiveModel = model.into();
+    active.revoked_at = Set(Some(now));
+    let updated = active.update(txn).await?;
+    audit::record(
+        txn,
+        actor,
+        Entry {
+            tenant_id,
+            action,
+            resource_type: "token",
+            resource_id: updated.id.as_str(),
+            details: serde_json::json!({ "name": updated.name }),
+        },
+    )
+    .await?;
+    Ok(updated)
+}
+
+/// Whether a token still lets its holder in at `now`: not revoked, not expired.
+fn usable_at(model: &api_token::Model, now: chrono::DateTime<chrono::Utc>) -> bool {
+    model.revoked_at.is_none() && model.expires_at.is_none_or(|at| at > now)
 }
 
 /// The operator's tokens (admin over every tenant; never the tokens themselves).
@@ -284,28 +309,12 @@ pub async fn revoke_operator_token(
     if model.revoked_at.is_some() {
         return Ok(view(model));
     }
-    let works =
-        |t: &api_token::Model| t.revoked_at.is_none() && t.expires_at.is_none_or(|at| at > now);
-    if last == LastOperatorToken::Keep && !others.iter().any(works) {
+    if last == LastOperatorToken::Keep && !others.iter().any(|t| usable_at(t, now)) {
         return Err(Error::Conflict(
             "this is the last working operator token: create another with `synchub operator-token` first".into(),
         ));
     }
-    let mut active: api_token::ActiveModel = model.into();
-    active.revoked_at = Set(Some(now));
-    let updated = active.update(&txn).await?;
-    audit::record(
-        &txn,
-        actor,
-        Entry {
-            tenant_id: None,
-            action: "token.operator_revoke",
-            resource_type: "token",
-            resource_id: updated.id.as_str(),
-            details: serde_json::json!({ "name": updated.name }),
-        },
-    )
-    .await?;
+    let updated = revoke_and_record(&txn, actor, model, None, "token.operator_revoke", now).await?;
     txn.commit().await?;
     Ok(view(updated))
 }
@@ -330,7 +339,7 @@ pub async fn authenticate(
         .one(db)
         .await?
         .ok_or(Error::Unauthenticated(NOT_VALID))?;
-    if model.revoked_at.is_some() || model.expires_at.is_some_and(|at| at <= now) {
+    if !usable_at(&model, now) {
         return Err(Error::Unauthenticated(NOT_VALID));
     }
     let cidrs = cidrs_from_json(&model.allowed_cidrs);
