@@ -193,9 +193,14 @@ impl Application {
             settings.effective_public_url(),
             settings.connect.clone(),
         );
+        // A worker serves no webhooks: its writer never writes and takes no connection.
+        let event_store = match role {
+            Role::Worker => store::EventStore::Durable(db.clone()),
+            Role::All | Role::Api => store::connect_event_writer(&settings).await?,
+        };
         let ingest = IngestService::start(
             db.clone(),
-            store::connect_event_writer(&settings).await?,
+            event_store,
             connections.clone(),
             &settings.webhooks,
             runs.clone(),

@@ -63,20 +63,28 @@ pub async fn connect_relaxed(settings: &Settings) -> anyhow::Result<DatabaseConn
     .await
 }
 
-/// The webhook group commit's own connection on SQLite, where one writer at a time is all
-/// there is. Kept for the writer alone, its page cache stays valid from one batch to the
-/// next (a pooled one found pages another connection had changed, dropped its cache and
-/// read them again: 6 % of the ingest server's CPU in `pread`), and it is larger than a
-/// pooled one's so the dedupe index, whose random keys touch a leaf per event, stays in it.
-/// It commits without the flush, which the writer does through `wal` before it answers
-/// (`wal_flush`). On PostgreSQL the group commit shares the pool: None.
-pub async fn connect_event_writer(settings: &Settings) -> anyhow::Result<Option<EventStore>> {
+/// The webhook group commit's own connection, kept for the writer alone on either database.
+///
+/// SQLite, where one writer at a time is all there is: its page cache stays valid from one
+/// batch to the next (a pooled one found pages another connection had changed, dropped its
+/// cache and read them again: 6 % of the ingest server's CPU in `pread`), and it is larger
+/// than a pooled one's so the dedupe index, whose random keys touch a leaf per event, stays
+/// in it. It commits without the flush, which the writer does through `wal` before it
+/// answers (`wal_flush`).
+///
+/// PostgreSQL: one server process serves every batch, with its caches and the batch
+/// statements sqlx prepared on it, instead of whichever of the pool's was free (`bench
+/// webhooks`, fourteenth session: 9,488 webhooks/s beside 7,975 on the shared pool, eight
+/// interleaved rounds), and a pool busy with API calls no longer holds webhooks back.
+pub async fn connect_event_writer(settings: &Settings) -> anyhow::Result<EventStore> {
     if !settings.effective_database_url().starts_with("sqlite:") {
-        return Ok(None);
+        return Ok(EventStore::Durable(
+            open(settings, 1, Flush::EveryCommit).await?,
+        ));
     }
     let db = open_with(settings, 1, Flush::Relaxed, EVENT_WRITER_CACHE_KIB).await?;
     let wal = WalFlush::of(&db).await?;
-    Ok(Some(EventStore { db, wal }))
+    Ok(EventStore::FlushAfterCommit { db, wal })
 }
 
 /// SQLite: a pool on a database file of the job queue's own beside the main one
@@ -127,11 +135,16 @@ async fn sqlite_main_file(db: &DatabaseConnection) -> anyhow::Result<Option<std:
     Ok((!file.is_empty()).then(|| std::path::PathBuf::from(file)))
 }
 
-/// A connection whose commits are durable only once `wal` has flushed after them.
+/// Where the webhook group commit writes (`connect_event_writer`).
 #[derive(Clone, Debug)]
-pub struct EventStore {
-    pub db: DatabaseConnection,
-    pub wal: WalFlush,
+pub enum EventStore {
+    /// A connection whose commits are durable when they return.
+    Durable(DatabaseConnection),
+    /// A connection whose commits are durable only once `wal` has flushed after them.
+    FlushAfterCommit {
+        db: DatabaseConnection,
+        wal: WalFlush,
+    },
 }
 
 /// The event writer's page cache, in KiB.
@@ -461,7 +474,7 @@ mod tests {
     }
 
     /// The group commit's own SQLite connection keeps a cache that holds the dedupe index,
-    /// and flushes its database's WAL; on PostgreSQL there is none (it shares the pool).
+    /// and flushes its database's WAL.
     #[tokio::test]
     async fn the_event_writer_has_a_large_cache_of_its_own_on_sqlite() {
         use sea_orm::{ConnectionTrait, Statement};
@@ -483,37 +496,63 @@ mod tests {
                 .unwrap();
             row.try_get_by_index::<i64>(0).unwrap()
         };
-        let writer = super::connect_event_writer(&settings)
-            .await
-            .unwrap()
-            .unwrap();
+        let super::EventStore::FlushAfterCommit { db, wal } =
+            super::connect_event_writer(&settings).await.unwrap()
+        else {
+            panic!("SQLite's writer flushes after its commits");
+        };
         assert_eq!(
-            writer.wal,
+            wal,
             super::WalFlush::at(dir.path().join("t.db-wal")),
             "the flush is of this database's WAL"
         );
-        assert!(writer.wal.flush().await.is_ok());
-        assert_eq!(
-            cache(writer.db).await,
-            -(super::EVENT_WRITER_CACHE_KIB as i64)
-        );
+        assert!(wal.flush().await.is_ok());
+        assert_eq!(cache(db).await, -(super::EVENT_WRITER_CACHE_KIB as i64));
         let pooled = super::connect(&settings).await.unwrap();
         assert_eq!(cache(pooled).await, -2_000);
+    }
 
-        let postgres = crate::config::Settings::from_layers(
-            &[(
-                "DATABASE_URL".to_string(),
-                "postgres://u@127.0.0.1:1/x".to_string(),
-            )],
-            &Default::default(),
-        )
-        .unwrap();
-        assert!(
-            super::connect_event_writer(&postgres)
-                .await
-                .unwrap()
-                .is_none()
+    /// On PostgreSQL the group commit's connection is its own: it commits at once while
+    /// every connection of the shared pool is held by a transaction (API calls, runs).
+    #[tokio::test]
+    async fn the_event_writer_commits_while_the_shared_pool_is_busy_on_postgres() {
+        use sea_orm::TransactionTrait;
+        let Ok(url) = std::env::var("SYNCHUB_TEST_DATABASE_URL") else {
+            return; // PostgreSQL only.
+        };
+        let database = crate::bench::fixture::ScratchDatabase::create("postgres", &url)
+            .await
+            .unwrap();
+        let settings = database
+            .settings(&[("SYNCHUB_DATABASE__MAX_CONNECTIONS", "2")])
+            .unwrap();
+        let pool = super::connect(&settings).await.unwrap();
+        let held = [pool.begin().await.unwrap(), pool.begin().await.unwrap()];
+
+        let super::EventStore::Durable(writer) =
+            super::connect_event_writer(&settings).await.unwrap()
+        else {
+            panic!("PostgreSQL's commits are durable when they return");
+        };
+        assert_eq!(
+            writer
+                .get_postgres_connection_pool()
+                .options()
+                .get_max_connections(),
+            1
         );
+        let committed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let txn = super::begin_write(&writer).await?;
+            txn.execute_unprepared("CREATE TABLE probe (x INTEGER)")
+                .await?;
+            txn.execute_unprepared("INSERT INTO probe VALUES (1)")
+                .await?;
+            txn.commit().await
+        })
+        .await;
+        assert!(matches!(committed, Ok(Ok(()))), "{committed:?}");
+        drop(held);
+        database.remove().await.unwrap();
     }
 
     #[test]

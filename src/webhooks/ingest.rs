@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::rejections::RejectionTally;
 use super::schemes::{self, Headers};
-use super::writer::{EventSink, EventWriter};
+use super::writer::EventWriter;
 use crate::config::WebhookSettings;
 use crate::connections::{Connections, Target, Unavailable};
 use crate::error::{Error, Result};
@@ -42,11 +42,10 @@ pub struct IngestService {
 }
 
 impl IngestService {
-    /// `event_store` is the group commit's own connection where the store has one
-    /// (`store::connect_event_writer`), else None and it shares `db`.
+    /// `event_store` is the group commit's own connection (`store::connect_event_writer`).
     pub fn start(
         db: DatabaseConnection,
-        event_store: Option<crate::store::EventStore>,
+        event_store: crate::store::EventStore,
         connections: Connections,
         settings: &WebhookSettings,
         runs: RunsSignal,
@@ -57,10 +56,7 @@ impl IngestService {
             connections.clock().clone(),
         );
         let writer = EventWriter::start(
-            match event_store {
-                Some(store) => EventSink::FlushAfterCommit(store),
-                None => EventSink::Durable(db.clone()),
-            },
+            event_store,
             settings.max_batch,
             Duration::from_micros(settings.batch_linger_micros),
             runs,

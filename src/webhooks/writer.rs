@@ -4,8 +4,9 @@
 //!
 //! One batch commits at a time. Measured on PostgreSQL with two to four at once, the batches
 //! shrank to a few events each and the CPU a request rose by half (12,000/s beside 16,000/s
-//! in `bench webhooks`); SQLite has one writer anyway. On SQLite a batch's flush to disk
-//! runs after its commit, beside the next batch's (`EventSink::FlushAfterCommit`,
+//! in `bench webhooks`); SQLite has one writer anyway. The writer keeps a connection of its
+//! own on either database (`store::connect_event_writer`). On SQLite a batch's flush to disk
+//! runs after its commit, beside the next batch's (`EventStore::FlushAfterCommit`,
 //! `store::AfterFlush`). A batch is three round trips to the database, whatever its size:
 //! begin, its events' INSERT together with the read of the flows they trigger, commit (and
 //! one more when it queues runs).
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::ids::{ConnectionId, RunId};
 use crate::runtime::RunsSignal;
+use crate::store::EventStore;
 use crate::store::entities::{flow, webhook_event};
 
 const QUEUE_CAPACITY: usize = 16_384;
@@ -39,24 +41,17 @@ pub struct EventWriter {
     tx: mpsc::Sender<Command>,
 }
 
-/// Where the writer commits: a store whose commits are durable when they return, or one
-/// whose WAL must be flushed after them (SQLite's own writer connection, `store::EventStore`).
-pub enum EventSink {
-    Durable(DatabaseConnection),
-    FlushAfterCommit(crate::store::EventStore),
-}
-
 impl EventWriter {
     /// Starts the writer task; it ends when every handle is dropped and the queue is drained.
     pub fn start(
-        sink: EventSink,
+        store: EventStore,
         max_batch: usize,
         linger: Duration,
         runs: RunsSignal,
         clock: crate::clock::Clock,
     ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run(sink, rx, max_batch, linger, runs, clock));
+        tokio::spawn(run(store, rx, max_batch, linger, runs, clock));
         Self { tx }
     }
 
@@ -73,17 +68,17 @@ impl EventWriter {
 }
 
 async fn run(
-    sink: EventSink,
+    store: EventStore,
     mut rx: mpsc::Receiver<Command>,
     max_batch: usize,
     linger: Duration,
     runs: RunsSignal,
     clock: crate::clock::Clock,
 ) {
-    let (db, flusher) = match sink {
-        EventSink::Durable(db) => (db, None),
-        EventSink::FlushAfterCommit(store) => {
-            (store.db, Some(crate::store::AfterFlush::start(store.wal)))
+    let (db, flusher) = match store {
+        EventStore::Durable(db) => (db, None),
+        EventStore::FlushAfterCommit { db, wal } => {
+            (db, Some(crate::store::AfterFlush::start(wal)))
         }
     };
     let mut batch = Vec::with_capacity(max_batch);
@@ -327,15 +322,15 @@ mod tests {
     /// outcome: committed but not on disk is not stored, whatever the commit said.
     #[tokio::test]
     async fn an_event_is_acknowledged_only_once_its_wal_is_flushed() {
-        use crate::store::{EventStore, WalFlush};
+        use crate::store::WalFlush;
         let (dir, db) = crate::store::scratch_sqlite().await;
         crate::store::migrate(&db).await.unwrap();
         let writer = |wal: WalFlush| {
             EventWriter::start(
-                EventSink::FlushAfterCommit(EventStore {
+                EventStore::FlushAfterCommit {
                     db: db.clone(),
                     wal,
-                }),
+                },
                 64,
                 Duration::ZERO,
                 RunsSignal::new(),
