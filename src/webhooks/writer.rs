@@ -7,9 +7,10 @@
 //! in `bench webhooks`); SQLite has one writer anyway. The writer keeps a connection of its
 //! own on either database (`store::connect_event_writer`). On SQLite a batch's flush to disk
 //! runs after its commit, beside the next batch's (`EventStore::FlushAfterCommit`,
-//! `store::AfterFlush`). A batch is three round trips to the database, whatever its size:
-//! begin, its events' INSERT together with the read of the flows they trigger, commit (and
-//! one more when it queues runs).
+//! `store::AfterFlush`). Whatever its size, a batch is one statement on PostgreSQL, its
+//! events' INSERT together with the read of the flows they trigger, committed in the trip
+//! that sends it (one more when it queues runs); on SQLite the same statements run in a
+//! transaction that takes the write lock first.
 
 use std::time::Duration;
 
@@ -218,45 +219,78 @@ async fn write(
     let Some(last) = inserts.pop() else {
         return Ok(false);
     };
-    // The rows are gathered before the transaction begins, not under its write lock.
-    let txn = crate::store::begin_write(db).await?;
-    for insert in inserts {
-        insert.exec_without_returning(&txn).await?;
-    }
-    // In the same transaction as the events: a verified webhook triggers an incremental run
-    // of each flow that asks for it, and a burst coalesces into the one run still waiting.
-    // The flows are read in the round trip of the last INSERT.
+    // A verified webhook triggers an incremental run of each flow that asks for it, and a
+    // burst coalesces into the one run still waiting. The flows are read in the round trip of
+    // the last INSERT. Every statement is built here, before any write lock is taken.
     let triggered = flow::Entity::find()
         .filter(flow::Column::SourceConnectionId.is_in(sources))
         .filter(flow::Column::OnWebhook.eq(true))
         .filter(flow::Column::Enabled.eq(true))
         .order_by_asc(flow::Column::Id);
-    let flows = txn
-        .query_all_raw(insert_then_select(last, triggered, backend))
-        .await?
-        .iter()
-        .map(|row| flow::Model::from_query_result(row, ""))
-        .collect::<Result<Vec<_>, _>>()?;
-    let runs: Vec<_> = flows
-        .iter()
-        .map(|flow| {
-            crate::runs::queued_run(
-                flow,
-                RunId::generate(),
-                "webhook",
-                crate::runs::WEBHOOK_PENDING.to_string(),
-                None,
-                now,
-            )
-        })
-        .collect();
-    // In the flows' order, one statement: batches of several processes lock alike.
-    let queued_runs = crate::runs::enqueue_runs(&txn, runs)
-        .await
-        .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
-        > 0;
-    txn.commit().await?;
-    Ok(queued_runs)
+    let batch = Batch {
+        inserts,
+        last,
+        triggered,
+        now,
+    };
+    match backend {
+        // Each statement commits as it runs, flush included, in the trip that sends it: a
+        // batch that queues no run is one trip instead of three (BEGIN and COMMIT were trips
+        // of their own). The events may now be on disk before their runs are; nobody has
+        // been answered yet, so a crash between the two makes the platform send the webhook
+        // again, and the duplicate, stored once, queues the runs.
+        DatabaseBackend::Postgres => batch.store(db).await,
+        // The events and their runs in one transaction that takes the write lock first.
+        _ => {
+            let txn = crate::store::begin_write(db).await?;
+            let queued_runs = batch.store(&txn).await?;
+            txn.commit().await?;
+            Ok(queued_runs)
+        }
+    }
+}
+
+/// A batch's statements, ready to run: the events' INSERTs (the flows that trigger read in
+/// the last one's trip) and the runs they queue.
+struct Batch {
+    inserts: Vec<TryInsert<webhook_event::ActiveModel>>,
+    last: TryInsert<webhook_event::ActiveModel>,
+    triggered: Select<flow::Entity>,
+    now: chrono::DateTime<chrono::Utc>,
+}
+
+impl Batch {
+    /// Stores the events and queues their runs; whether a run was queued.
+    async fn store<C: ConnectionTrait>(self, conn: &C) -> Result<bool, sea_orm::DbErr> {
+        let backend = conn.get_database_backend();
+        for insert in self.inserts {
+            insert.exec_without_returning(conn).await?;
+        }
+        let flows = conn
+            .query_all_raw(insert_then_select(self.last, self.triggered, backend))
+            .await?
+            .iter()
+            .map(|row| flow::Model::from_query_result(row, ""))
+            .collect::<Result<Vec<_>, _>>()?;
+        let runs: Vec<_> = flows
+            .iter()
+            .map(|flow| {
+                crate::runs::queued_run(
+                    flow,
+                    RunId::generate(),
+                    "webhook",
+                    crate::runs::WEBHOOK_PENDING.to_string(),
+                    None,
+                    self.now,
+                )
+            })
+            .collect();
+        // In the flows' order, one statement: batches of several processes lock alike.
+        Ok(crate::runs::enqueue_runs(conn, runs)
+            .await
+            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
+            > 0)
+    }
 }
 
 /// One statement that runs `insert` and then answers `select`, so both take one round trip
@@ -418,6 +452,60 @@ mod tests {
             assert_eq!(runs.len(), 1, "{}", database.url);
             assert_eq!(runs[0].flow_id, flow.id);
             assert_eq!(runs[0].dedupe_key, crate::runs::WEBHOOK_PENDING);
+            db.close().await.unwrap();
+            database.remove().await.unwrap();
+        }
+    }
+
+    /// On PostgreSQL a batch's events commit before the runs they queue. Should the process
+    /// die between the two, nobody was answered: the platform sends the webhook again, and
+    /// the duplicate, not stored a second time, still queues the run.
+    #[tokio::test]
+    async fn a_webhook_sent_again_queues_the_run_its_first_delivery_did_not() {
+        use crate::store::entities::run;
+        for database in crate::bench::fixture::ScratchDatabase::for_tests()
+            .await
+            .unwrap()
+        {
+            let db = database.connect().await.unwrap();
+            let now = chrono::Utc::now();
+            let flow = flow::Model {
+                on_webhook: true,
+                ..crate::runs::test_flow(now)
+            };
+            flow::Entity::insert(flow::ActiveModel::from(flow.clone()))
+                .exec(&db)
+                .await
+                .unwrap();
+            let delivery = || webhook_event::ActiveModel {
+                id: Set(crate::ids::EventId::generate()),
+                tenant_id: Set(flow.tenant_id.clone()),
+                connection_id: Set(flow.source_connection_id.clone()),
+                dedupe_key: Set("id:1".to_string()),
+                platform_event_id: Set(Some("1".to_string())),
+                topic: Set(None),
+                content_type: Set(None),
+                body: Set(b"{}".to_vec()),
+                received_at: Set(now),
+            };
+            // The first delivery's events committed; its runs did not.
+            webhook_event::Entity::insert(delivery())
+                .exec_without_returning(&db)
+                .await
+                .unwrap();
+
+            assert!(
+                write(&db, vec![delivery()], now).await.unwrap(),
+                "{}: the delivery again queues the run",
+                database.url
+            );
+            assert_eq!(
+                webhook_event::Entity::find().count(&db).await.unwrap(),
+                1,
+                "{}: the event once",
+                database.url
+            );
+            assert_eq!(run::Entity::find().count(&db).await.unwrap(), 1);
             db.close().await.unwrap();
             database.remove().await.unwrap();
         }
