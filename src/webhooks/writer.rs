@@ -352,6 +352,42 @@ mod tests {
         }
     }
 
+    /// A flow that runs on webhooks, stored.
+    async fn webhook_flow(
+        db: &DatabaseConnection,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> flow::Model {
+        let flow = flow::Model {
+            on_webhook: true,
+            ..crate::runs::test_flow(now)
+        };
+        flow::Entity::insert(flow::ActiveModel::from(flow.clone()))
+            .exec(db)
+            .await
+            .unwrap();
+        flow
+    }
+
+    /// A delivery to `connection` of the platform's event `key`, for `flow`'s tenant.
+    fn delivery(
+        flow: &flow::Model,
+        connection: &ConnectionId,
+        key: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> webhook_event::ActiveModel {
+        webhook_event::ActiveModel {
+            id: Set(crate::ids::EventId::generate()),
+            tenant_id: Set(flow.tenant_id.clone()),
+            connection_id: Set(connection.clone()),
+            dedupe_key: Set(key.to_string()),
+            platform_event_id: Set(None),
+            topic: Set(None),
+            content_type: Set(None),
+            body: Set(b"{}".to_vec()),
+            received_at: Set(now),
+        }
+    }
+
     /// On a store that flushes after the commit, an event is answered with the flush's
     /// outcome: committed but not on disk is not stored, whatever the commit said.
     #[tokio::test]
@@ -405,25 +441,9 @@ mod tests {
         {
             let db = database.connect().await.unwrap();
             let now = chrono::Utc::now();
-            let flow = flow::Model {
-                on_webhook: true,
-                ..crate::runs::test_flow(now)
-            };
-            flow::Entity::insert(flow::ActiveModel::from(flow.clone()))
-                .exec(&db)
-                .await
-                .unwrap();
-            let stored = |connection: &ConnectionId, key: &str| webhook_event::ActiveModel {
-                id: Set(crate::ids::EventId::generate()),
-                tenant_id: Set(flow.tenant_id.clone()),
-                connection_id: Set(connection.clone()),
-                dedupe_key: Set(key.to_string()),
-                platform_event_id: Set(None),
-                topic: Set(None),
-                content_type: Set(None),
-                body: Set(b"{}".to_vec()),
-                received_at: Set(now),
-            };
+            let flow = webhook_flow(&db, now).await;
+            let stored =
+                |connection: &ConnectionId, key: &str| delivery(&flow, connection, key, now);
             let source = &flow.source_connection_id;
             let other = ConnectionId::generate();
             let batch = vec![
@@ -469,33 +489,16 @@ mod tests {
         {
             let db = database.connect().await.unwrap();
             let now = chrono::Utc::now();
-            let flow = flow::Model {
-                on_webhook: true,
-                ..crate::runs::test_flow(now)
-            };
-            flow::Entity::insert(flow::ActiveModel::from(flow.clone()))
-                .exec(&db)
-                .await
-                .unwrap();
-            let delivery = || webhook_event::ActiveModel {
-                id: Set(crate::ids::EventId::generate()),
-                tenant_id: Set(flow.tenant_id.clone()),
-                connection_id: Set(flow.source_connection_id.clone()),
-                dedupe_key: Set("id:1".to_string()),
-                platform_event_id: Set(Some("1".to_string())),
-                topic: Set(None),
-                content_type: Set(None),
-                body: Set(b"{}".to_vec()),
-                received_at: Set(now),
-            };
+            let flow = webhook_flow(&db, now).await;
+            let again = || delivery(&flow, &flow.source_connection_id, "id:1", now);
             // The first delivery's events committed; its runs did not.
-            webhook_event::Entity::insert(delivery())
+            webhook_event::Entity::insert(again())
                 .exec_without_returning(&db)
                 .await
                 .unwrap();
 
             assert!(
-                write(&db, vec![delivery()], now).await.unwrap(),
+                write(&db, vec![again()], now).await.unwrap(),
                 "{}: the delivery again queues the run",
                 database.url
             );
