@@ -435,11 +435,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_stores_its_events_and_queues_the_runs_it_triggers() {
         use crate::store::entities::run;
-        for database in crate::bench::fixture::ScratchDatabase::for_tests()
-            .await
-            .unwrap()
-        {
-            let db = database.connect().await.unwrap();
+        crate::bench::fixture::on_each_database(|db, url| async move {
             let now = chrono::Utc::now();
             let flow = webhook_flow(&db, now).await;
             let stored =
@@ -454,27 +450,23 @@ mod tests {
             ];
             assert!(
                 write(&db, batch, now).await.unwrap(),
-                "{}: a run is queued",
-                database.url
+                "{url}: a run is queued"
             );
             assert!(
                 !write(&db, vec![stored(source, "id:3")], now).await.unwrap(),
-                "{}: the next webhook joins the run still waiting",
-                database.url
+                "{url}: the next webhook joins the run still waiting"
             );
             assert_eq!(
                 webhook_event::Entity::find().count(&db).await.unwrap(),
                 4,
-                "{}: each event once",
-                database.url
+                "{url}: each event once"
             );
             let runs = run::Entity::find().all(&db).await.unwrap();
-            assert_eq!(runs.len(), 1, "{}", database.url);
+            assert_eq!(runs.len(), 1, "{url}");
             assert_eq!(runs[0].flow_id, flow.id);
             assert_eq!(runs[0].dedupe_key, crate::runs::WEBHOOK_PENDING);
-            db.close().await.unwrap();
-            database.remove().await.unwrap();
-        }
+        })
+        .await;
     }
 
     /// On PostgreSQL a batch's events commit before the runs they queue. Should the process
@@ -483,11 +475,7 @@ mod tests {
     #[tokio::test]
     async fn a_webhook_sent_again_queues_the_run_its_first_delivery_did_not() {
         use crate::store::entities::run;
-        for database in crate::bench::fixture::ScratchDatabase::for_tests()
-            .await
-            .unwrap()
-        {
-            let db = database.connect().await.unwrap();
+        crate::bench::fixture::on_each_database(|db, url| async move {
             let now = chrono::Utc::now();
             let flow = webhook_flow(&db, now).await;
             let again = || delivery(&flow, &flow.source_connection_id, "id:1", now);
@@ -499,19 +487,16 @@ mod tests {
 
             assert!(
                 write(&db, vec![again()], now).await.unwrap(),
-                "{}: the delivery again queues the run",
-                database.url
+                "{url}: the delivery again queues the run"
             );
             assert_eq!(
                 webhook_event::Entity::find().count(&db).await.unwrap(),
                 1,
-                "{}: the event once",
-                database.url
+                "{url}: the event once"
             );
-            assert_eq!(run::Entity::find().count(&db).await.unwrap(), 1);
-            db.close().await.unwrap();
-            database.remove().await.unwrap();
-        }
+            assert_eq!(run::Entity::find().count(&db).await.unwrap(), 1, "{url}");
+        })
+        .await;
     }
 
     #[test]
