@@ -118,7 +118,8 @@ end
 local n = 0
 function request()
   n = n + 1
-  wrk.headers[{unique}] = {run} .. "-" .. thread_number .. "-" .. n
+  -- Led by a scattered prefix, as the built-in generator's ids (`webhooks::event_id`).
+  wrk.headers[{unique}] = string.format("%08x", math.random(0, 2147483647)) .. "-" .. {run} .. "-" .. thread_number .. "-" .. n
   return wrk.format()
 end
 
@@ -219,7 +220,9 @@ mod tests {
         )
         .unwrap();
         assert!(text.contains(r#"wrk.headers["X-Shopify-Hmac-Sha256"] = "abc=""#));
-        assert!(text.contains(r#"wrk.headers["X-Shopify-Event-Id"] = "measured" .. "-""#));
+        assert!(text.contains(
+            r#"wrk.headers["X-Shopify-Event-Id"] = string.format("%08x", math.random(0, 2147483647)) .. "-" .. "measured" .. "-""#
+        ));
         assert!(text.contains("wrk.body = [==[{\"id\": 1}]==]"));
     }
 }
