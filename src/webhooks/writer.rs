@@ -7,10 +7,11 @@
 //! in `bench webhooks`); SQLite has one writer anyway. The writer keeps a connection of its
 //! own on either database (`store::connect_event_writer`). On SQLite a batch's flush to disk
 //! runs after its commit, beside the next batch's (`EventStore::FlushAfterCommit`,
-//! `store::AfterFlush`). Whatever its size, a batch is one statement on PostgreSQL, its
-//! events' INSERT together with the read of the flows they trigger, committed in the trip
-//! that sends it (one more when it queues runs); on SQLite the same statements run in a
-//! transaction that takes the write lock first.
+//! `store::AfterFlush`). On PostgreSQL a batch whose events fit one statement (about 1 MiB)
+//! is that statement alone, its events' INSERT together with the read of the flows they
+//! trigger, committed in the trip that sends it (one more when it queues runs); larger
+//! batches, and every batch on SQLite, run their statements in one transaction (on SQLite
+//! one that takes the write lock first).
 
 use std::time::Duration;
 
@@ -234,12 +235,14 @@ async fn write(
         now,
     };
     match backend {
-        // Each statement commits as it runs, flush included, in the trip that sends it: a
-        // batch that queues no run is one trip instead of three (BEGIN and COMMIT were trips
-        // of their own). The events may now be on disk before their runs are; nobody has
-        // been answered yet, so a crash between the two makes the platform send the webhook
-        // again, and the duplicate, stored once, queues the runs.
-        DatabaseBackend::Postgres => batch.store(db).await,
+        // A batch whose events fit one statement sends it alone: it commits as it runs,
+        // flush included, in the trip that sends it, so a batch that queues no run is one
+        // trip instead of three (BEGIN and COMMIT were trips of their own). The events may
+        // then be on disk before their runs are; nobody has been answered yet, so a crash
+        // between the two makes the platform send the webhook again, and the duplicate,
+        // stored once, queues the runs. Events in several statements (large bodies) stay in
+        // one transaction: one flush for all of them rather than one each.
+        DatabaseBackend::Postgres if batch.inserts.is_empty() => batch.store(db).await,
         // The events and their runs in one transaction that takes the write lock first.
         _ => {
             let txn = crate::store::begin_write(db).await?;
