@@ -1,7 +1,7 @@
 //! How a run comes to be: a queued row, committed in the transaction of what caused it (a
 //! schedule tick, a request, a webhook, a replay), deduplicated per flow by its key.
 
-use sea_orm::{ConnectionTrait, EntityTrait, Set};
+use sea_orm::{ConnectionTrait, EntityTrait, QueryTrait, Set};
 
 use crate::error::Result;
 use crate::ids::RunId;
@@ -48,17 +48,28 @@ pub fn queued_run(
 /// dedupe key already. Returns how many were new.
 pub async fn enqueue_runs<C: ConnectionTrait>(db: &C, runs: Vec<run::ActiveModel>) -> Result<u64> {
     let mut new = 0;
-    // About 300 bytes a row as sent.
-    for chunk in crate::store::statement_chunks(runs, db.get_database_backend(), 500, |_| 300) {
-        let inserted = run::Entity::insert_many(chunk)
-            .on_conflict_do_nothing_on([run::Column::FlowId, run::Column::DedupeKey])
-            .exec_without_returning(db)
-            .await?;
-        if let sea_orm::TryInsertResult::Inserted(n) = inserted {
-            new += n;
-        }
+    for statement in enqueue_statements(runs, db.get_database_backend()) {
+        new += db.execute_raw(statement).await?.rows_affected();
     }
     Ok(new)
+}
+
+/// The statements of `enqueue_runs`, for a caller that runs them itself; each one's count of
+/// changed rows is how many of its runs were new.
+pub fn enqueue_statements(
+    runs: Vec<run::ActiveModel>,
+    backend: sea_orm::DatabaseBackend,
+) -> Vec<sea_orm::Statement> {
+    // About 300 bytes a row as sent.
+    crate::store::statement_chunks(runs, backend, 500, |_| 300)
+        .into_iter()
+        .map(|chunk| {
+            let insert = run::Entity::insert_many(chunk)
+                .on_conflict_do_nothing_on([run::Column::FlowId, run::Column::DedupeKey])
+                .into_query();
+            backend.build(&insert)
+        })
+        .collect()
 }
 
 /// Inserts a queued run unless the flow has one with this dedupe key already (a tick another

@@ -24,7 +24,7 @@ use crate::ids::{FlowId, RunId};
 use crate::runtime::backoff::backoff;
 use crate::store::entities::{flow, run};
 
-pub use enqueue::{WEBHOOK_PENDING, enqueue_run, enqueue_runs, queued_run};
+pub use enqueue::{WEBHOOK_PENDING, enqueue_run, enqueue_runs, enqueue_statements, queued_run};
 pub use writer::RunWriter;
 
 /// A flow is disabled after this many runs in a row end in the dead letters.

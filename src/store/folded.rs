@@ -30,8 +30,10 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use futures_util::TryStreamExt;
 use sea_orm::sea_query::{PostgresQueryBuilder, QueryBuilder, inject_parameters};
-use sea_orm::sqlx::{AssertSqlSafe, Either, Executor, PgConnection, PgPool, SqlitePool};
+use sea_orm::sqlx::{AssertSqlSafe, Either, Executor, SqlitePool};
 use sea_orm::{DatabaseConnection, DbErr, QueryResult, Statement, Value, Values};
+
+use super::kept::KeptConnection;
 
 /// Statements prepared on one PostgreSQL connection at the most; past it a statement is sent
 /// with its values in its text and planned each time. A group's statements differ only by
@@ -45,14 +47,13 @@ pub struct FoldedWriter {
 
 enum Target {
     Sqlite(SqlitePool),
-    Postgres(KeptConnection),
+    Postgres(PreparingConnection),
 }
 
 /// A PostgreSQL connection taken out of the pool for good, so that what it has prepared can
 /// be used again; replaced after an error.
-struct KeptConnection {
-    pool: PgPool,
-    conn: Option<PgConnection>,
+struct PreparingConnection {
+    kept: KeptConnection,
     prepared: HashSet<String>,
     /// False once a prepared statement went missing: a pooler between us and the server
     /// (PgBouncer in transaction mode) hands each transaction to another server connection,
@@ -78,9 +79,8 @@ impl FoldedWriter {
             sea_orm::DatabaseBackend::Sqlite => {
                 Target::Sqlite(db.get_sqlite_connection_pool().clone())
             }
-            sea_orm::DatabaseBackend::Postgres => Target::Postgres(KeptConnection {
-                pool: db.get_postgres_connection_pool().clone(),
-                conn: None,
+            sea_orm::DatabaseBackend::Postgres => Target::Postgres(PreparingConnection {
+                kept: KeptConnection::new(db.get_postgres_connection_pool().clone()),
                 prepared: HashSet::new(),
                 prepares: true,
             }),
@@ -184,18 +184,15 @@ enum Part {
     Asked,
 }
 
-impl KeptConnection {
+impl PreparingConnection {
     async fn transaction(
         &mut self,
         statements: Vec<Statement>,
     ) -> Result<Vec<Vec<QueryResult>>, DbErr> {
-        let mut conn = match self.conn.take() {
-            Some(conn) => conn,
-            None => {
-                self.prepared.clear();
-                self.pool.acquire().await.map_err(pool_error)?.detach()
-            }
-        };
+        let (mut conn, opened) = self.kept.take().await?;
+        if opened {
+            self.prepared.clear();
+        }
         let mut sql: Vec<String> = Vec::with_capacity(statements.len() * 2 + 2);
         let mut parts: Vec<Part> = Vec::with_capacity(sql.capacity());
         let mut preparing: Vec<String> = Vec::new();
@@ -230,7 +227,7 @@ impl KeptConnection {
                 .await;
         match answered {
             Ok(outcome) if outcome.len() == parts.len() => {
-                self.conn = Some(conn);
+                self.kept.put_back(conn);
                 self.prepared.extend(preparing);
                 Ok(outcome
                     .into_iter()
@@ -420,9 +417,9 @@ mod tests {
             let Target::Postgres(kept) = &mut writer.target else {
                 unreachable!("a PostgreSQL writer");
             };
-            if let Some(conn) = kept.conn.as_mut() {
-                conn.execute("DEALLOCATE ALL").await.unwrap();
-            }
+            let (mut conn, _) = kept.kept.take().await.unwrap();
+            conn.execute("DEALLOCATE ALL").await.unwrap();
+            kept.kept.put_back(conn);
             assert!(writer.transaction(vec![insert(2)]).await.is_err(), "{url}");
             writer.transaction(vec![insert(3)]).await.unwrap();
             writer.transaction(vec![insert(4)]).await.unwrap();

@@ -3,12 +3,14 @@
 mod checkpoint;
 pub mod entities;
 mod folded;
+pub mod kept;
 mod owned;
 mod sqlite_busy;
 mod wal_flush;
 
 pub use checkpoint::{Checkpointed, checkpoint, spawn_checkpointer};
 pub use folded::FoldedWriter;
+pub use kept::KeptConnection;
 pub use owned::{TenantOwned, find_owned};
 pub use sqlite_busy::lock_waits as sqlite_lock_waits;
 pub use wal_flush::{AfterFlush, WalFlush};
@@ -75,14 +77,27 @@ pub async fn connect_relaxed(settings: &Settings) -> anyhow::Result<DatabaseConn
 /// PostgreSQL: one server process serves every batch, with its caches and the batch
 /// statements sqlx prepared on it, instead of whichever of the pool's was free (`bench
 /// webhooks`, fourteenth session: 9,488 webhooks/s beside 7,975 on the shared pool, eight
-/// interleaved rounds), and a pool busy with API calls no longer holds webhooks back.
+/// interleaved rounds), and a pool busy with API calls no longer holds webhooks back. The
+/// writer takes the connection out of this pool for good (`KeptConnection`).
 pub async fn connect_event_writer(settings: &Settings) -> anyhow::Result<EventStore> {
     if !settings.effective_database_url().starts_with("sqlite:") {
+        // The writer takes its connection out of this pool for good (`KeptConnection`): an
+        // idle one kept beside it would be a second server connection for nothing.
+        let pool = Pool {
+            max: 1,
+            idle: 0,
+            sqlite_cache_kib: SQLITE_DEFAULT_CACHE_KIB,
+        };
         return Ok(EventStore::Durable(
-            open(settings, 1, Flush::EveryCommit).await?,
+            open_with(settings, pool, Flush::EveryCommit).await?,
         ));
     }
-    let db = open_with(settings, 1, Flush::Relaxed, EVENT_WRITER_CACHE_KIB).await?;
+    let pool = Pool {
+        max: 1,
+        idle: 1,
+        sqlite_cache_kib: EVENT_WRITER_CACHE_KIB,
+    };
+    let db = open_with(settings, pool, Flush::Relaxed).await?;
     let wal = WalFlush::of(&db).await?;
     Ok(EventStore::FlushAfterCommit { db, wal })
 }
@@ -163,15 +178,32 @@ async fn open(
     max_connections: u32,
     flush: Flush,
 ) -> anyhow::Result<DatabaseConnection> {
-    open_with(settings, max_connections, flush, SQLITE_DEFAULT_CACHE_KIB).await
+    let pool = Pool {
+        max: max_connections,
+        idle: 1,
+        sqlite_cache_kib: SQLITE_DEFAULT_CACHE_KIB,
+    };
+    open_with(settings, pool, flush).await
+}
+
+/// A pool's size: at most `max` connections, `idle` kept open when unused; SQLite's page
+/// cache a connection.
+struct Pool {
+    max: u32,
+    idle: u32,
+    sqlite_cache_kib: u32,
 }
 
 async fn open_with(
     settings: &Settings,
-    max_connections: u32,
+    pool: Pool,
     flush: Flush,
-    sqlite_cache_kib: u32,
 ) -> anyhow::Result<DatabaseConnection> {
+    let Pool {
+        max: max_connections,
+        idle,
+        sqlite_cache_kib,
+    } = pool;
     let url = settings.effective_database_url();
     if url.starts_with("sqlite:") && settings.database_url.trim().is_empty() {
         std::fs::create_dir_all(&settings.data_dir).with_context(|| {
@@ -184,7 +216,7 @@ async fn open_with(
     let mut options = ConnectOptions::new(url.clone());
     options
         .max_connections(max_connections)
-        .min_connections(1)
+        .min_connections(idle)
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
         // sqlx pings a pooled connection on every acquire: a round trip before each statement

@@ -5,7 +5,9 @@
 //! One batch commits at a time. Measured on PostgreSQL with two to four at once, the batches
 //! shrank to a few events each and the CPU a request rose by half (12,000/s beside 16,000/s
 //! in `bench webhooks`); SQLite has one writer anyway. The writer keeps a connection of its
-//! own on either database (`store::connect_event_writer`). On SQLite a batch's flush to disk
+//! own on either database (`store::connect_event_writer`; on PostgreSQL kept out of its pool,
+//! `store::KeptConnection`, so no batch waits for sqlx's check of a connection given back to
+//! a pool). On SQLite a batch's flush to disk
 //! runs after its commit, beside the next batch's (`EventStore::FlushAfterCommit`,
 //! `store::AfterFlush`). On PostgreSQL a batch whose events fit one statement (about 1 MiB)
 //! is that statement alone, its events' INSERT together with the read of the flows they
@@ -18,16 +20,18 @@ use std::time::Duration;
 use sea_orm::sea_query::{
     CommonTableExpression, PostgresQueryBuilder, SqliteQueryBuilder, WithClause,
 };
+use sea_orm::sqlx::PgConnection;
 use sea_orm::{
     ActiveValue, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait,
-    FromQueryResult, QueryFilter, QueryOrder, QueryTrait, Select, Statement, TryInsert,
+    FromQueryResult, QueryFilter, QueryOrder, QueryResult, QueryTrait, Select, Statement,
+    TryInsert,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ids::{ConnectionId, RunId};
 use crate::runtime::RunsSignal;
-use crate::store::EventStore;
 use crate::store::entities::{flow, webhook_event};
+use crate::store::{EventStore, KeptConnection, kept};
 
 const QUEUE_CAPACITY: usize = 16_384;
 
@@ -77,10 +81,10 @@ async fn run(
     runs: RunsSignal,
     clock: crate::clock::Clock,
 ) {
-    let (db, flusher) = match store {
-        EventStore::Durable(db) => (db, None),
+    let (mut sink, flusher) = match store {
+        EventStore::Durable(db) => (Sink::new(db), None),
         EventStore::FlushAfterCommit { db, wal } => {
-            (db, Some(crate::store::AfterFlush::start(wal)))
+            (Sink::Pool(db), Some(crate::store::AfterFlush::start(wal)))
         }
     };
     let mut batch = Vec::with_capacity(max_batch);
@@ -95,7 +99,7 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let committed = commit(&db, std::mem::take(&mut batch), clock.now()).await;
+        let committed = commit(&mut sink, std::mem::take(&mut batch), clock.now()).await;
         match &flusher {
             // The next batch begins while this one's flush runs.
             Some(flusher) => {
@@ -108,6 +112,35 @@ async fn run(
                 });
             }
             None => committed.answer(Ok(()), &runs),
+        }
+    }
+}
+
+/// Where the batches go.
+enum Sink {
+    /// A pool of the writer's own (SQLite), or the shared pool of a process that ingests no
+    /// webhooks; each batch a transaction that takes the write lock first.
+    Pool(DatabaseConnection),
+    /// PostgreSQL: a connection out of the writer's pool for good, so that no batch waits for
+    /// the check sqlx makes of a connection given back to a pool (a round trip of its own
+    /// after every batch; `store::kept`).
+    Kept(KeptConnection),
+}
+
+impl Sink {
+    fn new(db: DatabaseConnection) -> Self {
+        match db.get_database_backend() {
+            DatabaseBackend::Postgres => Self::Kept(KeptConnection::new(
+                db.get_postgres_connection_pool().clone(),
+            )),
+            _ => Self::Pool(db),
+        }
+    }
+
+    fn backend(&self) -> DatabaseBackend {
+        match self {
+            Self::Pool(db) => db.get_database_backend(),
+            Self::Kept(_) => DatabaseBackend::Postgres,
         }
     }
 }
@@ -136,7 +169,7 @@ impl Committed {
 
 /// Commits a batch; each event's outcome, and whether it queued a run.
 async fn commit(
-    db: &DatabaseConnection,
+    sink: &mut Sink,
     batch: Vec<Command>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Committed {
@@ -150,7 +183,7 @@ async fn commit(
     batch.sort_by(|(a, _), (b, _)| dedupe_order(a).cmp(&dedupe_order(b)));
     let (events, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     metrics::histogram!("synchub_webhook_commit_batch_size").record(events.len() as f64);
-    match write(db, events.clone(), now).await {
+    match write(sink, events.clone(), now).await {
         Ok(queued_runs) => Committed {
             outcomes: waiters.into_iter().map(|done| (done, Ok(()))).collect(),
             queued_runs,
@@ -161,7 +194,7 @@ async fn commit(
             let mut queued_runs = false;
             let mut outcomes = Vec::with_capacity(waiters.len());
             for (event, done) in events.into_iter().zip(waiters) {
-                let result = write(db, vec![event], now)
+                let result = write(sink, vec![event], now)
                     .await
                     .map(|queued| queued_runs |= queued)
                     .map_err(|e| e.to_string());
@@ -191,7 +224,7 @@ fn dedupe_order(event: &webhook_event::ActiveModel) -> (Option<&ConnectionId>, O
 }
 
 async fn write(
-    db: &DatabaseConnection,
+    sink: &mut Sink,
     events: Vec<webhook_event::ActiveModel>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<bool, sea_orm::DbErr> {
@@ -207,7 +240,7 @@ async fn write(
         ids.dedup();
         ids
     };
-    let backend = db.get_database_backend();
+    let backend = sink.backend();
     let mut inserts: Vec<_> = statement_chunks(events, backend)
         .into_iter()
         .map(|chunk| {
@@ -229,12 +262,15 @@ async fn write(
         .filter(flow::Column::Enabled.eq(true))
         .order_by_asc(flow::Column::Id);
     let batch = Batch {
-        inserts,
-        last,
-        triggered,
+        last: insert_then_select(last, triggered, backend),
+        inserts: inserts
+            .into_iter()
+            .map(|insert| backend.build(&insert.into_query()))
+            .collect(),
+        backend,
         now,
     };
-    match backend {
+    match sink {
         // A batch whose events fit one statement sends it alone: it commits as it runs,
         // flush included, in the trip that sends it, so a batch that queues no run is one
         // trip instead of three (BEGIN and COMMIT were trips of their own). The events may
@@ -242,11 +278,31 @@ async fn write(
         // between the two makes the platform send the webhook again, and the duplicate,
         // stored once, queues the runs. Events in several statements (large bodies) stay in
         // one transaction: one flush for all of them rather than one each.
-        DatabaseBackend::Postgres if batch.inserts.is_empty() => batch.store(db).await,
+        Sink::Kept(kept) => {
+            let (mut conn, _) = kept.take().await?;
+            let in_transaction = !batch.inserts.is_empty();
+            let stored = async {
+                if in_transaction {
+                    kept::execute(&mut conn, Statement::from_string(backend, "BEGIN")).await?;
+                }
+                let queued_runs = batch.store(&mut conn).await?;
+                if in_transaction {
+                    kept::execute(&mut conn, Statement::from_string(backend, "COMMIT")).await?;
+                }
+                Ok(queued_runs)
+            }
+            .await;
+            // After an error the connection is dropped, and closed with whatever transaction
+            // it was in; the next batch opens another.
+            if stored.is_ok() {
+                kept.put_back(conn);
+            }
+            stored
+        }
         // The events and their runs in one transaction that takes the write lock first.
-        _ => {
+        Sink::Pool(db) => {
             let txn = crate::store::begin_write(db).await?;
-            let queued_runs = batch.store(&txn).await?;
+            let queued_runs = batch.store(&mut OnSeaOrm(&txn)).await?;
             txn.commit().await?;
             Ok(queued_runs)
         }
@@ -254,23 +310,22 @@ async fn write(
 }
 
 /// A batch's statements, ready to run: the events' INSERTs (the flows that trigger read in
-/// the last one's trip) and the runs they queue.
+/// the last one's trip); the runs they queue are built once the flows are read.
 struct Batch {
-    inserts: Vec<TryInsert<webhook_event::ActiveModel>>,
-    last: TryInsert<webhook_event::ActiveModel>,
-    triggered: Select<flow::Entity>,
+    inserts: Vec<Statement>,
+    last: Statement,
+    backend: DatabaseBackend,
     now: chrono::DateTime<chrono::Utc>,
 }
 
 impl Batch {
     /// Stores the events and queues their runs; whether a run was queued.
-    async fn store<C: ConnectionTrait>(self, conn: &C) -> Result<bool, sea_orm::DbErr> {
-        let backend = conn.get_database_backend();
+    async fn store(self, on: &mut impl RunsStatements) -> Result<bool, sea_orm::DbErr> {
         for insert in self.inserts {
-            insert.exec_without_returning(conn).await?;
+            on.execute(insert).await?;
         }
-        let flows = conn
-            .query_all_raw(insert_then_select(self.last, self.triggered, backend))
+        let flows = on
+            .query(self.last)
             .await?
             .iter()
             .map(|row| flow::Model::from_query_result(row, ""))
@@ -289,10 +344,40 @@ impl Batch {
             })
             .collect();
         // In the flows' order, one statement: batches of several processes lock alike.
-        Ok(crate::runs::enqueue_runs(conn, runs)
-            .await
-            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
-            > 0)
+        let mut queued = 0;
+        for statement in crate::runs::enqueue_statements(runs, self.backend) {
+            queued += on.execute(statement).await?;
+        }
+        Ok(queued > 0)
+    }
+}
+
+/// What a batch's statements run on: a sea-orm transaction, or the kept connection.
+trait RunsStatements {
+    /// How many rows the statement changed.
+    async fn execute(&mut self, statement: Statement) -> Result<u64, sea_orm::DbErr>;
+    async fn query(&mut self, statement: Statement) -> Result<Vec<QueryResult>, sea_orm::DbErr>;
+}
+
+struct OnSeaOrm<'a, C>(&'a C);
+
+impl<C: ConnectionTrait> RunsStatements for OnSeaOrm<'_, C> {
+    async fn execute(&mut self, statement: Statement) -> Result<u64, sea_orm::DbErr> {
+        Ok(self.0.execute_raw(statement).await?.rows_affected())
+    }
+
+    async fn query(&mut self, statement: Statement) -> Result<Vec<QueryResult>, sea_orm::DbErr> {
+        self.0.query_all_raw(statement).await
+    }
+}
+
+impl RunsStatements for PgConnection {
+    async fn execute(&mut self, statement: Statement) -> Result<u64, sea_orm::DbErr> {
+        kept::execute(self, statement).await
+    }
+
+    async fn query(&mut self, statement: Statement) -> Result<Vec<QueryResult>, sea_orm::DbErr> {
+        kept::query_all(self, statement).await
     }
 }
 
@@ -344,6 +429,8 @@ fn statement_chunks(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use sea_orm::{PaginatorTrait, Set};
 
     use super::*;
@@ -451,12 +538,15 @@ mod tests {
                 stored(source, "id:1"),
                 stored(&other, "id:1"),
             ];
+            let mut sink = Sink::new(db.clone());
             assert!(
-                write(&db, batch, now).await.unwrap(),
+                write(&mut sink, batch, now).await.unwrap(),
                 "{url}: a run is queued"
             );
             assert!(
-                !write(&db, vec![stored(source, "id:3")], now).await.unwrap(),
+                !write(&mut sink, vec![stored(source, "id:3")], now)
+                    .await
+                    .unwrap(),
                 "{url}: the next webhook joins the run still waiting"
             );
             assert_eq!(
@@ -489,7 +579,9 @@ mod tests {
                 .unwrap();
 
             assert!(
-                write(&db, vec![again()], now).await.unwrap(),
+                write(&mut Sink::new(db.clone()), vec![again()], now)
+                    .await
+                    .unwrap(),
                 "{url}: the delivery again queues the run"
             );
             assert_eq!(
@@ -500,6 +592,169 @@ mod tests {
             assert_eq!(run::Entity::find().count(&db).await.unwrap(), 1, "{url}");
         })
         .await;
+    }
+
+    /// PostgreSQL: a batch that queues no run costs one round trip, and nothing happens
+    /// between two batches (sqlx checks a connection given back to its pool with a round
+    /// trip of its own, which every batch waited for). Counted at a proxy in front of the
+    /// server: each Sync message the writer sends is a wait for the server's answer.
+    #[tokio::test]
+    async fn a_postgres_batch_is_one_round_trip() {
+        crate::bench::fixture::on_each_database(|db, url| async move {
+            if db.get_database_backend() != DatabaseBackend::Postgres {
+                return;
+            }
+            let proxy = SyncCounter::start(&url).await;
+            let options = sea_orm::ConnectOptions::new(proxy.url.clone())
+                .max_connections(1)
+                .min_connections(0)
+                .to_owned();
+            let mut sink = Sink::new(sea_orm::Database::connect(options).await.unwrap());
+            let now = chrono::Utc::now();
+            let flow = webhook_flow(&db, now).await;
+            // No flow reads this connection's webhooks: its batches queue no run.
+            let quiet = ConnectionId::generate();
+            let event = |key: String| delivery(&flow, &quiet, &key, now);
+            // The first batch of a shape also prepares its statement.
+            write(&mut sink, vec![event("id:first".into())], now)
+                .await
+                .unwrap();
+            proxy.syncs.store(0, Ordering::SeqCst);
+            for n in 0..5 {
+                let queued = write(&mut sink, vec![event(format!("id:{n}"))], now).await;
+                assert_eq!(queued.ok(), Some(false), "{url}");
+            }
+            assert_eq!(proxy.syncs.load(Ordering::SeqCst), 5, "{url}");
+            assert_eq!(webhook_event::Entity::find().count(&db).await.unwrap(), 6);
+        })
+        .await;
+    }
+
+    /// PostgreSQL: a batch too large for one statement is one transaction on the kept
+    /// connection. When its second statement fails, the first one's events are not kept
+    /// either, and the connection (inside the failed transaction) is not used again: the
+    /// next batch is stored.
+    #[tokio::test]
+    async fn a_batch_of_several_statements_is_stored_whole_or_not_at_all() {
+        crate::bench::fixture::on_each_database(|db, url| async move {
+            if db.get_database_backend() != DatabaseBackend::Postgres {
+                return;
+            }
+            let mut sink = Sink::new(db.clone());
+            let now = chrono::Utc::now();
+            let flow = webhook_flow(&db, now).await;
+            let large = |key: &str| webhook_event::ActiveModel {
+                body: Set(vec![b'x'; 400 * 1024]),
+                ..delivery(&flow, &flow.source_connection_id, key, now)
+            };
+            let chunks = |batch: &Vec<webhook_event::ActiveModel>| {
+                statement_chunks(batch.clone(), DatabaseBackend::Postgres).len()
+            };
+            let mut failing = vec![large("id:1"), large("id:2"), large("id:3")];
+            // A NUL in a text column, which PostgreSQL refuses: the last statement fails.
+            failing[2].topic = Set(Some("orders\0create".into()));
+            assert_eq!(chunks(&failing), 2, "{url}: the batch needs two statements");
+            assert!(write(&mut sink, failing, now).await.is_err(), "{url}");
+            assert_eq!(
+                webhook_event::Entity::find().count(&db).await.unwrap(),
+                0,
+                "{url}: nothing of the failed batch is stored"
+            );
+
+            let batch = vec![large("id:1"), large("id:2"), large("id:3")];
+            assert!(write(&mut sink, batch, now).await.unwrap(), "{url}: a run");
+            assert_eq!(webhook_event::Entity::find().count(&db).await.unwrap(), 3);
+        })
+        .await;
+    }
+
+    /// A TCP proxy to the PostgreSQL server of `url` that counts the client's Sync messages
+    /// (the protocol's "answer now"); its URL asks for no TLS, so the messages can be read.
+    struct SyncCounter {
+        url: String,
+        syncs: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl SyncCounter {
+        async fn start(url: &str) -> Self {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut proxied = url::Url::parse(url).unwrap();
+            let upstream = format!(
+                "{}:{}",
+                proxied.host_str().unwrap(),
+                proxied.port().unwrap_or(5432)
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            proxied.set_host(Some("127.0.0.1")).unwrap();
+            proxied.set_port(Some(port)).unwrap();
+            proxied.query_pairs_mut().append_pair("sslmode", "disable");
+            let syncs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let counted = syncs.clone();
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    tokio::spawn(async move {
+                        tokio::io::copy(&mut from_server, &mut to_client).await.ok();
+                    });
+                    let counted = counted.clone();
+                    tokio::spawn(async move {
+                        let mut messages = FrontendMessages::default();
+                        let mut buffer = vec![0u8; 64 * 1024];
+                        while let Ok(n) = from_client.read(&mut buffer).await {
+                            if n == 0 {
+                                break;
+                            }
+                            // Counted before it is passed on, so before it can be answered.
+                            let syncs = messages.read(&buffer[..n]);
+                            counted.fetch_add(syncs, Ordering::SeqCst);
+                            if to_server.write_all(&buffer[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            });
+            Self {
+                url: proxied.to_string(),
+                syncs,
+            }
+        }
+    }
+
+    /// The client's side of the PostgreSQL protocol as bytes arrive: a startup message
+    /// (length first), then messages of a type byte and a length that counts itself.
+    #[derive(Default)]
+    struct FrontendMessages {
+        pending: Vec<u8>,
+        started: bool,
+    }
+
+    impl FrontendMessages {
+        /// Takes the next bytes; how many Sync messages they completed.
+        fn read(&mut self, bytes: &[u8]) -> usize {
+            self.pending.extend_from_slice(bytes);
+            let mut syncs = 0;
+            loop {
+                let header = usize::from(self.started);
+                let Some(length) = self.pending.get(header..header + 4) else {
+                    break;
+                };
+                let length = u32::from_be_bytes([length[0], length[1], length[2], length[3]]);
+                let total = header + length as usize;
+                if self.pending.len() < total {
+                    break;
+                }
+                if self.started && self.pending[0] == b'S' {
+                    syncs += 1;
+                }
+                self.started = true;
+                self.pending.drain(..total);
+            }
+            syncs
+        }
     }
 
     #[test]
