@@ -70,9 +70,8 @@ pub async fn connect_relaxed(settings: &Settings) -> anyhow::Result<DatabaseConn
 /// SQLite, where one writer at a time is all there is: its page cache stays valid from one
 /// batch to the next (a pooled one found pages another connection had changed, dropped its
 /// cache and read them again: 6 % of the ingest server's CPU in `pread`), and it is larger
-/// than a pooled one's so the dedupe index, whose random keys touch a leaf per event, stays
-/// in it. It commits without the flush, which the writer does through `wal` before it
-/// answers (`wal_flush`).
+/// than a pooled one's (`EVENT_WRITER_CACHE_KIB`). It commits without the flush, which the
+/// writer does through `wal` before it answers (`wal_flush`).
 ///
 /// PostgreSQL: one server process serves every batch, with its caches and the batch
 /// statements sqlx prepared on it, instead of whichever of the pool's was free (`bench
@@ -162,8 +161,17 @@ pub enum EventStore {
     },
 }
 
-/// The event writer's page cache, in KiB.
-const EVENT_WRITER_CACHE_KIB: u32 = 64 * 1024;
+/// The event writer's page cache, in KiB. Not larger: while the database is under 1 GiB,
+/// every commit whose B-tree balancing swapped two pages' numbers scans the whole cache
+/// (the swap goes through the number of the page after the lock byte's, 262,145 at 4 KiB;
+/// the cache's highest key jumps there, and the commit's truncation to the database's size
+/// then visits every bucket and page: `pcache1TruncateUnsafe` in the bundled sqlite3.c).
+/// Random event ids split the dedupe index's leaves all the time, so with 64 MiB that scan
+/// was 11 % of the ingest server's CPU (perf, `bench webhooks`, scattered ids); at 16 MiB
+/// 5 %. Interleaved, two rounds under both generators: 11,611-14,052 webhooks/s at 16 MiB
+/// and 12,994-14,520 at 4 MiB beside 7,556-10,762 at 64. 16 MiB keeps more of a large
+/// index's inner pages than 4 would, for the same rate here.
+const EVENT_WRITER_CACHE_KIB: u32 = 16 * 1024;
 /// A pooled connection's: SQLite's default.
 const SQLITE_DEFAULT_CACHE_KIB: u32 = 2_000;
 
