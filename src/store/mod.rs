@@ -169,8 +169,9 @@ pub enum EventStore {
 /// Random event ids split the dedupe index's leaves all the time, so with 64 MiB that scan
 /// was 11 % of the ingest server's CPU (perf, `bench webhooks`, scattered ids); at 16 MiB
 /// 5 %. Interleaved, two rounds under both generators: 11,611-14,052 webhooks/s at 16 MiB
-/// and 12,994-14,520 at 4 MiB beside 7,556-10,762 at 64. 16 MiB keeps more of a large
-/// index's inner pages than 4 would, for the same rate here.
+/// and 12,994-14,520 at 4 MiB beside 7,556-10,762 at 64 (run first in each round, which may
+/// have cost it some). 16 MiB keeps more of a large index's inner pages than 4 would, for
+/// the same rate here.
 const EVENT_WRITER_CACHE_KIB: u32 = 16 * 1024;
 /// A pooled connection's: SQLite's default.
 const SQLITE_DEFAULT_CACHE_KIB: u32 = 2_000;
