@@ -33,7 +33,7 @@ use sea_orm::sea_query::{PostgresQueryBuilder, QueryBuilder, inject_parameters};
 use sea_orm::sqlx::{AssertSqlSafe, Either, Executor, SqlitePool};
 use sea_orm::{DatabaseConnection, DbErr, QueryResult, Statement, Value, Values};
 
-use super::kept::KeptConnection;
+use super::kept::{KeptConnection, pool_error, query_error};
 
 /// Statements prepared on one PostgreSQL connection at the most; past it a statement is sent
 /// with its values in its text and planned each time. A group's statements differ only by
@@ -63,14 +63,6 @@ struct PreparingConnection {
 
 /// SQLSTATE `invalid_sql_statement_name`: EXECUTE of a name not prepared on the connection.
 const PREPARED_STATEMENT_GONE: &str = "26000";
-
-fn pool_error(err: sea_orm::sqlx::Error) -> DbErr {
-    DbErr::Conn(sea_orm::RuntimeErr::SqlxError(err.into()))
-}
-
-fn query_error(err: sea_orm::sqlx::Error) -> DbErr {
-    DbErr::Query(sea_orm::RuntimeErr::SqlxError(err.into()))
-}
 
 impl FoldedWriter {
     /// A writer on `db`'s pool (SQLite or PostgreSQL).

@@ -38,12 +38,7 @@ impl KeptConnection {
         if let Some(conn) = self.conn.take() {
             return Ok((conn, false));
         }
-        let conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into())))?
-            .detach();
+        let conn = self.pool.acquire().await.map_err(pool_error)?.detach();
         Ok((conn, true))
     }
 }
@@ -79,6 +74,12 @@ fn bound(
     )
 }
 
-fn query_error(err: sea_orm::sqlx::Error) -> DbErr {
+/// A connection that could not be had, as sea-orm reports one.
+pub(super) fn pool_error(err: sea_orm::sqlx::Error) -> DbErr {
+    DbErr::Conn(sea_orm::RuntimeErr::SqlxError(err.into()))
+}
+
+/// A statement that failed, as sea-orm reports one.
+pub(super) fn query_error(err: sea_orm::sqlx::Error) -> DbErr {
     DbErr::Query(sea_orm::RuntimeErr::SqlxError(err.into()))
 }
