@@ -477,9 +477,9 @@ async fn measure_synchub(
 const STORAGE_BATCH: usize = 64;
 
 /// What durable storage takes alone: the webhook table of a fresh database, written as the
-/// group commit writes it (a multi-row INSERT that skips duplicates, committed with the
-/// flush to disk: SQLite `synchronous=FULL` in a transaction, PostgreSQL one statement on a
-/// kept connection) by one writer in batches of 64, with the keys the
+/// group commit writes it when no duplicate comes (a multi-row INSERT committed with the flush
+/// to disk: SQLite `synchronous=FULL` in a transaction, skipping duplicates; PostgreSQL one
+/// plain statement on a kept connection) by one writer in batches of 64, with the keys the
 /// load generator sends and the same body, for the measured seconds. The ingest's rate beside
 /// it says how much of what the disk allows the HTTP, verification and batching leave.
 async fn storage_ceiling(backend: &str, args: &WebhookBenchArgs) -> anyhow::Result<f64> {
@@ -513,13 +513,11 @@ async fn storage_ceiling(backend: &str, args: &WebhookBenchArgs) -> anyhow::Resu
                 received_at: Set(now),
             }
         });
-        let insert = webhook_event::Entity::insert_many(events).on_conflict_do_nothing_on([
-            webhook_event::Column::ConnectionId,
-            webhook_event::Column::DedupeKey,
-        ]);
+        let insert = webhook_event::Entity::insert_many(events);
         match kept.as_mut() {
             // As the group commit writes a batch of one statement: on its own, with nothing
-            // between two batches (a transaction and the pool's check were three trips more).
+            // between two batches (a transaction and the pool's check were three trips more),
+            // a plain INSERT while no duplicate comes.
             Some(kept) => {
                 let (mut conn, _) = kept.take().await?;
                 let statement = db.get_database_backend().build(&insert.into_query());
@@ -528,7 +526,13 @@ async fn storage_ceiling(backend: &str, args: &WebhookBenchArgs) -> anyhow::Resu
             }
             None => {
                 let txn = db.begin().await?;
-                insert.exec_without_returning(&txn).await?;
+                insert
+                    .on_conflict_do_nothing_on([
+                        webhook_event::Column::ConnectionId,
+                        webhook_event::Column::DedupeKey,
+                    ])
+                    .exec_without_returning(&txn)
+                    .await?;
                 txn.commit().await?;
             }
         }
