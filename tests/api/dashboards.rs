@@ -225,15 +225,25 @@ async fn the_ops_views_query_what_metrics_serves(backend: Backend) {
         }
     })
     .await;
-    let text = remote
-        .client
-        .get(format!("{}/metrics", remote.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The worker counts a run's end after committing it, so the API can show the run
+    // succeeded a moment before /metrics counts it.
+    let text = eventually("the run is counted", Duration::from_secs(10), || async {
+        let text = remote
+            .client
+            .get(format!("{}/metrics", remote.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("synchub_runs_total{") {
+            Ok(text)
+        } else {
+            Err("no synchub_runs_total yet")
+        }
+    })
+    .await;
     let served = parse_exposition(&text);
 
     let mut problems = Vec::new();
