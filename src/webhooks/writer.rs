@@ -228,7 +228,7 @@ async fn commit(
     batch.sort_by(|(a, _), (b, _)| dedupe_order(a).cmp(&dedupe_order(b)));
     let (events, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     metrics::histogram!("synchub_webhook_commit_batch_size").record(events.len() as f64);
-    match write(sink, events.clone(), now).await {
+    match write(sink, &events, now).await {
         Ok(queued_runs) => Committed {
             outcomes: waiters.into_iter().map(|done| (done, Ok(()))).collect(),
             queued_runs,
@@ -238,8 +238,8 @@ async fn commit(
             tracing::warn!(error = %err, size = events.len(), "group commit failed; retrying events one by one");
             let mut queued_runs = false;
             let mut outcomes = Vec::with_capacity(waiters.len());
-            for (event, done) in events.into_iter().zip(waiters) {
-                let result = write(sink, vec![event], now)
+            for (event, done) in events.iter().zip(waiters) {
+                let result = write(sink, std::slice::from_ref(event), now)
                     .await
                     .map(|queued| queued_runs |= queued)
                     .map_err(|e| e.to_string());
@@ -269,19 +269,19 @@ fn dedupe_order(event: &webhook_event::ActiveModel) -> (Option<&ConnectionId>, O
 }
 
 /// Stores the events (each once, a duplicate skipped) and queues the runs they trigger;
-/// whether a run was queued.
+/// whether a run was queued. Each try builds its statements from a copy of the events.
 async fn write(
     sink: &mut Sink,
-    events: Vec<webhook_event::ActiveModel>,
+    events: &[webhook_event::ActiveModel],
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<bool, sea_orm::DbErr> {
     if sink.first_try() == OnDuplicate::Fail {
-        match write_as(sink, events.clone(), now, OnDuplicate::Fail).await {
+        match write_as(sink, events.to_vec(), now, OnDuplicate::Fail).await {
             Err(err) if is_duplicate(&err) => sink.met_a_duplicate(),
             outcome => return outcome,
         }
     }
-    write_as(sink, events, now, OnDuplicate::Skip).await
+    write_as(sink, events.to_vec(), now, OnDuplicate::Skip).await
 }
 
 fn is_duplicate(err: &sea_orm::DbErr) -> bool {
@@ -627,11 +627,11 @@ mod tests {
             ];
             let mut sink = Sink::new(db.clone());
             assert!(
-                write(&mut sink, batch, now).await.unwrap(),
+                write(&mut sink, &batch, now).await.unwrap(),
                 "{url}: a run is queued"
             );
             assert!(
-                !write(&mut sink, vec![stored(source, "id:3")], now)
+                !write(&mut sink, &[stored(source, "id:3")], now)
                     .await
                     .unwrap(),
                 "{url}: the next webhook joins the run still waiting"
@@ -666,7 +666,7 @@ mod tests {
                 .unwrap();
 
             assert!(
-                write(&mut Sink::new(db.clone()), vec![again()], now)
+                write(&mut Sink::new(db.clone()), &[again()], now)
                     .await
                     .unwrap(),
                 "{url}: the delivery again queues the run"
@@ -703,12 +703,12 @@ mod tests {
             let quiet = ConnectionId::generate();
             let event = |key: String| delivery(&flow, &quiet, &key, now);
             // The first batch of a shape also prepares its statement.
-            write(&mut sink, vec![event("id:first".into())], now)
+            write(&mut sink, &[event("id:first".into())], now)
                 .await
                 .unwrap();
             proxy.syncs.store(0, Ordering::SeqCst);
             for n in 0..5 {
-                let queued = write(&mut sink, vec![event(format!("id:{n}"))], now).await;
+                let queued = write(&mut sink, &[event(format!("id:{n}"))], now).await;
                 assert_eq!(queued.ok(), Some(false), "{url}");
             }
             assert_eq!(proxy.syncs.load(Ordering::SeqCst), 5, "{url}");
@@ -732,7 +732,7 @@ mod tests {
                 assert_eq!(sink.first_try(), OnDuplicate::Skip, "{url}");
                 return;
             }
-            write(&mut sink, vec![event("id:1"), event("id:2")], now)
+            write(&mut sink, &[event("id:1"), event("id:2")], now)
                 .await
                 .unwrap();
             assert!(
@@ -747,7 +747,7 @@ mod tests {
             );
 
             let again = vec![event("id:2"), event("id:3")];
-            assert!(write(&mut sink, again, now).await.is_ok(), "{url}");
+            assert!(write(&mut sink, &again, now).await.is_ok(), "{url}");
             let keys: Vec<String> = webhook_event::Entity::find()
                 .order_by_asc(webhook_event::Column::DedupeKey)
                 .all(&db)
@@ -762,7 +762,7 @@ mod tests {
                 assert_eq!(sink.first_try(), OnDuplicate::Skip, "{url}");
             }
             assert_eq!(sink.first_try(), OnDuplicate::Fail, "{url}: plain again");
-            write(&mut sink, vec![event("id:4")], now).await.unwrap();
+            write(&mut sink, &[event("id:4")], now).await.unwrap();
             assert_eq!(webhook_event::Entity::find().count(&db).await.unwrap(), 4);
         })
         .await;
@@ -792,7 +792,7 @@ mod tests {
             // A NUL in a text column, which PostgreSQL refuses: the last statement fails.
             failing[2].topic = Set(Some("orders\0create".into()));
             assert_eq!(chunks(&failing), 2, "{url}: the batch needs two statements");
-            assert!(write(&mut sink, failing, now).await.is_err(), "{url}");
+            assert!(write(&mut sink, &failing, now).await.is_err(), "{url}");
             assert_eq!(
                 webhook_event::Entity::find().count(&db).await.unwrap(),
                 0,
@@ -800,7 +800,7 @@ mod tests {
             );
 
             let batch = vec![large("id:1"), large("id:2"), large("id:3")];
-            assert!(write(&mut sink, batch, now).await.unwrap(), "{url}: a run");
+            assert!(write(&mut sink, &batch, now).await.unwrap(), "{url}: a run");
             assert_eq!(webhook_event::Entity::find().count(&db).await.unwrap(), 3);
         })
         .await;
