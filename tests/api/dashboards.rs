@@ -13,7 +13,7 @@ use synchub::store::entities::{alert_delivery, connection, flow, run};
 
 use crate::durability::{free_port, start_role};
 use crate::flows::store_and_erp;
-use crate::helpers::{Backend, RemoteTenant, TestApp, TestDatabase, eventually};
+use crate::helpers::{Backend, RemoteTenant, TestApp, TestDatabase, eventually, metrics_at};
 use crate::on_both_backends;
 
 /// The series on a /metrics page: sample name → the label sets it was seen with.
@@ -228,15 +228,7 @@ async fn the_ops_views_query_what_metrics_serves(backend: Backend) {
     // The worker counts a run's end after committing it, so the API can show the run
     // succeeded a moment before /metrics counts it.
     let text = eventually("the run is counted", Duration::from_secs(10), || async {
-        let text = remote
-            .client
-            .get(format!("{}/metrics", remote.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_at(&remote.client, &remote.base).await;
         if text.contains("synchub_runs_total{") {
             Ok(text)
         } else {

@@ -50,6 +50,16 @@ macro_rules! on_both_backends {
     };
 }
 
+/// The Prometheus text the process at `base` (scheme, host and port) serves on /metrics.
+pub async fn metrics_at(client: &reqwest::Client, base: &str) -> String {
+    let response = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    response.text().await.expect("metrics text")
+}
+
 /// Polls `probe` until it answers Ok, for what other tasks or processes finish on their own
 /// time; fails the test with the last answer after `limit`.
 pub async fn eventually<T, E, F, Fut>(what: &str, limit: std::time::Duration, mut probe: F) -> T
@@ -255,13 +265,7 @@ impl TestApp {
 
     /// The Prometheus text the app serves on /metrics.
     pub async fn metrics(&self) -> String {
-        let response = self
-            .client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics");
-        response.text().await.expect("metrics text")
+        metrics_at(&self.client, &self.address).await
     }
 
     pub fn url(&self, path: &str) -> String {

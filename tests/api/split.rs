@@ -6,7 +6,7 @@ use std::time::Duration;
 use synchub::sim::{Faults, Simulator};
 
 use crate::durability::{free_port, start_role};
-use crate::helpers::{Backend, RemoteTenant, TestDatabase, eventually};
+use crate::helpers::{Backend, RemoteTenant, TestDatabase, eventually, metrics_at};
 use crate::on_both_backends;
 
 /// Polls a run until `done` says so, failing with `what` after `limit`.
@@ -52,15 +52,7 @@ async fn api_and_worker_processes_split_the_work(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(on_worker.status().as_u16(), 404, "the worker serves no API");
-    let metrics = remote
-        .client
-        .get(format!("{worker}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_at(&remote.client, &worker).await;
     assert!(
         metrics.contains("synchub_runs_total"),
         "the worker reports its runs"
