@@ -56,7 +56,7 @@ pub struct NewRule {
     #[schema(
         min_length = 1,
         max_length = 100,
-        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+        pattern = r"^[^\u0000]*[^\u0000\u0009-\u000D \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000]*$"
     )]
     pub name: String,
     /// Event kinds: run_failed (a run reached the dead letters), flow_disabled,

@@ -430,6 +430,65 @@ mod tests {
         }
     }
 
+    /// Names are trimmed with `str::trim` (Unicode White_Space) and refused when nothing is
+    /// left. The document's pattern for them must name exactly those characters: `\s` would
+    /// not do, as ECMA-262 (JSON Schema's regex dialect) leaves U+0085 out of it and a fuzzer
+    /// then sends "\u{85}" as a valid name. (Names the server echoes carry only `NO_NUL`.)
+    #[test]
+    fn the_name_pattern_accepts_what_trimming_keeps() {
+        fn name_patterns(node: &serde_json::Value, found: &mut Vec<String>) {
+            match node {
+                serde_json::Value::Object(map) => {
+                    if let Some(pattern) = map
+                        .get("properties")
+                        .and_then(|p| p.get("name"))
+                        .and_then(|n| n.get("pattern"))
+                        .and_then(|p| p.as_str())
+                        .filter(|p| *p != NO_NUL)
+                    {
+                        found.push(pattern.to_string());
+                    }
+                    map.values().for_each(|v| name_patterns(v, found));
+                }
+                serde_json::Value::Array(items) => {
+                    items.iter().for_each(|v| name_patterns(v, found))
+                }
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        name_patterns(document(), &mut found);
+        assert!(found.len() >= 9, "{found:?}");
+        found.sort();
+        found.dedup();
+        assert_eq!(
+            found.len(),
+            1,
+            "every name field has one pattern: {found:?}"
+        );
+        // `\s`, `\w` and `\d` mean different sets in different regex dialects.
+        assert!(
+            !["\\s", "\\S", "\\w", "\\W", "\\d", "\\D"]
+                .iter()
+                .any(|shorthand| found[0].contains(shorthand)),
+            "{}",
+            found[0]
+        );
+        let pattern = regex::Regex::new(&found[0]).unwrap();
+        for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
+            let kept = !c.to_string().trim().is_empty() && c != '\0';
+            assert_eq!(
+                pattern.is_match(&c.to_string()),
+                kept,
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
+        assert!(pattern.is_match(" \u{3000}Shop\u{85}"));
+        assert!(!pattern.is_match("\u{85} \u{a0}"));
+        assert!(!pattern.is_match("Shop\0"));
+    }
+
     /// Lists are `{data, next_cursor}`; the bounds the server enforces are in the document;
     /// free-form maps take any property; zones are the ones the server knows.
     #[test]
