@@ -113,6 +113,8 @@ pub struct WebhookSettings {
     pub batch_linger_micros: u64,
     pub cache_ttl_seconds: u64,
     pub rejection_flush_millis: u64,
+    /// Days a received event is kept (listed, and deduplicated against) before deletion.
+    pub retention_days: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -326,6 +328,9 @@ impl Settings {
         if !(1..=10_000).contains(&self.webhooks.max_batch) {
             anyhow::bail!("webhooks.max_batch must be between 1 and 10000");
         }
+        if !(1..=3_650).contains(&self.webhooks.retention_days) {
+            anyhow::bail!("webhooks.retention_days must be between 1 and 3650");
+        }
         if self.webhooks.secret_grace_seconds < 0 {
             anyhow::bail!("webhooks.secret_grace_seconds must not be negative");
         }
@@ -452,6 +457,27 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    /// Zero days would delete every event as it lands, and with it the deduplication of
+    /// the platform's retries.
+    #[test]
+    fn webhook_retention_is_at_least_a_day() {
+        let days = |value: &str| {
+            Settings::from_layers(
+                &env(&[("SYNCHUB_WEBHOOKS__RETENTION_DAYS", value)]),
+                &Overrides::default(),
+            )
+        };
+        let err = days("0").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("webhooks.retention_days"),
+            "{err:#}"
+        );
+        assert!(days("3651").is_err());
+        assert_eq!(days("1").unwrap().webhooks.retention_days, 1);
+        let defaults = Settings::from_layers(&[], &Overrides::default()).unwrap();
+        assert_eq!(defaults.webhooks.retention_days, 30);
     }
 
     #[test]

@@ -78,6 +78,34 @@ impl TenantId {
     }
 }
 
+impl EventId {
+    /// Sorts after every event id generated before `at` and before every one generated at
+    /// `at` or later (UUIDv7 leads with its milliseconds since the epoch, in hex): a bound
+    /// for ranges of the primary key by age, never an id of an event.
+    pub fn floor_at(at: chrono::DateTime<chrono::Utc>) -> Self {
+        Self(format!(
+            "{}_{:012x}",
+            Self::PREFIX,
+            at.timestamp_millis().max(0)
+        ))
+    }
+
+    /// An id as `generate` makes it, for an event received at `at` (a store seeded with
+    /// history, as the retention tests do).
+    pub fn generate_at(at: chrono::DateTime<chrono::Utc>) -> Self {
+        let timestamp = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            u64::try_from(at.timestamp()).unwrap_or(0),
+            at.timestamp_subsec_nanos(),
+        );
+        Self(format!(
+            "{}_{}",
+            Self::PREFIX,
+            uuid::Uuid::new_v7(timestamp).simple()
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +117,18 @@ mod tests {
         assert!(TenantId::parse(id.as_str()).is_none());
         assert!(ConnectionId::parse("con_../../etc").is_none());
         assert!(ConnectionId::parse("").is_none());
+    }
+
+    #[test]
+    fn an_event_id_floor_splits_ids_by_their_time() {
+        let at = chrono::Utc::now() - chrono::Duration::days(30);
+        let floor = EventId::floor_at(at);
+        let just_before = EventId::generate_at(at - chrono::Duration::milliseconds(1));
+        let at_it = EventId::generate_at(at);
+        assert!(just_before < floor, "{just_before} {floor}");
+        assert!(floor <= at_it, "{floor} {at_it}");
+        assert!(floor < EventId::generate());
+        assert_eq!(EventId::parse(at_it.as_str()), Some(at_it.clone()));
     }
 
     #[test]

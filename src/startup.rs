@@ -312,6 +312,15 @@ impl Application {
             ));
         }
         spawn_idempotency_pruning(db.clone(), clock.clone());
+        // The processes that take webhooks keep their table to its window.
+        if role != Role::Worker {
+            crate::webhooks::retention::spawn(
+                db.clone(),
+                clock.clone(),
+                chrono::Duration::days(i64::from(settings.webhooks.retention_days)),
+                shutdown.clone(),
+            );
+        }
 
         let state = web::Data::new(AppState {
             db: db.clone(),

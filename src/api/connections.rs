@@ -129,7 +129,8 @@ pub async fn put_allowlist(
     ))
 }
 
-/// Webhook events received for this connection, newest first.
+/// Webhook events received for this connection, newest first; kept for
+/// `webhooks.retention_days` (default 30).
 #[utoipa::path(params(("id" = String, Path), PageQuery), responses((status = 200, body = Page<crate::webhooks::EventView>)), tag = "connections", security(("bearer" = [])))]
 #[get("/v1/connections/{id}/events")]
 pub async fn list_events(

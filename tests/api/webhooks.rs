@@ -579,3 +579,122 @@ async fn a_flood_of_bad_signatures_costs_the_database_little(backend: Backend) {
     );
 }
 on_both_backends!(a_flood_of_bad_signatures_costs_the_database_little);
+
+/// A Shopify webhook for `connection`, signed with `secret`, carrying event id `event`.
+async fn shopify_hook(app: &TestApp, connection: &str, secret: &str, event: &str) -> u16 {
+    let body = br#"{"id":820982911946154508,"email":"jon@example.com"}"#;
+    let mut headers = header("X-Shopify-Hmac-Sha256", sign::shopify(secret, body));
+    headers.push(("X-Shopify-Event-Id".into(), event.into()));
+    headers.push(("X-Shopify-Topic".into(), "orders/create".into()));
+    hook(app, connection, &headers, body).await.0
+}
+
+/// Rows of `connection` in the events table whose platform event id is `event`.
+async fn stored(app: &TestApp, connection: &str, event: &str) -> u64 {
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    use synchub::store::entities::webhook_event;
+    webhook_event::Entity::find()
+        .filter(webhook_event::Column::ConnectionId.eq(connection))
+        .filter(webhook_event::Column::PlatformEventId.eq(event))
+        .count(&app.db)
+        .await
+        .unwrap()
+}
+
+/// Events older than the retention are deleted, a thousand a statement, and nothing newer;
+/// until then a platform's retry of an old event is a duplicate, afterwards it is new.
+async fn events_past_their_retention_are_deleted(backend: Backend) {
+    use sea_orm::EntityTrait;
+    use synchub::ids::{ConnectionId, EventId, TenantId};
+    use synchub::store::entities::webhook_event;
+    use synchub::webhooks::retention::{DELETE_BATCH, delete_events_before};
+
+    let app = TestApp::spawn(backend).await;
+    let (tenant, token) = app.tenant_with_token(&["write"]).await;
+    let secret = "shopify-app-client-secret-1";
+    let connection = app
+        .connection(&token, shopify_connection("US", secret))
+        .await;
+    let connection = connection["id"].as_str().unwrap().to_string();
+    let now = app.time.clock().now();
+    let keep = chrono::Duration::days(30);
+    let old = (0..DELETE_BATCH * 2 + 500).map(|n| webhook_event::ActiveModel {
+        id: sea_orm::Set(EventId::generate_at(
+            now - keep - chrono::Duration::minutes(n as i64 + 1),
+        )),
+        tenant_id: sea_orm::Set(TenantId::parse(&tenant).unwrap()),
+        connection_id: sea_orm::Set(ConnectionId::parse(&connection).unwrap()),
+        dedupe_key: sea_orm::Set(format!("id:old-{n}")),
+        platform_event_id: sea_orm::Set(Some(format!("old-{n}"))),
+        topic: sea_orm::Set(Some("orders/create".into())),
+        content_type: sea_orm::Set(Some("application/json".into())),
+        body: sea_orm::Set(b"{}".to_vec()),
+        received_at: sea_orm::Set(now - keep - chrono::Duration::minutes(n as i64 + 1)),
+    });
+    let old: Vec<_> = old.collect();
+    for chunk in old.chunks(500) {
+        webhook_event::Entity::insert_many(chunk.to_vec())
+            .exec(&app.db)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        shopify_hook(&app, &connection, secret, "fresh-1").await,
+        200
+    );
+    assert_eq!(shopify_hook(&app, &connection, secret, "old-0").await, 200);
+    assert_eq!(
+        stored(&app, &connection, "old-0").await,
+        1,
+        "a duplicate before"
+    );
+
+    let deleted = delete_events_before(&app.db, now - keep).await.unwrap();
+    assert_eq!(deleted, DELETE_BATCH * 2 + 500);
+    let events = app.events(&token, &connection).await;
+    let ids: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["platform_event_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["fresh-1"]);
+    assert_eq!(delete_events_before(&app.db, now - keep).await.unwrap(), 0);
+
+    assert_eq!(shopify_hook(&app, &connection, secret, "old-0").await, 200);
+    assert_eq!(stored(&app, &connection, "old-0").await, 1, "new after");
+}
+on_both_backends!(events_past_their_retention_are_deleted);
+
+/// The running service deletes them by itself, by its clock: a month and a day on, the
+/// event received today is gone.
+async fn the_service_deletes_events_once_their_retention_passes(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &[("SYNCHUB_WEBHOOKS__RETENTION_DAYS", "30")]).await;
+    let (_, token) = app.tenant_with_token(&["write"]).await;
+    let secret = "shopify-app-client-secret-1";
+    let connection = app
+        .connection(&token, shopify_connection("US", secret))
+        .await;
+    let connection = connection["id"].as_str().unwrap().to_string();
+    assert_eq!(shopify_hook(&app, &connection, secret, "today").await, 200);
+    app.time.advance(chrono::Duration::days(29));
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    assert_eq!(
+        app.events(&token, &connection).await.len(),
+        1,
+        "kept for 30 days"
+    );
+    app.time.advance(chrono::Duration::days(2));
+    eventually(
+        "the event deleted",
+        std::time::Duration::from_secs(10),
+        || async {
+            let left = app.events(&token, &connection).await.len();
+            if left == 0 {
+                Ok(())
+            } else {
+                Err(format!("{left} left"))
+            }
+        },
+    )
+    .await;
+}
+on_both_backends!(the_service_deletes_events_once_their_retention_passes);
