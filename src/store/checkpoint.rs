@@ -109,13 +109,6 @@ pub fn next_steps(last: Option<Checkpointed>) -> &'static [Step] {
     }
 }
 
-/// Flushes the database file at `file` (what the checkpoints copied into it) to disk.
-pub async fn flush_database_file(file: std::path::PathBuf) -> std::io::Result<()> {
-    tokio::task::spawn_blocking(move || std::fs::File::open(&file)?.sync_all())
-        .await
-        .map_err(std::io::Error::other)?
-}
-
 /// Checkpoints every [`CHECKPOINT_EVERY`] until `shutdown`; nothing on PostgreSQL.
 pub fn spawn_checkpointer(db: DatabaseConnection, shutdown: CancellationToken) {
     if !super::is_sqlite(&db) {
@@ -140,7 +133,7 @@ pub fn spawn_checkpointer(db: DatabaseConnection, shutdown: CancellationToken) {
                     },
                     Step::FlushDatabaseFile => {
                         if let Some(file) = &file
-                            && let Err(err) = flush_database_file(file.clone()).await
+                            && let Err(err) = super::wal_flush::flush_file(file.clone()).await
                         {
                             // The RESTART flushes it anyway, under its lock.
                             tracing::warn!(error = %err, "flushing the database file failed");
@@ -161,9 +154,9 @@ mod tests {
     use sea_orm::{ConnectionTrait, TransactionTrait};
 
     use super::{
-        Checkpointed, Mode, RESTART_PAST_FRAMES, Step, checkpoint, checkpoint_with,
-        flush_database_file, next_steps,
+        Checkpointed, Mode, RESTART_PAST_FRAMES, Step, checkpoint, checkpoint_with, next_steps,
     };
+    use crate::store::wal_flush::flush_file;
 
     /// About 1,500 pages: past SQLite's own threshold of 1,000 and past
     /// `RESTART_PAST_FRAMES`, below the backstop.
@@ -222,12 +215,8 @@ mod tests {
         checkpoint(&db).await.unwrap().unwrap();
         let file = super::super::sqlite_main_file(&db).await.unwrap().unwrap();
         assert!(file.starts_with(dir.path()), "{}", file.display());
-        flush_database_file(file).await.unwrap();
-        assert!(
-            flush_database_file(dir.path().join("gone.db"))
-                .await
-                .is_err()
-        );
+        flush_file(file).await.unwrap();
+        assert!(flush_file(dir.path().join("gone.db")).await.is_err());
     }
 
     /// What a writer that is always busy does to the log: its next transaction began before

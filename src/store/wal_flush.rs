@@ -39,11 +39,16 @@ impl WalFlush {
     /// Flushes everything written to the WAL so far. The file is opened for each flush: a
     /// descriptor kept open would outlive a WAL that SQLite deleted and made anew.
     pub async fn flush(&self) -> std::io::Result<()> {
-        let wal = self.wal.clone();
-        tokio::task::spawn_blocking(move || std::fs::File::open(&wal)?.sync_all())
-            .await
-            .map_err(std::io::Error::other)?
+        flush_file(self.wal.clone()).await
     }
+}
+
+/// Flushes what was written to the file at `path` (through any descriptor) to disk, off the
+/// runtime's threads.
+pub(super) async fn flush_file(path: PathBuf) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || std::fs::File::open(&path)?.sync_all())
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// An answer waiting for the flush after its commit: called with the flush's outcome.

@@ -339,13 +339,7 @@ async fn rotated_secrets_verify_only_within_their_grace_period(backend: Backend)
     let id = connection["id"].as_str().unwrap();
     let send = |secret: &'static str, n: u32| {
         let body = format!("{{\"order\":{n}}}");
-        let headers = vec![
-            (
-                "X-Shopify-Hmac-Sha256".to_string(),
-                sign::shopify(secret, body.as_bytes()),
-            ),
-            ("X-Shopify-Event-Id".to_string(), format!("evt-{n}")),
-        ];
+        let headers = shopify_headers(secret, body.as_bytes(), &format!("evt-{n}"));
         let app = &app;
         async move { hook(app, id, &headers, body.as_bytes()).await.0 }
     };
@@ -452,13 +446,7 @@ async fn concurrent_duplicates_are_stored_once(backend: Backend) {
         .await;
     let id = connection["id"].as_str().unwrap();
     let body = br#"{"id":1}"#;
-    let headers = vec![
-        (
-            "X-Shopify-Hmac-Sha256".to_string(),
-            sign::shopify("shopify-secret-1", body),
-        ),
-        ("X-Shopify-Event-Id".to_string(), "same-event".to_string()),
-    ];
+    let headers = shopify_headers("shopify-secret-1", body, "same-event");
     let sends = (0..32).map(|_| hook(&app, id, &headers, body));
     let statuses: Vec<u16> = futures_util::future::join_all(sends)
         .await
@@ -580,11 +568,17 @@ async fn a_flood_of_bad_signatures_costs_the_database_little(backend: Backend) {
 }
 on_both_backends!(a_flood_of_bad_signatures_costs_the_database_little);
 
+/// Shopify's headers for `body` signed with `secret`, carrying event id `event`.
+fn shopify_headers(secret: &str, body: &[u8], event: &str) -> Vec<(String, String)> {
+    let mut headers = header("X-Shopify-Hmac-Sha256", sign::shopify(secret, body));
+    headers.push(("X-Shopify-Event-Id".into(), event.into()));
+    headers
+}
+
 /// A Shopify webhook for `connection`, signed with `secret`, carrying event id `event`.
 async fn shopify_hook(app: &TestApp, connection: &str, secret: &str, event: &str) -> u16 {
     let body = br#"{"id":820982911946154508,"email":"jon@example.com"}"#;
-    let mut headers = header("X-Shopify-Hmac-Sha256", sign::shopify(secret, body));
-    headers.push(("X-Shopify-Event-Id".into(), event.into()));
+    let mut headers = shopify_headers(secret, body, event);
     headers.push(("X-Shopify-Topic".into(), "orders/create".into()));
     hook(app, connection, &headers, body).await.0
 }
